@@ -1,0 +1,51 @@
+"""The `smf` command. Each subcommand lives beside the code it drives.
+
+A module listed in COMMANDS defines `register(subparsers)`, which adds its
+subcommands with `set_defaults(run=callable)`; the callable takes the parsed
+arguments and returns an exit code (None means 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from smf.errors import SmfError
+
+COMMANDS = [
+    "smf.memory.commands",
+    "smf.evaluate.commands",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smf", description="Sparse Memory Finetuning: learn without forgetting.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except SmfError as e:
+        print(f"smf: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("smf: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
