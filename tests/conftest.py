@@ -23,3 +23,24 @@ def default_model():
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+def tiny_config(kind: str = "llama", **overrides):
+    """A small random decoder config (no downloads): 'llama' or 'qwen2'."""
+    from transformers import LlamaConfig, Qwen2Config
+
+    common = dict(
+        vocab_size=96, hidden_size=48, intermediate_size=96, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+    )
+    common.update(overrides)
+    return {"llama": LlamaConfig, "qwen2": Qwen2Config}[kind](**common)
+
+
+def tiny_model(kind: str = "llama", seed: int = 0, **overrides):
+    """A tiny random causal LM in eval mode, fp32, built from `tiny_config`."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(tiny_config(kind, **overrides), dtype=torch.float32).eval()

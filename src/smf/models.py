@@ -119,7 +119,7 @@ def resolve_model(name: str | os.PathLike | None) -> Path | str:
     if path.exists():
         raise SmfError(f"{path} is a file; a model is a folder (with config.json) or a hub id like Qwen/Qwen2.5-0.5B-Instruct")
     if _looks_like_path(str(name)):
-        raise SmfError(f"model folder {path} does not exist; check the path, or give a hub id like Qwen/Qwen2.5-0.5B-Instruct")
+        raise SmfError(f"model folder {name} does not exist; check the path, or give a hub id like Qwen/Qwen2.5-0.5B-Instruct")
     return str(name)
 
 

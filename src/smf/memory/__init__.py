@@ -1,0 +1,24 @@
+"""Product-key memory layers and the retrofit that adds them to a pretrained decoder."""
+
+from smf.memory.config import MemoryConfig
+from smf.memory.layer import MemoryMLP, ProductKeyMemory
+from smf.memory.retrofit import (
+    load_retrofitted,
+    memory_config,
+    memory_layers,
+    retrofit,
+    save_retrofitted,
+    set_recording,
+)
+
+__all__ = [
+    "MemoryConfig",
+    "MemoryMLP",
+    "ProductKeyMemory",
+    "load_retrofitted",
+    "memory_config",
+    "memory_layers",
+    "retrofit",
+    "save_retrofitted",
+    "set_recording",
+]

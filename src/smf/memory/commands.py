@@ -1,0 +1,106 @@
+"""`smf retrofit` and `smf info`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from smf.errors import SmfError
+from smf.io import read_json
+from smf.memory.config import MODES, MemoryConfig
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 6,12,18, got '{text}'") from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    defaults = MemoryConfig()
+    p = sub.add_parser("retrofit", help="add product-key memory layers to a pretrained model and save it")
+    p.add_argument("--model", default=None, help="hub id, local folder, or omit for the offline default (SmolLM2-135M-Instruct)")
+    p.add_argument("--layers", type=int_list, default=defaults.layers, help="decoder layers that get a memory (default %(default)s)")
+    p.add_argument("--slots", type=int, default=defaults.slots, help="value rows per memory, a perfect square (default %(default)s)")
+    p.add_argument("--heads", type=int, default=defaults.heads, help="query heads (default %(default)s)")
+    p.add_argument("--topk", type=int, default=defaults.topk, help="rows read per head and token (default %(default)s)")
+    p.add_argument("--key-dim", type=int, default=defaults.key_dim, help="query/key size per head (default %(default)s)")
+    p.add_argument("--value-dim", type=int, default=None, help="value row width (default: the model's hidden size)")
+    p.add_argument("--mode", choices=MODES, default=defaults.mode, help="additive: FFN(x)+mem(x); replacement: mem(x) only")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial keys and projections")
+    p.add_argument("--out", required=True, type=Path, help="output folder (must not exist)")
+    p.set_defaults(run=run_retrofit)
+
+    p = sub.add_parser("info", help="describe a model folder: memory configuration and parameter counts")
+    p.add_argument("path", type=Path)
+    p.set_defaults(run=run_info)
+
+
+def run_retrofit(args: argparse.Namespace) -> None:
+    from smf.memory.retrofit import retrofit, save_retrofitted
+    from smf.models import load_model
+
+    config = MemoryConfig(
+        layers=args.layers, slots=args.slots, heads=args.heads, topk=args.topk,
+        key_dim=args.key_dim, value_dim=args.value_dim, mode=args.mode, seed=args.seed,
+    )
+    if args.out.exists():
+        raise SmfError(f"{args.out} already exists; choose another --out or remove it")
+    model, tokenizer = load_model(args.model)
+    config.validate(num_layers=model.config.num_hidden_layers)
+    probe = tokenizer("Memory layers should leave this sentence's logits unchanged.", return_tensors="pt")
+    with torch.no_grad():
+        before = model(**probe).logits
+        retrofit(model, config)
+        after = model(**probe).logits
+    save_retrofitted(model, tokenizer, args.out, extra={"base_model": str(args.model or "default")})
+    print(describe(args.out))
+    print(f"max |logit change| on a probe sentence: {(after - before).abs().max().item():.3g}")
+
+
+def run_info(args: argparse.Namespace) -> None:
+    print(describe(args.path))
+
+
+def parameter_counts(path: Path) -> dict[str, int]:
+    """Count base and memory parameters from a saved folder's safetensors header."""
+    from safetensors import safe_open
+
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise SmfError(f"{path}: no .safetensors weights found")
+    counts = {"base": 0, "memory": 0}
+    for file in files:
+        with safe_open(str(file), "pt") as f:
+            for key in f.keys():
+                n = 1
+                for dim in f.get_slice(key).get_shape():
+                    n *= dim
+                counts["memory" if ".mlp.memory." in key else "base"] += n
+    return counts
+
+
+def describe(path: Path) -> str:
+    """A short, human-readable description of a model folder."""
+    if not path.is_dir():
+        raise SmfError(f"{path} is not a folder; give a model folder written by smf retrofit")
+    arch = read_json(path / "config.json")
+    lines = [f"model folder: {path}", f"architecture: {arch.get('model_type', '?')}, {arch.get('num_hidden_layers', '?')} layers, hidden size {arch.get('hidden_size', '?')}"]
+    memory_file = path / "smf_memory.json"
+    counts = parameter_counts(path)
+    if memory_file.is_file():
+        meta = read_json(memory_file)
+        c = MemoryConfig.from_dict(meta["memory"])
+        lines += [
+            f"memory: {c.mode} at layers {', '.join(map(str, c.layers))}",
+            f"  slots {c.slots:,} per layer ({c.sub_keys}×{c.sub_keys} product keys), heads {c.heads}, top-k {c.topk}, "
+            f"key dim {c.key_dim}, value dim {c.value_dim or arch.get('hidden_size')}",
+        ]
+    else:
+        lines.append("memory: none (a plain model)")
+    total = counts["base"] + counts["memory"]
+    lines.append(f"parameters: base {counts['base']:,}, memory {counts['memory']:,} ({100 * counts['memory'] / max(total, 1):.1f}% of {total:,})")
+    return "\n".join(lines)

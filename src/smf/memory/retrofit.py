@@ -1,0 +1,135 @@
+"""Retrofit a Hugging Face decoder with memory layers; save and load it symmetrically.
+
+`retrofit(model, config)` replaces `model.layers[i].mlp` (Llama, Qwen2, Mistral and
+other decoders with that layout) by a `MemoryMLP` around the original FFN. In additive
+mode with zero values the model's outputs do not change.
+
+A retrofitted model is saved as a folder: `config.json` (the base architecture),
+`model.safetensors` (every weight, memory included), the tokenizer files, and
+`smf_memory.json` (the MemoryConfig). `load_retrofitted` rebuilds the architecture,
+retrofits it with the same config and loads the weights: identical logits.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from smf import __version__
+from smf.errors import SmfError
+from smf.io import atomic_dir, read_json, write_json_atomic
+from smf.memory.config import MemoryConfig
+from smf.memory.layer import MemoryMLP, ProductKeyMemory
+
+MEMORY_FILE = "smf_memory.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder's list of transformer blocks (each with an `.mlp`)."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    layers = getattr(decoder, "layers", None)
+    if not isinstance(layers, nn.ModuleList) or not all(hasattr(block, "mlp") for block in layers):
+        kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+        raise SmfError(f"cannot retrofit a '{kind}' model: smf supports Llama/Qwen2-style decoders (model.layers[i].mlp)")
+    return layers
+
+
+def memory_layers(model: nn.Module) -> dict[int, ProductKeyMemory]:
+    """{decoder layer index: its memory}, in layer order; empty if not retrofitted."""
+    found = {}
+    for i, block in enumerate(decoder_layers(model)):
+        if isinstance(block.mlp, MemoryMLP):
+            found[i] = block.mlp.memory
+    return found
+
+
+def memory_config(model: nn.Module) -> MemoryConfig | None:
+    return getattr(model, "smf_memory_config", None)
+
+
+def retrofit(model: nn.Module, config: MemoryConfig) -> nn.Module:
+    """Add memory layers to `model` in place and return it."""
+    layers = decoder_layers(model)
+    config.validate(num_layers=len(layers))
+    if memory_layers(model):
+        raise SmfError("this model already has memory layers; retrofit the base model instead")
+    hidden = model.config.hidden_size
+    generator = torch.Generator().manual_seed(config.seed)
+    for i in config.layers:
+        ffn = layers[i].mlp
+        ref = next(ffn.parameters())
+        memory = ProductKeyMemory(hidden, config, generator).to(device=ref.device, dtype=ref.dtype)
+        layers[i].mlp = MemoryMLP(ffn if config.mode == "additive" else None, memory)
+    model.smf_memory_config = config
+    _install_mask_hook(model)
+    return model
+
+
+def _install_mask_hook(model: nn.Module) -> None:
+    """Tell each memory which positions are real tokens before every forward pass.
+
+    The memories sit inside the FFNs and never see the attention mask, so a pre-hook
+    on the decoder hands it to them (HF decoders take it as `attention_mask`, the
+    second positional argument).
+    """
+    memories = list(memory_layers(model).values())
+
+    def hand_over_mask(module, args, kwargs):
+        mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+        if mask is not None and mask.dim() != 2:
+            mask = None  # a 4-D mask is already expanded; cannot tell padding apart
+        for memory in memories:
+            memory.token_mask = mask
+
+    model.get_decoder().register_forward_pre_hook(hand_over_mask, with_kwargs=True)
+
+
+def set_recording(model: nn.Module, on: bool) -> None:
+    """Switch access recording on or off in every memory layer."""
+    for memory in memory_layers(model).values():
+        memory.record = on
+        if not on:
+            memory.last_rows = None
+
+
+def save_retrofitted(model: nn.Module, tokenizer, out: str | os.PathLike, *, overwrite: bool = False, extra: dict | None = None) -> Path:
+    """Write a retrofitted model (and tokenizer) to the folder `out`, atomically."""
+    from safetensors.torch import save_model
+
+    config = memory_config(model)
+    assert config is not None, "not a retrofitted model"
+    out = Path(out)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        model.config.save_pretrained(tmp)
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(tmp)
+        save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        write_json_atomic(tmp / MEMORY_FILE, {"smf_version": __version__, "memory": config.to_dict(), **(extra or {})})
+    return out
+
+
+def load_retrofitted(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> nn.Module:
+    """Load a folder written by `save_retrofitted` (weights and memory layers)."""
+    from safetensors.torch import load_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = Path(path)
+    meta = read_json(path / MEMORY_FILE)
+    if not isinstance(meta, dict) or "memory" not in meta:
+        raise SmfError(f"{path / MEMORY_FILE}: no 'memory' section; was this folder written by smf?")
+    config = MemoryConfig.from_dict(meta["memory"])
+    if not (path / WEIGHTS_FILE).is_file():
+        raise SmfError(f"{path}: {WEIGHTS_FILE} is missing; the folder is incomplete")
+    arch = AutoConfig.from_pretrained(path)
+    model = AutoModelForCausalLM.from_config(arch, dtype=dtype)
+    retrofit(model, config)
+    missing, unexpected = load_model(model, str(path / WEIGHTS_FILE), strict=False)
+    if missing or unexpected:
+        raise SmfError(f"{path / WEIGHTS_FILE} does not match its config: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
+    return model.to(device).eval()
