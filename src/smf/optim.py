@@ -1,0 +1,157 @@
+"""Strictly sparse optimizers for memory value tables.
+
+Each step updates only the rows the trainer selected (`set_rows`) and touches nothing
+else: rows not selected stay bit-identical, and the cost is O(t · value_dim) whatever
+the table size N. (Masking gradients and stepping a dense AdamW does not give this:
+its moments and weight decay keep moving old rows.)
+
+- `SparseSGD`: w[r] -= lr · g[r]; no momentum, no weight decay (Lin et al.'s choice).
+- `LazyAdam`: Adam whose per-row moments and step counts exist only for rows that
+  have been selected, and advance only when they are selected; bias correction uses
+  the row's own step count. Its state grows with the rows ever selected, not with N.
+
+Gradients may be sparse (from `embedding_bag(sparse=True)`, possibly uncoalesced) or
+dense. With `max_grad_norm`, the selected rows' gradients (over all parameters of the
+optimizer) are clipped to that total norm before the update.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch.optim import Optimizer
+
+
+def selected_gradient(grad: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """grad: (N, D) sparse or dense; rows: (t,) sorted, distinct → their gradient (t, D)."""
+    if not grad.is_sparse:
+        return grad[rows]
+    assert grad.sparse_dim() == 1, "expected row-sparse gradients (as embedding_bag gives)"
+    index = grad._indices()[0]  # (nnz,), repeats allowed when uncoalesced
+    values = grad._values()  # (nnz, D)
+    keep = torch.isin(index, rows)
+    out = torch.zeros(len(rows), values.shape[1], dtype=values.dtype, device=values.device)
+    return out.index_add_(0, torch.searchsorted(rows, index[keep]), values[keep])
+
+
+class SparseRowOptimizer(Optimizer):
+    """Shared part: rows to update per parameter, their gradients, clipping, stats."""
+
+    def __init__(self, params, defaults: dict):
+        super().__init__(params, defaults)
+        self._rows: dict[torch.Tensor, torch.Tensor] = {}
+        self.last_stats: dict = {}
+
+    def set_rows(self, rows: dict[torch.Tensor, torch.Tensor]) -> None:
+        """rows: {parameter: sorted distinct row indices (t,)} to update on the next step."""
+        self._rows = rows
+
+    def _update(self, p: torch.Tensor, rows: torch.Tensor, g: torch.Tensor, group: dict) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        assert closure is None, "sparse row optimizers take no closure"
+        grads = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                rows = self._rows.get(p)
+                if rows is None or len(rows) == 0 or p.grad is None:
+                    continue
+                rows = rows.to(p.device)
+                grads[p] = (group, rows, selected_gradient(p.grad, rows))
+        norm = torch.sqrt(sum((g.double().pow(2).sum() for _, _, g in grads.values()), torch.tensor(0.0, dtype=torch.float64)))
+        scale = 1.0
+        max_norm = self.defaults.get("max_grad_norm")
+        if max_norm and norm > max_norm:
+            scale = float(max_norm / (norm + 1e-6))
+        changed = 0
+        for p, (group, rows, g) in grads.items():
+            before = p[rows].clone()
+            self._update(p, rows, g * scale if scale != 1.0 else g, group)
+            changed += int((p[rows] != before).any(-1).sum())
+        self.last_stats = {"rows_selected": sum(len(r) for _, r, _ in grads.values()), "rows_changed": changed, "grad_norm": float(norm)}
+        self._rows = {}
+        return None
+
+
+class SparseSGD(SparseRowOptimizer):
+    def __init__(self, params, lr: float, max_grad_norm: float | None = None):
+        super().__init__(params, {"lr": lr, "max_grad_norm": max_grad_norm})
+
+    def _update(self, p, rows, g, group):
+        p[rows] = p[rows] - group["lr"] * g
+
+    def state_bytes(self) -> int:
+        return 0
+
+
+class LazyAdam(SparseRowOptimizer):
+    def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, max_grad_norm: float | None = None):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "max_grad_norm": max_grad_norm})
+
+    def _slots(self, p: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """State slots of `rows`, allocating slots (zero moments, step 0) for new rows.
+
+        Slot buffers grow by doubling, so allocation is amortised O(1) per new row.
+        """
+        state = self.state[p]
+        if not state:
+            state["slot"] = torch.full((p.shape[0],), -1, dtype=torch.int64, device=p.device)  # row → slot
+            state["used"] = torch.zeros((), dtype=torch.int64)
+            state["m"] = p.new_zeros(0, p.shape[1])
+            state["v"] = p.new_zeros(0, p.shape[1])
+            state["step"] = torch.zeros(0, dtype=torch.int64, device=p.device)
+        slot = state["slot"]
+        new = rows[slot[rows] < 0]
+        if len(new):
+            used = int(state["used"])
+            if used + len(new) > len(state["step"]):
+                capacity = max(2 * len(state["step"]), used + len(new), 64)
+                for key in ("m", "v", "step"):
+                    grown = state[key].new_zeros(capacity, *state[key].shape[1:])
+                    grown[:used] = state[key][:used]
+                    state[key] = grown
+            slot[new] = torch.arange(used, used + len(new), device=p.device)
+            state["used"] += len(new)
+        return slot[rows]
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # Optimizer.load_state_dict casts state tensors to the parameter's dtype; the
+        # integer ones (row → slot index, counts, per-row steps) must stay integers. The
+        # copy keeps the loaded state from aliasing the source's tensors (updates are in place).
+        super().load_state_dict(copy.deepcopy(state_dict))
+        params = [p for group in self.param_groups for p in group["params"]]
+        for i, saved in state_dict["state"].items():
+            for key in ("slot", "used", "step"):
+                self.state[params[i]][key] = saved[key].clone().to(params[i].device if key != "used" else "cpu")
+
+    def rows_with_state(self) -> int:
+        """How many rows have Adam state (were ever selected)."""
+        return sum(int(st["used"]) for st in self.state.values() if st)
+
+    def _update(self, p, rows, g, group):
+        beta1, beta2 = group["betas"]
+        s = self._slots(p, rows)
+        state = self.state[p]
+        m = state["m"][s].mul_(beta1).add_(g, alpha=1 - beta1)
+        v = state["v"][s].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        step = state["step"][s] + 1
+        state["m"][s], state["v"][s], state["step"][s] = m, v, step
+        bc1 = (1 - beta1 ** step.double()).to(p.dtype)[:, None]
+        bc2 = (1 - beta2 ** step.double()).to(p.dtype)[:, None]
+        w = p[rows]
+        if group["weight_decay"]:
+            w = w * (1 - group["lr"] * group["weight_decay"])
+        p[rows] = w - group["lr"] * (m / bc1) / ((v / bc2).sqrt() + group["eps"])
+
+    def state_bytes(self) -> int:
+        """Bytes of optimizer state in use: the row → slot index plus moments and steps of used slots."""
+        total = 0
+        for st in self.state.values():
+            if st:
+                used = int(st["used"])
+                total += st["slot"].nbytes + used * (st["m"].shape[1] * (st["m"].element_size() + st["v"].element_size()) + 8)
+        return total

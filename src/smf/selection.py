@@ -1,0 +1,132 @@
+"""Access statistics and the row-selection rules of sparse memory finetuning.
+
+Background statistics come from running B batches of general text through the
+retrofitted model once; for every memory layer and row i they keep the document
+frequency df(i) (batches that read row i) and the total access count. During
+training, with c(i) the accesses of row i by the real tokens of the step's batch:
+
+    tf     c(i) / Σc
+    tfidf  c(i) / Σc · log((B + 1) / (df(i) + 1))            (Lin et al. 2025)
+    kl     p(i) · log(p(i) / q(i)),  p = c / Σc,  q = (bg(i) + 1) / Σ(bg + 1)
+           (row i's term of KL(batch ‖ background): rows read far more than usual)
+    all    every row read (control)
+    random t rows drawn uniformly among those read (control)
+
+and the top-t rows per layer are trained.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from smf.errors import SmfError
+
+RULES = ("tfidf", "kl", "tf", "all", "random")
+NEEDS_BACKGROUND = ("tfidf", "kl")
+BACKGROUND_FILE = "background.safetensors"
+
+
+@dataclass
+class BackgroundStats:
+    """Per memory layer: df (N,) and counts (N,) int64, over `batches` batches."""
+
+    batches: int
+    df: dict[int, torch.Tensor]
+    counts: dict[int, torch.Tensor]
+
+    @classmethod
+    def empty(cls, slots: dict[int, int]) -> "BackgroundStats":
+        """slots: {layer: N}."""
+        zeros = lambda n: torch.zeros(n, dtype=torch.int64)  # noqa: E731
+        return cls(0, {i: zeros(n) for i, n in slots.items()}, {i: zeros(n) for i, n in slots.items()})
+
+    def add_batch(self, accesses: dict[int, torch.Tensor]) -> None:
+        """accesses: {layer: rows read by the batch's real tokens, any shape}."""
+        for layer, rows in accesses.items():
+            rows, counts = torch.unique(rows.flatten().cpu(), return_counts=True)
+            self.df[layer][rows] += 1
+            self.counts[layer][rows] += counts
+        self.batches += 1
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(folder) / BACKGROUND_FILE
+        tensors = {f"df.{i}": t for i, t in self.df.items()} | {f"counts.{i}": t for i, t in self.counts.items()}
+        tmp = path.with_name(f".{path.name}.tmp")  # atomic: write aside, then rename
+        save_file(tensors, str(tmp), metadata={"batches": str(self.batches)})
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "BackgroundStats":
+        from safetensors import safe_open
+
+        path = Path(folder) / BACKGROUND_FILE
+        if not path.is_file():
+            raise SmfError(f"no background statistics in {folder} ({BACKGROUND_FILE}); run: smf background --model {folder}")
+        df, counts = {}, {}
+        with safe_open(str(path), "pt") as f:
+            batches = int(f.metadata()["batches"])
+            for key in f.keys():
+                kind, layer = key.split(".")
+                (df if kind == "df" else counts)[int(layer)] = f.get_tensor(key)
+        return cls(batches, df, counts)
+
+
+class RowSelector:
+    """Chooses the top-t memory rows per layer from a step's access counts."""
+
+    def __init__(self, rule: str, top_t: int, background: BackgroundStats | None = None, seed: int = 0):
+        if rule not in RULES:
+            raise SmfError(f"unknown selection rule '{rule}'; choose one of {', '.join(RULES)}")
+        if top_t <= 0:
+            raise SmfError(f"top-t must be a positive number of rows, got {top_t}")
+        if rule in NEEDS_BACKGROUND and background is None:
+            raise SmfError(f"selection rule '{rule}' needs background statistics; run smf background on the model first")
+        self.rule, self.top_t, self.background = rule, top_t, background
+        self.generator = torch.Generator().manual_seed(seed)
+        self._idf: dict[int, torch.Tensor] = {}
+        self._log_q: dict[int, torch.Tensor] = {}
+
+    def scores(self, layer: int, rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """rows (u,) distinct rows read, counts (u,) their accesses → scores (u,) float64."""
+        c = counts.double()
+        p = c / c.sum()
+        if self.rule == "tf":
+            return p
+        if self.rule == "tfidf":
+            return p * self.idf(layer)[rows]
+        if self.rule == "kl":
+            return p * (p.log() - self.log_q(layer)[rows])
+        raise AssertionError(f"rule {self.rule} has no scores")
+
+    def idf(self, layer: int) -> torch.Tensor:
+        """(N,) log((B + 1) / (df + 1))."""
+        if layer not in self._idf:
+            bg = self.background
+            self._idf[layer] = math.log(bg.batches + 1) - torch.log(bg.df[layer].double() + 1)
+        return self._idf[layer]
+
+    def log_q(self, layer: int) -> torch.Tensor:
+        """(N,) log of the add-one smoothed background access distribution."""
+        if layer not in self._log_q:
+            smoothed = self.background.counts[layer].double() + 1
+            self._log_q[layer] = smoothed.log() - smoothed.sum().log()
+        return self._log_q[layer]
+
+    def select(self, layer: int, rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """rows (u,) distinct rows read, counts (u,) → the rows to train, sorted (≤ t,)."""
+        if self.rule == "all":
+            chosen = rows
+        elif self.rule == "random":
+            chosen = rows[torch.randperm(len(rows), generator=self.generator)[: self.top_t]]
+        else:
+            scores = self.scores(layer, rows.cpu(), counts.cpu())
+            chosen = rows[scores.topk(min(self.top_t, len(rows))).indices.to(rows.device)]
+        return chosen.sort().values

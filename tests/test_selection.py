@@ -1,0 +1,108 @@
+"""Row-selection rules against hand-computed values; background statistics."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import tiny_model
+from smf.errors import SmfError
+from smf.memory import MemoryConfig, memory_layers, retrofit, set_recording
+from smf.selection import BackgroundStats, RowSelector
+
+
+@pytest.fixture
+def background():
+    # 4 background batches over N = 6 rows of one layer (layer 3)
+    bg = BackgroundStats.empty({3: 6})
+    for batch in ([0, 0, 1], [0, 2], [0, 1, 1, 1], [5]):
+        bg.add_batch({3: torch.tensor(batch)})
+    return bg
+
+
+def test_background_counts(background):
+    assert background.batches == 4
+    assert background.df[3].tolist() == [3, 2, 1, 0, 0, 1]
+    assert background.counts[3].tolist() == [4, 4, 1, 0, 0, 1]
+
+
+def test_background_round_trip(background, tmp_path):
+    background.save(tmp_path)
+    loaded = BackgroundStats.load(tmp_path)
+    assert loaded.batches == 4
+    assert torch.equal(loaded.df[3], background.df[3]) and torch.equal(loaded.counts[3], background.counts[3])
+
+
+def test_missing_background_is_a_clear_error(tmp_path):
+    with pytest.raises(SmfError, match="run: smf background"):
+        BackgroundStats.load(tmp_path)
+    with pytest.raises(SmfError, match="needs background statistics"):
+        RowSelector("kl", 2)
+
+
+# batch accesses: row 0 ×1, row 1 ×2, row 3 ×3, row 4 ×2  (Σ = 8)
+ROWS, COUNTS = torch.tensor([0, 1, 3, 4]), torch.tensor([1, 2, 3, 2])
+
+
+def test_tf(background):
+    scores = RowSelector("tf", 2, background).scores(3, ROWS, COUNTS)
+    assert scores.tolist() == pytest.approx([1 / 8, 2 / 8, 3 / 8, 2 / 8])
+
+
+def test_tfidf_by_hand(background):
+    # idf = log((B+1)/(df+1)) with B = 4, df = [3, 2, 1, 0, 0, 1]
+    expected = [1 / 8 * math.log(5 / 4), 2 / 8 * math.log(5 / 3), 3 / 8 * math.log(5 / 1), 2 / 8 * math.log(5 / 1)]
+    selector = RowSelector("tfidf", 2, background)
+    assert selector.scores(3, ROWS, COUNTS).tolist() == pytest.approx(expected)
+    assert selector.select(3, ROWS, COUNTS).tolist() == [3, 4]
+
+
+def test_kl_by_hand(background):
+    # q = (bg + 1) / Σ(bg + 1): bg = [4, 4, 1, 0, 0, 1] → (5, 5, 2, 1, 1, 2) / 16
+    q = [5 / 16, 5 / 16, 2 / 16, 1 / 16, 1 / 16, 2 / 16]
+    p = [1 / 8, 2 / 8, 3 / 8, 2 / 8]
+    expected = [pi * math.log(pi / q[r]) for pi, r in zip(p, [0, 1, 3, 4])]
+    selector = RowSelector("kl", 3, background)
+    assert selector.scores(3, ROWS, COUNTS).tolist() == pytest.approx(expected)
+    assert selector.select(3, ROWS, COUNTS).tolist() == [1, 3, 4]
+    assert expected[0] < 0  # rows read less than usual score below zero
+
+
+def test_all_and_random(background):
+    assert RowSelector("all", 1).select(3, ROWS, COUNTS).tolist() == [0, 1, 3, 4]
+    a = RowSelector("random", 2, seed=5).select(3, ROWS, COUNTS)
+    b = RowSelector("random", 2, seed=5).select(3, ROWS, COUNTS)
+    assert torch.equal(a, b) and len(a) == 2 and set(a.tolist()) <= {0, 1, 3, 4}
+    assert torch.equal(a, a.sort().values)
+
+
+def test_top_t_larger_than_rows_read_takes_them_all(background):
+    assert RowSelector("tfidf", 100, background).select(3, ROWS, COUNTS).tolist() == [0, 1, 3, 4]
+
+
+@pytest.mark.parametrize("rule, t, message", [("bm25", 5, "unknown selection rule"), ("tf", 0, "top-t must be a positive")])
+def test_bad_rule_or_t(rule, t, message):
+    with pytest.raises(SmfError, match=message):
+        RowSelector(rule, t)
+
+
+def test_padding_never_counts():
+    """Selection on a padded batch equals selection on the same sequences unpadded."""
+    model = retrofit(tiny_model(), MemoryConfig(layers=(2,), slots=64, heads=2, topk=4, key_dim=16))
+    set_recording(model, True)
+    memory = memory_layers(model)[2]
+    a, b = torch.randint(3, 96, (1, 8)), torch.randint(3, 96, (1, 3))
+    with torch.no_grad():
+        model(a, attention_mask=torch.ones_like(a))
+        rows_a = memory.last_rows
+        model(b, attention_mask=torch.ones_like(b))
+        rows_b = memory.last_rows
+        padded = torch.cat([a, torch.cat([b, torch.zeros(1, 5, dtype=torch.long)], 1)])
+        mask = torch.tensor([[1] * 8, [1] * 3 + [0] * 5])
+        model(padded, attention_mask=mask)
+    bg = BackgroundStats.empty({2: 64})
+    bg.add_batch({2: torch.arange(0, 64, 3)})
+    unpadded = torch.unique(torch.cat([rows_a, rows_b]), return_counts=True)
+    selector = RowSelector("tfidf", 5, bg)
+    assert torch.equal(selector.select(2, *memory.access_counts()), selector.select(2, *unpadded))
+    assert memory.access_counts()[1].sum() == (8 + 3) * 2 * 4  # real tokens × heads × top-k
