@@ -79,6 +79,33 @@ class BackgroundStats:
         return cls(batches, df, counts)
 
 
+@torch.no_grad()
+def collect_background(model, batches, progress: bool = True) -> BackgroundStats:
+    """Run `batches` (dicts with input_ids, attention_mask (B, T)) through a retrofitted
+    model and count, per memory layer, which rows their real tokens read."""
+    from tqdm.auto import tqdm
+
+    from smf.memory.retrofit import memory_layers, set_recording
+
+    memories = memory_layers(model)
+    if not memories:
+        raise SmfError("background statistics need a model with memory layers; run smf retrofit first")
+    stats = BackgroundStats.empty({i: m.slots for i, m in memories.items()})
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    set_recording(model, True)
+    try:
+        for batch in tqdm(batches, desc="background statistics", disable=not progress, unit="batch"):
+            # the decoder alone: the memories are inside it, and logits are not needed
+            model.get_decoder()(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+            stats.add_batch({i: m.last_rows for i, m in memories.items()})
+    finally:
+        set_recording(model, False)
+        model.train(was_training)
+    return stats
+
+
 class RowSelector:
     """Chooses the top-t memory rows per layer from a step's access counts."""
 

@@ -56,6 +56,9 @@ class ProductKeyMemory(nn.Module):
         self.out_proj = skip_init(nn.Linear, self.value_dim, hidden_size, bias=False)
         self.out_proj.weight.data = normal(hidden_size, self.value_dim, std=self.value_dim**-0.5)
 
+        # Row-sparse value gradients (what the sparse optimizers want); dense optimizers
+        # such as AdamW (healing, full finetuning) switch this off.
+        self.sparse_grad = True
         # Access recording (see module docstring). token_mask is set before each forward
         # pass by the retrofit's hook on the decoder: (B, T_total) with 1 for real tokens.
         self.record = False
@@ -92,7 +95,7 @@ class ProductKeyMemory(nn.Module):
             self.values,
             per_sample_weights=weights.view(B * T, -1).to(self.values.dtype),
             mode="sum",
-            sparse=True,
+            sparse=self.sparse_grad,
         )  # (B*T, value_dim)
         out = self.out_proj(y.to(xn.dtype) * F.silu(self.gate_proj(xn)))
         if self.record:

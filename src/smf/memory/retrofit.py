@@ -96,8 +96,16 @@ def set_recording(model: nn.Module, on: bool) -> None:
             memory.last_rows = None
 
 
-def save_retrofitted(model: nn.Module, tokenizer, out: str | os.PathLike, *, overwrite: bool = False, extra: dict | None = None) -> Path:
-    """Write a retrofitted model (and tokenizer) to the folder `out`, atomically."""
+def save_retrofitted(
+    model: nn.Module, tokenizer, out: str | os.PathLike, *, overwrite: bool = False,
+    extra: dict | None = None, copy_files: list[Path] = (),
+) -> Path:
+    """Write a retrofitted model (and tokenizer) to the folder `out`, atomically.
+
+    `copy_files` are copied in too (e.g. the background statistics of the source folder).
+    """
+    import shutil
+
     from safetensors.torch import save_model
 
     config = memory_config(model)
@@ -111,6 +119,8 @@ def save_retrofitted(model: nn.Module, tokenizer, out: str | os.PathLike, *, ove
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         write_json_atomic(tmp / MEMORY_FILE, {"smf_version": __version__, "memory": config.to_dict(), **(extra or {})})
+        for file in copy_files:
+            shutil.copy2(file, tmp / Path(file).name)
     return out
 
 

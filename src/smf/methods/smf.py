@@ -1,0 +1,112 @@
+"""Sparse memory finetuning: train only the top-t memory value rows per layer and step.
+
+After each micro-batch the memories report which rows the real tokens read; before
+the step the selection rule ranks the step's rows (tf-idf or KL against background
+statistics, or a control rule) and the strictly sparse optimizer updates the top-t of
+each layer. Nothing else changes: base weights, keys, projections and every
+unselected value row stay bit-identical.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from smf.errors import SmfError
+from smf.memory.retrofit import memory_layers, save_retrofitted, set_recording
+from smf.methods.base import Method
+from smf.optim import LazyAdam, SparseSGD
+from smf.selection import NEEDS_BACKGROUND, BackgroundStats, RowSelector
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+class SmfMethod(Method):
+    name = "smf"
+    clips_itself = True
+
+    @property
+    def default_lr(self) -> float:  # type: ignore[override]
+        return 1.0 if (self.config.optimizer or "adam") == "adam" else 2.0
+
+    def prepare(self, model, model_dir: Path | None):
+        c = self.config
+        self.memories = memory_layers(model)
+        if not self.memories:
+            raise SmfError("--method smf needs a model with memory layers; run smf retrofit on it first")
+        if (c.optimizer or "adam") not in OPTIMIZERS:
+            raise SmfError(f"unknown smf optimizer '{c.optimizer}'; choose one of {', '.join(OPTIMIZERS)}")
+        self.model_dir = model_dir
+        background = None
+        if c.selection in NEEDS_BACKGROUND:
+            if model_dir is None:
+                raise SmfError(f"selection '{c.selection}' needs background statistics; train from a model folder that has them (smf background)")
+            background = BackgroundStats.load(model_dir)
+            for i, memory in self.memories.items():
+                if i not in background.df or len(background.df[i]) != memory.slots:
+                    raise SmfError(f"background statistics in {model_dir} do not match memory layer {i}; run smf background again")
+        self.selector = RowSelector(c.selection, c.top_t, background, seed=c.seed)
+        model.requires_grad_(False)
+        for memory in self.memories.values():
+            memory.values.requires_grad_(True)
+            memory.sparse_grad = True
+        set_recording(model, True)
+        self._reads: dict[int, list[torch.Tensor]] = {i: [] for i in self.memories}
+        self._selected: dict[int, int] = {}
+        return model
+
+    def make_optimizer(self, model):
+        c = self.config
+        params = [m.values for m in self.memories.values()]
+        if (c.optimizer or "adam") == "sgd":
+            return SparseSGD(params, lr=self.lr, max_grad_norm=c.max_grad_norm)
+        return LazyAdam(params, lr=self.lr, betas=tuple(c.betas), weight_decay=c.weight_decay, max_grad_norm=c.max_grad_norm)
+
+    def after_forward(self, model) -> None:
+        for i, memory in self.memories.items():
+            self._reads[i].append(memory.last_rows)
+
+    def before_step(self, model, optimizer, reduce=None) -> None:
+        """Select rows from the step's accesses (all micro-batches) and hand them to the optimizer.
+
+        `reduce`, when several processes train together, sums a dense (N,) count vector
+        over them so every process selects the same rows.
+        """
+        chosen = {}
+        for i, memory in self.memories.items():
+            reads = torch.cat(self._reads[i]).flatten()
+            self._reads[i] = []
+            if reduce is not None:
+                dense = reduce(torch.bincount(reads, minlength=memory.slots))
+                rows = dense.nonzero().flatten()
+                counts = dense[rows]
+            else:
+                rows, counts = torch.unique(reads, return_counts=True)
+            chosen[memory.values] = self.selector.select(i, rows, counts)
+            self._selected[i] = len(chosen[memory.values])
+        optimizer.set_rows(chosen)
+
+    def step_stats(self, optimizer) -> dict:
+        stats = dict(optimizer.last_stats)
+        stats["rows_selected_per_layer"] = dict(self._selected)
+        if isinstance(optimizer, LazyAdam):
+            stats["rows_with_state"] = optimizer.rows_with_state()
+        return stats
+
+    def extra_state(self) -> dict:
+        return {"selector_rng": self.selector.generator.get_state()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.selector.generator.set_state(state["selector_rng"])
+
+    def optimizer_state_bytes(self, optimizer) -> int:
+        return optimizer.state_bytes()
+
+    def save(self, model, tokenizer, out: Path) -> None:
+        from smf.selection import BACKGROUND_FILE
+
+        set_recording(model, False)
+        background = Path(self.model_dir) / BACKGROUND_FILE if self.model_dir else None
+        save_retrofitted(model, tokenizer, out, overwrite=True, copy_files=[background] if background and background.is_file() else [])
+        set_recording(model, True)

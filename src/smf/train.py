@@ -1,0 +1,438 @@
+"""The one training loop, shared by every method (smf, lora, full, heal).
+
+Methods differ only in what is trainable and how it steps (`smf.methods`). The loop
+reads top to bottom: encode the examples; for each step take the next examples in a
+seeded order, run the micro-batches forward and backward (loss on target tokens
+only), let the method select rows, clip, step, log; checkpoint atomically every N
+steps; at the end write the model and a summary.
+
+Runs on `accelerate`: the CPU here, one GPU (bf16 autocast), or several through
+`accelerate launch`. A killed run continues with `resume=True` and ends bit-identical
+to an uninterrupted one (the example order is a pure function of seed and step, and
+checkpoints hold weights, optimizer, scheduler and RNG states).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from smf.data.types import TrainExample
+from smf.errors import SmfError
+from smf.io import atomic_dir, read_json, write_json_atomic, write_text_atomic
+from smf.methods import METHOD_NAMES, make_method
+from smf.selection import RULES
+
+SCHEDULES = ("constant", "linear", "cosine")
+IGNORE = -100
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run. Same config + same seed → same weights.
+
+    lr None means the method's default (smf: 1.0 lazy Adam / 2.0 SGD on values;
+    lora 2e-4; full 5e-5; heal 1e-3). batch_size counts examples per optimizer step,
+    split into grad_accum micro-batches. max_grad_norm None disables clipping.
+    """
+
+    method: str = "smf"
+    selection: str = "tfidf"
+    top_t: int = 500
+    optimizer: str | None = None
+    lr: float | None = None
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    steps: int = 100
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 256
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    max_grad_norm: float | None = 1.0
+    seed: int = 0
+    checkpoint_every: int = 0
+    eval_every: int = 0
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: str | list[str] = "all-linear"
+    mixed_precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        self.validate()
+
+    def validate(self) -> None:
+        if self.method not in METHOD_NAMES:
+            raise SmfError(f"unknown method '{self.method}'; choose one of {', '.join(METHOD_NAMES)}")
+        if self.selection not in RULES:
+            raise SmfError(f"unknown selection rule '{self.selection}'; choose one of {', '.join(RULES)}")
+        if self.top_t <= 0:
+            raise SmfError(f"top-t must be a positive number of rows, got {self.top_t}")
+        for name in ("steps", "batch_size", "grad_accum", "max_length"):
+            if getattr(self, name) < 1:
+                raise SmfError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size % self.grad_accum:
+            raise SmfError(f"batch_size {self.batch_size} is not a multiple of grad_accum {self.grad_accum}")
+        if self.lr is not None and not self.lr > 0:
+            raise SmfError(f"learning rate must be > 0, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise SmfError(f"unknown schedule '{self.schedule}'; choose one of {', '.join(SCHEDULES)}")
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise SmfError(f"mixed_precision must be auto, no, bf16 or fp16, got '{self.mixed_precision}'")
+        if self.method != "smf" and self.optimizer not in (None, "adamw"):
+            raise SmfError(f"method {self.method} trains with adamw; optimizer '{self.optimizer}' is for smf only")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "training config") -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise SmfError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(names))}")
+        return cls(**d)
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class Encoded:
+    ids: list[int]
+    n_prompt: int  # the first n_prompt tokens carry no loss
+
+
+def encode(examples: list[TrainExample], tokenizer, max_length: int) -> list[Encoded]:
+    """Tokenize prompt and target separately (the target's tokens are exactly the loss).
+
+    Over-long examples lose the start of their prompt, never the target.
+    """
+    out = []
+    for ex in examples:
+        prompt = tokenizer(ex.prompt).input_ids if ex.prompt else tokenizer("", add_special_tokens=True).input_ids
+        target = tokenizer(ex.target, add_special_tokens=False).input_ids
+        if not target:
+            continue
+        target = target[:max_length]
+        prompt = prompt[max(0, len(prompt) + len(target) - max_length):]
+        out.append(Encoded(prompt + target, len(prompt)))
+    if not out:
+        raise SmfError("no training examples left after tokenization (empty targets?)")
+    return out
+
+
+def text_chunks(texts: list[str], tokenizer, length: int) -> list[Encoded]:
+    """General text as training sequences: documents joined by EOS, cut into `length` tokens."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    stream: list[int] = []
+    for text in texts:
+        stream += tokenizer(text, add_special_tokens=False).input_ids + eos
+    chunks = [Encoded(stream[i : i + length], 0) for i in range(0, len(stream) - length + 1, length)]
+    if not chunks:
+        raise SmfError(f"the text is shorter than one sequence of {length} tokens")
+    return chunks
+
+
+def step_indices(n: int, step: int, batch_size: int, seed: int) -> list[int]:
+    """Example indices of optimizer step `step`: epochs of seeded permutations, back to back."""
+    out = []
+    for position in range(step * batch_size, (step + 1) * batch_size):
+        epoch, i = divmod(position, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        out.append(int(perm[i]))
+    return out
+
+
+def collate(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch: input_ids, attention_mask, labels (B, T); labels IGNORE off-target."""
+    length = max(len(x.ids) for x in items)
+    ids = torch.full((len(items), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(items), length), dtype=torch.long)
+    labels = torch.full((len(items), length), IGNORE, dtype=torch.long)
+    for row, x in enumerate(items):
+        ids[row, : len(x.ids)] = torch.tensor(x.ids)
+        mask[row, : len(x.ids)] = 1
+        labels[row, x.n_prompt : len(x.ids)] = torch.tensor(x.ids[x.n_prompt :])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class TargetLoss(nn.Module):
+    """Summed next-token cross-entropy over target tokens, and their count.
+
+    Projects only the hidden states that predict a target token through the LM head,
+    so answer-only batches do not pay for logits at every position. Wrapping the model
+    in a module keeps `accelerate`'s distributed wrapper in the forward path.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids, attention_mask, labels: (B, T) → (loss sum, number of target tokens)."""
+        core = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        hidden = core.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, d)
+        targets = labels[:, 1:]
+        keep = targets != IGNORE
+        logits = core.get_output_embeddings()(hidden[:, :-1][keep]).float()  # (n, vocab)
+        return F.cross_entropy(logits, targets[keep], reduction="sum"), keep.sum()
+
+
+# ---------------------------------------------------------------- measurement
+
+
+class PeakMemory:
+    """Peak memory during a block: CUDA allocator peak, or sampled process RSS growth on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak = device, 0
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+            return self
+        import psutil
+
+        self._proc = psutil.Process()
+        self.start = self._proc.memory_info().rss
+        self._high = self.start
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.05):
+                self._high = max(self._high, self._proc.memory_info().rss)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self._high, self._proc.memory_info().rss)
+        self.growth = self.peak - self.start
+        return False
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module  # ready to evaluate (LoRA merged), in eval mode
+    summary: dict[str, Any]
+    log: list[dict] = field(default_factory=list)
+
+
+def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / (config.warmup_steps + 1)
+        if config.schedule == "constant":
+            return 1.0
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        if config.schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+CHECKPOINT = "checkpoint"
+
+
+def train(
+    model: nn.Module,
+    tokenizer,
+    examples: list[TrainExample] | list[Encoded],
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    model_dir: str | Path | None = None,
+    resume: bool = False,
+    eval_fn: Callable[[nn.Module, int], dict] | None = None,
+    save_model: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    """Train `model` on `examples` with `config`; write the run to the folder `out`.
+
+    model_dir: the folder the model was loaded from (background statistics for smf,
+    the base that a LoRA adapter names). eval_fn(model, step) → metrics, called every
+    `eval_every` steps and at the end, logged beside the losses (training curves).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    out = Path(out)
+    model_dir = Path(model_dir) if model_dir is not None else None
+    _claim_output(out, config, resume)
+    set_seed(config.seed)  # LoRA's initial adapters and dropout draw from the global RNGs
+    method = make_method(config)
+    model = method.prepare(model, model_dir)
+    optimizer = method.make_optimizer(model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
+    cuda = torch.cuda.is_available()
+    precision = ("bf16" if cuda else "no") if config.mixed_precision == "auto" else config.mixed_precision
+    accelerator = Accelerator(mixed_precision=precision, cpu=not cuda)
+    loss_module = accelerator.prepare_model(TargetLoss(model))
+    reduce = (lambda t: accelerator.reduce(t.to(accelerator.device), "sum")) if accelerator.num_processes > 1 else None
+
+    data = examples if examples and isinstance(examples[0], Encoded) else encode(examples, tokenizer, config.max_length)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    start_step, log = 0, []
+    if resume and (out / CHECKPOINT).is_dir():
+        start_step, log = _load_checkpoint(out, model, method, optimizer, scheduler)
+    else:
+        write_text_atomic(out / "log.jsonl", "")
+    trainable = [p for _, p in method.trainable(model)]
+    n_trainable = sum(p.numel() for p in trainable)
+
+    log_file = (out / "log.jsonl").open("a", encoding="utf-8")
+    micro = config.batch_size // config.grad_accum
+    tokens_done = sum(r.get("tokens", 0) for r in log if "loss" in r)
+    train_seconds = sum(r.get("seconds", 0.0) for r in log if "loss" in r)
+    model.train()
+    bar = tqdm(total=config.steps, initial=start_step, desc=f"train {config.method}", disable=not progress or not accelerator.is_main_process, unit="step")
+    with PeakMemory(accelerator.device) as memory:
+        for step in range(start_step, config.steps):
+            started = time.perf_counter()
+            items = [data[i] for i in step_indices(len(data), step, config.batch_size, config.seed)]
+            batches = [collate(items[j : j + micro], pad_id) for j in range(0, len(items), micro)]
+            step_targets = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
+            loss_total, tokens = 0.0, 0
+            for batch in batches:
+                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                with accelerator.autocast():
+                    loss_sum, _ = loss_module(**batch)
+                method.after_forward(model)
+                accelerator.backward(loss_sum / max(step_targets, 1))
+                loss_total += float(loss_sum.detach())
+                tokens += int(batch["attention_mask"].sum())
+            method.before_step(model, optimizer, reduce)
+            if config.max_grad_norm and not method.clips_itself:
+                accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            seconds = time.perf_counter() - started
+            tokens_done += tokens
+            train_seconds += seconds
+            record = {"step": step + 1, "loss": loss_total / max(step_targets, 1), "lr": lr, "tokens": tokens,
+                      "target_tokens": step_targets, "seconds": seconds, "tokens_per_s": tokens / seconds, **method.step_stats(optimizer)}
+            log.append(record)
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+            bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tokens / seconds:.0f}")
+            bar.update()
+            done = step + 1 == config.steps
+            if eval_fn is not None and ((config.eval_every and (step + 1) % config.eval_every == 0) or done):
+                model.eval()
+                record = {"step": step + 1, "eval": eval_fn(model, step + 1)}
+                model.train()
+                log.append(record)
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+            if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and not done:
+                _save_checkpoint(out, step + 1, model, method, optimizer, scheduler, config)
+    bar.close()
+    log_file.close()
+    model.eval()
+    if save_model:
+        method.save(model, tokenizer, out / "model")
+    losses = [r["loss"] for r in log if "loss" in r]
+    summary = {
+        "method": config.method,
+        "steps": config.steps,
+        "tokens": tokens_done,
+        "train_seconds": train_seconds,
+        "train_tokens_per_s": tokens_done / train_seconds if train_seconds else None,
+        "peak_memory_bytes": memory.peak,
+        "peak_memory_growth_bytes": memory.growth,
+        "trainable_parameters": n_trainable,
+        "optimizer_state_bytes": method.optimizer_state_bytes(optimizer),
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "resumed_from_step": start_step,
+    }
+    write_json_atomic(out / "summary.json", summary)
+    return TrainResult(method.export(model).eval(), summary, log)
+
+
+def _claim_output(out: Path, config: TrainConfig, resume: bool) -> None:
+    """Check or create the run folder; a different run's folder is never overwritten."""
+    config_file = out / "train_config.json"
+    if out.exists() and any(out.iterdir()):
+        if not resume:
+            raise SmfError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+        if not config_file.is_file():
+            raise SmfError(f"{out} is not a training run folder (no train_config.json); choose another --out")
+        if read_json(config_file) != config.to_dict():
+            raise SmfError(f"{out} holds a run with a different config; choose another --out")
+        if (out / "summary.json").is_file():
+            raise SmfError(f"{out} holds a finished run; nothing to resume")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(config_file, config.to_dict())
+
+
+def _save_checkpoint(out: Path, step: int, model, method, optimizer, scheduler, config: TrainConfig) -> None:
+    from safetensors.torch import save_file
+
+    with atomic_dir(out / CHECKPOINT, overwrite=True) as tmp:
+        state = {k: v.contiguous().cpu() for k, v in method.trainable_state(model).items()}
+        save_file(state, str(tmp / "trainable.safetensors"))
+        torch.save(
+            {
+                "step": step,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "method": method.extra_state(),
+                "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            },
+            tmp / "state.pt",
+        )
+        write_json_atomic(tmp / "meta.json", {"step": step, "config": config.to_dict()})
+
+
+def _load_checkpoint(out: Path, model, method, optimizer, scheduler) -> tuple[int, list[dict]]:
+    from safetensors.torch import load_file
+
+    folder = out / CHECKPOINT
+    method.load_trainable_state(model, load_file(str(folder / "trainable.safetensors")))
+    state = torch.load(folder / "state.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    method.load_extra_state(state["method"])
+    torch.set_rng_state(state["rng"]["torch"])
+    random.setstate(state["rng"]["python"])
+    if state["rng"]["cuda"] is not None:
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    step = state["step"]
+    # The log may run past the checkpoint (the run was killed later): cut it back.
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+    log = [r for r in lines if r["step"] <= step]
+    write_text_atomic(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
+    return step, log

@@ -1,0 +1,221 @@
+"""The trainer: strict sparsity of SMF, what LoRA and full finetuning touch, resume."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_model
+from smf.data.types import TrainExample
+from smf.errors import SmfError
+from smf.memory import MemoryConfig, memory_layers, retrofit, save_retrofitted
+from smf.optim import SparseRowOptimizer
+from smf.selection import collect_background
+from smf.train import TrainConfig, collate, encode, step_indices, text_chunks, train
+
+MEM = MemoryConfig(layers=(1, 3), slots=256, heads=2, topk=4, key_dim=16)
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from smf.models import load_tokenizer
+
+    return load_tokenizer()
+
+
+def examples(n=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        w = [WORDS[j] for j in torch.randint(0, len(WORDS), (6,), generator=g)]
+        out.append(TrainExample(prompt=f"Question: what follows {w[0]} {w[1]}?\nAnswer:", target=" " + " ".join(w[2:])))
+    return out
+
+
+@pytest.fixture
+def smf_folder(tmp_path, tokenizer):
+    """A tiny retrofitted model with background statistics, saved as a folder."""
+    model = retrofit(tiny_model(vocab_size=len(tokenizer)), MEM)
+    chunks = text_chunks([" ".join(WORDS * 20)] * 4, tokenizer, 32)
+    batches = [collate(chunks[i : i + 2], tokenizer.pad_token_id) for i in range(0, 8, 2)]
+    stats = collect_background(model, batches, progress=False)
+    path = save_retrofitted(model, tokenizer, tmp_path / "retro")
+    stats.save(path)
+    return path
+
+
+def load(path):
+    from smf.memory import load_retrofitted
+
+    return load_retrofitted(path)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_smf_is_strictly_sparse(smf_folder, tokenizer, tmp_path, monkeypatch, optimizer):
+    """50 steps: unselected rows bit-identical; each row changes only on steps that select it."""
+    selected = []
+    original = SparseRowOptimizer.set_rows
+    monkeypatch.setattr(SparseRowOptimizer, "set_rows", lambda self, rows: (selected.append({k: v.clone() for k, v in rows.items()}), original(self, rows))[1])
+    model = load(smf_folder)
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if not n.endswith("memory.values")}
+    values = {i: m.values for i, m in memory_layers(model).items()}
+    snapshots = [{i: v.detach().clone() for i, v in values.items()}]
+    config = TrainConfig(method="smf", selection="tfidf", top_t=12, optimizer=optimizer, lr=0.5 if optimizer == "adam" else 50.0,
+                         steps=50, batch_size=4, eval_every=1, max_length=64)
+    eval_fn = lambda m, step: snapshots.append({i: v.detach().clone() for i, v in values.items()}) or {}  # noqa: E731
+    result = train(model, tokenizer, examples(), config, tmp_path / "run", model_dir=smf_folder, eval_fn=eval_fn, progress=False, save_model=False)
+    assert len(selected) == 50 and len(snapshots) == 51
+    ever = {i: set() for i in values}
+    for step, rows in enumerate(selected):
+        for i, v in values.items():
+            chosen = set(rows[v].tolist())
+            assert 0 < len(chosen) <= 12
+            changed = (snapshots[step + 1][i] != snapshots[step][i]).any(-1).nonzero().flatten().tolist()
+            assert set(changed) <= chosen, f"step {step}: rows changed without being selected"
+            ever[i] |= chosen
+    for i, v in values.items():
+        never = torch.ones(v.shape[0], dtype=torch.bool)
+        never[list(ever[i])] = False
+        assert torch.equal(v.detach()[never], snapshots[0][i][never]), "never-selected rows must be bit-identical"
+        assert (v.detach() != snapshots[0][i]).any(), "training changed nothing"
+    for n, p in model.named_parameters():
+        if n in base:
+            assert torch.equal(p.detach(), base[n]), f"{n} changed"
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "loss" in r]
+    assert steps[-1]["loss"] < steps[0]["loss"]
+    assert all(r["rows_selected"] == sum(r["rows_selected_per_layer"].values()) for r in steps)
+    assert result.summary["optimizer_state_bytes"] == (0 if optimizer == "sgd" else result.summary["optimizer_state_bytes"])
+
+
+def test_lora_trains_only_adapters(tmp_path, tokenizer):
+    from safetensors import safe_open
+
+    from smf.models import load_model
+
+    base_dir = _plain_folder(tmp_path, tokenizer)
+    model, _ = load_model(base_dir)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    config = TrainConfig(method="lora", steps=4, batch_size=4, lr=1e-2, max_length=64)
+    result = train(model, tokenizer, examples(), config, tmp_path / "run", model_dir=base_dir, progress=False)
+    # the adapter holds LoRA weights only, for every linear layer of every block (r = 16)
+    with safe_open(str(tmp_path / "run" / "model" / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and all(".lora_A." in k or ".lora_B." in k for k in keys)
+    linears = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+    assert len(keys) == 2 * 4 * len(linears)
+    assert result.summary["trainable_parameters"] == sum(16 * (a + b) for a, b in [(48, 48), (48, 24), (48, 24), (48, 48), (48, 96), (48, 96), (96, 48)]) * 4
+    # merged into the base, only those linear weights differ from the base model
+    merged = result.model
+    for n, p in merged.named_parameters():
+        is_target = any(f".{lin}." in n for lin in linears)
+        assert torch.equal(p.detach(), before[n]) != is_target, n
+    # the adapter folder loads onto its base and merges to the same weights
+    reloaded, _ = load_model(tmp_path / "run" / "model")
+    for n, p in reloaded.named_parameters():
+        torch.testing.assert_close(p, dict(merged.named_parameters())[n])
+
+
+def test_full_trains_every_weight(tmp_path, tokenizer):
+    model = tiny_model(vocab_size=len(tokenizer))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train(model, tokenizer, examples(), TrainConfig(method="full", steps=2, batch_size=4, lr=1e-3, max_length=64),
+          tmp_path / "run", progress=False, save_model=False)
+    unchanged = [n for n, p in model.named_parameters() if torch.equal(p.detach(), before[n])]
+    assert unchanged == []
+
+
+@pytest.mark.parametrize("method, extra", [("smf", dict(selection="random", top_t=8)), ("smf", dict(selection="kl", top_t=8)), ("lora", {}), ("full", {})])
+def test_resume_is_bit_identical(method, extra, smf_folder, tmp_path, tokenizer):
+    config = TrainConfig(method=method, steps=6, batch_size=4, checkpoint_every=2, max_length=64, lr=1e-2 if method != "smf" else 0.5, **extra)
+    folder = smf_folder if method == "smf" else _plain_folder(tmp_path, tokenizer)
+
+    def fresh():
+        return load(folder) if method == "smf" else __import__("smf.models", fromlist=["load_model"]).load_model(folder)[0]
+
+    whole = train(fresh(), tokenizer, examples(), config, tmp_path / "whole", model_dir=folder, progress=False, save_model=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_5(model, step):
+        if step == 5:
+            raise Killed
+        return {}
+
+    with pytest.raises(Killed):
+        train(fresh(), tokenizer, examples(), TrainConfig(**{**config.to_dict(), "eval_every": 1}), tmp_path / "killed", model_dir=folder, eval_fn=kill_at_5, progress=False, save_model=False)
+    # eval_every differs from `config`: write the killed run's config as the one to resume
+    (tmp_path / "killed" / "train_config.json").write_text(json.dumps(config.to_dict()))
+    resumed = train(fresh(), tokenizer, examples(), config, tmp_path / "killed", model_dir=folder, resume=True, progress=False, save_model=False)
+    assert resumed.summary["resumed_from_step"] == 4
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    log = [json.loads(line) for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    whole_log = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in log if "loss" in r] == [r["loss"] for r in whole_log]
+
+
+def _plain_folder(tmp_path, tokenizer):
+    path = tmp_path / "plain"
+    if not path.exists():
+        model = tiny_model(vocab_size=len(tokenizer))
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    return path
+
+
+def test_encode_puts_loss_on_target_only(tokenizer):
+    [enc] = encode([TrainExample("Question: 2+2?\nAnswer:", " four")], tokenizer, 64)
+    batch = collate([enc], tokenizer.pad_token_id)
+    target = batch["labels"][batch["labels"] != -100]
+    assert tokenizer.decode(target) == " four"
+    [short] = encode([TrainExample("a very long prompt " * 20, " end")], tokenizer, 8)
+    assert len(short.ids) == 8 and tokenizer.decode(short.ids[short.n_prompt:]) == " end"
+
+
+def test_step_order_is_a_pure_function_of_seed_and_step():
+    assert step_indices(10, 3, 4, seed=1) == step_indices(10, 3, 4, seed=1)
+    epoch = sum((step_indices(10, s, 5, seed=2) for s in range(2)), [])
+    assert sorted(epoch) == list(range(10))
+    assert step_indices(10, 0, 5, seed=2) != step_indices(10, 0, 5, seed=3)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(method="adapters"), "unknown method 'adapters'"),
+        (dict(selection="bm25"), "unknown selection rule 'bm25'"),
+        (dict(top_t=0), "top-t must be a positive"),
+        (dict(batch_size=6, grad_accum=4), "not a multiple"),
+    ],
+)
+def test_config_rejects_bad_values(change, message):
+    with pytest.raises(SmfError, match=message):
+        TrainConfig(**change)
+
+
+def test_unknown_config_key():
+    with pytest.raises(SmfError, match="unknown key.*stepz"):
+        TrainConfig.from_dict({"stepz": 3})
+
+
+def test_smf_needs_memory_and_background(tmp_path, tokenizer):
+    with pytest.raises(SmfError, match="needs a model with memory layers"):
+        train(tiny_model(vocab_size=len(tokenizer)), tokenizer, examples(), TrainConfig(steps=1), tmp_path / "a", progress=False)
+    folder = save_retrofitted(retrofit(tiny_model(vocab_size=len(tokenizer)), MEM), tokenizer, tmp_path / "nobg")
+    with pytest.raises(SmfError, match="no background statistics"):
+        train(load(folder), tokenizer, examples(), TrainConfig(steps=1), tmp_path / "b", model_dir=folder, progress=False)
+
+
+def test_existing_run_folder_is_not_overwritten(smf_folder, tmp_path, tokenizer):
+    config = TrainConfig(steps=1, batch_size=2, top_t=4, max_length=64)
+    train(load(smf_folder), tokenizer, examples(), config, tmp_path / "run", model_dir=smf_folder, progress=False, save_model=False)
+    with pytest.raises(SmfError, match="already holds a run"):
+        train(load(smf_folder), tokenizer, examples(), config, tmp_path / "run", model_dir=smf_folder, progress=False)
+    with pytest.raises(SmfError, match="finished run"):
+        train(load(smf_folder), tokenizer, examples(), config, tmp_path / "run", model_dir=smf_folder, resume=True, progress=False)
