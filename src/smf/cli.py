@@ -17,6 +17,7 @@ from smf.errors import SmfError
 COMMANDS = [
     "smf.memory.commands",
     "smf.evaluate.commands",
+    "smf.train_cli",
 ]
 
 
