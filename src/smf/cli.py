@@ -18,6 +18,7 @@ COMMANDS = [
     "smf.memory.commands",
     "smf.evaluate.commands",
     "smf.train_cli",
+    "smf.compare_cli",
 ]
 
 

@@ -1,0 +1,203 @@
+"""Tables and plots of a comparison study: report.md, tradeoff.png, curves.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from smf.io import write_text_atomic
+
+COLORS = {"smf-tfidf": "#1f77b4", "smf-kl": "#2ca02c", "smf-tf": "#17becf", "smf-all": "#9467bd",
+          "smf-random": "#8c564b", "lora": "#ff7f0e", "full": "#d62728"}
+TOLERANCE = 1.0  # "within about one point" of the base model: pp for accuracy, % for perplexity
+
+
+def _fmt_value(kind: str, v: float | None) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.2f}" if kind == "perplexity" else f"{100 * v:.1f}"
+
+
+def _fmt_delta(d: dict, unit: str, stderr: float | None = None) -> str:
+    if d["mean"] is None:
+        return "–"
+    spread = f" ± {d['std']:.1f}" if d["n"] > 1 else (f" ± {stderr:.1f}" if stderr is not None else "")
+    return f"{d['mean']:+.1f}{spread}{unit}"
+
+
+def _bytes(n: float | None) -> str:
+    if n is None:
+        return "–"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "–"
+
+
+def _cell(row: dict, label: str, kind: str) -> str:
+    if label not in row:
+        return "–"
+    unit = "%" if kind == "perplexity" else " pp"
+    value = row[label]["value"]
+    v = _fmt_value(kind, value["mean"]) + (f" ± {_fmt_value(kind, value['std'])}" if value["n"] > 1 and kind != "perplexity" else "")
+    return f"{v} ({_fmt_delta(row[label]['delta'], unit, row[label]['delta_stderr'])})"
+
+
+def markdown(results: dict) -> str:
+    base, task, probes, extra = results["base"], results["task"], results["probes"], results["extra_tasks"]
+    columns = [task, *extra, *probes]
+    kinds = {c: base[c]["kind"] for c in columns}
+    head = "| method | " + " | ".join(f"{c} ({base[c]['metric']})" for c in columns) + " | trainable params | train tok/s | peak memory | optimizer state |"
+    lines = [head, "|" + "---|" * (len(columns) + 5)]
+    base_cells = []
+    for c in columns:
+        b = base[c]
+        err = f" ± {_fmt_value(b['kind'], b['stderr'])}" if b["stderr"] is not None and b["kind"] != "perplexity" else ""
+        base_cells.append(_fmt_value(b["kind"], b["value"]) + err)
+    lines.append("| **base** | " + " | ".join(base_cells) + " | – | – | – | – |")
+    chosen = set(results.get("chosen_on_validation", {}).values())
+    for row in results["summary"]:
+        mark = " ★" if row["label"] in chosen else ""
+        cells = [_cell(row, c, kinds[c]) for c in columns]
+        lines.append(
+            f"| {row['label']}{mark} | " + " | ".join(cells)
+            + f" | {row['trainable_parameters']['mean']:,.0f} | {row['train_tokens_per_s']['mean']:.0f}"
+            + f" | {_bytes(row['peak_memory_bytes']['mean'])} | {_bytes(row['optimizer_state_bytes']['mean'])} |"
+        )
+    seeds = sorted({s for row in results["summary"] for s in row["seeds"]})
+    n_items = ", ".join(f"{c}: {base[c]['n']}" for c in columns)
+    notes = [
+        "",
+        f"Accuracies in %, perplexities as word perplexity; in brackets the change from the base model "
+        f"(points for accuracy, relative % for perplexity). Seeds: {', '.join(map(str, seeds))}; "
+        + ("± is the standard deviation over seeds." if len(seeds) > 1 else "± on a change is the paired standard error over items (one seed)."),
+        f"Items per task: {n_items}. Memory columns: peak process memory during training (CPU: RSS) and optimizer state.",
+    ]
+    if chosen:
+        notes.append(f"★ = the family's setting chosen on the validation task `{results['selection_task']}` (never on the reported task).")
+    return "\n".join(lines + notes)
+
+
+def verdict(results: dict) -> str:
+    """The aims, checked against the numbers — whatever they show."""
+    task, probes = results["task"], results["probes"]
+    rows = results["summary"]
+    smf = [r for r in rows if r["family"].startswith("smf")]
+    others = [r for r in rows if r["family"] in ("lora", "full")]
+
+    def gain(r):
+        return r[task]["delta"]["mean"]
+
+    def drift(r, p):
+        return abs(r[p]["delta"]["mean"])
+
+    lines = []
+    within = [r for r in smf if all(drift(r, p) <= TOLERANCE for p in probes)]
+    if within:
+        best = max(within, key=gain)
+        lines.append(f"- Best SMF setting with both probes within {TOLERANCE:g} point of base: **{best['label']}**, "
+                     f"{gain(best):+.1f} pp on {task} (" + ", ".join(f"{p} {best[p]['delta']['mean']:+.1f}" for p in probes) + ").")
+    else:
+        lines.append(f"- No SMF setting kept both probes within {TOLERANCE:g} point of base.")
+    for s in smf:
+        dominated = [o["label"] for o in others if gain(s) >= gain(o) and all(drift(s, p) <= drift(o, p) for p in probes)]
+        if dominated:
+            lines.append(f"- {s['label']} Pareto-dominates {', '.join(dominated)} (equal or larger gain, less drift on every probe).")
+    beaten = [o["label"] for o in others if not any(gain(s) >= gain(o) and all(drift(s, p) <= drift(o, p) for p in probes) for s in smf)]
+    if beaten:
+        lines.append(f"- Not dominated by any SMF setting: {', '.join(beaten)}.")
+    return "\n".join(lines)
+
+
+def write_report(results: dict, out: Path) -> None:
+    out = Path(out)
+    plots = []
+    if results["summary"]:
+        tradeoff_plot(results, out / "tradeoff.png")
+        plots.append("![gain against forgetting](tradeoff.png)")
+        if any(r["curve"] for r in results["runs"]):
+            curves_plot(results, out / "curves.png")
+            plots.append("![training curves](curves.png)")
+    text = f"# {results['study']}: gain against forgetting\n\n{markdown(results)}\n\n## Aims, checked\n\n{verdict(results) if results['summary'] else '- no finished runs yet'}\n\n" + "\n\n".join(plots) + "\n"
+    write_text_atomic(out / "report.md", text)
+
+
+def tradeoff_plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    task, probes, base = results["task"], results["probes"], results["base"]
+    chosen = set(results.get("chosen_on_validation", {}).values())
+    fig, axes = plt.subplots(1, len(probes), figsize=(5.2 * len(probes), 4.2), squeeze=False)
+    for ax, probe in zip(axes[0], probes):
+        unit = "%" if base[probe]["kind"] == "perplexity" else "pp"
+        ax.axvspan(-TOLERANCE, TOLERANCE, color="0.92", zorder=0, label=f"within {TOLERANCE:g} {unit} of base")
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.axvline(0, color="0.6", lw=0.8)
+        families = {}
+        for row in results["summary"]:
+            families.setdefault(row["family"], []).append(row)
+        for family, rows in families.items():
+            rows = sorted(rows, key=lambda r: r[task]["delta"]["mean"])
+            xs = [r[probe]["delta"]["mean"] for r in rows]
+            ys = [r[task]["delta"]["mean"] for r in rows]
+            color = COLORS.get(family, "k")
+            ax.errorbar(xs, ys, xerr=[r[probe]["delta"]["std"] for r in rows], yerr=[r[task]["delta"]["std"] for r in rows],
+                        fmt="-o", color=color, label=family, capsize=2, ms=5, lw=1.2, alpha=0.9)
+            for r, x, y in zip(rows, xs, ys):
+                if r["label"] in chosen:
+                    ax.plot([x], [y], marker="*", ms=15, color=color, mec="k", zorder=5)
+        better = "lower is better" if base[probe]["kind"] == "perplexity" else "higher is better"
+        ax.set_xlabel(f"change in {probe} ({unit}; {better})")
+        ax.set_ylabel(f"gain on {task} (pp)")
+        ax.set_title(f"{task} gain vs {probe} drift")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8, loc="best")
+    fig.suptitle(f"{results['study']}: learning against forgetting (★ chosen on validation)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def curves_plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    task, probes = results["task"], results["probes"]
+    panels = ["loss", task, *probes]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False)
+    first_seed = min(r["seed"] for r in results["runs"])
+    base_curve = results.get("base_curve", {})
+    for run in results["runs"]:
+        if run["seed"] != first_seed:
+            continue
+        color = COLORS.get(run["family"], "k")
+        style = "-" if run["label"] == run["family"] else "--"
+        losses = [(c["step"], c["loss"]) for c in run["curve"] if "loss" in c]
+        if losses:
+            axes[0][0].plot(*zip(*losses), style, color=color, label=run["label"], lw=1)
+        for ax, name in zip(axes[0][1:], [task, *probes]):
+            points = [(c["step"], c["eval"][name]) for c in run["curve"] if "eval" in c and name in c["eval"]]
+            if name in base_curve:
+                points = [(0, base_curve[name])] + points
+            if points:
+                ax.plot(*zip(*points), style + "o", color=color, ms=3, lw=1)
+    axes[0][0].set_title("training loss (target tokens)")
+    axes[0][0].set_yscale("log")
+    for ax, name in zip(axes[0][1:], [task, *probes]):
+        kind = results["base"][name]["kind"]
+        ax.set_title(f"{name} during training" + (" (ppl)" if kind == "perplexity" else " (acc)"))
+        if name in base_curve:
+            ax.axhline(base_curve[name], color="0.5", lw=0.8, ls=":")
+    for ax in axes[0]:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{results['study']}: training curves (seed {first_seed}; evaluation points on subsets)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
