@@ -66,14 +66,8 @@ def training_examples(spec: str | Mapping[str, Any]) -> list[TrainExample]:
             examples = generate_facts(FactsConfig(**options)).train
         except TypeError as e:
             raise SmfError(f"facts options: {e}") from None
-    elif name == "medmcqa":
-        from smf.data.hub import medmcqa_train_examples
-
-        examples = medmcqa_train_examples(**options)
-    elif name == "triviaqa-facts":
-        from smf.data.hub import triviaqa_fact_examples
-
-        examples = triviaqa_fact_examples(**options)
+    elif name in ("medmcqa", "triviaqa-facts"):
+        examples = _hub_examples(name, limit, **options)
     elif _is_file(name):
         _no_options(name, options)
         examples = _file_examples(Path(name))
@@ -82,6 +76,22 @@ def training_examples(spec: str | Mapping[str, Any]) -> list[TrainExample]:
     if not examples:
         raise SmfError(f"training data '{name}' is empty")
     return examples[:limit] if limit else examples
+
+
+def _hub_examples(name: str, limit: int | None, source: str | None = None, split: str = "train", **options) -> list[TrainExample]:
+    """MedMCQA (question + choices → answer, + explanation) or TriviaQA facts as statements."""
+    from smf.data import hub
+
+    if name == "medmcqa":
+        rows = hub.load_rows(source, hub_path=hub.MEDMCQA_HUB, hub_name=None, split=split, limit=limit)
+        convert = hub.medmcqa_train_examples
+    else:
+        rows = hub.load_rows(source, hub_path=hub.TRIVIAQA_HUB, hub_name=hub.TRIVIAQA_CONFIG, split=split, limit=limit)
+        convert = hub.triviaqa_fact_examples
+    try:
+        return convert(rows, source=str(source or f"{name} {split}"), **options)
+    except TypeError as e:
+        raise SmfError(f"{name} options: {e}") from None
 
 
 def general_texts(spec: str | Mapping[str, Any]) -> list[str]:
@@ -95,7 +105,7 @@ def general_texts(spec: str | Mapping[str, Any]) -> list[str]:
     elif name == "wikitext":
         from smf.data.hub import load_wikitext
 
-        texts = [d.text for d in load_wikitext(**{"split": "train", **options})]
+        texts = [d.scored_text for d in load_wikitext(**{"split": "train", **options})]
     elif _is_file(name):
         _no_options(name, options)
         path = Path(name)
