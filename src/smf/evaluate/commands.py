@@ -9,8 +9,6 @@ is one line on stderr and exit code 2, before any output file is written.
 
 from __future__ import annotations
 
-import argparse
-import math
 from pathlib import Path
 
 from smf.errors import SmfError
@@ -56,19 +54,8 @@ def _task_specs(args) -> list:
     return specs
 
 
-def _json_safe(obj):
-    """NaN and infinities become null: JSON has no spelling for them."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def run(args) -> int:
-    from smf.evaluate.tasks import REGISTRY, load_task
+    from smf.evaluate.tasks import REGISTRY, load_task, parse_spec
 
     if args.list:
         for name, t in REGISTRY.items():
@@ -80,8 +67,9 @@ def run(args) -> int:
         raise SmfError(f"--limit must be a positive integer, got {args.limit}")
     if args.batch_size < 1:
         raise SmfError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    # Load every task's data before the model: bad input fails in seconds.
-    tasks = [load_task(spec, limit=args.limit) for spec in _task_specs(args)]
+    # Check every task, then load its data, before the model: bad input fails in seconds.
+    specs = [parse_spec(spec, limit=args.limit) for spec in _task_specs(args)]
+    tasks = [load_task(spec) for spec in specs]
 
     from smf.evaluate.evaluator import evaluate
     from smf.io import write_json_atomic
@@ -90,7 +78,7 @@ def run(args) -> int:
     model, tokenizer = load_model(args.model)
     result = evaluate(model, tokenizer, tasks, batch_size=args.batch_size, records=not args.no_records)
     result = {"model": str(args.model), **result}
-    write_json_atomic(args.out, _json_safe(result))
+    write_json_atomic(args.out, result)
     for label, r in result["tasks"].items():
         h = r["headline"]
         err = f" ± {h['stderr']:.3f}" if h.get("stderr") is not None else ""

@@ -29,8 +29,9 @@ from smf.evaluate.mcq import HEADLINE as MCQ_HEADLINE
 from smf.evaluate.mcq import score_mcq
 from smf.evaluate.perplexity import count_bytes, count_words, perplexity_metrics, rolling_loglikelihoods
 from smf.evaluate.qa import score_qa
-from smf.evaluate.tasks import Task, load_task
+from smf.evaluate.tasks import Task, load_task, parse_spec
 from smf.evaluate.tokens import encode, pad_id, prefix_token_id
+
 
 def evaluate(
     model,
@@ -49,11 +50,12 @@ def evaluate(
     scoring, so a bad task fails fast. Pass loaded Tasks (`load_task`) to evaluate
     the same items repeatedly, e.g. during training.
     """
-    loaded = [t if isinstance(t, Task) else load_task(t, limit=limit) for t in tasks]
-    labels = [t.label for t in loaded]
-    duplicate = next((l for l in labels if labels.count(l) > 1), None)
+    specs = [t if isinstance(t, Task) else parse_spec(t, limit=limit) for t in tasks]
+    labels = [t.label for t in specs]
+    duplicate = next((label for label in labels if labels.count(label) > 1), None)
     if duplicate is not None:
         raise SmfError(f"two tasks are both called {duplicate!r}; give one of them another name with 'as'")
+    loaded = [t if isinstance(t, Task) else load_task(t) for t in specs]
     was_training = model.training
     model.eval()
     try:

@@ -36,11 +36,14 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
 
 
 def accuracy(name: str, correct: Sequence[bool]) -> dict:
-    """{name, name_stderr, name_ci95} for 0/1 outcomes (NaN when there are none)."""
+    """{name, name_stderr, name_ci95} for 0/1 outcomes; JSON-ready (the stderr of a
+    single item is None)."""
     n = len(correct)
+    assert n > 0, "accuracy of no items"
     k = sum(bool(c) for c in correct)
+    stderr = mean_stderr([float(bool(c)) for c in correct])
     return {
-        name: k / n if n else math.nan,
-        f"{name}_stderr": mean_stderr([float(bool(c)) for c in correct]),
+        name: k / n,
+        f"{name}_stderr": None if math.isnan(stderr) else stderr,
         f"{name}_ci95": list(wilson_interval(k, n)),
     }

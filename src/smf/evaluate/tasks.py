@@ -143,12 +143,25 @@ def task_names() -> list[str]:
     return list(REGISTRY)
 
 
-def load_task(spec: str | Mapping[str, Any], *, limit: int | None = None) -> Task:
-    """Resolve a task name or option mapping and load its items.
+@dataclass(frozen=True)
+class TaskSpec:
+    """A checked task request: which task, under which label, with which options."""
+
+    label: str
+    definition: TaskDef
+    limit: int | None
+    data_options: dict
+    options: dict  # scoring options, defaults filled in
+
+
+def parse_spec(spec: str | Mapping[str, Any], *, limit: int | None = None) -> TaskSpec:
+    """Check a task name or option mapping without loading any data.
 
     `limit` applies where the spec sets none. Raises SmfError for an unknown task or
-    option, naming the choices.
+    option, or a bad option value, naming the choices.
     """
+    if isinstance(spec, TaskSpec):
+        return spec
     options = {"name": spec} if isinstance(spec, str) else dict(spec)
     name = options.pop("name", None)
     if name not in REGISTRY:
@@ -164,17 +177,23 @@ def load_task(spec: str | Mapping[str, Any], *, limit: int | None = None) -> Tas
     if unknown:
         allowed = ["as", "limit", *data_defaults, *scoring_names]
         raise SmfError(f"task {label}: unknown option {unknown[0]!r}; options of {name}: {', '.join(allowed)}")
-    data_options = {k: options.get(k, v) for k, v in data_defaults.items()}
     scoring = {
         **SCORING_DEFAULTS[definition.kind],
         **definition.scoring,
         **{k: v for k, v in options.items() if k in scoring_names},
     }
     _check_scoring(label, definition.kind, scoring)
-    items = definition.load(limit=limit, **data_options)
+    data_options = {k: options.get(k, v) for k, v in data_defaults.items()}
+    return TaskSpec(label, definition, limit, data_options, scoring)
+
+
+def load_task(spec: str | Mapping[str, Any] | TaskSpec, *, limit: int | None = None) -> Task:
+    """Check a task request (see `parse_spec`) and load its items."""
+    spec = parse_spec(spec, limit=limit)
+    items = spec.definition.load(limit=spec.limit, **spec.data_options)
     if not items:
-        raise SmfError(f"task {label}: no items to evaluate (empty dataset or limit)")
-    return Task(label, definition, items, scoring, {**data_options, "limit": limit})
+        raise SmfError(f"task {spec.label}: no items to evaluate (empty dataset or limit)")
+    return Task(spec.label, spec.definition, items, spec.options, {**spec.data_options, "limit": spec.limit})
 
 
 def _check_scoring(label: str, kind: str, scoring: dict) -> None:
