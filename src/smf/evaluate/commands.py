@@ -1,0 +1,87 @@
+"""`smf eval`: evaluate a model on named tasks and write metrics and records as JSON.
+
+    smf eval --model default --tasks facts,pydoc,capitals --limit 40 --out runs/base.json
+    smf eval --model runs/smf --tasks-file configs/eval.yaml --out runs/smf_eval.json
+
+Every error a user can cause (unknown task or option, bad dataset row, empty file)
+is one line on stderr and exit code 2, before any output file is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from smf.errors import SmfError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate a model on tasks (medmcqa, triviaqa, wikitext, facts, pydoc, capitals, ...)",
+        description="Evaluate a model on tasks and write per-task metrics and per-item records as JSON.",
+    )
+    p.add_argument("--model", default="default", help="model folder, hub id, or 'default' (SmolLM2-135M-Instruct)")
+    p.add_argument("--tasks", help="comma-separated task names; see --list")
+    p.add_argument("--tasks-file", help="YAML file with a 'tasks' list of names or option mappings")
+    p.add_argument("--limit", type=int, help="evaluate at most N items per task")
+    p.add_argument("--batch-size", type=int, default=16, help="questions (or prompts) per forward pass")
+    p.add_argument("--out", help="result JSON file (written atomically)")
+    p.add_argument("--no-records", action="store_true", help="leave per-item records out of the JSON")
+    p.add_argument("--list", action="store_true", help="list the tasks and exit")
+    p.set_defaults(run=run)
+
+
+def _task_specs(args) -> list:
+    specs: list = []
+    if args.tasks:
+        specs += [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if args.tasks_file:
+        import yaml
+
+        path = Path(args.tasks_file)
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SmfError(f"{path}: file not found") from None
+        except yaml.YAMLError as e:
+            raise SmfError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        listed = config.get("tasks") if isinstance(config, dict) else None
+        if not isinstance(listed, list) or not all(isinstance(t, (str, dict)) for t in listed):
+            raise SmfError(f"{path}: expected a 'tasks' list of task names or option mappings")
+        specs += listed
+    if not specs:
+        raise SmfError("no tasks given; pass --tasks a,b,c or --tasks-file FILE (see smf eval --list)")
+    return specs
+
+
+def run(args) -> int:
+    from smf.evaluate.tasks import REGISTRY, load_task, parse_spec
+
+    if args.list:
+        for name, t in REGISTRY.items():
+            print(f"{name:16s} {t.kind:10s} {t.about}")
+        return 0
+    if not args.out:
+        raise SmfError("--out FILE.json is required")
+    if args.limit is not None and args.limit < 1:
+        raise SmfError(f"--limit must be a positive integer, got {args.limit}")
+    if args.batch_size < 1:
+        raise SmfError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    # Check every task, then load its data, before the model: bad input fails in seconds.
+    specs = [parse_spec(spec, limit=args.limit) for spec in _task_specs(args)]
+    tasks = [load_task(spec) for spec in specs]
+
+    from smf.evaluate.evaluator import evaluate
+    from smf.io import write_json_atomic
+    from smf.models import load_model
+
+    model, tokenizer = load_model(args.model)
+    result = evaluate(model, tokenizer, tasks, batch_size=args.batch_size, records=not args.no_records)
+    result = {"model": str(args.model), **result}
+    write_json_atomic(args.out, result)
+    for label, r in result["tasks"].items():
+        h = r["headline"]
+        err = f" ± {h['stderr']:.3f}" if h.get("stderr") is not None else ""
+        print(f"{label:16s} n={r['n']:<5d} {h['metric']} = {h['value']:.4f}{err}   ({r['items_per_s']:.1f} items/s)")
+    print(f"wrote {args.out}")
+    return 0

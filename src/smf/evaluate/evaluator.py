@@ -1,0 +1,130 @@
+"""`evaluate(model, tokenizer, tasks)`: run tasks, return metrics and per-item records.
+
+The training loop and the comparison study call this; `smf eval` is a thin shell
+over it. The result is plain JSON-ready data:
+
+    {"tasks": {label: {
+        "task": "medmcqa", "kind": "mcq", "n": 500,
+        "options": {...scoring and data options as run...},
+        "headline": {"metric": "acc", "value": 0.31, "stderr": 0.02, "ci95": [0.27, 0.35]},
+        "metrics": {"acc": ..., "acc_stderr": ..., "acc_ci95": [...], ...},
+        "seconds": 12.3, "tokens": 51234, "items_per_s": 40.6, "tokens_per_s": 4165.0,
+        "records": [{"id": ..., ...}, ...]}}}
+
+Headline metrics: mcq `acc` (`acc_tok` for format answer_norm), qa `exact_match`
+or `substring_match` (the style's match rule), perplexity `word_perplexity`
+(lower is better; no stderr).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Mapping, Sequence
+
+from tqdm.auto import tqdm
+
+from smf.errors import SmfError
+from smf.evaluate.mcq import HEADLINE as MCQ_HEADLINE
+from smf.evaluate.mcq import score_mcq
+from smf.evaluate.perplexity import count_bytes, count_words, perplexity_metrics, rolling_loglikelihoods
+from smf.evaluate.qa import score_qa
+from smf.evaluate.tasks import Task, load_task, parse_spec
+from smf.evaluate.tokens import encode, pad_id, prefix_token_id
+
+
+def evaluate(
+    model,
+    tokenizer,
+    tasks: Sequence[str | Mapping[str, Any] | Task],
+    *,
+    limit: int | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+    records: bool = True,
+) -> dict:
+    """Evaluate `model` on each task (names, option mappings or loaded `Task`s).
+
+    `limit` caps items per task where a task sets no limit of its own; `batch_size`
+    is questions (or prompts) per forward. Loading every task happens before any
+    scoring, so a bad task fails fast. Pass loaded Tasks (`load_task`) to evaluate
+    the same items repeatedly, e.g. during training.
+    """
+    specs = [t if isinstance(t, Task) else parse_spec(t, limit=limit) for t in tasks]
+    labels = [t.label for t in specs]
+    duplicate = next((label for label in labels if labels.count(label) > 1), None)
+    if duplicate is not None:
+        raise SmfError(f"two tasks are both called {duplicate!r}; give one of them another name with 'as'")
+    loaded = [t if isinstance(t, Task) else load_task(t) for t in specs]
+    was_training = model.training
+    model.eval()
+    try:
+        results = {t.label: run_task(model, tokenizer, t, batch_size=batch_size, progress=progress) for t in loaded}
+    finally:
+        model.train(was_training)
+    if not records:
+        for r in results.values():
+            r.pop("records")
+    return {"tasks": results}
+
+
+def run_task(model, tokenizer, task: Task, *, batch_size: int = 16, progress: bool = True) -> dict:
+    """Score one loaded task; see the module doc for the result's shape."""
+    opts = task.options
+    start = time.perf_counter()
+    if task.kind == "perplexity":
+        docs = [encode(tokenizer, d.scored_text) for d in task.items]
+        n_windows = sum(math.ceil(len(d) / opts["max_length"]) for d in docs)
+        bar = tqdm(total=n_windows, desc=task.label, unit="window", disable=not progress)
+    else:
+        bar = tqdm(total=len(task.items), desc=task.label, unit="q", disable=not progress)
+    n_tokens = 0
+
+    def on_batch(n_done: int, n_tok: int) -> None:
+        nonlocal n_tokens
+        n_tokens += n_tok
+        bar.update(n_done)
+
+    if task.kind == "mcq":
+        out = score_mcq(model, tokenizer, task.items, format=opts["format"], batch_size=batch_size, on_batch=on_batch)
+        metrics, recs, headline = out.metrics, out.records, MCQ_HEADLINE[opts["format"]]
+    elif task.kind == "qa":
+        out = score_qa(
+            model, tokenizer, task.items, prompt=opts["prompt"], match=opts["match"], stop=opts["stop"],
+            max_new_tokens=opts["max_new_tokens"], batch_size=batch_size, on_batch=on_batch,
+        )
+        metrics, recs = out.metrics, out.records
+        headline = "exact_match" if opts["match"] == "exact" else "substring_match"
+    else:
+        lls = rolling_loglikelihoods(
+            model, docs, prefix_token=prefix_token_id(tokenizer), max_length=opts["max_length"],
+            max_batch_tokens=opts["max_batch_tokens"], pad_id=pad_id(tokenizer), on_batch=on_batch,
+        )
+        words = [count_words(d.text) for d in task.items]
+        nbytes = [count_bytes(d.text) for d in task.items]
+        metrics = perplexity_metrics(lls, [len(d) for d in docs], words, nbytes)
+        recs = [
+            {"id": d.id, "loglikelihood": round(ll, 4), "tokens": len(t), "words": w, "bytes": b}
+            for d, t, ll, w, b in zip(task.items, docs, lls, words, nbytes)
+        ]
+        headline = "word_perplexity"
+    bar.close()
+    seconds = time.perf_counter() - start
+    return {
+        "task": task.name,
+        "kind": task.kind,
+        "n": len(task.items),
+        "options": {**task.data_options, **opts},
+        "headline": {
+            "metric": headline,
+            "value": metrics[headline],
+            "stderr": metrics.get(f"{headline}_stderr"),
+            "ci95": metrics.get(f"{headline}_ci95"),
+        },
+        "metrics": metrics,
+        "seconds": round(seconds, 3),
+        "tokens": n_tokens,  # tokens the model processed, padding excluded
+        "items_per_s": round(len(task.items) / seconds, 3),
+        "tokens_per_s": round(n_tokens / seconds, 1),
+        "records": recs,
+    }

@@ -1,0 +1,116 @@
+"""Batched greedy generation that stops at stop strings, as lm-eval's `generate_until`.
+
+Prompts are left-padded and decoded together with a KV cache. A row is done once
+it emits an end-of-sequence token or its decoded text contains a stop string; the
+batch ends when every row is done or `max_new_tokens` is reached. The text is then
+cut at the stop strings exactly as lm-eval cuts it (`cut_at_stops`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from smf.evaluate.calls import cache_kwargs, last_logits_kwargs, left_pad, model_device, output_cache
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What one prompt produced: the cut text, the raw decoded text, tokens generated."""
+
+    text: str
+    raw: str
+    n_tokens: int
+
+
+def cut_at_stops(text: str, stop: Sequence[str]) -> str:
+    """Keep what precedes the stop strings, applied one after another in order
+    (lm-eval's rule; empty stop strings are ignored)."""
+    for term in stop:
+        if term:
+            text = text.split(term)[0]
+    return text
+
+
+def stop_token_ids(model, tokenizer) -> set[int]:
+    """End-of-sequence ids: the tokenizer's EOS and the model's generation config's."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    config = getattr(model, "generation_config", None)
+    eos = getattr(config, "eos_token_id", None) if config is not None else None
+    if eos is not None:
+        ids |= set(eos) if isinstance(eos, (list, tuple)) else {eos}
+    return ids
+
+
+@torch.inference_mode()
+def greedy_generate(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    *,
+    stop: Sequence[str] = ("\n",),
+    max_new_tokens: int = 32,
+    batch_size: int = 16,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> list[Generation]:
+    """Greedy continuations of token-id prompts, in input order.
+
+    `on_batch(n_prompts, n_tokens)` is called after each batch with the number of
+    tokens the model processed (prompt tokens plus generated tokens).
+    """
+    assert all(prompts), "empty prompt"
+    device = model_device(model)
+    eos = stop_token_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos), 0)
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    results: list[Generation | None] = [None] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        outs = _generate_batch(model, tokenizer, [prompts[i] for i in idx], stop, max_new_tokens, eos, pad, device)
+        for i, g in zip(idx, outs):
+            results[i] = g
+        if on_batch is not None:
+            on_batch(len(idx), sum(len(prompts[i]) for i in idx) + sum(g.n_tokens for g in outs))
+    return results  # type: ignore[return-value]
+
+
+def _generate_batch(model, tokenizer, prompts, stop, max_new_tokens, eos, pad, device) -> list[Generation]:
+    ids, mask, positions = left_pad(prompts, pad, device)
+    n = len(prompts)
+    generated: list[list[int]] = [[] for _ in range(n)]
+    done = [False] * n
+    cache = None
+    step_ids, step_pos = ids, positions
+    for _ in range(max_new_tokens):
+        out = model(
+            input_ids=step_ids,
+            attention_mask=mask,
+            position_ids=step_pos,
+            use_cache=True,
+            **cache_kwargs(model, cache),
+            **last_logits_kwargs(model),
+        )
+        cache = output_cache(out)
+        next_ids = out.logits[:, -1].argmax(-1)  # [B]
+        for b, token in enumerate(next_ids.tolist()):
+            if done[b]:
+                continue
+            if token in eos:
+                done[b] = True
+                continue
+            generated[b].append(token)
+            text = tokenizer.decode(generated[b], skip_special_tokens=True)
+            done[b] = any(s and s in text for s in stop)
+        if all(done):
+            break
+        # Finished rows keep decoding (their tokens are ignored) so shapes stay aligned.
+        step_ids = next_ids.unsqueeze(-1)
+        step_pos = step_pos[:, -1:] + 1
+        mask = torch.cat([mask, mask.new_ones((n, 1))], dim=1)
+    results = []
+    for toks in generated:
+        raw = tokenizer.decode(toks, skip_special_tokens=True)
+        results.append(Generation(cut_at_stops(raw, stop), raw, len(toks)))
+    return results

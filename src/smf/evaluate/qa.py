@@ -1,0 +1,137 @@
+"""Open questions answered by greedy generation (TriviaQA conventions).
+
+Prompt styles:
+- `plain`: lm-eval's TriviaQA prompt "Question: {question}?\\nAnswer:", stopped at
+  "\\n", "." and ",".
+- `chat`: the question as a user turn in the tokenizer's chat template, with the
+  generation prompt. Instruct models answer in a sentence ("The capital of France
+  is Paris."), so this style stops at the first line only and matches by alias
+  substring (see `STYLES`).
+
+Matching (lm-eval's exact_match with ignore_case and ignore_punctuation after its
+remove_whitespace filter): the output is stripped, then output and aliases are
+lowercased and ASCII punctuation is removed; any alias counts. `substring` instead
+asks whether a normalised alias occurs in the normalised output as whole words.
+Both are reported for every task; the style's `match` picks the headline.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from smf.data.types import QAItem
+from smf.errors import SmfError
+from smf.evaluate.generate import greedy_generate
+from smf.evaluate.stats import accuracy
+from smf.evaluate.tokens import encode
+
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a prompt style asks, where it stops and how its answer is matched."""
+
+    stop: tuple[str, ...]
+    match: str  # "exact" | "substring"
+
+
+STYLES = {
+    "plain": Style(stop=("\n", ".", ","), match="exact"),
+    "chat": Style(stop=("\n",), match="substring"),
+}
+MATCHES = ("exact", "substring")
+
+
+def plain_prompt(question: str) -> str:
+    return f"Question: {question}?\nAnswer:"
+
+
+def chat_prompt(tokenizer, question: str) -> str:
+    if not getattr(tokenizer, "chat_template", None):
+        raise SmfError("prompt style 'chat' needs a tokenizer with a chat template; use prompt: plain")
+    content = question if question.rstrip().endswith(("?", ".", "!")) else question + "?"
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+    )
+
+
+def normalize(text: str) -> str:
+    """lm-eval's exact-match normalisation: lowercase, drop ASCII punctuation."""
+    return text.lower().translate(_PUNCTUATION)
+
+
+def exact_match(output: str, aliases: Sequence[str]) -> bool:
+    # lm-eval strips the output (remove_whitespace filter) before normalising, not after.
+    out = normalize(output.strip())
+    return any(out == normalize(a) for a in aliases)
+
+
+def substring_match(output: str, aliases: Sequence[str]) -> bool:
+    """A normalised alias occurs in the normalised output as whole words."""
+    out = " " + " ".join(normalize(output).split()) + " "
+    for alias in aliases:
+        words = " ".join(normalize(alias).split())
+        if words and f" {words} " in out:
+            return True
+    return False
+
+
+@dataclass
+class QaResult:
+    metrics: dict
+    records: list[dict]
+    n_tokens: int  # tokens the model processed (prompts + generated)
+
+
+def score_qa(
+    model,
+    tokenizer,
+    items: list[QAItem],
+    *,
+    prompt: str = "plain",
+    match: str | None = None,
+    stop: Sequence[str] | None = None,
+    max_new_tokens: int = 32,
+    batch_size: int = 16,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> QaResult:
+    """Exact-match and substring accuracy of greedy answers to `items`.
+
+    `match` and `stop` default to the prompt style's (see STYLES). Records: per item
+    its id, the cut output, and whether it matched (headline rule).
+    """
+    if prompt not in STYLES:
+        raise SmfError(f"unknown prompt style '{prompt}'; choose one of {', '.join(STYLES)}")
+    style = STYLES[prompt]
+    match = match or style.match
+    if match not in MATCHES:
+        raise SmfError(f"unknown match rule '{match}'; choose one of {', '.join(MATCHES)}")
+    stop = tuple(style.stop if stop is None else stop)
+    for item in items:
+        if not item.aliases:
+            raise SmfError(f"item {item.id!r}: has no answer aliases")
+    texts = [plain_prompt(i.question) if prompt == "plain" else chat_prompt(tokenizer, i.question) for i in items]
+    prompts = [encode(tokenizer, t) for t in texts]
+    n_tokens = 0
+
+    def count(n_items: int, n_tok: int) -> None:
+        nonlocal n_tokens
+        n_tokens += n_tok
+        if on_batch is not None:
+            on_batch(n_items, n_tok)
+
+    outputs = greedy_generate(
+        model, tokenizer, prompts, stop=stop, max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=count
+    )
+    exact = [exact_match(g.text, i.aliases) for g, i in zip(outputs, items)]
+    sub = [substring_match(g.text, i.aliases) for g, i in zip(outputs, items)]
+    headline = exact if match == "exact" else sub
+    records = [
+        {"id": i.id, "output": g.text, "correct": ok} for i, g, ok in zip(items, outputs, headline)
+    ]
+    metrics = {**accuracy("exact_match", exact), **accuracy("substring_match", sub)}
+    return QaResult(metrics=metrics, records=records, n_tokens=n_tokens)
