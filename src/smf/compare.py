@@ -169,7 +169,11 @@ def run_study(config: StudyConfig, out: str | Path, *, seeds: list[int] | None =
     if seeds:
         config = dataclasses.replace(config, seeds=list(seeds))
     _claim(out, config)
-    tasks = {spec_label(s): load_task(s) for s in config.eval_specs()}  # bad data fails before any work
+    from smf.sources import training_examples
+
+    # bad data fails before any work
+    tasks = {spec_label(s): load_task(s) for s in config.eval_specs()}
+    training_examples(config.data)
     base_dir = resolve_model(config.model)
     base = _base_results(config, base_dir, tasks, out)
     memory_dir = _memory_model(config, base_dir, out, progress) if config.needs_memory() else None
