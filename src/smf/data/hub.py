@@ -1,0 +1,410 @@
+"""Hub tasks: MedMCQA, TriviaQA and WikiText, from the hub or from local files.
+
+Each task is loaded in two steps: `load_rows` returns the raw rows (dicts in the hub
+dataset's own schema), and a parser (`medmcqa_items`, `triviaqa_items`,
+`wikitext_documents`) checks them and turns them into `smf.data.types` items. The
+offline stand-ins (`facts`, `capitals`) write rows in the same schemas and go through
+the same parsers, so evaluation never sees where the data came from.
+
+Rows come from the Hugging Face hub by name (`datasets.load_dataset`) when no source
+is given, or from a local file in the same schema: `.jsonl` (one row per line),
+`.json` (an array of rows, or JSON Lines), `.parquet` or `.csv` (flat schemas only).
+
+Conventions follow lm-evaluation-harness (tasks `medmcqa`, `triviaqa`, `wikitext`):
+
+- MedMCQA: `cop` is the 0-based index of the correct option (0 = `opa`).
+- TriviaQA (`rc.nocontext`): any of `answer.aliases` counts; lm-eval's prompt appends
+  "?" to the question itself.
+- WikiText (document level): words and bytes are counted on the raw `page`, the model
+  reads the page after lm-eval's detokenizer (`wikitext_detokenize`).
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from smf.data.types import Document, MCQItem, QAItem, TrainExample
+from smf.errors import SmfError
+
+MEDMCQA_HUB = "openlifescienceai/medmcqa"
+TRIVIAQA_HUB = "mandarjoshi/trivia_qa"
+TRIVIAQA_CONFIG = "rc.nocontext"
+WIKITEXT_HUB = "EleutherAI/wikitext_document_level"
+WIKITEXT_VERSIONS = ("wikitext-2-raw-v1", "wikitext-103-raw-v1")
+
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+MCQ_LETTERS = ("A", "B", "C", "D")
+_MEDMCQA_OPTIONS = ("opa", "opb", "opc", "opd")
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def load_rows(
+    source: str | Path | None,
+    *,
+    hub_path: str,
+    hub_name: str | None,
+    split: str,
+    limit: int | None = None,
+) -> list[dict]:
+    """Raw rows of a dataset: from the hub when `source` is None, else from a local file.
+
+    `limit` keeps the first `limit` rows. Every problem a user can cause (a missing,
+    empty or unreadable file, an unreachable hub) raises SmfError with one line.
+    """
+    _check_limit(limit)
+    if source is None:
+        return _hub_rows(hub_path, hub_name, split, limit)
+    rows = read_rows_file(source, hint=_hub_label(hub_path, hub_name, split))
+    return rows if limit is None else rows[:limit]
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise SmfError(f"limit must be a non-negative integer, got {limit!r}")
+
+
+def read_rows_file(path: str | Path, *, hint: str = "the hub dataset") -> list[dict]:
+    """Rows of a local .jsonl/.json/.parquet/.csv file; SmfError names the file and row."""
+    path = Path(path).expanduser()
+    fix = f"give a {', '.join(FILE_SUFFIXES)} file in the schema of {hint}"
+    if not path.is_file():
+        raise SmfError(f"{path}: no such file; {fix} (or none, to load it from the hub)")
+    suffix = path.suffix.lower()
+    if suffix not in FILE_SUFFIXES:
+        raise SmfError(f"{path}: unsupported file type {suffix or '(none)'}; {fix}")
+    if suffix in (".jsonl", ".json"):
+        rows = _read_json(path, fix)
+    else:
+        rows = _read_arrow(path, suffix, fix)
+    if not rows:
+        raise SmfError(f"{path}: the file has no rows; {fix}")
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise SmfError(f"{path}: row {n} is a {type(row).__name__}, not an object with named fields; {fix}")
+    return rows
+
+
+def _read_json(path: Path, fix: str) -> list:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SmfError(f"{path}: line {e.lineno}: not valid JSON ({e.msg}); {fix}") from None
+        return rows
+    # JSON Lines; `datasets` reads a .json file holding JSON Lines too, so we do as well.
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise SmfError(f"{path}: line {lineno}: not valid JSON ({e.msg}); {fix}") from None
+    return rows
+
+
+def _read_arrow(path: Path, suffix: str, fix: str) -> list[dict]:
+    # pyarrow (a dependency of `datasets`) infers column types, so a CSV `cop` column
+    # reads as integers, as it does through `datasets`.
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        else:
+            import pyarrow.csv as pacsv
+
+            # Empty cells read as None, as `datasets` (through pandas) reads them.
+            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+    except ImportError:
+        raise SmfError(f"{path}: reading {suffix} files needs pyarrow: pip install pyarrow") from None
+    except Exception as e:  # pyarrow raises several types (ArrowInvalid, OSError) for bad files
+        if path.stat().st_size == 0:
+            return []
+        raise SmfError(f"{path}: cannot read it as {suffix[1:]} ({_one_line(e)}); {fix}") from None
+    return table.to_pylist()
+
+
+def _hub_label(hub_path: str, hub_name: str | None, split: str) -> str:
+    return f"{hub_path}" + (f" ({hub_name})" if hub_name else "") + f" [{split}]"
+
+
+def _hub_rows(hub_path: str, hub_name: str | None, split: str, limit: int | None) -> list[dict]:
+    label = _hub_label(hub_path, hub_name, split)
+    try:
+        import datasets
+    except ImportError:
+        raise SmfError(f"loading {label} from the hub needs the datasets package: pip install datasets") from None
+    split_spec = split if limit is None else f"{split}[:{limit}]"
+    try:
+        dataset = datasets.load_dataset(hub_path, hub_name, split=split_spec)
+    except Exception as e:
+        # `datasets` signals "cannot get it" with many exception types (offline mode,
+        # connection errors, unknown names or splits); to the user they mean one thing.
+        raise SmfError(
+            f"cannot load {label} from the Hugging Face hub ({_one_line(e)}); "
+            "connect to the network with HF_HUB_OFFLINE and HF_DATASETS_OFFLINE unset, "
+            "or give a local file in the same schema"
+        ) from None
+    return [dict(row) for row in dataset]
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+# ------------------------------------------------------------------ row checking
+
+
+def _require(row: Mapping, fields: Sequence[str], source: str, n: int) -> None:
+    missing = [f for f in fields if f not in row]
+    if missing:
+        raise SmfError(f"{source}: row {n}: missing field {', '.join(map(repr, missing))}; each row needs {', '.join(fields)}")
+
+
+def _text(row: Mapping, field: str, source: str, n: int) -> str:
+    value = row[field]
+    if not isinstance(value, str):
+        raise SmfError(f"{source}: row {n}: field {field!r} must be text, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _row_id(row: Mapping, field: str, n: int) -> str:
+    value = row.get(field)
+    return str(n - 1) if value is None or value == "" else str(value)
+
+
+# ----------------------------------------------------------------------- MedMCQA
+
+
+def medmcqa_items(rows: Sequence[Mapping], source: str) -> list[MCQItem]:
+    """MCQItems from MedMCQA-schema rows (question, opa..opd, cop 0-based; id optional).
+
+    `source` names where the rows came from (a file, "facts"), for error messages.
+    """
+    return [_medmcqa_item(row, source, n) for n, row in enumerate(rows, 1)]
+
+
+def _medmcqa_item(row: Mapping, source: str, n: int) -> MCQItem:
+    _require(row, ("question", *_MEDMCQA_OPTIONS, "cop"), source, n)
+    cop = row["cop"]
+    if isinstance(cop, bool) or not isinstance(cop, numbers.Integral) or not 0 <= cop <= 3:
+        hint = " (the MedMCQA test split has no answers, cop = -1: use validation)" if cop == -1 else ""
+        raise SmfError(f"{source}: row {n}: cop must be an integer 0..3 (0-based, 0 = opa), got {cop!r}{hint}")
+    return MCQItem(
+        id=_row_id(row, "id", n),
+        question=_text(row, "question", source, n),
+        choices=tuple(_text(row, f, source, n) for f in _MEDMCQA_OPTIONS),
+        answer=int(cop),
+    )
+
+
+def medmcqa_prompt(item: MCQItem) -> str:
+    """lm-eval's MedMCQA prompt: the question, lettered choices, and "Answer:"."""
+    lines = [f"Question: {item.question}", "Choices:"]
+    lines += [f"{letter}. {choice}" for letter, choice in zip(MCQ_LETTERS, item.choices)]
+    return "\n".join(lines) + "\nAnswer:"
+
+
+def medmcqa_train_examples(
+    data: Sequence[MCQItem | Mapping] | None = None,
+    *,
+    source: str | Path | None = None,
+    split: str = "train",
+    limit: int | None = None,
+    explanation: bool = True,
+) -> list[TrainExample]:
+    """Training examples from MedMCQA rows (or MCQItems): the loss sits on the answer.
+
+    data: rows or items; None loads `split` from `source` (a local file; None = the
+    hub). `source` also names the rows in error messages. `limit` keeps the first rows.
+    prompt: lm-eval's MedMCQA prompt (`medmcqa_prompt`), ending in "Answer:".
+    target: " {letter}. {correct option}", so the first target token is the letter
+    lm-eval scores; then, for rows whose `exp` is non-empty and `explanation` is True,
+    "\\nExplanation: {exp}". MCQItems carry no explanation.
+    """
+    _check_limit(limit)
+    label = str(source) if source is not None else "rows"
+    if data is None:
+        data = load_rows(source, hub_path=MEDMCQA_HUB, hub_name=None, split=split, limit=limit)
+        label = str(source) if source is not None else _hub_label(MEDMCQA_HUB, None, split)
+    examples = []
+    for n, entry in enumerate(data[:limit] if limit is not None else data, 1):
+        item = entry if isinstance(entry, MCQItem) else _medmcqa_item(entry, label, n)
+        target = f" {MCQ_LETTERS[item.answer]}. {item.choices[item.answer]}"
+        exp = None if isinstance(entry, MCQItem) else entry.get("exp")
+        if explanation and isinstance(exp, str) and exp.strip():
+            target += f"\nExplanation: {exp.strip()}"
+        examples.append(TrainExample(prompt=medmcqa_prompt(item), target=target))
+    return examples
+
+
+def load_medmcqa(source: str | Path | None = None, split: str = "validation", limit: int | None = None) -> list[MCQItem]:
+    """MedMCQA items: `openlifescienceai/medmcqa` from the hub, or a local file."""
+    rows = load_rows(source, hub_path=MEDMCQA_HUB, hub_name=None, split=split, limit=limit)
+    return medmcqa_items(rows, str(source) if source is not None else _hub_label(MEDMCQA_HUB, None, split))
+
+
+# ---------------------------------------------------------------------- TriviaQA
+
+
+def triviaqa_items(rows: Sequence[Mapping], source: str) -> list[QAItem]:
+    """QAItems from TriviaQA rc.nocontext rows (question, question_id, answer{aliases, value}).
+
+    aliases: `answer.value` first, then `answer.aliases` (duplicates and empty strings
+    dropped), so `aliases[0]` is the canonical answer. question_id is optional.
+    """
+    return [_triviaqa_item(row, source, n) for n, row in enumerate(rows, 1)]
+
+
+def _triviaqa_item(row: Mapping, source: str, n: int) -> QAItem:
+    _require(row, ("question", "answer"), source, n)
+    answer = row["answer"]
+    if not isinstance(answer, Mapping):
+        raise SmfError(f"{source}: row {n}: field 'answer' must be an object with aliases and value, got {type(answer).__name__}")
+    missing = [f for f in ("aliases", "value") if f not in answer]
+    if missing:
+        raise SmfError(f"{source}: row {n}: missing field {', '.join('answer.' + f for f in missing)}")
+    aliases = answer["aliases"]
+    if isinstance(aliases, str) or not isinstance(aliases, Sequence) or not all(isinstance(a, str) for a in aliases):
+        raise SmfError(f"{source}: row {n}: answer.aliases must be a list of strings, got {aliases!r}")
+    value = answer["value"]
+    if not isinstance(value, str):
+        raise SmfError(f"{source}: row {n}: answer.value must be text, got {type(value).__name__} {value!r}")
+    unique = list(dict.fromkeys(a for a in (value, *aliases) if a.strip()))
+    if not unique:
+        raise SmfError(f"{source}: row {n}: the answer has no non-empty value or alias")
+    return QAItem(id=_row_id(row, "question_id", n), question=_text(row, "question", source, n), aliases=tuple(unique))
+
+
+def triviaqa_prompt(question: str) -> str:
+    """lm-eval's TriviaQA prompt; it appends "?" to the question as given."""
+    return f"Question: {question}?\nAnswer:"
+
+
+def triviaqa_fact_examples(
+    data: Sequence[QAItem | Mapping] | None = None,
+    *,
+    source: str | Path | None = None,
+    split: str = "train",
+    limit: int | None = None,
+    form: str = "statement",
+) -> list[TrainExample]:
+    """TriviaQA question-answer pairs as facts to learn (Lin et al.'s fact-learning setting).
+
+    data: rows or items; None loads `split` of rc.nocontext from `source` (a local
+    file; None = the hub). `limit` keeps the first rows. The answer is `answer.value`
+    (an item's `aliases[0]`).
+    form="statement": one plain sentence, loss on all of it:
+        TrainExample(prompt="", target="{question}? {answer}.")
+        (the question's own trailing "?" is dropped first, so it reads "Q? A.").
+    form="qa": lm-eval's prompt with the loss on the answer only:
+        TrainExample(prompt="Question: {question}?\\nAnswer:", target=" {answer}").
+    """
+    if form not in ("statement", "qa"):
+        raise SmfError(f"unknown TriviaQA training form {form!r}; use 'statement' or 'qa'")
+    _check_limit(limit)
+    label = str(source) if source is not None else "rows"
+    if data is None:
+        data = load_rows(source, hub_path=TRIVIAQA_HUB, hub_name=TRIVIAQA_CONFIG, split=split, limit=limit)
+        label = str(source) if source is not None else _hub_label(TRIVIAQA_HUB, TRIVIAQA_CONFIG, split)
+    examples = []
+    for n, entry in enumerate(data[:limit] if limit is not None else data, 1):
+        item = entry if isinstance(entry, QAItem) else _triviaqa_item(entry, label, n)
+        answer = item.aliases[0]
+        if form == "qa":
+            examples.append(TrainExample(prompt=triviaqa_prompt(item.question), target=f" {answer}"))
+        else:
+            question = item.question.strip().rstrip("?").rstrip()
+            end = "" if answer.endswith((".", "!", "?")) else "."
+            examples.append(TrainExample(prompt="", target=f"{question}? {answer}{end}"))
+    return examples
+
+
+def load_triviaqa(source: str | Path | None = None, split: str = "validation", limit: int | None = None) -> list[QAItem]:
+    """TriviaQA items: `mandarjoshi/trivia_qa` (rc.nocontext) from the hub, or a local file."""
+    rows = load_rows(source, hub_path=TRIVIAQA_HUB, hub_name=TRIVIAQA_CONFIG, split=split, limit=limit)
+    return triviaqa_items(rows, str(source) if source is not None else _hub_label(TRIVIAQA_HUB, TRIVIAQA_CONFIG, split))
+
+
+# ---------------------------------------------------------------------- WikiText
+
+# lm-eval's WikiText detokenizer, rule for rule and in its order (each rule sees the
+# output of the ones before it). Literal rules are (old, new) string pairs; pattern
+# rules are (compiled regex, replacement).
+_DETOKENIZE_RULES: tuple[tuple[Any, str], ...] = (
+    ("s '", "s'"),
+    # lm-eval's rule as written: the slashes are literal characters in the pattern,
+    # so it only rewrites the text "/' <digit>/". Kept so our pages match its pages.
+    (re.compile(r"/' [0-9]/"), "/'[0-9]/"),
+    (" @-@ ", "-"),
+    (" @,@ ", ","),
+    (" @.@ ", "."),
+    (" : ", ": "),
+    (" ; ", "; "),
+    (" . ", ". "),
+    (" ! ", "! "),
+    (" ? ", "? "),
+    (" , ", ", "),
+    (re.compile(r"\(\s*([^\)]*?)\s*\)"), r"(\1)"),
+    (re.compile(r"\[\s*([^\]]*?)\s*\]"), r"[\1]"),
+    (re.compile(r"{\s*([^}]*?)\s*}"), r"{\1}"),
+    (re.compile(r"\"\s*([^\"]*?)\s*\""), r'"\1"'),
+    (re.compile(r"'\s*([^']*?)\s*'"), r"'\1'"),
+    ("= = = =", "===="),
+    ("= = =", "==="),
+    ("= =", "=="),
+    (" \N{DEGREE SIGN} ", "\N{DEGREE SIGN}"),
+    (" \n", "\n"),
+    ("\n ", "\n"),
+    (" N ", " 1 "),
+    (" 's", "'s"),
+)
+
+
+def wikitext_detokenize(page: str) -> str:
+    """Undo WikiText's tokenization (" @-@ ", " , ", "( x )"...) as lm-eval does."""
+    for old, new in _DETOKENIZE_RULES:
+        page = old.sub(new, page) if isinstance(old, re.Pattern) else page.replace(old, new)
+    return page
+
+
+def wikitext_documents(rows: Sequence[Mapping], source: str) -> list[Document]:
+    """Documents from EleutherAI/wikitext_document_level rows (one field, `page`).
+
+    text = the raw page (words and bytes are counted on it), scored = the
+    detokenized page. Whitespace-only pages are skipped: they hold no words to score
+    (lm-eval keeps every page, and the hub splits have no empty ones). The id is the
+    row's 0-based index, so skipped pages leave gaps rather than shifting ids.
+    """
+    documents = []
+    for n, row in enumerate(rows, 1):
+        _require(row, ("page",), source, n)
+        page = _text(row, "page", source, n)
+        if page.strip():
+            documents.append(Document(id=str(n - 1), text=page, scored=wikitext_detokenize(page)))
+    if not documents:
+        raise SmfError(f"{source}: every page is empty; give a file whose rows have non-empty 'page' text")
+    return documents
+
+
+def load_wikitext(
+    source: str | Path | None = None,
+    version: str = "wikitext-2-raw-v1",
+    split: str = "test",
+    limit: int | None = None,
+) -> list[Document]:
+    """WikiText documents: `EleutherAI/wikitext_document_level` from the hub, or a local file."""
+    if version not in WIKITEXT_VERSIONS:
+        raise SmfError(f"unknown WikiText version {version!r}; use one of {', '.join(WIKITEXT_VERSIONS)}")
+    rows = load_rows(source, hub_path=WIKITEXT_HUB, hub_name=version, split=split, limit=limit)
+    return wikitext_documents(rows, str(source) if source is not None else _hub_label(WIKITEXT_HUB, version, split))
