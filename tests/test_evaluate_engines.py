@@ -167,3 +167,13 @@ def test_generation_stops_rows_independently(tiny, tokenizer):
     assert cut[0].text == cut_at_stops(free[0].raw, [stop])
     assert free[0].raw.startswith(cut[0].raw)
     assert cut[1].raw == free[1].raw or stop in cut[1].raw
+
+
+def test_overlong_context_is_cut_from_the_left_like_lm_eval(tiny, tokenizer):
+    request = build_requests(tokenizer, ITEMS[1:2], "cloze")[0]
+    longest = max(len(c) for c in request.continuations)
+    # lm-eval feeds (context + continuation)[-(max_length + 1):][:-1]: here 2 tokens go.
+    max_length = len(request.context) + longest - 3
+    cut = score_requests(tiny, [request], max_length=max_length)[0]
+    kept = Request(request.context[2:], request.continuations)
+    assert cut.logprobs == pytest.approx(score_requests_full(tiny, [kept])[0].logprobs, abs=1e-4)
