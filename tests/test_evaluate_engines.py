@@ -59,17 +59,33 @@ def test_encode_pair_moves_trailing_space_and_splits_whole_encoding(tokenizer):
     assert empty_ctx == [prefix_token_id(tokenizer)] and cont == encode(tokenizer, "Paris")
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("fmt", ["letter", "cloze", "answer_norm"])
-def test_shared_prefix_scores_equal_full_sequence_scores(tiny, tokenizer, fmt):
-    requests = build_requests(tokenizer, ITEMS, fmt)
-    cached = score_requests(tiny, requests, batch_size=3, pad_id=tokenizer.pad_token_id)
-    full = score_requests_full(tiny, requests, batch_size=5, pad_id=tokenizer.pad_token_id)
-    for r, a, b in zip(requests, cached, full):
-        assert a.n_tokens == b.n_tokens == [len(c) for c in r.continuations]
+def test_packed_scores_equal_full_sequence_scores(tiny, tokenizer, fmt, attention):
+    tiny.set_attn_implementation(attention)
+    try:
+        requests = build_requests(tokenizer, ITEMS, fmt)
+        packed = score_requests(tiny, requests, batch_size=3, pad_id=tokenizer.pad_token_id)
+        full = score_requests_full(tiny, requests, batch_size=5, pad_id=tokenizer.pad_token_id)
+        for r, a, b in zip(requests, packed, full):
+            assert a.n_tokens == b.n_tokens == [len(c) for c in r.continuations]
+            assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+            assert a.greedy == b.greedy
+            for cont, lp in zip(r.continuations, a.logprobs):
+                assert lp == pytest.approx(_full_sequence_logprob(tiny, r.context, cont), abs=1e-4)
+    finally:
+        tiny.set_attn_implementation("sdpa")
+
+
+def test_attention_without_custom_masks_falls_back_to_full_rows(tiny, tokenizer, monkeypatch):
+    from smf.evaluate import loglik
+
+    requests = build_requests(tokenizer, ITEMS, "cloze")
+    packed = score_requests(tiny, requests, pad_id=tokenizer.pad_token_id)
+    monkeypatch.setattr(loglik, "supports_custom_mask", lambda model: False)
+    fallback = score_requests(tiny, requests, pad_id=tokenizer.pad_token_id)
+    for a, b in zip(packed, fallback):
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
-        assert a.greedy == b.greedy
-        for cont, lp in zip(r.continuations, a.logprobs):
-            assert lp == pytest.approx(_full_sequence_logprob(tiny, r.context, cont), abs=1e-4)
 
 
 def test_batch_size_does_not_change_scores(tiny, tokenizer):
