@@ -92,7 +92,8 @@ def markdown(result: dict) -> str:
         "",
         f"`bench/evaluate.py` on {result['model']} ({result['dtype']}, {result['device']}, "
         f"{result['threads']} threads, {result['machine']}), batch size {result['batch_size']}, "
-        f"{result['date']}. Tokens are those the model processed (padding excluded). Raw forward: "
+        f"{result['date']}, 1-minute load average {result['load_average_before']} before and "
+        f"{result['load_average_after']} after. Tokens are those the model processed (padding excluded). Raw forward: "
         f"batch {RAW_SHAPE[0]}x{RAW_SHAPE[1]}, full logits, no cache, measured before and after each "
         "task; the ratio is the task's tokens/s over their mean.",
         "",
@@ -137,6 +138,9 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "batch_size": BATCH_SIZE,
         "date": time.strftime("%Y-%m-%d"),
+        # Other processes on a shared machine slow small forwards (generation, short
+        # batches) far more than the raw forward: read ratios with the load in mind.
+        "load_average_before": round(os.getloadavg()[0], 2),
         "tasks": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,6 +157,7 @@ def main() -> None:
             print(f"{task.label:24s} {r['items_per_s']:8.2f} items/s {r['tokens_per_s']:8.0f} tok/s  "
                   f"raw {raw:6.0f}  ratio {r['ratio_to_raw']:.2f}", flush=True)
             before = after
+    result["load_average_after"] = round(os.getloadavg()[0], 2)
     write_json_atomic(ROOT / "bench" / "results" / "evaluate.json", result)
     update_benchmarks_md(markdown(result))
 

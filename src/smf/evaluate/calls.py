@@ -1,9 +1,9 @@
 """How the evaluator calls a Hugging Face causal LM: padding, positions, KV cache.
 
 Works for any `AutoModelForCausalLM` (base, retrofitted with memory layers,
-LoRA-wrapped or merged, finetuned): only `input_ids`, `attention_mask`,
-`position_ids` and the KV cache are passed, plus `logits_to_keep` where the
-model's forward declares it.
+LoRA-wrapped or merged, finetuned): only `input_ids`, `attention_mask` (2D, or a
+custom 4D mask where the attention implementation takes one), `position_ids` and
+the KV cache are passed, plus `logits_to_keep` where the model's forward declares it.
 """
 
 from __future__ import annotations
