@@ -102,18 +102,24 @@ def markdown(result: dict) -> str:
     ]
     for label, r in result["tasks"].items():
         h = r["headline"]
-        value = f"{h['metric']} {h['value']:.3f}" + (f" ± {h['stderr']:.3f}" if h.get("stderr") else "")
+        value = f"{h['metric']} {h['value']:.3f}"
+        if h.get("ci95"):
+            value += f" (95% CI {h['ci95'][0]:.2f}-{h['ci95'][1]:.2f})"
         lines.append(
             f"| {label} | {r['kind']} | {r['n']} | {r['items_per_s']:.2f} | {r['tokens_per_s']:.0f} | "
             f"{r['raw_forward_tokens_per_s']:.0f} | {r['ratio_to_raw']:.2f} | {value} |"
         )
     lines += [
         "",
-        "Multiple choice reads single-token choices (letters) from the context's last position and "
-        "computes logits there only, which is why it can exceed the raw forward (whose LM head runs "
-        "at every position); multi-token choices continue from the context's KV cache. Generation "
-        "counts prompt plus generated tokens; each generated token is a one-token forward, so its "
-        "ratio is low by nature.",
+        "Multiple choice packs each question into one row (context, then every choice's "
+        "tail under a mask that hides the other choices) and runs the LM head only on the "
+        "positions that predict choice tokens, which is why it can exceed the raw forward "
+        "(whose LM head runs at every position). Generation counts prompt plus generated "
+        "tokens; each generated token is a one-token forward, so its ratio is low by nature. "
+        "Perplexity windows are up to 2048 tokens long (attention costs more per token than "
+        "at 128) and a few documents of unequal length leave padding. The hub tasks read "
+        "the small hand-written fixtures of tests/fixtures repeated five times, so their "
+        "accuracies say nothing about the model; the uncertainty there is understated.",
         "",
     ]
     return "\n".join(lines)
@@ -151,6 +157,8 @@ def main() -> None:
             after = raw_forward_tokens_per_s(model)
             raw = (before + after) / 2
             r.pop("records")
+            if "source" in r["options"] and r["options"]["source"]:
+                r["options"]["source"] = Path(r["options"]["source"]).name  # not the temporary folder
             r["raw_forward_tokens_per_s"] = round(raw, 1)
             r["ratio_to_raw"] = round(r["tokens_per_s"] / raw, 3)
             result["tasks"][task.label] = r

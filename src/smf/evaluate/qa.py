@@ -3,10 +3,16 @@
 Prompt styles:
 - `plain`: lm-eval's TriviaQA prompt "Question: {question}?\\nAnswer:", stopped at
   "\\n", "." and ",".
-- `chat`: the question as a user turn in the tokenizer's chat template, with the
-  generation prompt. Instruct models answer in a sentence ("The capital of France
-  is Paris."), so this style stops at the first line only and matches by alias
-  substring (see `STYLES`).
+- `chat`: the question (with a "?" appended if it ends without punctuation) as a
+  user turn in the tokenizer's chat template, with the generation prompt.
+  Instruct models answer in a sentence ("The capital of China is Beijing."), so
+  this style keeps the first line and matches by alias substring (see `STYLES`).
+  Measured on `capitals` with SmolLM2-135M-Instruct: first line + substring 40/60;
+  first sentence (stops "\n", ".", ",") + substring 39/60, the one difference a
+  self-correction on the same line ("El Diablo, Mexico. The capital of Mexico is
+  Mexico City."); exact match 0/60 either way (the answers are sentences). The first
+  line also keeps names with "." or "," whole ("St. John's", "Washington, D.C.").
+  The plain prompt gets 0/60: this model ends its turn at once.
 
 Matching (lm-eval's exact_match with ignore_case and ignore_punctuation after its
 remove_whitespace filter): the output is stripped, then output and aliases are
