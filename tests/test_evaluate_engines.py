@@ -1,6 +1,5 @@
 """Scoring engines on a tiny random Llama: batched and cached paths equal plain ones."""
 
-import math
 
 import pytest
 import torch
@@ -111,7 +110,6 @@ def test_score_mcq_metrics_follow_the_scores(tiny, tokenizer):
         assert rec["correct"] == (rec["pred"] == item.answer)
     assert result.metrics["acc"] == sum(r["correct"] for r in result.records) / len(ITEMS)
     assert result.metrics["acc_stderr"] > 0 or result.metrics["acc"] in (0.0, 1.0)
-    assert result.n_tokens > 0
 
 
 def test_rolling_windows_cover_each_token_once():

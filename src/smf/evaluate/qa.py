@@ -23,7 +23,6 @@ Both are reported for every task; the style's `match` picks the headline.
 
 from __future__ import annotations
 
-import re
 import string
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -90,7 +89,6 @@ def substring_match(output: str, aliases: Sequence[str]) -> bool:
 class QaResult:
     metrics: dict
     records: list[dict]
-    n_tokens: int  # tokens the model processed (prompts + generated)
 
 
 def score_qa(
@@ -109,6 +107,7 @@ def score_qa(
 
     `match` and `stop` default to the prompt style's (see STYLES). Records: per item
     its id, the cut output, and whether it matched (headline rule).
+    `on_batch(n_items, n_tokens)` is called after each batch (progress, throughput).
     """
     if prompt not in STYLES:
         raise SmfError(f"unknown prompt style '{prompt}'; choose one of {', '.join(STYLES)}")
@@ -122,22 +121,12 @@ def score_qa(
             raise SmfError(f"item {item.id!r}: has no answer aliases")
     texts = [plain_prompt(i.question) if prompt == "plain" else chat_prompt(tokenizer, i.question) for i in items]
     prompts = [encode(tokenizer, t) for t in texts]
-    n_tokens = 0
-
-    def count(n_items: int, n_tok: int) -> None:
-        nonlocal n_tokens
-        n_tokens += n_tok
-        if on_batch is not None:
-            on_batch(n_items, n_tok)
-
     outputs = greedy_generate(
-        model, tokenizer, prompts, stop=stop, max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=count
+        model, tokenizer, prompts, stop=stop, max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=on_batch
     )
     exact = [exact_match(g.text, i.aliases) for g, i in zip(outputs, items)]
     sub = [substring_match(g.text, i.aliases) for g, i in zip(outputs, items)]
     headline = exact if match == "exact" else sub
-    records = [
-        {"id": i.id, "output": g.text, "correct": ok} for i, g, ok in zip(items, outputs, headline)
-    ]
+    records = [{"id": i.id, "output": g.text, "correct": ok} for i, g, ok in zip(items, outputs, headline)]
     metrics = {**accuracy("exact_match", exact), **accuracy("substring_match", sub)}
-    return QaResult(metrics=metrics, records=records, n_tokens=n_tokens)
+    return QaResult(metrics=metrics, records=records)
