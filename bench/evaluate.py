@@ -92,7 +92,8 @@ def markdown(result: dict) -> str:
         "",
         f"`bench/evaluate.py` on {result['model']} ({result['dtype']}, {result['device']}, "
         f"{result['threads']} threads, {result['machine']}), batch size {result['batch_size']}, "
-        f"{result['date']}. Tokens are those the model processed (padding excluded). Raw forward: "
+        f"{result['date']}, 1-minute load average {result['load_average_before']} before and "
+        f"{result['load_average_after']} after. Tokens are those the model processed (padding excluded). Raw forward: "
         f"batch {RAW_SHAPE[0]}x{RAW_SHAPE[1]}, full logits, no cache, measured before and after each "
         "task; the ratio is the task's tokens/s over their mean.",
         "",
@@ -101,18 +102,24 @@ def markdown(result: dict) -> str:
     ]
     for label, r in result["tasks"].items():
         h = r["headline"]
-        value = f"{h['metric']} {h['value']:.3f}" + (f" ± {h['stderr']:.3f}" if h.get("stderr") else "")
+        value = f"{h['metric']} {h['value']:.3f}"
+        if h.get("ci95"):
+            value += f" (95% CI {h['ci95'][0]:.2f}-{h['ci95'][1]:.2f})"
         lines.append(
             f"| {label} | {r['kind']} | {r['n']} | {r['items_per_s']:.2f} | {r['tokens_per_s']:.0f} | "
             f"{r['raw_forward_tokens_per_s']:.0f} | {r['ratio_to_raw']:.2f} | {value} |"
         )
     lines += [
         "",
-        "Multiple choice reads single-token choices (letters) from the context's last position and "
-        "computes logits there only, which is why it can exceed the raw forward (whose LM head runs "
-        "at every position); multi-token choices continue from the context's KV cache. Generation "
-        "counts prompt plus generated tokens; each generated token is a one-token forward, so its "
-        "ratio is low by nature.",
+        "Multiple choice packs each question into one row (context, then every choice's "
+        "tail under a mask that hides the other choices) and runs the LM head only on the "
+        "positions that predict choice tokens, which is why it can exceed the raw forward "
+        "(whose LM head runs at every position). Generation counts prompt plus generated "
+        "tokens; each generated token is a one-token forward, so its ratio is low by nature. "
+        "Perplexity windows are up to 2048 tokens long (attention costs more per token than "
+        "at 128) and a few documents of unequal length leave padding. The hub tasks read "
+        "the small hand-written fixtures of tests/fixtures repeated five times, so their "
+        "accuracies say nothing about the model; the uncertainty there is understated.",
         "",
     ]
     return "\n".join(lines)
@@ -137,6 +144,9 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "batch_size": BATCH_SIZE,
         "date": time.strftime("%Y-%m-%d"),
+        # Other processes on a shared machine slow small forwards (generation, short
+        # batches) far more than the raw forward: read ratios with the load in mind.
+        "load_average_before": round(os.getloadavg()[0], 2),
         "tasks": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,12 +157,15 @@ def main() -> None:
             after = raw_forward_tokens_per_s(model)
             raw = (before + after) / 2
             r.pop("records")
+            if "source" in r["options"] and r["options"]["source"]:
+                r["options"]["source"] = Path(r["options"]["source"]).name  # not the temporary folder
             r["raw_forward_tokens_per_s"] = round(raw, 1)
             r["ratio_to_raw"] = round(r["tokens_per_s"] / raw, 3)
             result["tasks"][task.label] = r
             print(f"{task.label:24s} {r['items_per_s']:8.2f} items/s {r['tokens_per_s']:8.0f} tok/s  "
                   f"raw {raw:6.0f}  ratio {r['ratio_to_raw']:.2f}", flush=True)
             before = after
+    result["load_average_after"] = round(os.getloadavg()[0], 2)
     write_json_atomic(ROOT / "bench" / "results" / "evaluate.json", result)
     update_benchmarks_md(markdown(result))
 

@@ -102,6 +102,10 @@ def test_wikitext_perplexity_matches_lm_eval(default_model, lm_eval_run):
     ours = _ours(default_model, {"name": "wikitext", "source": str(FIXTURES / "wikitext_test.jsonl"),
                                  "max_length": MAX_LENGTH})
     assert ours["n"] == len(samples) == 3
+    from smf.data.hub import load_wikitext
+
+    # The page the model reads is lm-eval's detokenized page, character for character.
+    assert [d.scored_text for d in load_wikitext(FIXTURES / "wikitext_test.jsonl")] == [s["target"] for s in samples]
     assert max(r["tokens"] for r in ours["records"]) > 3 * MAX_LENGTH  # several windows per document
     for rec, s in zip(ours["records"], samples):
         assert rec["loglikelihood"] == pytest.approx(s["filtered_resps"][0], rel=1e-3)

@@ -1,6 +1,5 @@
 """Scoring engines on a tiny random Llama: batched and cached paths equal plain ones."""
 
-import math
 
 import pytest
 import torch
@@ -59,17 +58,33 @@ def test_encode_pair_moves_trailing_space_and_splits_whole_encoding(tokenizer):
     assert empty_ctx == [prefix_token_id(tokenizer)] and cont == encode(tokenizer, "Paris")
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("fmt", ["letter", "cloze", "answer_norm"])
-def test_shared_prefix_scores_equal_full_sequence_scores(tiny, tokenizer, fmt):
-    requests = build_requests(tokenizer, ITEMS, fmt)
-    cached = score_requests(tiny, requests, batch_size=3, pad_id=tokenizer.pad_token_id)
-    full = score_requests_full(tiny, requests, batch_size=5, pad_id=tokenizer.pad_token_id)
-    for r, a, b in zip(requests, cached, full):
-        assert a.n_tokens == b.n_tokens == [len(c) for c in r.continuations]
+def test_packed_scores_equal_full_sequence_scores(tiny, tokenizer, fmt, attention):
+    tiny.set_attn_implementation(attention)
+    try:
+        requests = build_requests(tokenizer, ITEMS, fmt)
+        packed = score_requests(tiny, requests, batch_size=3, pad_id=tokenizer.pad_token_id)
+        full = score_requests_full(tiny, requests, batch_size=5, pad_id=tokenizer.pad_token_id)
+        for r, a, b in zip(requests, packed, full):
+            assert a.n_tokens == b.n_tokens == [len(c) for c in r.continuations]
+            assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+            assert a.greedy == b.greedy
+            for cont, lp in zip(r.continuations, a.logprobs):
+                assert lp == pytest.approx(_full_sequence_logprob(tiny, r.context, cont), abs=1e-4)
+    finally:
+        tiny.set_attn_implementation("sdpa")
+
+
+def test_attention_without_custom_masks_falls_back_to_full_rows(tiny, tokenizer, monkeypatch):
+    from smf.evaluate import loglik
+
+    requests = build_requests(tokenizer, ITEMS, "cloze")
+    packed = score_requests(tiny, requests, pad_id=tokenizer.pad_token_id)
+    monkeypatch.setattr(loglik, "supports_custom_mask", lambda model: False)
+    fallback = score_requests(tiny, requests, pad_id=tokenizer.pad_token_id)
+    for a, b in zip(packed, fallback):
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
-        assert a.greedy == b.greedy
-        for cont, lp in zip(r.continuations, a.logprobs):
-            assert lp == pytest.approx(_full_sequence_logprob(tiny, r.context, cont), abs=1e-4)
 
 
 def test_batch_size_does_not_change_scores(tiny, tokenizer):
@@ -95,7 +110,6 @@ def test_score_mcq_metrics_follow_the_scores(tiny, tokenizer):
         assert rec["correct"] == (rec["pred"] == item.answer)
     assert result.metrics["acc"] == sum(r["correct"] for r in result.records) / len(ITEMS)
     assert result.metrics["acc_stderr"] > 0 or result.metrics["acc"] in (0.0, 1.0)
-    assert result.n_tokens > 0
 
 
 def test_rolling_windows_cover_each_token_once():
@@ -167,3 +181,13 @@ def test_generation_stops_rows_independently(tiny, tokenizer):
     assert cut[0].text == cut_at_stops(free[0].raw, [stop])
     assert free[0].raw.startswith(cut[0].raw)
     assert cut[1].raw == free[1].raw or stop in cut[1].raw
+
+
+def test_overlong_context_is_cut_from_the_left_like_lm_eval(tiny, tokenizer):
+    request = build_requests(tokenizer, ITEMS[1:2], "cloze")[0]
+    longest = max(len(c) for c in request.continuations)
+    # lm-eval feeds (context + continuation)[-(max_length + 1):][:-1]: here 2 tokens go.
+    max_length = len(request.context) + longest - 3
+    cut = score_requests(tiny, [request], max_length=max_length)[0]
+    kept = Request(request.context[2:], request.continuations)
+    assert cut.logprobs == pytest.approx(score_requests_full(tiny, [kept])[0].logprobs, abs=1e-4)

@@ -12,6 +12,16 @@ def test_plain_prompt_is_lm_evals_triviaqa_prompt():
     assert plain_prompt("Who wrote Hamlet") == "Question: Who wrote Hamlet?\nAnswer:"
 
 
+def test_evaluation_prompts_equal_the_training_prompts_of_smf_data():
+    from smf.data.hub import medmcqa_prompt, triviaqa_prompt
+    from smf.data.types import MCQItem
+    from smf.evaluate.mcq import letter_prompt
+
+    item = MCQItem("x", "Which organ?", ("Liver", "Skin", "Brain", "Lung"), 1)
+    assert letter_prompt(item) == medmcqa_prompt(item)
+    assert plain_prompt("Who wrote Hamlet") == triviaqa_prompt("Who wrote Hamlet")
+
+
 @pytest.mark.parametrize(
     "output, aliases, expected",
     [

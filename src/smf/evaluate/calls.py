@@ -1,9 +1,9 @@
 """How the evaluator calls a Hugging Face causal LM: padding, positions, KV cache.
 
 Works for any `AutoModelForCausalLM` (base, retrofitted with memory layers,
-LoRA-wrapped or merged, finetuned): only `input_ids`, `attention_mask`,
-`position_ids` and the KV cache are passed, plus `logits_to_keep` where the
-model's forward declares it.
+LoRA-wrapped or merged, finetuned): only `input_ids`, `attention_mask` (2D, or a
+custom 4D mask where the attention implementation takes one), `position_ids` and
+the KV cache are passed, plus `logits_to_keep` where the model's forward declares it.
 """
 
 from __future__ import annotations
@@ -29,10 +29,22 @@ def _forward_params(model_type: type) -> frozenset[str]:
     return frozenset(inspect.signature(model_type.forward).parameters)
 
 
+def logits_to_keep_kwargs(model: torch.nn.Module, keep: int) -> dict:
+    """Forward kwargs that compute logits at the last `keep` positions only, where the
+    model supports it (the LM head is ~20% of a small model's forward). Callers still
+    slice the last `keep` positions themselves, for models that return them all."""
+    return {"logits_to_keep": keep} if "logits_to_keep" in _forward_params(type(_inner(model))) else {}
+
+
 def last_logits_kwargs(model: torch.nn.Module) -> dict:
-    """Forward kwargs that compute logits at the last position only, where supported
-    (the LM head is ~20% of a small model's forward)."""
-    return {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(type(_inner(model))) else {}
+    return logits_to_keep_kwargs(model, 1)
+
+
+def supports_custom_mask(model: torch.nn.Module) -> bool:
+    """Whether the model's attention takes a custom 4D mask: HF's eager and SDPA
+    attention do (transformers passes a 4D mask through as given); flash kernels do not."""
+    config = getattr(_inner(model), "config", None)
+    return getattr(config, "_attn_implementation", None) in ("eager", "sdpa")
 
 
 def cache_kwargs(model: torch.nn.Module, cache) -> dict:

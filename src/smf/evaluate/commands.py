@@ -81,7 +81,10 @@ def run(args) -> int:
     write_json_atomic(args.out, result)
     for label, r in result["tasks"].items():
         h = r["headline"]
-        err = f" ± {h['stderr']:.3f}" if h.get("stderr") is not None else ""
-        print(f"{label:16s} n={r['n']:<5d} {h['metric']} = {h['value']:.4f}{err}   ({r['items_per_s']:.1f} items/s)")
+        spread = ""
+        if h.get("ci95") is not None:
+            stderr = f"stderr {h['stderr']:.3f}, " if h.get("stderr") is not None else ""
+            spread = f" ({stderr}95% CI {h['ci95'][0]:.3f}-{h['ci95'][1]:.3f})"
+        print(f"{label:16s} n={r['n']:<5d} {h['metric']} = {h['value']:.4f}{spread}   [{r['items_per_s']:.1f} items/s]")
     print(f"wrote {args.out}")
     return 0

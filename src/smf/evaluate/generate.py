@@ -1,8 +1,9 @@
 """Batched greedy generation that stops at stop strings, as lm-eval's `generate_until`.
 
 Prompts are left-padded and decoded together with a KV cache. A row is done once
-it emits an end-of-sequence token or its decoded text contains a stop string; the
-batch ends when every row is done or `max_new_tokens` is reached. The text is then
+it emits an end-of-sequence token or its decoded text contains a stop string, and
+leaves the batch (and the cache) then; the batch ends when every row is done or
+`max_new_tokens` is reached. The text is then
 cut at the stop strings exactly as lm-eval cuts it (`cut_at_stops`).
 """
 
@@ -78,9 +79,8 @@ def greedy_generate(
 
 def _generate_batch(model, tokenizer, prompts, stop, max_new_tokens, eos, pad, device) -> list[Generation]:
     ids, mask, positions = left_pad(prompts, pad, device)
-    n = len(prompts)
-    generated: list[list[int]] = [[] for _ in range(n)]
-    done = [False] * n
+    generated: list[list[int]] = [[] for _ in prompts]
+    active = list(range(len(prompts)))  # rows still generating, in cache order
     cache = None
     step_ids, step_pos = ids, positions
     for _ in range(max_new_tokens):
@@ -93,22 +93,27 @@ def _generate_batch(model, tokenizer, prompts, stop, max_new_tokens, eos, pad, d
             **last_logits_kwargs(model),
         )
         cache = output_cache(out)
-        next_ids = out.logits[:, -1].argmax(-1)  # [B]
-        for b, token in enumerate(next_ids.tolist()):
-            if done[b]:
-                continue
+        next_ids = out.logits[:, -1].argmax(-1)  # [A]
+        keep = []
+        for k, token in enumerate(next_ids.tolist()):
+            row = active[k]
             if token in eos:
-                done[b] = True
                 continue
-            generated[b].append(token)
-            text = tokenizer.decode(generated[b], skip_special_tokens=True)
-            done[b] = any(s and s in text for s in stop)
-        if all(done):
+            generated[row].append(token)
+            text = tokenizer.decode(generated[row], skip_special_tokens=True)
+            if not any(s and s in text for s in stop):
+                keep.append(k)
+        if not keep:
             break
-        # Finished rows keep decoding (their tokens are ignored) so shapes stay aligned.
+        if len(keep) < len(active):
+            # Drop finished rows from the batch and the cache: later steps cost only live rows.
+            sel = torch.tensor(keep, device=device)
+            cache.batch_select_indices(sel)
+            next_ids, mask, step_pos = next_ids[sel], mask[sel], step_pos[sel]
+            active = [active[k] for k in keep]
         step_ids = next_ids.unsqueeze(-1)
         step_pos = step_pos[:, -1:] + 1
-        mask = torch.cat([mask, mask.new_ones((n, 1))], dim=1)
+        mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
     results = []
     for toks in generated:
         raw = tokenizer.decode(toks, skip_special_tokens=True)

@@ -79,7 +79,6 @@ def build_requests(tokenizer, items: list[MCQItem], format: str) -> list[Request
 class McqResult:
     metrics: dict
     records: list[dict]
-    n_tokens: int  # tokens the model processed (context + fed continuation tokens)
 
 
 def _argmax(values: list[float]) -> int:
@@ -98,6 +97,8 @@ def score_mcq(
 ) -> McqResult:
     """Accuracy of `model` on `items` (see the module doc for formats and metrics).
 
+    `on_batch(n_items, n_tokens)` is called after each forward (progress, throughput).
+
     Records: per item its id, gold answer, predicted index (headline rule),
     correctness, and per choice the summed log-probability and token count.
     """
@@ -106,15 +107,9 @@ def score_mcq(
     for item in items:
         check_item(item)
     requests = build_requests(tokenizer, items, format)
-    n_tokens = 0
-
-    def count(n_items: int, n_tok: int) -> None:
-        nonlocal n_tokens
-        n_tokens += n_tok
-        if on_batch is not None:
-            on_batch(n_items, n_tok)
-
-    scores = score_requests(model, requests, batch_size=batch_size, pad_id=pad_id(tokenizer), max_length=max_length, on_batch=count)
+    scores = score_requests(
+        model, requests, batch_size=batch_size, pad_id=pad_id(tokenizer), max_length=max_length, on_batch=on_batch
+    )
     headline = HEADLINE[format]
     correct = {"acc": [], "acc_norm": [], "acc_tok": []}
     records = []
@@ -138,4 +133,4 @@ def score_mcq(
     metrics = {}
     for name in ("acc", "acc_norm", "acc_tok"):
         metrics.update(accuracy(name, correct[name]))
-    return McqResult(metrics=metrics, records=records, n_tokens=n_tokens)
+    return McqResult(metrics=metrics, records=records)

@@ -96,7 +96,9 @@ def rolling_loglikelihoods(
     return totals
 
 
-def perplexity_metrics(loglikelihoods: list[float], n_tokens: list[int], n_words: list[int], n_bytes: list[int]) -> dict:
+def perplexity_metrics(
+    loglikelihoods: list[float], n_tokens: list[int], n_words: list[int], n_bytes: list[int]
+) -> dict:
     """Corpus-level metrics: every ratio is summed log-likelihood over summed counts."""
     ll = sum(loglikelihoods)
     return {

@@ -3,10 +3,16 @@
 Prompt styles:
 - `plain`: lm-eval's TriviaQA prompt "Question: {question}?\\nAnswer:", stopped at
   "\\n", "." and ",".
-- `chat`: the question as a user turn in the tokenizer's chat template, with the
-  generation prompt. Instruct models answer in a sentence ("The capital of France
-  is Paris."), so this style stops at the first line only and matches by alias
-  substring (see `STYLES`).
+- `chat`: the question (with a "?" appended if it ends without punctuation) as a
+  user turn in the tokenizer's chat template, with the generation prompt.
+  Instruct models answer in a sentence ("The capital of China is Beijing."), so
+  this style keeps the first line and matches by alias substring (see `STYLES`).
+  Measured on `capitals` with SmolLM2-135M-Instruct: first line + substring 40/60;
+  first sentence (stops "\n", ".", ",") + substring 39/60, the one difference a
+  self-correction on the same line ("El Diablo, Mexico. The capital of Mexico is
+  Mexico City."); exact match 0/60 either way (the answers are sentences). The first
+  line also keeps names with "." or "," whole ("St. John's", "Washington, D.C.").
+  The plain prompt gets 0/60: this model ends its turn at once.
 
 Matching (lm-eval's exact_match with ignore_case and ignore_punctuation after its
 remove_whitespace filter): the output is stripped, then output and aliases are
@@ -17,7 +23,6 @@ Both are reported for every task; the style's `match` picks the headline.
 
 from __future__ import annotations
 
-import re
 import string
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -84,7 +89,6 @@ def substring_match(output: str, aliases: Sequence[str]) -> bool:
 class QaResult:
     metrics: dict
     records: list[dict]
-    n_tokens: int  # tokens the model processed (prompts + generated)
 
 
 def score_qa(
@@ -103,6 +107,7 @@ def score_qa(
 
     `match` and `stop` default to the prompt style's (see STYLES). Records: per item
     its id, the cut output, and whether it matched (headline rule).
+    `on_batch(n_items, n_tokens)` is called after each batch (progress, throughput).
     """
     if prompt not in STYLES:
         raise SmfError(f"unknown prompt style '{prompt}'; choose one of {', '.join(STYLES)}")
@@ -116,22 +121,12 @@ def score_qa(
             raise SmfError(f"item {item.id!r}: has no answer aliases")
     texts = [plain_prompt(i.question) if prompt == "plain" else chat_prompt(tokenizer, i.question) for i in items]
     prompts = [encode(tokenizer, t) for t in texts]
-    n_tokens = 0
-
-    def count(n_items: int, n_tok: int) -> None:
-        nonlocal n_tokens
-        n_tokens += n_tok
-        if on_batch is not None:
-            on_batch(n_items, n_tok)
-
     outputs = greedy_generate(
-        model, tokenizer, prompts, stop=stop, max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=count
+        model, tokenizer, prompts, stop=stop, max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=on_batch
     )
     exact = [exact_match(g.text, i.aliases) for g, i in zip(outputs, items)]
     sub = [substring_match(g.text, i.aliases) for g, i in zip(outputs, items)]
     headline = exact if match == "exact" else sub
-    records = [
-        {"id": i.id, "output": g.text, "correct": ok} for i, g, ok in zip(items, outputs, headline)
-    ]
+    records = [{"id": i.id, "output": g.text, "correct": ok} for i, g, ok in zip(items, outputs, headline)]
     metrics = {**accuracy("exact_match", exact), **accuracy("substring_match", sub)}
-    return QaResult(metrics=metrics, records=records, n_tokens=n_tokens)
+    return QaResult(metrics=metrics, records=records)

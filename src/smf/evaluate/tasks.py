@@ -21,6 +21,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from smf.data import capitals, facts, hub, pydoc
 from smf.errors import SmfError
 
 # Scoring options of each kind and their defaults (a task's own defaults override).
@@ -42,7 +43,7 @@ class TaskDef:
     kind: str  # "mcq" | "qa" | "perplexity"
     about: str
     load: Callable[..., list]  # (limit=..., **data options) -> items
-    data_options: Mapping[str, Any] = field(default_factory=dict)  # name -> default
+    data_options: Mapping[str, Any] = field(default_factory=dict)  # name -> default, passed to `load`
     scoring: Mapping[str, Any] = field(default_factory=dict)  # scorer option defaults
 
 
@@ -65,70 +66,49 @@ class Task:
         return self.definition.kind
 
 
-def _hub(loader_name: str) -> Callable[..., list]:
-    def load(**kwargs):
-        from smf.data import hub
-
-        return getattr(hub, loader_name)(**kwargs)
-
-    return load
-
-
 def _facts(split: str, form: str) -> Callable[..., list]:
     def load(limit=None, **options):
-        from smf.data import facts
-
-        loader = facts.load_facts_mcq if form == "mcq" else facts.load_facts_qa
         try:
             config = facts.FactsConfig(**options)
         except (TypeError, ValueError) as e:
             raise SmfError(f"facts options: {e}") from None
-        items = loader(split=split, config=config)
+        items = (facts.load_facts_mcq if form == "mcq" else facts.load_facts_qa)(split=split, config=config)
         return items[:limit] if limit is not None else items
 
     return load
 
 
 def _pydoc(limit=None):
-    from smf.data.pydoc import pydoc_documents
-
-    return pydoc_documents(part="heldout", limit=limit)
+    return pydoc.pydoc_documents(part="heldout", limit=limit)
 
 
 def _capitals(limit=None, n=60):
-    from smf.data.capitals import capitals_items
-
-    items = capitals_items(n=n)
+    items = capitals.capitals_items(n=n)
     return items[:limit] if limit is not None else items
 
 
-def _facts_options() -> dict:
-    from smf.data.facts import FactsConfig
-
-    return {f.name: f.default for f in dataclasses.fields(FactsConfig)}
-
-
+FACTS = {f.name: f.default for f in dataclasses.fields(facts.FactsConfig)}  # n_facts, seed, ...
 HUB = {"source": None, "split": "validation"}
 
 REGISTRY: dict[str, TaskDef] = {
     t.name: t
     for t in [
         TaskDef("medmcqa", "mcq", "MedMCQA validation (openlifescienceai/medmcqa), lm-eval letter prompt",
-                _hub("load_medmcqa"), HUB, {"format": "letter"}),
+                hub.load_medmcqa, HUB, {"format": "letter"}),
         TaskDef("triviaqa", "qa", "TriviaQA rc.nocontext validation, greedy answer, exact match",
-                _hub("load_triviaqa"), HUB, {"prompt": "plain"}),
+                hub.load_triviaqa, HUB, {"prompt": "plain"}),
         TaskDef("wikitext", "perplexity", "WikiText-2 raw test, document-level rolling perplexity",
-                _hub("load_wikitext"), {"source": None, "split": "test", "version": "wikitext-2-raw-v1"}, {}),
+                hub.load_wikitext, {"source": None, "split": "test", "version": "wikitext-2-raw-v1"}, {}),
         TaskDef("wikitext-103", "perplexity", "WikiText-103 raw test, document-level rolling perplexity",
-                _hub("load_wikitext"), {"source": None, "split": "test", "version": "wikitext-103-raw-v1"}, {}),
+                hub.load_wikitext, {"source": None, "split": "test", "version": "wikitext-103-raw-v1"}, {}),
         TaskDef("facts", "mcq", "fictional facts, held-out question wording, 4-way cloze",
-                _facts("test", "mcq"), None, {"format": "cloze"}),
+                _facts("test", "mcq"), FACTS, {"format": "cloze"}),
         TaskDef("facts-val", "mcq", "fictional facts, validation wording, 4-way cloze",
-                _facts("val", "mcq"), None, {"format": "cloze"}),
+                _facts("val", "mcq"), FACTS, {"format": "cloze"}),
         TaskDef("facts-control", "mcq", "unseen fictional facts (control: stays at chance), 4-way cloze",
-                _facts("control", "mcq"), None, {"format": "cloze"}),
+                _facts("control", "mcq"), FACTS, {"format": "cloze"}),
         TaskDef("facts-qa", "qa", "fictional facts as open questions, greedy answer, exact match",
-                _facts("test", "qa"), None, {"prompt": "plain"}),
+                _facts("test", "qa"), FACTS, {"prompt": "plain"}),
         TaskDef("pydoc", "perplexity", "held-out English prose of pydoc_data.topics, rolling perplexity",
                 _pydoc, {}, {}),
         TaskDef("capitals", "qa", "capitals of the most populous countries, asked through the chat template",
@@ -171,7 +151,7 @@ def parse_spec(spec: str | Mapping[str, Any], *, limit: int | None = None) -> Ta
     limit = options.pop("limit", limit)
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise SmfError(f"task {label}: limit must be a positive integer, got {limit!r}")
-    data_defaults = _facts_options() if definition.data_options is None else dict(definition.data_options)
+    data_defaults = dict(definition.data_options)
     scoring_names = SCORING_DEFAULTS[definition.kind]
     unknown = [k for k in options if k not in data_defaults and k not in scoring_names]
     if unknown:

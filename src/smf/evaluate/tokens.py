@@ -13,6 +13,7 @@ Three conventions matter (lm-eval's `HFLM.tok_encode` and `LM._encode_pair`):
 
 from __future__ import annotations
 
+
 def prefix_token_id(tokenizer) -> int:
     """The token that conditions an empty context and the first rolling window."""
     if tokenizer.bos_token_id is not None:

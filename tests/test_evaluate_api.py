@@ -1,0 +1,85 @@
+"""The evaluate() API and the task registry, on a tiny random model (no downloads)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from smf.errors import SmfError
+from smf.evaluate import REGISTRY, evaluate, load_task, task_names
+from smf.evaluate.tasks import parse_spec
+from smf.models import load_tokenizer
+
+FIXTURES = Path(__file__).parent / "fixtures"
+MEDMCQA = str(FIXTURES / "medmcqa_validation.jsonl")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tokenizer = load_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config).eval(), tokenizer
+
+
+def test_registry_names_the_issue_tasks():
+    assert set(task_names()) == {
+        "medmcqa", "triviaqa", "wikitext", "wikitext-103", "facts", "facts-val", "facts-control",
+        "facts-qa", "pydoc", "capitals", "capitals-plain",
+    }
+    assert REGISTRY["facts"].scoring["format"] == "cloze"
+    assert REGISTRY["capitals"].scoring["prompt"] == "chat"
+
+
+def test_parse_spec_fills_defaults_and_checks_options():
+    spec = parse_spec({"name": "capitals", "limit": 5})
+    assert spec.options == {"prompt": "chat", "match": "substring", "stop": ["\n"], "max_new_tokens": 32}
+    assert parse_spec("triviaqa").options["stop"] == ["\n", ".", ","]
+    assert parse_spec({"name": "medmcqa", "format": "cloze", "as": "m2"}).label == "m2"
+    assert parse_spec({"name": "facts", "n_facts": 30, "seed": 3}).data_options["n_facts"] == 30
+    with pytest.raises(SmfError, match="unknown option 'formt'"):
+        parse_spec({"name": "medmcqa", "formt": "cloze"})
+    with pytest.raises(SmfError, match="prompt must be one of"):
+        parse_spec({"name": "triviaqa", "prompt": "fancy"})
+    with pytest.raises(SmfError, match="limit must be a positive integer"):
+        parse_spec({"name": "pydoc", "limit": 0})
+
+
+@pytest.mark.parametrize("name", ["facts", "facts-val", "facts-control", "facts-qa", "pydoc", "capitals", "capitals-plain"])
+def test_offline_tasks_load(name):
+    task = load_task({"name": name, "limit": 3})
+    assert len(task.items) == 3 and task.label == name
+
+
+def test_facts_options_reach_the_generator():
+    small = load_task({"name": "facts", "n_facts": 20})
+    assert len(small.items) == 20
+    other_seed = load_task({"name": "facts", "n_facts": 20, "seed": 1})
+    assert [i.question for i in small.items] != [i.question for i in other_seed.items]
+    with pytest.raises(SmfError, match="n_facts"):
+        load_task({"name": "facts", "n_facts": 2})
+
+
+def test_evaluate_runs_specs_and_loaded_tasks_alike(tiny):
+    model, tokenizer = tiny
+    model.train()
+    task = load_task({"name": "medmcqa", "source": MEDMCQA, "limit": 5})
+    result = evaluate(model, tokenizer, [task, {"name": "medmcqa", "source": MEDMCQA, "as": "again"}], limit=5, progress=False)
+    assert model.training  # the caller's mode is restored
+    a, b = result["tasks"]["medmcqa"], result["tasks"]["again"]
+    assert a["n"] == b["n"] == 5
+    assert [r["logprobs"] for r in a["records"]] == [r["logprobs"] for r in b["records"]]
+    assert a["headline"]["metric"] == "acc" and a["headline"]["value"] == a["metrics"]["acc"]
+    assert a["headline"]["ci95"][0] <= a["headline"]["value"] <= a["headline"]["ci95"][1]
+    no_records = evaluate(model, tokenizer, [task], progress=False, records=False)
+    assert "records" not in no_records["tasks"]["medmcqa"]
+
+
+def test_evaluate_rejects_duplicate_labels_before_loading(tiny):
+    model, tokenizer = tiny
+    with pytest.raises(SmfError, match="both called 'medmcqa'"):
+        evaluate(model, tokenizer, [{"name": "medmcqa", "source": "/nonexistent.jsonl"}, "medmcqa"], progress=False)
