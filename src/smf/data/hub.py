@@ -260,8 +260,10 @@ def load_medmcqa(source: str | Path | None = None, split: str = "validation", li
 def triviaqa_items(rows: Sequence[Mapping], source: str) -> list[QAItem]:
     """QAItems from TriviaQA rc.nocontext rows (question, question_id, answer{aliases, value}).
 
-    aliases: `answer.value` first, then `answer.aliases` (duplicates and empty strings
-    dropped), so `aliases[0]` is the canonical answer. question_id is optional.
+    aliases: `answer.aliases`, the references lm-eval scores against, with
+    `answer.value` moved first when it is one of them (so `aliases[0]` is the canonical
+    answer); duplicates and empty strings dropped. `answer.value` counts on its own only
+    when a row has no aliases. question_id is optional.
     """
     return [_triviaqa_item(row, source, n) for n, row in enumerate(rows, 1)]
 
@@ -280,7 +282,8 @@ def _triviaqa_item(row: Mapping, source: str, n: int) -> QAItem:
     value = answer["value"]
     if not isinstance(value, str):
         raise SmfError(f"{source}: row {n}: answer.value must be text, got {type(value).__name__} {value!r}")
-    unique = list(dict.fromkeys(a for a in (value, *aliases) if a.strip()))
+    references = [value, *aliases] if value in aliases or not aliases else list(aliases)
+    unique = list(dict.fromkeys(a for a in references if a.strip()))
     if not unique:
         raise SmfError(f"{source}: row {n}: the answer has no non-empty value or alias")
     return QAItem(id=_row_id(row, "question_id", n), question=_text(row, "question", source, n), aliases=tuple(unique))
