@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo sweep bench clean
 
 install: $(VENV)/.installed
 
@@ -26,11 +26,18 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	$(PY) -m pytest -q
 
+# The default study: results.json, report.md and plots in runs/offline (resumable).
 demo: install
-	$(VENV)/bin/smf demo
+	$(VENV)/bin/smf compare --config configs/offline.yaml --out runs/offline
+
+# The comparison over settings and 3 seeds (about two hours here).
+sweep: install
+	$(VENV)/bin/smf compare --config configs/offline-sweep.yaml --out runs/offline-sweep
 
 bench: install
 	$(PY) bench/memory_layer.py
+	$(PY) bench/evaluate.py
+	$(PY) bench/train.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

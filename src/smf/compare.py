@@ -61,7 +61,8 @@ class StudyConfig:
     task: the headline task (an evaluation task spec); extra_tasks: reported beside it;
     probes: forgetting probes; selection: the validation task that chooses each
     family's setting (never the reported task).
-    curve: {every, limit} evaluation points during training (0 = none).
+    curve: {every, limit, documents} evaluation points during training (every 0 = none),
+    on the first `limit` items of the task and probes (`documents` for perplexity).
     """
 
     name: str = "study"
@@ -77,7 +78,7 @@ class StudyConfig:
     extra_tasks: list[Any] = field(default_factory=list)
     probes: list[Any] = field(default_factory=lambda: ["pydoc", "capitals"])
     selection: Any = None
-    curve: dict[str, int] = field(default_factory=lambda: {"every": 0, "limit": 40})
+    curve: dict[str, int] = field(default_factory=lambda: {"every": 0, "limit": 40, "documents": 2})
     eval_batch_size: int = 16
     keep_models: bool = False
 
@@ -279,9 +280,13 @@ def _curve_tasks(config: StudyConfig, tasks: dict) -> dict:
     """The tasks evaluated during training: task and probes, first `limit` items each."""
     from smf.evaluate.tasks import Task
 
-    limit = config.curve.get("limit")
     keep = [spec_label(s) for s in [config.task, *config.probes]]
-    return {k: Task(t.label, t.definition, t.items[:limit] if limit else t.items, t.options, t.data_options) for k, t in tasks.items() if k in keep}
+    out = {}
+    for label, t in tasks.items():
+        if label in keep:
+            limit = config.curve.get("documents", 2) if t.kind == "perplexity" else config.curve.get("limit")
+            out[label] = Task(t.label, t.definition, t.items[:limit] if limit else t.items, t.options, t.data_options)
+    return out
 
 
 def _train_and_evaluate(config: StudyConfig, run: RunSpec, seed: int, base_dir, memory_dir, tasks: dict, out: Path, progress: bool) -> None:
@@ -429,9 +434,13 @@ def collect_results(config: StudyConfig, out: Path, base: dict) -> dict:
 
 
 def _choose_on_validation(summary: list[dict], selection_label: str) -> dict[str, str]:
-    """Per family, the setting with the best mean validation score (never the test task)."""
+    """Per family with several settings, the one with the best mean validation score
+    (never the reported task)."""
     best: dict[str, tuple[float, str]] = {}
+    families = [row["family"] for row in summary]
     for row in summary:
+        if families.count(row["family"]) < 2:
+            continue
         if selection_label not in row:
             continue
         score = row[selection_label]["value"]["mean"]

@@ -45,9 +45,10 @@ def _cell(row: dict, label: str, kind: str) -> str:
 
 def markdown(results: dict) -> str:
     base, task, probes, extra = results["base"], results["task"], results["probes"], results["extra_tasks"]
-    columns = [task, *extra, *probes]
+    selection = [results["selection_task"]] if results.get("selection_task") else []
+    columns = [task, *extra, *probes, *selection]
     kinds = {c: base[c]["kind"] for c in columns}
-    head = "| method | " + " | ".join(f"{c} ({base[c]['metric']})" for c in columns) + " | trainable params | train tok/s | peak memory | optimizer state |"
+    head = "| method | " + " | ".join(f"{c} ({base[c]['metric']}{', selection' if c in selection else ''})" for c in columns) + " | trainable params | train tok/s | peak memory | optimizer state |"
     lines = [head, "|" + "---|" * (len(columns) + 5)]
     base_cells = []
     for c in columns:
