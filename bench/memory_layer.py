@@ -60,7 +60,6 @@ def lookup_scaling(tokens: int, repeat: int, slot_counts: list[int]) -> list[dic
             layer = median(timed(lambda: mem(x.view(1, tokens, hidden)), repeat=repeat, warmup=2))
         rows.append({"slots": n, "sqrt_slots": cfg.sub_keys, "lookup_ms": 1e3 * lookup, "layer_ms": 1e3 * layer})
         print(f"N={n:>8,}: lookup {1e3 * lookup:7.1f} ms, layer {1e3 * layer:7.1f} ms ({tokens} tokens)")
-        del mem
     return rows
 
 

@@ -11,7 +11,6 @@ from smf.data.hub import (
     load_rows,
     load_triviaqa,
     load_wikitext,
-    medmcqa_items,
     medmcqa_prompt,
     medmcqa_train_examples,
     read_rows_file,

@@ -39,7 +39,7 @@ def test_eval_writes_metrics_and_records(tiny_folder, tmp_path, capsys):
     result = json.loads(out.read_text())
     tasks = result["tasks"]
     assert set(tasks) == {"medmcqa", "medmcqa_cloze", "triviaqa", "wikitext"}
-    for label, r in tasks.items():
+    for r in tasks.values():
         assert r["n"] == len(r["records"]) and r["n"] <= 4
         assert r["headline"]["value"] is not None
     assert tasks["medmcqa"]["options"]["format"] == "letter"

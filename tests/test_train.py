@@ -27,7 +27,7 @@ def tokenizer():
 def examples(n=24, seed=0):
     g = torch.Generator().manual_seed(seed)
     out = []
-    for i in range(n):
+    for _ in range(n):
         w = [WORDS[j] for j in torch.randint(0, len(WORDS), (6,), generator=g)]
         out.append(TrainExample(prompt=f"Question: what follows {w[0]} {w[1]}?\nAnswer:", target=" " + " ".join(w[2:])))
     return out

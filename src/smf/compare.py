@@ -28,10 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from smf.errors import SmfError
-from smf.io import read_json, write_json_atomic
+from smf.errors import SmfError, reject_unknown_keys
+from smf.io import read_json, read_yaml_mapping, write_json_atomic
 from smf.memory.config import MemoryConfig
 from smf.train import TrainConfig
 
@@ -84,23 +83,11 @@ class StudyConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "StudyConfig":
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise SmfError(f"{path}: config file not found") from None
-        except yaml.YAMLError as e:
-            raise SmfError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
-            raise SmfError(f"{path}: expected a mapping of study settings")
-        return cls.from_dict(raw, where=str(path))
+        return cls.from_dict(read_yaml_mapping(path, "study settings"), where=str(path))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], where: str = "study config") -> "StudyConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - names)
-        if unknown:
-            raise SmfError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(names))}")
+        reject_unknown_keys(cls, raw, where)
         config = cls(**raw)
         config.validate(where)
         return config

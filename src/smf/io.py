@@ -69,3 +69,19 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_yaml_mapping(path: str | os.PathLike, what: str = "settings") -> dict:
+    """A YAML file that must hold a mapping; an empty file is an empty mapping."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise SmfError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise SmfError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise SmfError(f"{path}: expected a mapping of {what}")
+    return data

@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from smf.data.types import TrainExample
-from smf.errors import SmfError
+from smf.errors import SmfError, reject_unknown_keys
 from smf.io import atomic_dir, read_json, write_json_atomic, write_text_atomic
 from smf.methods import METHOD_NAMES, make_method
 from smf.selection import RULES
@@ -103,10 +103,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "training config") -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise SmfError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(names))}")
+        reject_unknown_keys(cls, d, where)
         return cls(**d)
 
 

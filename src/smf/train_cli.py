@@ -50,18 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train_config(args) -> tuple[dict, object]:
     from smf.train import TrainConfig
 
-    settings: dict = {}
-    if args.config:
-        import yaml
+    from smf.io import read_yaml_mapping
 
-        try:
-            settings = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise SmfError(f"{args.config}: file not found") from None
-        except yaml.YAMLError as e:
-            raise SmfError(f"{args.config}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(settings, dict):
-            raise SmfError(f"{args.config}: expected a mapping of training settings")
+    settings = read_yaml_mapping(args.config, "training settings") if args.config else {}
     data = args.data or settings.pop("data", None)
     settings.pop("data", None)
     for flag in TRAIN_FLAGS:

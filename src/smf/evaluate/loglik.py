@@ -175,7 +175,7 @@ def score_requests_full(model, requests: list[Request], *, batch_size: int = 16,
         seqs = [(ctx + cont)[:-1] for ctx, cont in chunk]
         ids, mask = right_pad(seqs, pad_id, device)
         logits = model(input_ids=ids, attention_mask=mask).logits
-        for k, (ctx, cont) in enumerate(chunk):
+        for k, (_, cont) in enumerate(chunk):
             end = len(seqs[k])
             lp, g = token_logprobs(logits[k, end - len(cont):end], torch.tensor(cont, device=device))
             lps.append(lp.double().sum().item())
