@@ -36,6 +36,8 @@ def test_background_then_smf_train_then_resume(folders, tmp_path, capsys):
     _, retro = folders
     assert main(["background", "--model", str(retro), "--batches", "3", "--batch-size", "2", "--max-length", "32"]) == 0
     assert "background statistics of 3 batches" in capsys.readouterr().out
+    assert main(["info", str(retro)]) == 0
+    assert "background statistics: 3 batches" in capsys.readouterr().out
     out = tmp_path / "run"
     argv = ["train", "--model", str(retro), "--method", "smf", "--selection", "kl", "--top-t", "20",
             "--data", "facts:n_facts=20,n_control=8", "--steps", "3", "--batch-size", "4", "--out", str(out)]

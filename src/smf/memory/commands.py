@@ -99,6 +99,14 @@ def describe(path: Path) -> str:
             f"  slots {c.slots:,} per layer ({c.sub_keys}×{c.sub_keys} product keys), heads {c.heads}, top-k {c.topk}, "
             f"key dim {c.key_dim}, value dim {c.value_dim or arch.get('hidden_size')}",
         ]
+        background = path / "background.safetensors"
+        if background.is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(background), "pt") as f:
+                lines.append(f"background statistics: {f.metadata()['batches']} batches (tfidf and kl selection ready)")
+        else:
+            lines.append("background statistics: none yet (run smf background before tfidf or kl training)")
     else:
         lines.append("memory: none (a plain model)")
     total = counts["base"] + counts["memory"]
