@@ -63,6 +63,7 @@ def shrink(raw: dict, model: Path) -> dict:
     raw["probes"] = [_local(p, 2 if "pydoc" in str(p) or "wikitext" in str(p) else 4) for p in raw.get("probes", [])]
     if raw.get("selection"):
         raw["selection"] = _local(raw["selection"], 4)
+    raw["selection_probes"] = [_local(p, 1 if "pydoc" in str(p) else 4) for p in raw.get("selection_probes", [])]
     raw["curve"] = {"every": 1, "limit": 2}
     return raw
 

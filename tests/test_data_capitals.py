@@ -47,3 +47,11 @@ def test_deterministic_and_sized():
     assert capitals_rows(3) == capitals_rows(3)
     with pytest.raises(SmfError, match="positive integer"):
         capitals_items(0)
+
+
+def test_validation_countries_are_the_next_sixty():
+    from smf.data.capitals import capitals_items
+
+    first, nxt = capitals_items(60), capitals_items(60, offset=60)
+    assert len(nxt) == 60 and {i.id for i in first}.isdisjoint({i.id for i in nxt})
+    assert capitals_items(120)[60:] == nxt

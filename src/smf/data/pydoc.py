@@ -2,16 +2,17 @@
 
 `pydoc_data.topics` ships with every CPython: 79 help topics ("assert", "calls",
 "formatstrings", ...) of English reference prose with some code, ≈465K characters in
-Python 3.11. We split it by topic into two disjoint parts:
+Python 3.11. We split it by topic into three disjoint parts:
 
 - `background`: for background access statistics and for healing memory layers;
-- `heldout`: for measuring perplexity (forgetting), never trained on.
+- `heldout`: for measuring perplexity (forgetting), never trained on;
+- `val`: a validation probe for choosing hyperparameters (never reported as a result).
 
-Split rule: a topic is held out when sha256(topic name) mod 5 == 0. It depends only on
-the topic's name, so a topic stays on its side across Python versions (versions add,
-drop or edit topics, which changes the sizes but never moves a topic). Sizes on
-Python 3.11.7: heldout 17 topics, 74,937 characters; background 62 topics, 390,033
-characters.
+Split rule: with h = sha256(topic name) mod 5, a topic is held out when h == 0, in the
+validation part when h == 1, else background. It depends only on the topic's name, so a
+topic stays on its side across Python versions (versions add, drop or edit topics, which
+changes the sizes but never moves a topic). Sizes on Python 3.11.7: heldout 17 topics,
+74,937 characters; see `tests/test_data_pydoc.py` for the others.
 
 Each topic is one Document (id "pydoc/<topic>", text as shipped), in topic-name order.
 """
@@ -23,14 +24,15 @@ import hashlib
 from smf.data.types import Document
 from smf.errors import SmfError
 
-PARTS = ("background", "heldout")
-HELDOUT_MODULUS = 5  # about one topic in five is held out
+PARTS = ("background", "heldout", "val")
+HELDOUT_MODULUS = 5  # about one topic in five is held out, one in five kept for validation
 
 
 def topic_part(topic: str) -> str:
-    """Which part a topic belongs to: "heldout" or "background" (by its name's hash)."""
+    """Which part a topic belongs to: "heldout", "val" or "background" (by its name's hash)."""
     digest = hashlib.sha256(topic.encode("utf-8")).digest()
-    return "heldout" if int.from_bytes(digest, "big") % HELDOUT_MODULUS == 0 else "background"
+    h = int.from_bytes(digest, "big") % HELDOUT_MODULUS
+    return "heldout" if h == 0 else "val" if h == 1 else "background"
 
 
 def _topics() -> dict[str, str]:

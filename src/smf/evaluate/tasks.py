@@ -78,12 +78,12 @@ def _facts(split: str, form: str) -> Callable[..., list]:
     return load
 
 
-def _pydoc(limit=None):
-    return pydoc.pydoc_documents(part="heldout", limit=limit)
+def _pydoc(limit=None, part="heldout"):
+    return pydoc.pydoc_documents(part=part, limit=limit)
 
 
-def _capitals(limit=None, n=60):
-    items = capitals.capitals_items(n=n)
+def _capitals(limit=None, n=60, offset=0):
+    items = capitals.capitals_items(n=n, offset=offset)
     return items[:limit] if limit is not None else items
 
 
@@ -110,11 +110,15 @@ REGISTRY: dict[str, TaskDef] = {
         TaskDef("facts-qa", "qa", "fictional facts as open questions, greedy answer, exact match",
                 _facts("test", "qa"), FACTS, {"prompt": "plain"}),
         TaskDef("pydoc", "perplexity", "held-out English prose of pydoc_data.topics, rolling perplexity",
-                _pydoc, {}, {}),
+                _pydoc, {"part": "heldout"}, {}),
+        TaskDef("pydoc-val", "perplexity", "validation part of pydoc_data.topics (for choosing settings), rolling perplexity",
+                _pydoc, {"part": "val"}, {}),
         TaskDef("capitals", "qa", "capitals of the most populous countries, asked through the chat template",
-                _capitals, {"n": 60}, {"prompt": "chat"}),
+                _capitals, {"n": 60, "offset": 0}, {"prompt": "chat"}),
+        TaskDef("capitals-val", "qa", "capitals of the next 60 countries (for choosing settings), chat template",
+                _capitals, {"n": 60, "offset": 60}, {"prompt": "chat"}),
         TaskDef("capitals-plain", "qa", "capitals with lm-eval's plain TriviaQA prompt",
-                _capitals, {"n": 60}, {"prompt": "plain"}),
+                _capitals, {"n": 60, "offset": 0}, {"prompt": "plain"}),
     ]
 }
 
