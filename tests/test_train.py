@@ -1,6 +1,7 @@
 """The trainer: strict sparsity of SMF, what LoRA and full finetuning touch, resume."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -219,3 +220,15 @@ def test_existing_run_folder_is_not_overwritten(smf_folder, tmp_path, tokenizer)
         train(load(smf_folder), tokenizer, examples(), config, tmp_path / "run", model_dir=smf_folder, progress=False)
     with pytest.raises(SmfError, match="finished run"):
         train(load(smf_folder), tokenizer, examples(), config, tmp_path / "run", model_dir=smf_folder, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("method", ["smf", "lora", "full"])
+def test_bf16_autocast_path(method, smf_folder, tmp_path, tokenizer):
+    """The GPU path's bf16 autocast, exercised on the CPU: no dtype errors, finite loss, weights move."""
+    folder = smf_folder if method == "smf" else _plain_folder(tmp_path, tokenizer)
+    from smf.models import load_model
+
+    model = load(folder) if method == "smf" else load_model(folder)[0]
+    config = TrainConfig(method=method, steps=2, batch_size=4, max_length=64, lr=0.5 if method == "smf" else 1e-3, top_t=16, mixed_precision="bf16")
+    result = train(model, tokenizer, examples(), config, tmp_path / "run", model_dir=folder, progress=False, save_model=False)
+    assert all(math.isfinite(x) for x in (result.summary["first_loss"], result.summary["final_loss"]))

@@ -91,8 +91,8 @@ class TrainConfig:
             raise SmfError(f"learning rate must be > 0, got {self.lr}")
         if self.schedule not in SCHEDULES:
             raise SmfError(f"unknown schedule '{self.schedule}'; choose one of {', '.join(SCHEDULES)}")
-        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-            raise SmfError(f"mixed_precision must be auto, no, bf16 or fp16, got '{self.mixed_precision}'")
+        if self.mixed_precision not in ("auto", "no", "bf16"):
+            raise SmfError(f"mixed_precision must be auto (bf16 on a GPU), no or bf16, got '{self.mixed_precision}'")
         if self.method != "smf" and self.optimizer not in (None, "adamw"):
             raise SmfError(f"method {self.method} trains with adamw; optimizer '{self.optimizer}' is for smf only")
 
@@ -291,7 +291,10 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
     cuda = torch.cuda.is_available()
     precision = ("bf16" if cuda else "no") if config.mixed_precision == "auto" else config.mixed_precision
-    accelerator = Accelerator(mixed_precision=precision, cpu=not cuda)
+    # Autocast is ours rather than accelerate's: its mixed-precision setting is process-wide
+    # and fixed at first use, and one process may train several runs (smf compare).
+    accelerator = Accelerator(cpu=not cuda)
+    autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     loss_module = accelerator.prepare_model(TargetLoss(model))
     reduce = (lambda t: accelerator.reduce(t.to(accelerator.device), "sum")) if accelerator.num_processes > 1 else None
 
@@ -320,7 +323,7 @@ def train(
             loss_total, tokens = 0.0, 0
             for batch in batches:
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                with accelerator.autocast():
+                with autocast:
                     loss_sum, _ = loss_module(**batch)
                 method.after_forward(model)
                 accelerator.backward(loss_sum / max(step_targets, 1))
