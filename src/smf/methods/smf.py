@@ -103,6 +103,10 @@ class SmfMethod(Method):
     def optimizer_state_bytes(self, optimizer) -> int:
         return optimizer.state_bytes()
 
+    def export(self, model):
+        set_recording(model, False)  # evaluation needs no access records
+        return model
+
     def save(self, model, tokenizer, out: Path) -> None:
         from smf.selection import BACKGROUND_FILE
 
