@@ -61,7 +61,7 @@ class StudyConfig:
     probes: forgetting probes. selection and selection_probes: the validation task and
     validation probes that choose each family's setting (never the reported ones): the
     setting with the best validation task score among those whose validation probes
-    all stay within `tolerance` points of base (pp for accuracy, % for perplexity);
+    all stay within `selection_tolerance` points of base (pp for accuracy, % for perplexity);
     if none does, the one whose worst validation drift is smallest.
     curve: {every, limit, documents} evaluation points during training (every 0 = none),
     on the first `limit` items of the task and probes (`documents` for perplexity).
@@ -81,7 +81,7 @@ class StudyConfig:
     probes: list[Any] = field(default_factory=lambda: ["pydoc", "capitals"])
     selection: Any = None
     selection_probes: list[Any] = field(default_factory=list)
-    tolerance: float = 1.0
+    selection_tolerance: float = 1.0
     curve: dict[str, int] = field(default_factory=lambda: {"every": 0, "limit": 40, "documents": 2})
     eval_batch_size: int = 16
     keep_models: bool = False
@@ -187,13 +187,16 @@ def spec_label(spec: Any) -> str:
     return parse_spec(spec).label
 
 
+# Settings that change no run, only how runs are gathered: a study may change them.
+AGGREGATION_ONLY = ("seeds", "selection_tolerance", "name", "keep_models")
+
+
 def _claim(out: Path, config: StudyConfig) -> None:
     """A study folder holds one study: a different config is refused, never overwritten."""
     marker = out / "study.json"
-    # seeds may grow between invocations (--seeds); everything else must match
-    mine = {k: v for k, v in config.to_dict().items() if k != "seeds"}
+    mine = {k: v for k, v in config.to_dict().items() if k not in AGGREGATION_ONLY}
     if marker.is_file():
-        theirs = {k: v for k, v in read_json(marker).items() if k != "seeds"}
+        theirs = {k: v for k, v in read_json(marker).items() if k not in AGGREGATION_ONLY}
         if theirs != mine:
             changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise SmfError(f"{out} holds a different study (differs in: {', '.join(changed)}); choose another --out")
@@ -410,13 +413,13 @@ def collect_results(config: StudyConfig, out: Path, base: dict) -> dict:
             row[key] = _mean_std([r[key] for r in mine])
         summary.append(row)
     selection_probe_labels = [spec_label(p) for p in config.selection_probes]
-    chosen = _choose_on_validation(summary, selection_label, selection_probe_labels, config.tolerance) if selection_label else {}
+    chosen = _choose_on_validation(summary, selection_label, selection_probe_labels, config.selection_tolerance) if selection_label else {}
     base_curve = {k: v["headline"]["value"] for k, v in base.get("curve", {}).items()}
     return {
         "study": config.name,
         "config": config.to_dict(),
         "task": task_label, "probes": probe_labels, "extra_tasks": extra_labels, "selection_task": selection_label,
-        "selection_probes": selection_probe_labels, "tolerance": config.tolerance,
+        "selection_probes": selection_probe_labels, "selection_tolerance": config.selection_tolerance,
         "base": {label: {"metric": t["headline"]["metric"], "kind": t["kind"], "value": t["headline"]["value"],
                          "stderr": t["headline"]["stderr"], "n": t["n"]} for label, t in base_tasks.items()},
         "base_curve": base_curve,

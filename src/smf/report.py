@@ -77,7 +77,7 @@ def markdown(results: dict) -> str:
         probes_text = ", ".join(f"`{p}`" for p in results.get("selection_probes", []))
         notes.append(
             f"★ = the family's setting chosen on validation data only: the best `{results['selection_task']}` score among "
-            f"settings whose validation probes ({probes_text or 'none'}) stay within {results.get('tolerance', TOLERANCE):g} point of base "
+            f"settings whose validation probes ({probes_text or 'none'}) stay within {results.get('selection_tolerance', TOLERANCE):g} points of base "
             "(else the smallest validation drift)."
         )
     return "\n".join(lines + notes)
