@@ -2,7 +2,7 @@
 
 1. Training throughput, peak memory and optimizer-state bytes of each method on the
    same data (facts, batch 16, max length 64) and model (SmolLM2-135M-Instruct; for smf
-   retrofitted with 3 × 16,384-slot memories at layers 8, 14, 20). Each method runs
+   retrofitted with 3 × 65,536-slot memories (the default study's) at layers 8, 14, 20). Each method runs
    in its own subprocess (so peak RSS is its own), in interleaved rounds.
 2. The sparse optimizer step (row gradient gather + update) at N = 16K … 1M slots for
    the same t: it should not grow with N.
@@ -44,7 +44,7 @@ def prepare(folder: Path) -> Path:
     from smf.train import collate, text_chunks
 
     model, tokenizer = load_model()
-    retrofit(model, MemoryConfig(layers=(8, 14, 20), slots=16384, heads=4, topk=16, key_dim=256))
+    retrofit(model, MemoryConfig(layers=(8, 14, 20), slots=65536, heads=4, topk=16, key_dim=256))
     path = save_retrofitted(model, tokenizer, folder / "memory_model")
     chunks = text_chunks(general_texts("pydoc"), tokenizer, 128)[:64]
     stats = collect_background(model, [collate(chunks[i : i + 8], tokenizer.pad_token_id) for i in range(0, 64, 8)], progress=False)

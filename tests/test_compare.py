@@ -14,7 +14,7 @@ import yaml
 
 from conftest import tiny_model
 from smf.cli import main
-from smf.compare import StudyConfig, run_study
+from smf.compare import StudyConfig, _choose_on_validation, run_study
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -114,6 +114,8 @@ def write(tmp_path, text):
         ("data: missing-file.jsonl\nmethods: {lora: {}}\n", "missing-file.jsonl: file not found"),
         ("task: nonsense\n", "unknown task 'nonsense'"),
         ("memory: {slots: 1000}\n", "perfect square"),
+        ("selection_min_gain: lots\n", "selection_min_gain must be a number"),
+        ("selection_tolerance: -1\n", "selection_tolerance must be a number"),
     ],
 )
 def test_bad_config_is_one_line(tmp_path, capsys, text, message):
@@ -143,3 +145,31 @@ def test_folder_of_another_study_is_refused(tiny_folder, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "holds a different study (differs in: methods)" in err
     assert (tmp_path / "s" / "results.json").read_text() == results
+
+
+def test_a_study_may_grow_by_new_methods(tiny_folder, tmp_path, monkeypatch):
+    raw = shrink(yaml.safe_load((ROOT / "configs" / "offline.yaml").read_text()), tiny_folder)
+    raw["methods"] = {"lora": {"lr": 1e-3}}
+    assert main(["compare", "--config", str(write(tmp_path, yaml.safe_dump(raw))), "--out", str(tmp_path / "s")]) == 0
+    lora_result = tmp_path / "s" / "runs" / "lora" / "seed0" / "result.json"
+    before = lora_result.read_bytes()
+
+    import smf.train
+
+    trained = []
+    real_train = smf.train.train
+    monkeypatch.setattr("smf.train.train", lambda *a, **k: trained.append(a[3].method) or real_train(*a, **k))
+    raw["methods"]["full"] = {"lr": 1e-4}
+    assert main(["compare", "--config", str(write(tmp_path, yaml.safe_dump(raw))), "--out", str(tmp_path / "s")]) == 0
+    assert trained == ["full"]  # the finished LoRA run is kept; only the new method trains
+    assert lora_result.read_bytes() == before
+    results = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert sorted(r["label"] for r in results["summary"]) == ["full", "lora"]
+    assert json.loads((tmp_path / "s" / "study.json").read_text())["methods"] == raw["methods"]
+
+
+def test_plot_lines_follow_config_entries():
+    from smf.report import _entry
+
+    assert _entry("lora lr=0.001") == "lora" and _entry("smf-tfidf top_t=100") == "smf-tfidf"
+    assert _entry("lora r4") == "lora r4" and _entry("full") == "full"

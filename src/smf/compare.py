@@ -62,7 +62,10 @@ class StudyConfig:
     validation probes that choose each family's setting (never the reported ones): the
     setting with the best validation task score among those whose validation probes
     all stay within `selection_tolerance` points of base (pp for accuracy, % for perplexity);
-    if none does, the one whose worst validation drift is smallest.
+    if none does, the one whose worst validation drift is smallest. With
+    `selection_min_gain` set, the rule matches gains instead: among the settings whose
+    validation task gains at least that many points, the one whose worst validation
+    drift is smallest; if none gains that much, the one that gains most.
     curve: {every, limit, documents} evaluation points during training (every 0 = none),
     on the first `limit` items of the task and probes (`documents` for perplexity).
     """
@@ -82,6 +85,7 @@ class StudyConfig:
     selection: Any = None
     selection_probes: list[Any] = field(default_factory=list)
     selection_tolerance: float = 1.0
+    selection_min_gain: float | None = None
     curve: dict[str, int] = field(default_factory=lambda: {"every": 0, "limit": 40, "documents": 2})
     eval_batch_size: int = 16
     keep_models: bool = False
@@ -103,6 +107,10 @@ class StudyConfig:
             raise SmfError(f"{where}: seeds must be a non-empty list of integers")
         if not isinstance(self.methods, dict) or not self.methods:
             raise SmfError(f"{where}: methods must map labels (e.g. smf-tfidf, lora, full) to settings")
+        for key in ("selection_tolerance", "selection_min_gain"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+                raise SmfError(f"{where}: {key} must be a number of points ≥ 0, got {value!r}")
         for run in self.runs():
             run.train_config(self, seed=self.seeds[0])  # every setting must make a valid TrainConfig
         from smf.evaluate.tasks import parse_spec
@@ -188,15 +196,22 @@ def spec_label(spec: Any) -> str:
 
 
 # Settings that change no run, only how runs are gathered: a study may change them.
-AGGREGATION_ONLY = ("seeds", "selection_tolerance", "name", "keep_models")
+AGGREGATION_ONLY = ("seeds", "selection_tolerance", "selection_min_gain", "name", "keep_models")
 
 
 def _claim(out: Path, config: StudyConfig) -> None:
-    """A study folder holds one study: a different config is refused, never overwritten."""
+    """A study folder holds one study: a different config is refused, never overwritten.
+
+    A study may grow: new method entries can be added (the finished runs of the
+    entries it already had are kept); changing or removing an entry is a different study.
+    """
     marker = out / "study.json"
     mine = {k: v for k, v in config.to_dict().items() if k not in AGGREGATION_ONLY}
     if marker.is_file():
         theirs = {k: v for k, v in read_json(marker).items() if k not in AGGREGATION_ONLY}
+        old_methods = theirs.get("methods") or {}
+        if all(mine["methods"].get(label) == settings for label, settings in old_methods.items()):
+            theirs["methods"] = mine["methods"]  # only additions
         if theirs != mine:
             changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise SmfError(f"{out} holds a different study (differs in: {', '.join(changed)}); choose another --out")
@@ -413,13 +428,15 @@ def collect_results(config: StudyConfig, out: Path, base: dict) -> dict:
             row[key] = _mean_std([r[key] for r in mine])
         summary.append(row)
     selection_probe_labels = [spec_label(p) for p in config.selection_probes]
-    chosen = _choose_on_validation(summary, selection_label, selection_probe_labels, config.selection_tolerance) if selection_label else {}
+    chosen = (_choose_on_validation(summary, selection_label, selection_probe_labels, config.selection_tolerance,
+                                    config.selection_min_gain) if selection_label else {})
     base_curve = {k: v["headline"]["value"] for k, v in base.get("curve", {}).items()}
     return {
         "study": config.name,
         "config": config.to_dict(),
         "task": task_label, "probes": probe_labels, "extra_tasks": extra_labels, "selection_task": selection_label,
         "selection_probes": selection_probe_labels, "selection_tolerance": config.selection_tolerance,
+        "selection_min_gain": config.selection_min_gain,
         "base": {label: {"metric": t["headline"]["metric"], "kind": t["kind"], "value": t["headline"]["value"],
                          "stderr": t["headline"]["stderr"], "n": t["n"]} for label, t in base_tasks.items()},
         "base_curve": base_curve,
@@ -430,11 +447,15 @@ def collect_results(config: StudyConfig, out: Path, base: dict) -> dict:
     }
 
 
-def _choose_on_validation(summary: list[dict], task: str, probes: list[str], tolerance: float) -> dict[str, str]:
+def _choose_on_validation(summary: list[dict], task: str, probes: list[str], tolerance: float,
+                          min_gain: float | None = None) -> dict[str, str]:
     """Per family with several settings, the setting chosen on validation data only.
 
-    The best mean validation-task score among settings whose validation probes all
-    drift at most `tolerance` from base; if no setting qualifies, the smallest worst drift.
+    Without `min_gain`: the best mean validation-task score among settings whose
+    validation probes all drift at most `tolerance` from base; if no setting qualifies,
+    the smallest worst drift. With `min_gain` (points): the smallest worst drift among
+    settings whose mean validation-task gain is at least `min_gain`; if none gains that
+    much, the largest gain. Ties go to the earlier setting in the config.
     """
     chosen = {}
     families: dict[str, list[dict]] = {}
@@ -447,8 +468,15 @@ def _choose_on_validation(summary: list[dict], task: str, probes: list[str], tol
         def worst_drift(row):
             return max((abs(row[p]["delta"]["mean"]) for p in probes), default=0.0)
 
-        within = [r for r in rows if worst_drift(r) <= tolerance]
-        best = max(within, key=lambda r: r[task]["value"]["mean"]) if within else min(rows, key=worst_drift)
+        def gain(row):
+            return row[task]["delta"]["mean"]
+
+        if min_gain is not None:
+            enough = [r for r in rows if gain(r) >= min_gain]
+            best = min(enough, key=worst_drift) if enough else max(rows, key=gain)
+        else:
+            within = [r for r in rows if worst_drift(r) <= tolerance]
+            best = max(within, key=lambda r: r[task]["value"]["mean"]) if within else min(rows, key=worst_drift)
         chosen[family] = best["label"]
     return chosen
 

@@ -75,11 +75,15 @@ def markdown(results: dict) -> str:
     ]
     if chosen:
         probes_text = ", ".join(f"`{p}`" for p in results.get("selection_probes", []))
-        notes.append(
-            f"★ = the family's setting chosen on validation data only: the best `{results['selection_task']}` score among "
-            f"settings whose validation probes ({probes_text or 'none'}) stay within {results.get('selection_tolerance', TOLERANCE):g} points of base "
-            "(else the smallest validation drift)."
-        )
+        min_gain = results.get("selection_min_gain")
+        if min_gain is not None:
+            rule = (f"among settings that gain at least {min_gain:g} points on `{results['selection_task']}`, the one whose "
+                    f"validation probes ({probes_text or 'none'}) drift least from base (else the largest gain)")
+        else:
+            rule = (f"the best `{results['selection_task']}` score among settings whose validation probes "
+                    f"({probes_text or 'none'}) stay within {results.get('selection_tolerance', TOLERANCE):g} points of base "
+                    "(else the smallest validation drift)")
+        notes.append(f"★ = the family's setting chosen on validation data only: {rule}.")
     return "\n".join(lines + notes)
 
 
@@ -143,6 +147,11 @@ def write_report(results: dict, out: Path) -> None:
     write_text_atomic(out / "report.md", text)
 
 
+def _entry(label: str) -> str:
+    """The config entry a run label came from: 'lora lr=0.001' → 'lora', 'lora r4' → 'lora r4'."""
+    return " ".join(word for word in label.split(" ") if "=" not in word)
+
+
 def tradeoff_plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -157,16 +166,21 @@ def tradeoff_plot(results: dict, path: Path) -> None:
         ax.axvspan(-TOLERANCE, TOLERANCE, color="0.92", zorder=0, label=f"within {TOLERANCE:g} {unit} of base")
         ax.axhline(0, color="0.6", lw=0.8)
         ax.axvline(0, color="0.6", lw=0.8)
-        families = {}
+        entries = {}  # one line per config entry (a sweep); entries of one family share a colour
         for row in results["summary"]:
-            families.setdefault(row["family"], []).append(row)
-        for family, rows in families.items():
+            entries.setdefault(_entry(row["label"]), []).append(row)
+        seen_families: dict[str, int] = {}
+        for entry, rows in entries.items():
+            family = rows[0]["family"]
+            nth = seen_families.get(family, 0)
+            seen_families[family] = nth + 1
+            marker = "os^Dv"[nth % 5]
             rows = sorted(rows, key=lambda r: r[task]["delta"]["mean"])
             xs = [r[probe]["delta"]["mean"] for r in rows]
             ys = [r[task]["delta"]["mean"] for r in rows]
             color = COLORS.get(family, "k")
             ax.errorbar(xs, ys, xerr=[r[probe]["delta"]["std"] for r in rows], yerr=[r[task]["delta"]["std"] for r in rows],
-                        fmt="-o", color=color, label=family, capsize=2, ms=5, lw=1.2, alpha=0.9)
+                        fmt="-" + marker, color=color, label=entry, capsize=2, ms=5, lw=1.2, alpha=0.9)
             for r, x, y in zip(rows, xs, ys):
                 if r["label"] in chosen:
                     ax.plot([x], [y], marker="*", ms=15, color=color, mec="k", zorder=5)
