@@ -124,7 +124,7 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--one", json.dumps(settings), "--memory-dir", str(memory_dir),
                        "--out", str(Path(tmp) / f"run{r}-{i}-{settings['method']}"), "--steps", str(steps)]
                 out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-                line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+                line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
                 if line is None:
                     raise SystemExit(f"{label} failed:\n{out.stderr[-3000:]}")
                 runs[label].append(json.loads(line[len("RESULT "):]))

@@ -173,3 +173,37 @@ def test_plot_lines_follow_config_entries():
 
     assert _entry("lora lr=0.001") == "lora" and _entry("smf-tfidf top_t=100") == "smf-tfidf"
     assert _entry("lora r4") == "lora r4" and _entry("full") == "full"
+
+
+def _row(label, gain, drifts):
+    row = {"label": label, "family": label.split(" ")[0], "val": {"value": {"mean": 25 + gain}, "delta": {"mean": gain}}}
+    row.update({p: {"delta": {"mean": d}} for p, d in drifts.items()})
+    return row
+
+
+SWEEP = [  # validation gain (points) and validation probe drifts of each setting
+    _row("smf-tfidf t=100", 8.0, {"ppl": 0.1, "cap": -3.0}),
+    _row("smf-tfidf t=300", 29.0, {"ppl": 0.2, "cap": -10.0}),
+    _row("smf-tfidf t=500", 45.0, {"ppl": 0.4, "cap": -15.0}),
+    _row("smf-tfidf t=1000", 64.0, {"ppl": 0.4, "cap": -9.0}),
+    _row("lora lr=1", 5.0, {"ppl": 12.0, "cap": 2.0}),
+    _row("lora lr=2", 59.0, {"ppl": 93.0, "cap": -25.0}),
+    _row("full", 70.0, {"ppl": 30.0, "cap": -30.0}),  # a single setting: nothing to choose
+]
+
+
+def test_tolerance_rule_takes_the_best_score_within_tolerance_else_least_drift():
+    chosen = _choose_on_validation(SWEEP, "val", ["ppl", "cap"], tolerance=5.0)
+    assert chosen == {"smf-tfidf": "smf-tfidf t=100", "lora": "lora lr=1"}
+    chosen = _choose_on_validation(SWEEP, "val", ["ppl", "cap"], tolerance=10.0)
+    assert chosen["smf-tfidf"] == "smf-tfidf t=1000"  # best score among t=100, t=300, t=1000
+
+
+def test_min_gain_rule_takes_the_least_drift_among_enough_gain_else_largest_gain():
+    chosen = _choose_on_validation(SWEEP, "val", ["ppl", "cap"], tolerance=5.0, min_gain=30.0)
+    # t=500 and t=1000 gain ≥ 30 and t=1000 drifts less (9 vs 15); only lr=2 of LoRA gains 30.
+    assert chosen == {"smf-tfidf": "smf-tfidf t=1000", "lora": "lora lr=2"}
+    chosen = _choose_on_validation(SWEEP, "val", ["ppl", "cap"], tolerance=5.0, min_gain=80.0)
+    assert chosen == {"smf-tfidf": "smf-tfidf t=1000", "lora": "lora lr=2"}  # none gains 80: the largest gain
+    chosen = _choose_on_validation(SWEEP, "val", ["ppl", "cap"], tolerance=5.0, min_gain=0.0)
+    assert chosen["smf-tfidf"] == "smf-tfidf t=100"  # every setting qualifies: the least drift
