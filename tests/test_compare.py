@@ -169,10 +169,10 @@ def test_a_study_may_grow_by_new_methods(tiny_folder, tmp_path, monkeypatch):
 
 
 def test_plot_lines_follow_config_entries():
-    from smf.report import _entry
+    from smf.compare import entry_of
 
-    assert _entry("lora lr=0.001") == "lora" and _entry("smf-tfidf top_t=100") == "smf-tfidf"
-    assert _entry("lora r4") == "lora r4" and _entry("full") == "full"
+    assert entry_of("lora lr=0.001") == "lora" and entry_of("smf-tfidf top_t=100") == "smf-tfidf"
+    assert entry_of("lora r4") == "lora r4" and entry_of("full") == "full"
 
 
 def _row(label, gain, drifts):

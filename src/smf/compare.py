@@ -60,12 +60,9 @@ class StudyConfig:
     task: the headline task (an evaluation task spec); extra_tasks: reported beside it;
     probes: forgetting probes. selection and selection_probes: the validation task and
     validation probes that choose each family's setting (never the reported ones): the
-    setting with the best validation task score among those whose validation probes
-    all stay within `selection_tolerance` points of base (pp for accuracy, % for perplexity);
-    if none does, the one whose worst validation drift is smallest. With
-    `selection_min_gain` set, the rule matches gains instead: among the settings whose
-    validation task gains at least that many points, the one whose worst validation
-    drift is smallest; if none gains that much, the one that gains most.
+    rule set by `selection_tolerance` (points of drift allowed; pp for accuracy, % for
+    perplexity) or, when set, `selection_min_gain` (points of gain required); see
+    `_choose_on_validation`.
     curve: {every, limit, documents} evaluation points during training (every 0 = none),
     on the first `limit` items of the task and probes (`documents` for perplexity).
     """
@@ -130,7 +127,7 @@ class StudyConfig:
             fixed = {k: v for k, v in settings.items() if k not in swept}
             for values in itertools.product(*swept.values()):
                 point = dict(zip(swept, values))
-                name = label + "".join(f" {k}={v}" for k, v in point.items())
+                name = label + "".join(f" {k}={v}" for k, v in point.items())  # entry_of(name) == label
                 out.append(RunSpec(name, family, {**FAMILIES[family], **fixed, **point}))
         labels = [r.label for r in out]
         if len(set(labels)) != len(labels):
@@ -146,6 +143,11 @@ class StudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def entry_of(run_label: str) -> str:
+    """The methods entry a run label was expanded from: 'lora lr=0.001' → 'lora'; 'lora r4' → 'lora r4'."""
+    return " ".join(word for word in run_label.split(" ") if "=" not in word)
 
 
 @dataclass

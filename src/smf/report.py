@@ -147,13 +147,10 @@ def write_report(results: dict, out: Path) -> None:
     write_text_atomic(out / "report.md", text)
 
 
-def _entry(label: str) -> str:
-    """The config entry a run label came from: 'lora lr=0.001' → 'lora', 'lora r4' → 'lora r4'."""
-    return " ".join(word for word in label.split(" ") if "=" not in word)
-
-
 def tradeoff_plot(results: dict, path: Path) -> None:
     import matplotlib
+
+    from smf.compare import entry_of
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -168,7 +165,7 @@ def tradeoff_plot(results: dict, path: Path) -> None:
         ax.axvline(0, color="0.6", lw=0.8)
         entries = {}  # one line per config entry (a sweep); entries of one family share a colour
         for row in results["summary"]:
-            entries.setdefault(_entry(row["label"]), []).append(row)
+            entries.setdefault(entry_of(row["label"]), []).append(row)
         seen_families: dict[str, int] = {}
         for entry, rows in entries.items():
             family = rows[0]["family"]
