@@ -116,6 +116,7 @@ def write(tmp_path, text):
         ("memory: {slots: 1000}\n", "perfect square"),
         ("selection_min_gain: lots\n", "selection_min_gain must be a number"),
         ("selection_tolerance: -1\n", "selection_tolerance must be a number"),
+        ("selection_tolerance: null\n", "selection_tolerance must be a number"),
     ],
 )
 def test_bad_config_is_one_line(tmp_path, capsys, text, message):

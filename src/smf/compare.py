@@ -106,7 +106,9 @@ class StudyConfig:
             raise SmfError(f"{where}: methods must map labels (e.g. smf-tfidf, lora, full) to settings")
         for key in ("selection_tolerance", "selection_min_gain"):
             value = getattr(self, key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            if (value is not None or key == "selection_tolerance") and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+            ):
                 raise SmfError(f"{where}: {key} must be a number of points ≥ 0, got {value!r}")
         for run in self.runs():
             run.train_config(self, seed=self.seeds[0])  # every setting must make a valid TrainConfig
