@@ -29,8 +29,8 @@ import torch
 from common import RESULTS, ROOT, machine, median, timed, update_section
 
 METHODS = {
-    "smf (tfidf, t=300, lazy Adam)": {"method": "smf", "selection": "tfidf", "top_t": 300, "lr": 1.0},
-    "smf (tfidf, t=300, SGD)": {"method": "smf", "selection": "tfidf", "top_t": 300, "lr": 1.0, "optimizer": "sgd"},
+    "smf (tfidf, t=300, lazy Adam)": {"method": "smf", "rule": "tfidf", "top_t": 300, "lr": 1.0},
+    "smf (tfidf, t=300, SGD)": {"method": "smf", "rule": "tfidf", "top_t": 300, "lr": 1.0, "optimizer": "sgd"},
     "lora (r=16, all linear)": {"method": "lora", "lr": 1e-3},
     "full (AdamW)": {"method": "full", "lr": 1e-4},
 }
@@ -41,7 +41,7 @@ def prepare(folder: Path) -> Path:
     from smf.memory import MemoryConfig, retrofit, save_retrofitted
     from smf.models import load_model
     from smf.selection import collect_background
-    from smf.sources import general_texts
+    from smf.data.sources import general_texts
     from smf.train import collate, text_chunks
 
     model, tokenizer = load_model()
@@ -57,10 +57,10 @@ def one_run(settings: dict, memory_dir: str, out: str, steps: int) -> dict:
     """Train one method (in this process) and report its numbers as JSON."""
     from smf.memory import load_retrofitted
     from smf.models import load_model, load_tokenizer, resolve_model
-    from smf.sources import training_examples
+    from smf.data.sources import training_examples
     from smf.train import TrainConfig, train
 
-    config = TrainConfig(**settings, steps=steps, batch_size=16, max_length=64)
+    config = TrainConfig.from_dict({**settings, "steps": steps, "batch_size": 16, "max_length": 64})
     if config.method == "smf":
         model, tokenizer, model_dir = load_retrofitted(memory_dir), load_tokenizer(memory_dir), Path(memory_dir)
     else:

@@ -44,3 +44,17 @@ def tiny_model(kind: str = "llama", seed: int = 0, **overrides):
 
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(tiny_config(kind, **overrides), dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory):
+    """A tiny random Llama saved as a model folder, with the default model's tokenizer; 24 layers,
+    so every shipped config's memory layer indices exist."""
+    from smf.models import load_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny") / "model"
+    tokenizer = load_tokenizer()
+    model = tiny_model(vocab_size=len(tokenizer), num_hidden_layers=24, hidden_size=32, intermediate_size=64)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -11,15 +11,15 @@ from smf.data.hub import (
     load_rows,
     load_triviaqa,
     load_wikitext,
-    medmcqa_prompt,
     medmcqa_train_examples,
-    read_rows_file,
     triviaqa_fact_examples,
     triviaqa_items,
-    triviaqa_prompt,
     wikitext_detokenize,
     wikitext_documents,
 )
+from smf.data.rows import read_rows_file
+from smf.data.templates import letter_prompt as medmcqa_prompt
+from smf.data.templates import plain_prompt as triviaqa_prompt
 from smf.data.types import MCQItem, QAItem, TrainExample
 from smf.errors import SmfError
 

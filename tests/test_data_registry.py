@@ -1,6 +1,5 @@
-"""The dataset registry: every listed loader exists and loads lazily."""
+"""The dataset registry: every dataset's forms load, names are checked, imports stay light."""
 
-import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -8,20 +7,32 @@ from pathlib import Path
 import pytest
 
 from smf.data import DATASETS, load
+from smf.data.registry import get_form, names
 from smf.errors import SmfError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def test_registry_names_resolve():
-    for name, (kind, target, _) in DATASETS.items():
-        module, function = target.split(":")
-        assert callable(getattr(importlib.import_module(module), function)), name
-        assert kind in ("mcq", "qa", "documents")
+def test_every_dataset_has_a_form_and_its_kind():
+    for name, dataset in DATASETS.items():
+        assert dataset.train or dataset.text or dataset.eval, name
+        if dataset.eval is not None:
+            assert dataset.eval.kind in ("mcq", "qa", "perplexity"), name
+    assert names("train") == ["facts", "medmcqa", "triviaqa-facts"]
+    assert names("text") == ["wikitext", "pydoc"]
+
+
+def test_forms_load():
     assert len(load("medmcqa", source=FIXTURES / "medmcqa_validation.jsonl")) == 20
+    assert load("medmcqa", "train", source=FIXTURES / "medmcqa_validation.jsonl", limit=2)[0].prompt.endswith("Answer:")
     assert len(load("capitals", n=3)) == 3
-    with pytest.raises(SmfError, match="unknown dataset 'nope'"):
+    assert len(load("pydoc", "text")) > 40
+    with pytest.raises(SmfError, match="unknown task 'nope'"):
         load("nope")
+    with pytest.raises(SmfError, match=r"unknown training data 'fact' \(did you mean 'facts'\?\)"):
+        get_form("fact", "train")
+    with pytest.raises(SmfError, match="unknown general text 'capitals'"):
+        get_form("capitals", "text")
 
 
 def test_package_import_is_light():

@@ -7,8 +7,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from smf.errors import SmfError
-from smf.evaluate import REGISTRY, evaluate, load_task, task_names
-from smf.evaluate.tasks import parse_spec
+from smf.data.registry import DATASETS
+from smf.evaluate import evaluate, load_task, task_names
+from smf.evaluate.tasks import resolve_task
 from smf.models import load_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -31,22 +32,22 @@ def test_registry_names_the_issue_tasks():
         "medmcqa", "triviaqa", "wikitext", "wikitext-103", "facts", "facts-val", "facts-control",
         "facts-qa", "pydoc", "pydoc-val", "capitals", "capitals-val", "capitals-plain",
     }
-    assert REGISTRY["facts"].scoring["format"] == "cloze"
-    assert REGISTRY["capitals"].scoring["prompt"] == "chat"
+    assert DATASETS["facts"].eval.scoring["format"] == "cloze"
+    assert DATASETS["capitals"].eval.scoring["prompt"] == "chat"
 
 
-def test_parse_spec_fills_defaults_and_checks_options():
-    spec = parse_spec({"name": "capitals", "limit": 5})
+def test_resolve_task_fills_defaults_and_checks_options():
+    spec = resolve_task({"name": "capitals", "limit": 5})
     assert spec.options == {"prompt": "chat", "match": "substring", "stop": ["\n"], "max_new_tokens": 32}
-    assert parse_spec("triviaqa").options["stop"] == ["\n", ".", ","]
-    assert parse_spec({"name": "medmcqa", "format": "cloze", "as": "m2"}).label == "m2"
-    assert parse_spec({"name": "facts", "n_facts": 30, "seed": 3}).data_options["n_facts"] == 30
+    assert resolve_task("triviaqa").options["stop"] == ["\n", ".", ","]
+    assert resolve_task({"name": "medmcqa", "format": "cloze", "as": "m2"}).label == "m2"
+    assert resolve_task({"name": "facts", "n_facts": 30, "seed": 3}).data_options["n_facts"] == 30
     with pytest.raises(SmfError, match="unknown option 'formt'"):
-        parse_spec({"name": "medmcqa", "formt": "cloze"})
+        resolve_task({"name": "medmcqa", "formt": "cloze"})
     with pytest.raises(SmfError, match="prompt must be one of"):
-        parse_spec({"name": "triviaqa", "prompt": "fancy"})
+        resolve_task({"name": "triviaqa", "prompt": "fancy"})
     with pytest.raises(SmfError, match="limit must be a positive integer"):
-        parse_spec({"name": "pydoc", "limit": 0})
+        resolve_task({"name": "pydoc", "limit": 0})
 
 
 @pytest.mark.parametrize("name", ["facts", "facts-val", "facts-control", "facts-qa", "pydoc", "capitals", "capitals-plain"])

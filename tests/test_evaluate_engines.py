@@ -8,9 +8,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from smf.data.types import MCQItem
 from smf.evaluate.generate import cut_at_stops, greedy_generate
 from smf.evaluate.loglik import Request, score_requests, score_requests_full
-from smf.evaluate.mcq import build_requests, cloze_prompt, letter_prompt, score_mcq
+from smf.data.templates import cloze_prompt, letter_prompt
+from smf.evaluate.mcq import build_requests, score_mcq
 from smf.evaluate.perplexity import count_words, rolling_loglikelihoods, rolling_windows
-from smf.evaluate.tokens import encode, encode_pair, prefix_token_id
+from smf.evaluate.tokens import encode_pair, encode_text, prefix_token_id
 from smf.models import load_tokenizer
 
 
@@ -52,10 +53,10 @@ def _full_sequence_logprob(model, ctx, cont):
 
 def test_encode_pair_moves_trailing_space_and_splits_whole_encoding(tokenizer):
     ctx, cont = encode_pair(tokenizer, "Answer: ", "Paris")
-    assert ctx == encode(tokenizer, "Answer:")
-    assert ctx + cont == encode(tokenizer, "Answer: Paris")
+    assert ctx == encode_text(tokenizer, "Answer:")
+    assert ctx + cont == encode_text(tokenizer, "Answer: Paris")
     empty_ctx, cont = encode_pair(tokenizer, "", "Paris")
-    assert empty_ctx == [prefix_token_id(tokenizer)] and cont == encode(tokenizer, "Paris")
+    assert empty_ctx == [prefix_token_id(tokenizer)] and cont == encode_text(tokenizer, "Paris")
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
@@ -128,7 +129,7 @@ def test_rolling_windows_cover_each_token_once():
 
 
 def test_rolling_loglikelihood_equals_per_token_sum_within_one_window(tiny, tokenizer):
-    docs = [encode(tokenizer, "The quick brown fox jumps over the lazy dog. " * 3), encode(tokenizer, "Hello world")]
+    docs = [encode_text(tokenizer, "The quick brown fox jumps over the lazy dog. " * 3), encode_text(tokenizer, "Hello world")]
     prefix = prefix_token_id(tokenizer)
     got = rolling_loglikelihoods(tiny, docs, prefix_token=prefix, max_length=64, pad_id=tokenizer.pad_token_id)
     for doc, ll in zip(docs, got):
@@ -136,7 +137,7 @@ def test_rolling_loglikelihood_equals_per_token_sum_within_one_window(tiny, toke
 
 
 def test_rolling_loglikelihood_with_small_windows_matches_window_by_window(tiny, tokenizer):
-    doc = encode(tokenizer, "One two three four five six seven eight nine ten eleven twelve thirteen.")
+    doc = encode_text(tokenizer, "One two three four five six seven eight nine ten eleven twelve thirteen.")
     prefix = prefix_token_id(tokenizer)
     expected = 0.0
     for w in rolling_windows(doc, prefix, 5):
@@ -161,7 +162,7 @@ def test_cut_at_stops():
 
 
 def test_batched_greedy_generation_equals_hf_generate(tiny, tokenizer):
-    prompts = [encode(tokenizer, p) for p in ["Question: What is the capital of France?\nAnswer:", "Hi", "Once upon a time there"]]
+    prompts = [encode_text(tokenizer, p) for p in ["Question: What is the capital of France?\nAnswer:", "Hi", "Once upon a time there"]]
     ours = greedy_generate(tiny, tokenizer, prompts, stop=(), max_new_tokens=6, batch_size=3)
     for p, g in zip(prompts, ours):
         ref = tiny.generate(torch.tensor([p]), max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)[0, len(p):]
@@ -173,7 +174,7 @@ def test_batched_greedy_generation_equals_hf_generate(tiny, tokenizer):
 
 
 def test_generation_stops_rows_independently(tiny, tokenizer):
-    prompts = [encode(tokenizer, p) for p in ["Hi", "Once upon a time there"]]
+    prompts = [encode_text(tokenizer, p) for p in ["Hi", "Once upon a time there"]]
     free = greedy_generate(tiny, tokenizer, prompts, stop=(), max_new_tokens=8)
     # A stop string taken from row 0's own output ends row 0 there; row 1 runs on.
     stop = free[0].raw[len(free[0].raw) // 2:][:3] or "\n"

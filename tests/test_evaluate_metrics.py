@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from smf.evaluate.qa import chat_prompt, exact_match, normalize, plain_prompt, substring_match
+from smf.data.templates import chat_prompt, plain_prompt
+from smf.evaluate.qa import exact_match, normalize, substring_match
 from smf.evaluate.stats import accuracy, mean_stderr, wilson_interval
 
 
@@ -13,13 +14,14 @@ def test_plain_prompt_is_lm_evals_triviaqa_prompt():
 
 
 def test_evaluation_prompts_equal_the_training_prompts_of_smf_data():
-    from smf.data.hub import medmcqa_prompt, triviaqa_prompt
-    from smf.data.types import MCQItem
-    from smf.evaluate.mcq import letter_prompt
+    from smf.data.hub import medmcqa_train_examples, triviaqa_fact_examples
+    from smf.data.types import MCQItem, QAItem
+    from smf.evaluate.mcq import prompt_and_choices
 
     item = MCQItem("x", "Which organ?", ("Liver", "Skin", "Brain", "Lung"), 1)
-    assert letter_prompt(item) == medmcqa_prompt(item)
-    assert plain_prompt("Who wrote Hamlet") == triviaqa_prompt("Who wrote Hamlet")
+    assert medmcqa_train_examples([item])[0].prompt == prompt_and_choices(item, "letter")[0]
+    qa = triviaqa_fact_examples([QAItem("q", "Who wrote Hamlet", ("Shakespeare",))], form="qa")
+    assert qa[0].prompt == plain_prompt("Who wrote Hamlet")
 
 
 @pytest.mark.parametrize(

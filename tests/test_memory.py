@@ -150,7 +150,7 @@ def test_config_rejects_layer_out_of_range():
 def test_config_round_trip_and_unknown_key():
     cfg = MemoryConfig(**SMALL)
     assert MemoryConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(SmfError, match="unknown memory option"):
+    with pytest.raises(SmfError, match="unknown key 'slotz'; did you mean 'slots'"):
         MemoryConfig.from_dict({**cfg.to_dict(), "slotz": 4})
 
 

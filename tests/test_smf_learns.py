@@ -7,7 +7,7 @@ import pytest
 from smf.evaluate.evaluator import evaluate
 from smf.memory import MemoryConfig, retrofit, save_retrofitted
 from smf.selection import collect_background
-from smf.sources import general_texts, training_examples
+from smf.data.sources import general_texts, training_examples
 from smf.train import TrainConfig, collate, text_chunks, train
 
 FACTS = {"n_facts": 20, "n_control": 20, "train_wordings": 8, "seed": 3}
@@ -22,7 +22,7 @@ def test_smf_learns_facts_not_controls(default_model, tmp_path):
     collect_background(model, [collate(chunks[i : i + 8], tokenizer.pad_token_id) for i in range(0, 64, 8)], progress=False).save(folder)
     tasks = [{"name": "facts", **FACTS}, {"name": "facts-control", **FACTS}]
     before = evaluate(model, tokenizer, tasks, progress=False)["tasks"]
-    config = TrainConfig(method="smf", selection="tfidf", top_t=1000, lr=1.0, steps=25, batch_size=16, max_length=64)
+    config = TrainConfig.from_dict(dict(method="smf", rule="tfidf", top_t=1000, lr=1.0, steps=25, batch_size=16, max_length=64))
     result = train(model, tokenizer, training_examples({"name": "facts", **FACTS}), config, tmp_path / "run",
                    model_dir=folder, save_model=False, progress=False)
     after = evaluate(result.model, tokenizer, tasks, progress=False)["tasks"]

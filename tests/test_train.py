@@ -12,7 +12,7 @@ from smf.errors import SmfError
 from smf.memory import MemoryConfig, memory_layers, retrofit, save_retrofitted
 from smf.optim import SparseRowOptimizer
 from smf.selection import collect_background
-from smf.train import TrainConfig, collate, encode, step_indices, text_chunks, train
+from smf.train import TrainConfig, collate, encode_examples, step_indices, text_chunks, train
 
 MEM = MemoryConfig(layers=(1, 3), slots=256, heads=2, topk=4, key_dim=16)
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
@@ -23,6 +23,11 @@ def tokenizer():
     from smf.models import load_tokenizer
 
     return load_tokenizer()
+
+
+def cfg(**settings) -> TrainConfig:
+    """A TrainConfig from flat keyword settings (shared and the method's options)."""
+    return TrainConfig.from_dict(settings)
 
 
 def examples(n=24, seed=0):
@@ -62,10 +67,11 @@ def test_smf_is_strictly_sparse(smf_folder, tokenizer, tmp_path, monkeypatch, op
     base = {n: p.detach().clone() for n, p in model.named_parameters() if not n.endswith("memory.values")}
     values = {i: m.values for i, m in memory_layers(model).items()}
     snapshots = [{i: v.detach().clone() for i, v in values.items()}]
-    config = TrainConfig(method="smf", selection="tfidf", top_t=12, optimizer=optimizer, lr=0.5 if optimizer == "adam" else 50.0,
-                         steps=50, batch_size=4, eval_every=1, max_length=64)
+    config = cfg(method="smf", rule="tfidf", top_t=12, optimizer=optimizer, lr=0.5 if optimizer == "adam" else 50.0,
+                 steps=50, batch_size=4, max_length=64)
     eval_fn = lambda m, step: snapshots.append({i: v.detach().clone() for i, v in values.items()}) or {}  # noqa: E731
-    result = train(model, tokenizer, examples(), config, tmp_path / "run", model_dir=smf_folder, eval_fn=eval_fn, progress=False, save_model=False)
+    result = train(model, tokenizer, examples(), config, tmp_path / "run", model_dir=smf_folder, eval_fn=eval_fn, eval_every=1,
+                   progress=False, save_model=False)
     assert len(selected) == 50 and len(snapshots) == 51
     ever = {i: set() for i in values}
     for step, rows in enumerate(selected):
@@ -98,7 +104,7 @@ def test_lora_trains_only_adapters(tmp_path, tokenizer):
     base_dir = _plain_folder(tmp_path, tokenizer)
     model, _ = load_model(base_dir)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    config = TrainConfig(method="lora", steps=4, batch_size=4, lr=1e-2, max_length=64)
+    config = cfg(method="lora", steps=4, batch_size=4, lr=1e-2, max_length=64)
     result = train(model, tokenizer, examples(), config, tmp_path / "run", model_dir=base_dir, progress=False)
     # the adapter holds LoRA weights only, for every linear layer of every block (r = 16)
     with safe_open(str(tmp_path / "run" / "model" / "adapter_model.safetensors"), "pt") as f:
@@ -121,15 +127,15 @@ def test_lora_trains_only_adapters(tmp_path, tokenizer):
 def test_full_trains_every_weight(tmp_path, tokenizer):
     model = tiny_model(vocab_size=len(tokenizer))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    train(model, tokenizer, examples(), TrainConfig(method="full", steps=2, batch_size=4, lr=1e-3, max_length=64),
+    train(model, tokenizer, examples(), cfg(method="full", steps=2, batch_size=4, lr=1e-3, max_length=64),
           tmp_path / "run", progress=False, save_model=False)
     unchanged = [n for n, p in model.named_parameters() if torch.equal(p.detach(), before[n])]
     assert unchanged == []
 
 
-@pytest.mark.parametrize("method, extra", [("smf", dict(selection="random", top_t=8)), ("smf", dict(selection="kl", top_t=8)), ("lora", {}), ("full", {})])
+@pytest.mark.parametrize("method, extra", [("smf", dict(rule="random", top_t=8)), ("smf", dict(rule="kl", top_t=8)), ("lora", {}), ("full", {})])
 def test_resume_is_bit_identical(method, extra, smf_folder, tmp_path, tokenizer):
-    config = TrainConfig(method=method, steps=6, batch_size=4, checkpoint_every=2, max_length=64, lr=1e-2 if method != "smf" else 0.5, **extra)
+    config = cfg(method=method, steps=6, batch_size=4, checkpoint_every=2, max_length=64, lr=1e-2 if method != "smf" else 0.5, **extra)
     folder = smf_folder if method == "smf" else _plain_folder(tmp_path, tokenizer)
 
     def fresh():
@@ -146,9 +152,7 @@ def test_resume_is_bit_identical(method, extra, smf_folder, tmp_path, tokenizer)
         return {}
 
     with pytest.raises(Killed):
-        train(fresh(), tokenizer, examples(), TrainConfig(**{**config.to_dict(), "eval_every": 1}), tmp_path / "killed", model_dir=folder, eval_fn=kill_at_5, progress=False, save_model=False)
-    # eval_every differs from `config`: write the killed run's config as the one to resume
-    (tmp_path / "killed" / "train_config.json").write_text(json.dumps(config.to_dict()))
+        train(fresh(), tokenizer, examples(), config, tmp_path / "killed", model_dir=folder, eval_fn=kill_at_5, eval_every=1, progress=False, save_model=False)
     resumed = train(fresh(), tokenizer, examples(), config, tmp_path / "killed", model_dir=folder, resume=True, progress=False, save_model=False)
     assert resumed.summary["resumed_from_step"] == 4
     a, b = whole.model.state_dict(), resumed.model.state_dict()
@@ -171,11 +175,11 @@ def _plain_folder(tmp_path, tokenizer):
 
 
 def test_encode_puts_loss_on_target_only(tokenizer):
-    [enc] = encode([TrainExample("Question: 2+2?\nAnswer:", " four")], tokenizer, 64)
+    [enc] = encode_examples([TrainExample("Question: 2+2?\nAnswer:", " four")], tokenizer, 64)
     batch = collate([enc], tokenizer.pad_token_id)
     target = batch["labels"][batch["labels"] != -100]
     assert tokenizer.decode(target) == " four"
-    [short] = encode([TrainExample("a very long prompt " * 20, " end")], tokenizer, 8)
+    [short] = encode_examples([TrainExample("a very long prompt " * 20, " end")], tokenizer, 8)
     assert len(short.ids) == 8 and tokenizer.decode(short.ids[short.n_prompt:]) == " end"
 
 
@@ -190,31 +194,34 @@ def test_step_order_is_a_pure_function_of_seed_and_step():
     "change, message",
     [
         (dict(method="adapters"), "unknown method 'adapters'"),
-        (dict(selection="bm25"), "unknown selection rule 'bm25'"),
-        (dict(top_t=0), "top-t must be a positive"),
+        (dict(rule="bm25"), "unknown selection rule 'bm25'"),
+        (dict(top_t=0), "top_t must be a positive"),
+        (dict(steps="3"), "steps: expected an integer"),
+        (dict(method="lora", top_t=3), "'top_t' is an option of smf, not of lora"),
+        (dict(lora_r=3), "this key is now 'rank'"),
         (dict(batch_size=6, grad_accum=4), "not a multiple"),
     ],
 )
 def test_config_rejects_bad_values(change, message):
     with pytest.raises(SmfError, match=message):
-        TrainConfig(**change)
+        cfg(**change)
 
 
 def test_unknown_config_key():
-    with pytest.raises(SmfError, match="unknown key.*stepz"):
+    with pytest.raises(SmfError, match="unknown key 'stepz'; did you mean 'steps'"):
         TrainConfig.from_dict({"stepz": 3})
 
 
 def test_smf_needs_memory_and_background(tmp_path, tokenizer):
     with pytest.raises(SmfError, match="needs a model with memory layers"):
-        train(tiny_model(vocab_size=len(tokenizer)), tokenizer, examples(), TrainConfig(steps=1), tmp_path / "a", progress=False)
+        train(tiny_model(vocab_size=len(tokenizer)), tokenizer, examples(), cfg(steps=1), tmp_path / "a", progress=False)
     folder = save_retrofitted(retrofit(tiny_model(vocab_size=len(tokenizer)), MEM), tokenizer, tmp_path / "nobg")
     with pytest.raises(SmfError, match="no background statistics"):
-        train(load(folder), tokenizer, examples(), TrainConfig(steps=1), tmp_path / "b", model_dir=folder, progress=False)
+        train(load(folder), tokenizer, examples(), cfg(steps=1), tmp_path / "b", model_dir=folder, progress=False)
 
 
 def test_existing_run_folder_is_not_overwritten(smf_folder, tmp_path, tokenizer):
-    config = TrainConfig(steps=1, batch_size=2, top_t=4, max_length=64)
+    config = cfg(steps=1, batch_size=2, top_t=4, max_length=64)
     train(load(smf_folder), tokenizer, examples(), config, tmp_path / "run", model_dir=smf_folder, progress=False, save_model=False)
     with pytest.raises(SmfError, match="already holds a run"):
         train(load(smf_folder), tokenizer, examples(), config, tmp_path / "run", model_dir=smf_folder, progress=False)
@@ -229,6 +236,7 @@ def test_bf16_autocast_path(method, smf_folder, tmp_path, tokenizer):
     from smf.models import load_model
 
     model = load(folder) if method == "smf" else load_model(folder)[0]
-    config = TrainConfig(method=method, steps=2, batch_size=4, max_length=64, lr=0.5 if method == "smf" else 1e-3, top_t=16, mixed_precision="bf16")
+    config = cfg(method=method, steps=2, batch_size=4, max_length=64, lr=0.5 if method == "smf" else 1e-3, mixed_precision="bf16",
+                 **(dict(top_t=16) if method == "smf" else {}))
     result = train(model, tokenizer, examples(), config, tmp_path / "run", model_dir=folder, progress=False, save_model=False)
     assert all(math.isfinite(x) for x in (result.summary["first_loss"], result.summary["final_loss"]))

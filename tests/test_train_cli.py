@@ -7,7 +7,7 @@ import pytest
 from conftest import tiny_model
 from smf.cli import main
 from smf.errors import SmfError
-from smf.sources import general_texts, parse_spec, training_examples
+from smf.data.sources import general_texts, source_from_text, training_examples
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_background_then_smf_train_then_resume(folders, tmp_path, capsys):
     assert main(["info", str(retro)]) == 0
     assert "background statistics: 3 batches" in capsys.readouterr().out
     out = tmp_path / "run"
-    argv = ["train", "--model", str(retro), "--method", "smf", "--selection", "kl", "--top-t", "20",
+    argv = ["train", "--model", str(retro), "--method", "smf", "--rule", "kl", "--top-t", "20",
             "--data", "facts:n_facts=20,n_control=8", "--steps", "3", "--batch-size", "4", "--out", str(out)]
     assert main(argv) == 0
     assert (out / "model" / "smf_memory.json").is_file() and (out / "model" / "background.safetensors").is_file()
@@ -63,11 +63,14 @@ def test_heal(folders, tmp_path, capsys):
     "args, message",
     [
         (["--method", "adapters"], "unknown method 'adapters'"),
-        (["--selection", "bm25"], "unknown selection rule 'bm25'"),
-        (["--top-t", "0"], "top-t must be a positive"),
+        (["--rule", "bm25"], "unknown selection rule 'bm25'"),
+        (["--top-t", "0"], "top_t must be a positive"),
+        (["--rank", "4"], "'rank' is an option of lora, not of smf"),
+        (["--selection", "kl"], "--selection is now --rule"),
+        (["--lora-r", "4"], "--lora-r is now --rank"),
         (["--data", "nonsense"], "unknown training data 'nonsense'"),
         (["--data", "missing.jsonl"], "missing.jsonl: file not found"),
-        (["--data", "facts:n_factz=3"], "facts options"),
+        (["--data", "facts:n_factz=3"], "facts has no option 'n_factz'; did you mean 'n_facts'?"),
     ],
 )
 def test_train_bad_input(folders, tmp_path, capsys, args, message):
@@ -99,7 +102,10 @@ def test_train_config_file_and_unknown_key(folders, tmp_path, capsys):
     config = tmp_path / "t.yaml"
     config.write_text("method: lora\nstepz: 3\n")
     assert main(["train", "--model", str(plain), "--config", str(config), "--data", "facts", "--out", str(tmp_path / "o")]) == 2
-    assert "unknown key(s) stepz" in err_line(capsys)
+    assert "unknown key 'stepz'; did you mean 'steps'?" in err_line(capsys)
+    config.write_text("method: lora\nlora_r: 4\n")
+    assert main(["train", "--model", str(plain), "--config", str(config), "--data", "facts", "--out", str(tmp_path / "o")]) == 2
+    assert "lora_r: this key is now 'rank'" in err_line(capsys)
 
 
 def test_sources_from_files(tmp_path):
@@ -118,9 +124,9 @@ def test_sources_from_files(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ("", "the file is empty"),
+        ("", "the file has no rows"),
         ('{"prompt": "x"}\n', "row 1 needs a string 'target'"),
-        ('{"target": "ok"}\nnot json\n', "line 2 is not valid JSON"),
+        ('{"target": "ok"}\nnot json\n', "line 2: not valid JSON"),
     ],
 )
 def test_bad_source_files(tmp_path, content, message):
@@ -130,10 +136,10 @@ def test_bad_source_files(tmp_path, content, message):
         training_examples(str(path))
 
 
-def test_parse_spec():
-    assert parse_spec("facts:n_facts=20,seed=3") == {"name": "facts", "n_facts": 20, "seed": 3}
+def test_source_from_text():
+    assert source_from_text("facts:n_facts=20,seed=3") == {"name": "facts", "n_facts": 20, "seed": 3}
     with pytest.raises(SmfError, match="not key=value"):
-        parse_spec("facts:n_facts")
+        source_from_text("facts:n_facts")
 
 
 def test_hub_training_sources_read_local_files():
@@ -145,3 +151,49 @@ def test_hub_training_sources_read_local_files():
     assert medmcqa[0].target[:3] in (" A.", " B.", " C.", " D.")
     facts = training_examples({"name": "triviaqa-facts", "source": str(fixtures / "trivia_qa_rc_nocontext_validation.jsonl"), "split": "validation", "limit": 3})
     assert len(facts) == 3 and all(e.prompt == "" and "? " in e.target for e in facts)
+
+
+@pytest.mark.parametrize("command", ["train", "background", "heal", "retrofit", "eval", "compare", "info"])
+def test_every_flag_is_documented(command):
+    """Each flag of each command has a help text (old flags, hidden, answer with their new name)."""
+    import argparse
+
+    from smf.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    flags = [a for a in sub._actions if a.option_strings and a.dest != "help"]
+    assert flags or command == "info"
+    undocumented = [a.option_strings[0] for a in flags if not a.help or (a.help == argparse.SUPPRESS and not a.dest.startswith("renamed_"))]
+    assert undocumented == []
+
+
+def test_train_flags_cover_every_setting():
+    import argparse
+
+    from smf.cli import build_parser
+    from smf.config import field_names
+    from smf.methods import METHODS, TrainConfig
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    dests = {a.dest for a in sub._actions}
+    settings = set(TrainConfig.shared_names()) | {n for cls in METHODS.values() for n in field_names(cls.Options)}
+    assert settings <= dests
+
+
+def test_background_and_heal_share_the_study_defaults(monkeypatch, folders, tmp_path):
+    """The commands pass only what the user set; the rest comes from the same dataclasses a study uses."""
+    from smf.methods.heal import HealConfig
+    from smf.selection import BackgroundConfig
+    from smf.study.config import StudyConfig
+
+    seen = {}
+    monkeypatch.setattr("smf.train.stages.background_statistics", lambda folder, config, **k: seen.setdefault("bg", config) and 1 / 0)
+    monkeypatch.setattr("smf.train.stages.heal", lambda folder, config, out, **k: seen.setdefault("heal", config) and 1 / 0)
+    _, retro = folders
+    with pytest.raises(ZeroDivisionError):
+        main(["background", "--model", str(retro)])
+    with pytest.raises(ZeroDivisionError):
+        main(["heal", "--model", str(retro), "--out", str(tmp_path / "h")])
+    assert seen["bg"] == BackgroundConfig() == StudyConfig().background
+    assert seen["heal"] == HealConfig() and seen["heal"].steps == 200

@@ -44,7 +44,7 @@ def main(folder: Path) -> None:
     study = yaml.safe_load((ROOT / "configs" / "offline.yaml").read_text())
     study.update(name="qa-background", methods={"smf-tfidf": {"top_t": [300, 1000], "lr": 1.0}}, curve={"every": 0})
     study["background"]["data"] = str(data)
-    study["extra_tasks"] = [*study["extra_tasks"], "capitals-val"]
+    study["evaluation"]["extra_tasks"] = [*study["evaluation"]["extra_tasks"], "capitals-val"]
     (folder / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
     print(f"wrote {data} ({len(rows)} documents) and {folder / 'study.yaml'}")
 

@@ -17,8 +17,8 @@ from smf.errors import SmfError
 COMMANDS = [
     "smf.memory.commands",
     "smf.evaluate.commands",
-    "smf.train_cli",
-    "smf.compare_cli",
+    "smf.train.commands",
+    "smf.study.commands",
 ]
 
 

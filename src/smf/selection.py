@@ -21,14 +21,57 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
+from smf.config import Config, at, setting
 from smf.errors import SmfError
 
-RULES = ("tfidf", "kl", "tf", "all", "random")
-NEEDS_BACKGROUND = ("tfidf", "kl")
 BACKGROUND_FILE = "background.safetensors"
+
+
+@dataclass
+class BackgroundConfig(Config):
+    """Which general text the background statistics count, and how much of it."""
+
+    data: Any = setting("pydoc", "general text: pydoc, wikitext, or a .txt/.jsonl file (options: wikitext:split=train)")
+    batches: int = setting(32, "number of batches B (the df of a row counts the batches that read it)")
+    batch_size: int = setting(8, "sequences per batch")
+    max_length: int = setting(256, "tokens per sequence")
+
+    def check(self, where: str) -> None:
+        from smf.data.sources import check_source
+
+        for name in ("batches", "batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise SmfError(f"{where}: {name} must be >= 1, got {getattr(self, name)}")
+        check_source(self.data, "text", at(where, "data"))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A row-selection rule. `score(selector, layer, rows, p)` ranks the rows read
+    (p = their share of the step's accesses); a rule without `score` picks rows itself
+    (`all`, `random`). `color` is its line in the study's plots."""
+
+    name: str
+    about: str
+    score: Callable[["RowSelector", int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    needs_background: bool = False
+    color: str = "k"
+
+
+# The rules, in the order the CLI and the report list them; add a rule here.
+RULES: dict[str, Rule] = {r.name: r for r in [
+    Rule("tfidf", "c(i)/Σc · log((B+1)/(df(i)+1)) against the background (Lin et al.)",
+         lambda s, layer, rows, p: p * s.idf(layer)[rows], needs_background=True, color="#1f77b4"),
+    Rule("kl", "p(i)·log(p(i)/q(i)): row i's term of KL(batch ‖ background)",
+         lambda s, layer, rows, p: p * (p.log() - s.log_q(layer)[rows]), needs_background=True, color="#2ca02c"),
+    Rule("tf", "c(i)/Σc: the rows the batch reads most", lambda s, layer, rows, p: p, color="#17becf"),
+    Rule("all", "every row read (control)", color="#9467bd"),
+    Rule("random", "t rows drawn uniformly among those read (control)", color="#8c564b"),
+]}
 
 
 @dataclass
@@ -114,7 +157,7 @@ class RowSelector:
             raise SmfError(f"unknown selection rule '{rule}'; choose one of {', '.join(RULES)}")
         if top_t <= 0:
             raise SmfError(f"top-t must be a positive number of rows, got {top_t}")
-        if rule in NEEDS_BACKGROUND and background is None:
+        if RULES[rule].needs_background and background is None:
             raise SmfError(f"selection rule '{rule}' needs background statistics; run smf background on the model first")
         self.rule, self.top_t, self.background = rule, top_t, background
         self.generator = torch.Generator().manual_seed(seed)
@@ -124,14 +167,9 @@ class RowSelector:
     def scores(self, layer: int, rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """rows (u,) distinct rows read, counts (u,) their accesses → scores (u,) float64."""
         c = counts.double()
-        p = c / c.sum()
-        if self.rule == "tf":
-            return p
-        if self.rule == "tfidf":
-            return p * self.idf(layer)[rows]
-        if self.rule == "kl":
-            return p * (p.log() - self.log_q(layer)[rows])
-        raise AssertionError(f"rule {self.rule} has no scores")
+        score = RULES[self.rule].score
+        assert score is not None, f"rule {self.rule} has no scores"
+        return score(self, layer, rows, c / c.sum())
 
     def idf(self, layer: int) -> torch.Tensor:
         """(N,) log((B + 1) / (df + 1))."""

@@ -21,13 +21,14 @@ Conventions follow lm-evaluation-harness (tasks `medmcqa`, `triviaqa`, `wikitext
 
 from __future__ import annotations
 
-import json
 import numbers
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from smf.data.rows import FILE_SUFFIXES, one_line, read_rows_file
+from smf.data.templates import LETTERS, letter_prompt, plain_prompt
 from smf.data.types import Document, MCQItem, QAItem, TrainExample
 from smf.errors import SmfError
 
@@ -37,8 +38,6 @@ TRIVIAQA_CONFIG = "rc.nocontext"
 WIKITEXT_HUB = "EleutherAI/wikitext_document_level"
 WIKITEXT_VERSIONS = ("wikitext-2-raw-v1", "wikitext-103-raw-v1")
 
-FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
-MCQ_LETTERS = ("A", "B", "C", "D")
 _MEDMCQA_OPTIONS = ("opa", "opb", "opc", "opd")
 
 
@@ -70,69 +69,6 @@ def _check_limit(limit: int | None) -> None:
         raise SmfError(f"limit must be a non-negative integer, got {limit!r}")
 
 
-def read_rows_file(path: str | Path, *, hint: str = "the hub dataset") -> list[dict]:
-    """Rows of a local .jsonl/.json/.parquet/.csv file; SmfError names the file and row."""
-    path = Path(path).expanduser()
-    fix = f"give a {', '.join(FILE_SUFFIXES)} file in the schema of {hint}"
-    if not path.is_file():
-        raise SmfError(f"{path}: no such file; {fix} (or none, to load it from the hub)")
-    suffix = path.suffix.lower()
-    if suffix not in FILE_SUFFIXES:
-        raise SmfError(f"{path}: unsupported file type {suffix or '(none)'}; {fix}")
-    if suffix in (".jsonl", ".json"):
-        rows = _read_json(path, fix)
-    else:
-        rows = _read_arrow(path, suffix, fix)
-    if not rows:
-        raise SmfError(f"{path}: the file has no rows; {fix}")
-    for n, row in enumerate(rows, 1):
-        if not isinstance(row, dict):
-            raise SmfError(f"{path}: row {n} is a {type(row).__name__}, not an object with named fields; {fix}")
-    return rows
-
-
-def _read_json(path: Path, fix: str) -> list:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SmfError(f"{path}: line {e.lineno}: not valid JSON ({e.msg}); {fix}") from None
-        return rows
-    # JSON Lines; `datasets` reads a .json file holding JSON Lines too, so we do as well.
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise SmfError(f"{path}: line {lineno}: not valid JSON ({e.msg}); {fix}") from None
-    return rows
-
-
-def _read_arrow(path: Path, suffix: str, fix: str) -> list[dict]:
-    # pyarrow (a dependency of `datasets`) infers column types, so a CSV `cop` column
-    # reads as integers, as it does through `datasets`.
-    try:
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-        else:
-            import pyarrow.csv as pacsv
-
-            # Empty cells read as None, as `datasets` (through pandas) reads them.
-            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
-    except ImportError:
-        raise SmfError(f"{path}: reading {suffix} files needs pyarrow: pip install pyarrow") from None
-    except Exception as e:  # pyarrow raises several types (ArrowInvalid, OSError) for bad files
-        if path.stat().st_size == 0:
-            return []
-        raise SmfError(f"{path}: cannot read it as {suffix[1:]} ({_one_line(e)}); {fix}") from None
-    return table.to_pylist()
-
-
 def _hub_label(hub_path: str, hub_name: str | None, split: str) -> str:
     return f"{hub_path}" + (f" ({hub_name})" if hub_name else "") + f" [{split}]"
 
@@ -150,16 +86,11 @@ def _hub_rows(hub_path: str, hub_name: str | None, split: str, limit: int | None
         # `datasets` signals "cannot get it" with many exception types (offline mode,
         # connection errors, unknown names or splits); to the user they mean one thing.
         raise SmfError(
-            f"cannot load {label} from the Hugging Face hub ({_one_line(e)}); "
+            f"cannot load {label} from the Hugging Face hub ({one_line(e)}); "
             "connect to the network with HF_HUB_OFFLINE and HF_DATASETS_OFFLINE unset, "
             "or give a local file in the same schema"
         ) from None
     return [dict(row) for row in dataset]
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # ------------------------------------------------------------------ row checking
@@ -208,13 +139,6 @@ def _medmcqa_item(row: Mapping, source: str, n: int) -> MCQItem:
     )
 
 
-def medmcqa_prompt(item: MCQItem) -> str:
-    """lm-eval's MedMCQA prompt: the question, lettered choices, and "Answer:"."""
-    lines = [f"Question: {item.question}", "Choices:"]
-    lines += [f"{letter}. {choice}" for letter, choice in zip(MCQ_LETTERS, item.choices)]
-    return "\n".join(lines) + "\nAnswer:"
-
-
 def medmcqa_train_examples(
     data: Sequence[MCQItem | Mapping] | None = None,
     *,
@@ -227,7 +151,7 @@ def medmcqa_train_examples(
 
     data: rows or items; None loads `split` from `source` (a local file; None = the
     hub). `source` also names the rows in error messages. `limit` keeps the first rows.
-    prompt: lm-eval's MedMCQA prompt (`medmcqa_prompt`), ending in "Answer:".
+    prompt: lm-eval's MedMCQA prompt (`smf.data.templates.letter_prompt`), ending in "Answer:".
     target: " {letter}. {correct option}", so the first target token is the letter
     lm-eval scores; then, for rows whose `exp` is non-empty and `explanation` is True,
     "\\nExplanation: {exp}". MCQItems carry no explanation.
@@ -240,11 +164,11 @@ def medmcqa_train_examples(
     examples = []
     for n, entry in enumerate(data[:limit] if limit is not None else data, 1):
         item = entry if isinstance(entry, MCQItem) else _medmcqa_item(entry, label, n)
-        target = f" {MCQ_LETTERS[item.answer]}. {item.choices[item.answer]}"
+        target = f" {LETTERS[item.answer]}. {item.choices[item.answer]}"
         exp = None if isinstance(entry, MCQItem) else entry.get("exp")
         if explanation and isinstance(exp, str) and exp.strip():
             target += f"\nExplanation: {exp.strip()}"
-        examples.append(TrainExample(prompt=medmcqa_prompt(item), target=target))
+        examples.append(TrainExample(prompt=letter_prompt(item), target=target))
     return examples
 
 
@@ -289,11 +213,6 @@ def _triviaqa_item(row: Mapping, source: str, n: int) -> QAItem:
     return QAItem(id=_row_id(row, "question_id", n), question=_text(row, "question", source, n), aliases=tuple(unique))
 
 
-def triviaqa_prompt(question: str) -> str:
-    """lm-eval's TriviaQA prompt; it appends "?" to the question as given."""
-    return f"Question: {question}?\nAnswer:"
-
-
 def triviaqa_fact_examples(
     data: Sequence[QAItem | Mapping] | None = None,
     *,
@@ -325,7 +244,7 @@ def triviaqa_fact_examples(
         item = entry if isinstance(entry, QAItem) else _triviaqa_item(entry, label, n)
         answer = item.aliases[0]
         if form == "qa":
-            examples.append(TrainExample(prompt=triviaqa_prompt(item.question), target=f" {answer}"))
+            examples.append(TrainExample(prompt=plain_prompt(item.question), target=f" {answer}"))
         else:
             question = item.question.strip().rstrip("?").rstrip()
             end = "" if answer.endswith((".", "!", "?")) else "."

@@ -14,13 +14,13 @@ from smf.evaluate.evaluator import evaluate, run_task
 from smf.evaluate.mcq import score_mcq
 from smf.evaluate.perplexity import rolling_loglikelihoods
 from smf.evaluate.qa import score_qa
-from smf.evaluate.tasks import REGISTRY, Task, load_task, task_names
+from smf.evaluate.tasks import Task, load_task, resolve_task, task_names
 
 __all__ = [
-    "REGISTRY",
     "Task",
     "evaluate",
     "load_task",
+    "resolve_task",
     "rolling_loglikelihoods",
     "run_task",
     "score_mcq",

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from smf.errors import SmfError
+from smf.evaluate.evaluator import BATCH_SIZE
 
 
 def register(subparsers) -> None:
@@ -24,7 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--tasks", help="comma-separated task names; see --list")
     p.add_argument("--tasks-file", help="YAML file with a 'tasks' list of names or option mappings")
     p.add_argument("--limit", type=int, help="evaluate at most N items per task")
-    p.add_argument("--batch-size", type=int, default=16, help="questions (or prompts) per forward pass")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="questions (or prompts) per forward pass (default %(default)s)")
     p.add_argument("--out", help="result JSON file (written atomically)")
     p.add_argument("--no-records", action="store_true", help="leave per-item records out of the JSON")
     p.add_argument("--list", action="store_true", help="list the tasks and exit")
@@ -55,11 +56,13 @@ def _task_specs(args) -> list:
 
 
 def run(args) -> int:
-    from smf.evaluate.tasks import REGISTRY, load_task, parse_spec
+    from smf.data.registry import DATASETS
+    from smf.evaluate.tasks import load_task, resolve_task
 
     if args.list:
-        for name, t in REGISTRY.items():
-            print(f"{name:16s} {t.kind:10s} {t.about}")
+        for name, d in DATASETS.items():
+            if d.eval is not None:
+                print(f"{name:16s} {d.eval.kind:10s} {d.about}")
         return 0
     if not args.out:
         raise SmfError("--out FILE.json is required")
@@ -68,7 +71,7 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise SmfError(f"--batch-size must be a positive integer, got {args.batch_size}")
     # Check every task, then load its data, before the model: bad input fails in seconds.
-    specs = [parse_spec(spec, limit=args.limit) for spec in _task_specs(args)]
+    specs = [resolve_task(spec, limit=args.limit) for spec in _task_specs(args)]
     tasks = [load_task(spec) for spec in specs]
 
     from smf.evaluate.evaluator import evaluate

@@ -29,8 +29,10 @@ from smf.evaluate.mcq import HEADLINE as MCQ_HEADLINE
 from smf.evaluate.mcq import score_mcq
 from smf.evaluate.perplexity import count_bytes, count_words, perplexity_metrics, rolling_loglikelihoods
 from smf.evaluate.qa import score_qa
-from smf.evaluate.tasks import Task, load_task, parse_spec
-from smf.evaluate.tokens import encode, pad_id, prefix_token_id
+from smf.evaluate.tasks import Task, load_task, resolve_task
+from smf.evaluate.tokens import encode_text, pad_id, prefix_token_id
+
+BATCH_SIZE = 16  # questions (or prompts) per forward pass: `smf eval` and a study's default
 
 
 def evaluate(
@@ -39,7 +41,7 @@ def evaluate(
     tasks: Sequence[str | Mapping[str, Any] | Task],
     *,
     limit: int | None = None,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     progress: bool = True,
     records: bool = True,
 ) -> dict:
@@ -50,7 +52,7 @@ def evaluate(
     scoring, so a bad task fails fast. Pass loaded Tasks (`load_task`) to evaluate
     the same items repeatedly, e.g. during training.
     """
-    specs = [t if isinstance(t, Task) else parse_spec(t, limit=limit) for t in tasks]
+    specs = [t if isinstance(t, Task) else resolve_task(t, limit=limit) for t in tasks]
     labels = [t.label for t in specs]
     duplicate = next((label for label in labels if labels.count(label) > 1), None)
     if duplicate is not None:
@@ -68,12 +70,12 @@ def evaluate(
     return {"tasks": results}
 
 
-def run_task(model, tokenizer, task: Task, *, batch_size: int = 16, progress: bool = True) -> dict:
+def run_task(model, tokenizer, task: Task, *, batch_size: int = BATCH_SIZE, progress: bool = True) -> dict:
     """Score one loaded task; see the module doc for the result's shape."""
     opts = task.options
     start = time.perf_counter()
     if task.kind == "perplexity":
-        docs = [encode(tokenizer, d.scored_text) for d in task.items]
+        docs = [encode_text(tokenizer, d.scored_text) for d in task.items]
         n_windows = sum(math.ceil(len(d) / opts["max_length"]) for d in docs)
         bar = tqdm(total=n_windows, desc=task.label, unit="window", disable=not progress)
     else:

@@ -18,10 +18,10 @@ and cloze and `acc_tok` for answer_norm.
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass
 from typing import Callable
 
+from smf.data.templates import LETTERS, cloze_prompt, letter_prompt
 from smf.data.types import MCQItem
 from smf.errors import SmfError
 from smf.evaluate.loglik import Request, score_requests
@@ -30,17 +30,6 @@ from smf.evaluate.tokens import encode_pair, pad_id
 
 FORMATS = ("letter", "cloze", "answer_norm")
 HEADLINE = {"letter": "acc", "cloze": "acc", "answer_norm": "acc_tok"}
-LETTERS = string.ascii_uppercase
-
-
-def letter_prompt(item: MCQItem) -> str:
-    lines = [f"Question: {item.question}", "Choices:"]
-    lines += [f"{LETTERS[i]}. {choice}" for i, choice in enumerate(item.choices)]
-    return "\n".join(lines) + "\nAnswer:"
-
-
-def cloze_prompt(item: MCQItem) -> str:
-    return f"Question: {item.question}\nAnswer:"
 
 
 def prompt_and_choices(item: MCQItem, format: str) -> tuple[str, list[str]]:

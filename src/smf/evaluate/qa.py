@@ -27,11 +27,12 @@ import string
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from smf.data.templates import chat_prompt, plain_prompt
 from smf.data.types import QAItem
 from smf.errors import SmfError
 from smf.evaluate.generate import greedy_generate
 from smf.evaluate.stats import accuracy
-from smf.evaluate.tokens import encode
+from smf.evaluate.tokens import encode_text
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
@@ -49,19 +50,6 @@ STYLES = {
     "chat": Style(stop=("\n",), match="substring"),
 }
 MATCHES = ("exact", "substring")
-
-
-def plain_prompt(question: str) -> str:
-    return f"Question: {question}?\nAnswer:"
-
-
-def chat_prompt(tokenizer, question: str) -> str:
-    if not getattr(tokenizer, "chat_template", None):
-        raise SmfError("prompt style 'chat' needs a tokenizer with a chat template; use prompt: plain")
-    content = question if question.rstrip().endswith(("?", ".", "!")) else question + "?"
-    return tokenizer.apply_chat_template(
-        [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
-    )
 
 
 def normalize(text: str) -> str:
@@ -120,7 +108,7 @@ def score_qa(
         if not item.aliases:
             raise SmfError(f"item {item.id!r}: has no answer aliases")
     texts = [plain_prompt(i.question) if prompt == "plain" else chat_prompt(tokenizer, i.question) for i in items]
-    prompts = [encode(tokenizer, t) for t in texts]
+    prompts = [encode_text(tokenizer, t) for t in texts]
     outputs = greedy_generate(
         model, tokenizer, prompts, stop=stop, max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=on_batch
     )

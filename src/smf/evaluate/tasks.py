@@ -1,4 +1,4 @@
-"""The task registry: a task is a dataset loader, a scorer kind and default options.
+"""Tasks: a dataset's evaluation form (`smf.data.registry`) with its options resolved.
 
 A task is named by a string ("medmcqa") or by a mapping with options, as in a YAML
 config:
@@ -17,11 +17,11 @@ options to its kind: mcq `format`; qa `prompt`, `match`, `stop`,
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping
 
-from smf.data import capitals, facts, hub, pydoc
+from smf.config import closest
+from smf.data.registry import Dataset, get_form, names
 from smf.errors import SmfError
 
 # Scoring options of each kind and their defaults (a task's own defaults override).
@@ -35,96 +35,27 @@ SCORING_DEFAULTS = {
 }
 
 
-@dataclass(frozen=True)
-class TaskDef:
-    """A registered task: how to load its items and how to score them by default."""
-
-    name: str
-    kind: str  # "mcq" | "qa" | "perplexity"
-    about: str
-    load: Callable[..., list]  # (limit=..., **data options) -> items
-    data_options: Mapping[str, Any] = field(default_factory=dict)  # name -> default, passed to `load`
-    scoring: Mapping[str, Any] = field(default_factory=dict)  # scorer option defaults
-
-
 @dataclass
 class Task:
     """A task ready to run: its items are loaded, its options resolved."""
 
     label: str
-    definition: TaskDef
+    dataset: Dataset
     items: list
     options: dict  # scoring options, defaults filled in
     data_options: dict
 
     @property
     def name(self) -> str:
-        return self.definition.name
+        return self.dataset.name
 
     @property
     def kind(self) -> str:
-        return self.definition.kind
-
-
-def _facts(split: str, form: str) -> Callable[..., list]:
-    def load(limit=None, **options):
-        try:
-            config = facts.FactsConfig(**options)
-        except (TypeError, ValueError) as e:
-            raise SmfError(f"facts options: {e}") from None
-        items = (facts.load_facts_mcq if form == "mcq" else facts.load_facts_qa)(split=split, config=config)
-        return items[:limit] if limit is not None else items
-
-    return load
-
-
-def _pydoc(limit=None, part="heldout"):
-    return pydoc.pydoc_documents(part=part, limit=limit)
-
-
-def _capitals(limit=None, n=60, offset=0):
-    items = capitals.capitals_items(n=n, offset=offset)
-    return items[:limit] if limit is not None else items
-
-
-FACTS = {f.name: f.default for f in dataclasses.fields(facts.FactsConfig)}  # n_facts, seed, ...
-HUB = {"source": None, "split": "validation"}
-
-REGISTRY: dict[str, TaskDef] = {
-    t.name: t
-    for t in [
-        TaskDef("medmcqa", "mcq", "MedMCQA validation (openlifescienceai/medmcqa), lm-eval letter prompt",
-                hub.load_medmcqa, HUB, {"format": "letter"}),
-        TaskDef("triviaqa", "qa", "TriviaQA rc.nocontext validation, greedy answer, exact match",
-                hub.load_triviaqa, HUB, {"prompt": "plain"}),
-        TaskDef("wikitext", "perplexity", "WikiText-2 raw test, document-level rolling perplexity",
-                hub.load_wikitext, {"source": None, "split": "test", "version": "wikitext-2-raw-v1"}, {}),
-        TaskDef("wikitext-103", "perplexity", "WikiText-103 raw test, document-level rolling perplexity",
-                hub.load_wikitext, {"source": None, "split": "test", "version": "wikitext-103-raw-v1"}, {}),
-        TaskDef("facts", "mcq", "fictional facts, held-out question wording, 4-way cloze",
-                _facts("test", "mcq"), FACTS, {"format": "cloze"}),
-        TaskDef("facts-val", "mcq", "fictional facts, validation wording, 4-way cloze",
-                _facts("val", "mcq"), FACTS, {"format": "cloze"}),
-        TaskDef("facts-control", "mcq", "unseen fictional facts (control: stays at chance), 4-way cloze",
-                _facts("control", "mcq"), FACTS, {"format": "cloze"}),
-        TaskDef("facts-qa", "qa", "fictional facts as open questions, greedy answer, exact match",
-                _facts("test", "qa"), FACTS, {"prompt": "plain"}),
-        TaskDef("pydoc", "perplexity", "held-out English prose of pydoc_data.topics, rolling perplexity",
-                _pydoc, {"part": "heldout"}, {}),
-        TaskDef("pydoc-val", "perplexity", "validation part of pydoc_data.topics (for choosing settings), rolling perplexity",
-                _pydoc, {"part": "val"}, {}),
-        TaskDef("capitals", "qa", "capitals of the most populous countries, asked through the chat template",
-                _capitals, {"n": 60, "offset": 0}, {"prompt": "chat"}),
-        TaskDef("capitals-val", "qa", "capitals of the next 60 countries (for choosing settings), chat template",
-                _capitals, {"n": 60, "offset": 60}, {"prompt": "chat"}),
-        TaskDef("capitals-plain", "qa", "capitals with lm-eval's plain TriviaQA prompt",
-                _capitals, {"n": 60, "offset": 0}, {"prompt": "plain"}),
-    ]
-}
+        return self.dataset.eval.kind
 
 
 def task_names() -> list[str]:
-    return list(REGISTRY)
+    return names("eval")
 
 
 @dataclass(frozen=True)
@@ -132,13 +63,13 @@ class TaskSpec:
     """A checked task request: which task, under which label, with which options."""
 
     label: str
-    definition: TaskDef
+    dataset: Dataset
     limit: int | None
     data_options: dict
     options: dict  # scoring options, defaults filled in
 
 
-def parse_spec(spec: str | Mapping[str, Any], *, limit: int | None = None) -> TaskSpec:
+def resolve_task(spec: str | Mapping[str, Any] | TaskSpec, *, limit: int | None = None, where: str = "") -> TaskSpec:
     """Check a task name or option mapping without loading any data.
 
     `limit` applies where the spec sets none. Raises SmfError for an unknown task or
@@ -146,38 +77,40 @@ def parse_spec(spec: str | Mapping[str, Any], *, limit: int | None = None) -> Ta
     """
     if isinstance(spec, TaskSpec):
         return spec
+    if not isinstance(spec, (str, Mapping)):
+        raise SmfError(f"{where + ': ' if where else ''}a task is a name or a mapping with a 'name', got {spec!r}")
     options = {"name": spec} if isinstance(spec, str) else dict(spec)
     name = options.pop("name", None)
-    if name not in REGISTRY:
-        raise SmfError(f"unknown task {name!r}; choose from: {', '.join(REGISTRY)}")
-    definition = REGISTRY[name]
+    dataset, form = get_form(name, "eval", where)
     label = str(options.pop("as", name))
     limit = options.pop("limit", limit)
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise SmfError(f"task {label}: limit must be a positive integer, got {limit!r}")
-    data_defaults = dict(definition.data_options)
-    scoring_names = SCORING_DEFAULTS[definition.kind]
+    data_defaults = dict(form.options)
+    scoring_names = SCORING_DEFAULTS[form.kind]
     unknown = [k for k in options if k not in data_defaults and k not in scoring_names]
     if unknown:
         allowed = ["as", "limit", *data_defaults, *scoring_names]
-        raise SmfError(f"task {label}: unknown option {unknown[0]!r}; options of {name}: {', '.join(allowed)}")
+        close = closest(unknown[0], allowed)
+        hint = f"; did you mean '{close}'?" if close else f"; options of {name}: {', '.join(allowed)}"
+        raise SmfError(f"{where + ': ' if where else ''}task {label}: unknown option {unknown[0]!r}{hint}")
     scoring = {
-        **SCORING_DEFAULTS[definition.kind],
-        **definition.scoring,
+        **SCORING_DEFAULTS[form.kind],
+        **form.scoring,
         **{k: v for k, v in options.items() if k in scoring_names},
     }
-    _check_scoring(label, definition.kind, scoring)
+    _check_scoring(label, form.kind, scoring)
     data_options = {k: options.get(k, v) for k, v in data_defaults.items()}
-    return TaskSpec(label, definition, limit, data_options, scoring)
+    return TaskSpec(label, dataset, limit, data_options, scoring)
 
 
 def load_task(spec: str | Mapping[str, Any] | TaskSpec, *, limit: int | None = None) -> Task:
-    """Check a task request (see `parse_spec`) and load its items."""
-    spec = parse_spec(spec, limit=limit)
-    items = spec.definition.load(limit=spec.limit, **spec.data_options)
+    """Check a task request (see `resolve_task`) and load its items."""
+    spec = resolve_task(spec, limit=limit)
+    items = spec.dataset.eval.load(limit=spec.limit, **spec.data_options)
     if not items:
         raise SmfError(f"task {spec.label}: no items to evaluate (empty dataset or limit)")
-    return Task(spec.label, spec.definition, items, spec.options, {**spec.data_options, "limit": spec.limit})
+    return Task(spec.label, spec.dataset, items, spec.options, {**spec.data_options, "limit": spec.limit})
 
 
 def _check_scoring(label: str, kind: str, scoring: dict) -> None:

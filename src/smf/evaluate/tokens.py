@@ -21,7 +21,7 @@ def prefix_token_id(tokenizer) -> int:
     return tokenizer.eos_token_id
 
 
-def encode(tokenizer, text: str, *, add_special_tokens: bool | None = None) -> list[int]:
+def encode_text(tokenizer, text: str, *, add_special_tokens: bool | None = None) -> list[int]:
     """Token ids of `text`, with special tokens as lm-eval adds them (see module doc)."""
     if add_special_tokens is None:
         prefix = tokenizer.decode([prefix_token_id(tokenizer)])
@@ -37,14 +37,14 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
     boundary as the model would see them.
     """
     if context == "":
-        cont = encode(tokenizer, continuation, add_special_tokens=False)
+        cont = encode_text(tokenizer, continuation, add_special_tokens=False)
         prefix = prefix_token_id(tokenizer)
         return ([prefix], cont) if cont[:1] != [prefix] else (cont[:1], cont[1:])
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-    whole = encode(tokenizer, context + continuation)
-    ctx = encode(tokenizer, context)
+    whole = encode_text(tokenizer, context + continuation)
+    ctx = encode_text(tokenizer, context)
     return ctx, whole[len(ctx):]
 
 

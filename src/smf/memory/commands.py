@@ -7,35 +7,25 @@ from pathlib import Path
 
 import torch
 
+from smf.config import add_arguments, given
 from smf.errors import SmfError
 from smf.io import read_json
-from smf.memory.config import MODES, MemoryConfig
+from smf.memory.config import MemoryConfig
+from smf.memory.retrofit import MEMORY_FILE
+from smf.selection import BACKGROUND_FILE
 
-
-def int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 6,12,18, got '{text}'") from None
+MEMORY_FLAGS: list[str] = []
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    defaults = MemoryConfig()
     p = sub.add_parser("retrofit", help="add product-key memory layers to a pretrained model and save it")
     p.add_argument("--model", default=None, help="hub id, local folder, or omit for the offline default (SmolLM2-135M-Instruct)")
-    p.add_argument("--layers", type=int_list, default=defaults.layers, help="decoder layers that get a memory (default %(default)s)")
-    p.add_argument("--slots", type=int, default=defaults.slots, help="value rows per memory, a perfect square (default %(default)s)")
-    p.add_argument("--heads", type=int, default=defaults.heads, help="query heads (default %(default)s)")
-    p.add_argument("--topk", type=int, default=defaults.topk, help="rows read per head and token (default %(default)s)")
-    p.add_argument("--key-dim", type=int, default=defaults.key_dim, help="query/key size per head (default %(default)s)")
-    p.add_argument("--value-dim", type=int, default=None, help="value row width (default: the model's hidden size)")
-    p.add_argument("--mode", choices=MODES, default=defaults.mode, help="additive: FFN(x)+mem(x); replacement: mem(x) only")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial keys and projections")
+    MEMORY_FLAGS[:] = add_arguments(p, MemoryConfig)
     p.add_argument("--out", required=True, type=Path, help="output folder (must not exist)")
     p.set_defaults(run=run_retrofit)
 
     p = sub.add_parser("info", help="describe a model folder: memory configuration and parameter counts")
-    p.add_argument("path", type=Path)
+    p.add_argument("path", type=Path, help="a model folder")
     p.set_defaults(run=run_info)
 
 
@@ -43,14 +33,11 @@ def run_retrofit(args: argparse.Namespace) -> None:
     from smf.memory.retrofit import retrofit, save_retrofitted
     from smf.models import load_model
 
-    config = MemoryConfig(
-        layers=args.layers, slots=args.slots, heads=args.heads, topk=args.topk,
-        key_dim=args.key_dim, value_dim=args.value_dim, mode=args.mode, seed=args.seed,
-    )
+    config = MemoryConfig.from_dict(given(args, MEMORY_FLAGS), where="command line")
     if args.out.exists():
         raise SmfError(f"{args.out} already exists; choose another --out or remove it")
     model, tokenizer = load_model(args.model)
-    config.validate(num_layers=model.config.num_hidden_layers)
+    config.check("command line", num_layers=model.config.num_hidden_layers)
     probe = tokenizer("Memory layers should leave this sentence's logits unchanged.", return_tensors="pt")
     with torch.no_grad():
         before = model(**probe).logits
@@ -89,17 +76,17 @@ def describe(path: Path) -> str:
         raise SmfError(f"{path} is not a folder; give a model folder written by smf retrofit")
     arch = read_json(path / "config.json")
     lines = [f"model folder: {path}", f"architecture: {arch.get('model_type', '?')}, {arch.get('num_hidden_layers', '?')} layers, hidden size {arch.get('hidden_size', '?')}"]
-    memory_file = path / "smf_memory.json"
+    memory_file = path / MEMORY_FILE
     counts = parameter_counts(path)
     if memory_file.is_file():
         meta = read_json(memory_file)
-        c = MemoryConfig.from_dict(meta["memory"])
+        c = MemoryConfig.from_dict(meta["memory"], where=str(memory_file))
         lines += [
             f"memory: {c.mode} at layers {', '.join(map(str, c.layers))}",
             f"  slots {c.slots:,} per layer ({c.sub_keys}×{c.sub_keys} product keys), heads {c.heads}, top-k {c.topk}, "
             f"key dim {c.key_dim}, value dim {c.value_dim or arch.get('hidden_size')}",
         ]
-        background = path / "background.safetensors"
+        background = path / BACKGROUND_FILE
         if background.is_file():
             from safetensors import safe_open
 

@@ -7,11 +7,10 @@ beside a retrofitted model's weights.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import InitVar, dataclass
 
+from smf.config import Config, choice, setting
 from smf.errors import SmfError
 
 MODES = ("additive", "replacement")
@@ -19,82 +18,53 @@ VALUE_INITS = ("zeros", "normal")
 
 
 @dataclass
-class MemoryConfig:
-    """Product-key memory layers to add to a decoder.
+class MemoryConfig(Config):
+    """Product-key memory layers to add to a decoder."""
 
-    layers: decoder layer indices whose FFN gets a memory (0-based).
-    slots: value rows per memory layer, N; a perfect square (two sub-key tables of
-        sqrt(N) rows per head form the N product keys).
-    heads: query heads; each reads `topk` rows, and their reads are summed.
-    topk: rows read per head and token (k); at most sqrt(N).
-    key_dim: query/key size per head; each of the two sub-keys has key_dim / 2.
-    value_dim: width of a value row; None means the model's hidden size.
-    mode: "additive" (h = FFN(x) + mem(x); zero values leave the model unchanged)
-        or "replacement" (mem replaces the FFN; needs healing).
-    value_init: "zeros" (additive default: outputs unchanged at the start) or
-        "normal" (std value_init_std; the replacement default).
-    seed: seeds the initial keys and projections, so a retrofit is repeatable.
-    """
+    layers: tuple[int, ...] = setting((6, 12, 18), "decoder layer indices (0-based) whose FFN gets a memory")
+    slots: int = setting(16384, "value rows per memory layer, N; a perfect square (two sub-key tables of sqrt(N) rows)")
+    heads: int = setting(4, "query heads; each reads top-k rows and their reads are summed")
+    topk: int = setting(16, "rows read per head and token (k); at most sqrt(N)")
+    key_dim: int = setting(256, "query/key size per head; each of the two sub-keys has key_dim / 2")
+    value_dim: int | None = setting(None, "width of a value row; none = the model's hidden size")
+    mode: str = setting("additive", "additive: h = FFN(x) + mem(x), unchanged at the start; replacement: mem replaces the FFN (heal it)")
+    value_init: str | None = setting(None, "zeros or normal; none = zeros for additive, normal for replacement")
+    value_init_std: float = setting(0.02, "standard deviation of normal value init")
+    seed: int = setting(0, "seed of the initial keys and projections, so a retrofit is repeatable")
+    checked: InitVar[bool] = True
 
-    layers: tuple[int, ...] = (6, 12, 18)
-    slots: int = 16384
-    heads: int = 4
-    topk: int = 16
-    key_dim: int = 256
-    value_dim: int | None = None
-    mode: str = "additive"
-    value_init: str | None = None
-    value_init_std: float = 0.02
-    seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
+    def __post_init__(self, checked: bool) -> None:
         self.layers = tuple(int(i) for i in self.layers)
         if self.value_init is None:
             self.value_init = "zeros" if self.mode == "additive" else "normal"
-        self.validate()
+        if checked:
+            self.check()
 
     @property
     def sub_keys(self) -> int:
         """Rows of each sub-key table: sqrt(slots)."""
         return math.isqrt(self.slots)
 
-    def validate(self, num_layers: int | None = None) -> None:
+    def check(self, where: str = "memory", num_layers: int | None = None) -> None:
         """Check the config; with `num_layers`, also that the layer indices exist."""
-        if self.extra:
-            raise SmfError(f"unknown memory option(s): {', '.join(sorted(self.extra))}")
         if not self.layers:
-            raise SmfError("memory layers: give at least one layer index, e.g. --layers 6,12,18")
+            raise SmfError(f"{where}: give at least one memory layer index, e.g. --layers 6,12,18")
         if len(set(self.layers)) != len(self.layers):
-            raise SmfError(f"memory layers {list(self.layers)} repeat an index; give each layer once")
+            raise SmfError(f"{where}: memory layers {list(self.layers)} repeat an index; give each layer once")
         if self.slots < 4 or math.isqrt(self.slots) ** 2 != self.slots:
             near = max(2, round(math.sqrt(max(self.slots, 4)))) ** 2
-            raise SmfError(f"memory slots must be a perfect square (product keys use sqrt(N) sub-keys); {self.slots} is not, try {near}")
+            raise SmfError(f"{where}: memory slots must be a perfect square (product keys use sqrt(N) sub-keys); {self.slots} is not, try {near}")
         if self.heads < 1:
-            raise SmfError(f"memory heads must be >= 1, got {self.heads}")
+            raise SmfError(f"{where}: memory heads must be >= 1, got {self.heads}")
         if not 1 <= self.topk <= self.sub_keys:
-            raise SmfError(f"memory top-k must be between 1 and sqrt(slots) = {self.sub_keys}, got {self.topk}")
+            raise SmfError(f"{where}: memory top-k must be between 1 and sqrt(slots) = {self.sub_keys}, got {self.topk}")
         if self.key_dim < 2 or self.key_dim % 2:
-            raise SmfError(f"memory key dim must be even (two half-keys), got {self.key_dim}")
+            raise SmfError(f"{where}: memory key dim must be even (two half-keys), got {self.key_dim}")
         if self.value_dim is not None and self.value_dim < 1:
-            raise SmfError(f"memory value dim must be >= 1, got {self.value_dim}")
-        if self.mode not in MODES:
-            raise SmfError(f"memory mode must be one of {', '.join(MODES)}, got '{self.mode}'")
-        if self.value_init not in VALUE_INITS:
-            raise SmfError(f"memory value init must be one of {', '.join(VALUE_INITS)}, got '{self.value_init}'")
+            raise SmfError(f"{where}: memory value dim must be >= 1, got {self.value_dim}")
+        choice(self.mode, MODES, "memory mode", where)
+        choice(self.value_init, VALUE_INITS, "memory value init", where)
         if num_layers is not None:
             bad = [i for i in self.layers if not 0 <= i < num_layers]
             if bad:
-                raise SmfError(f"memory layer index {bad[0]} does not exist: the model has {num_layers} layers (0..{num_layers - 1})")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("extra")
-        d["layers"] = list(self.layers)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "MemoryConfig":
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        known = {k: v for k, v in d.items() if k in names}
-        return cls(**known, extra={k: v for k, v in d.items() if k not in names})
+                raise SmfError(f"{where}: memory layer index {bad[0]} does not exist: the model has {num_layers} layers (0..{num_layers - 1})")

@@ -54,7 +54,7 @@ def memory_config(model: nn.Module) -> MemoryConfig | None:
 def retrofit(model: nn.Module, config: MemoryConfig) -> nn.Module:
     """Add memory layers to `model` in place and return it."""
     layers = decoder_layers(model)
-    config.validate(num_layers=len(layers))
+    config.check("memory", num_layers=len(layers))
     if memory_layers(model):
         raise SmfError("this model already has memory layers; retrofit the base model instead")
     hidden = model.config.hidden_size
@@ -133,7 +133,7 @@ def load_retrofitted(path: str | os.PathLike, *, dtype: torch.dtype = torch.floa
     meta = read_json(path / MEMORY_FILE)
     if not isinstance(meta, dict) or "memory" not in meta:
         raise SmfError(f"{path / MEMORY_FILE}: no 'memory' section; was this folder written by smf?")
-    config = MemoryConfig.from_dict(meta["memory"])
+    config = MemoryConfig.from_dict(meta["memory"], where=str(path / MEMORY_FILE))
     if not (path / WEIGHTS_FILE).is_file():
         raise SmfError(f"{path}: {WEIGHTS_FILE} is missing; the folder is incomplete")
     arch = AutoConfig.from_pretrained(path)

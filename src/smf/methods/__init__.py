@@ -4,29 +4,26 @@
 - `lora`: PEFT LoRA adapters (all linear layers by default), AdamW
 - `full`: every weight, AdamW
 - `heal`: every memory parameter (queries, keys, values, gates), base frozen, AdamW
+
+A new method is one module with a `Method` subclass and one `register_method` line
+(here, or in the user's own code before smf runs).
 """
 
 from __future__ import annotations
 
-from smf.errors import SmfError
-from smf.methods.base import Method
+from smf.methods.base import METHODS, Family, Method, NoOptions, TrainConfig, families, method_class, register_method
+from smf.methods.full import FullMethod
+from smf.methods.heal import HealMethod
+from smf.methods.lora import LoraMethod
+from smf.methods.smf import SmfMethod
 
-METHOD_NAMES = ("smf", "lora", "full", "heal")
-
-
-def make_method(config) -> Method:
-    """The Method for `config.method` (a TrainConfig)."""
-    if config.method == "smf":
-        from smf.methods.smf import SmfMethod as cls
-    elif config.method == "lora":
-        from smf.methods.lora import LoraMethod as cls
-    elif config.method == "full":
-        from smf.methods.full import FullMethod as cls
-    elif config.method == "heal":
-        from smf.methods.heal import HealMethod as cls
-    else:
-        raise SmfError(f"unknown method '{config.method}'; choose one of {', '.join(METHOD_NAMES)}")
-    return cls(config)
+for _cls in (SmfMethod, LoraMethod, FullMethod, HealMethod):
+    register_method(_cls)
 
 
-__all__ = ["METHOD_NAMES", "Method", "make_method"]
+def make_method(config: TrainConfig) -> Method:
+    """The Method that `config.method` names, set up with `config`."""
+    return method_class(config.method)(config)
+
+
+__all__ = ["METHODS", "Family", "Method", "NoOptions", "TrainConfig", "families", "make_method", "method_class", "register_method"]

@@ -1,11 +1,50 @@
-"""What every training method provides to the trainer."""
+"""What a training method is, the settings every method shares, and the registry of methods.
+
+A method (`Method`) says which parameters train, with which optimizer, and how the
+result is saved; its own options are a config dataclass (`Method.Options`). The
+settings every method shares (steps, batch, learning rate, schedule, ...) are
+`TrainConfig`; a TrainConfig holds the chosen method's options in `options`.
+
+As a mapping (YAML, a study's method entry, `train_config.json`) a TrainConfig is
+flat: shared keys and the method's option keys side by side,
+
+    {method: smf, steps: 40, lr: 1.0, rule: tfidf, top_t: 300}
+
+`register_method` adds a method; the CLI flags, the validation, a study's method
+families and the report's grouping all read `METHODS`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import InitVar, dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from smf.config import Config, at, check_keys, choice, coerce, field_names, field_types, setting
+from smf.errors import SmfError
+
+SCHEDULES = ("constant", "linear", "cosine")
+PRECISIONS = ("auto", "no", "bf16")
+
+
+@dataclass
+class NoOptions(Config):
+    """A method without options of its own."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """A study's name for a method with some options fixed: 'smf-tfidf' is smf with rule tfidf."""
+
+    label: str
+    method: str
+    settings: dict[str, Any]
+    color: str
+    compared_as: str  # "smf" or "baseline": how the report's aims treat it
 
 
 class Method:
@@ -13,15 +52,29 @@ class Method:
 
     The trainer calls, in order: `prepare` once; then per optimizer step, for each
     micro-batch `after_forward`, and `before_step` just before `optimizer.step()`.
+    Subclasses set `name`, `about`, `Options` and override what differs.
     """
 
-    name = "?"
-    default_lr = 1e-4
+    name: ClassVar[str] = "?"
+    about: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    default_lr: ClassVar[float] = 1e-4
     #: whether the optimizer clips gradients itself (sparse optimizers do)
-    clips_itself = False
+    clips_itself: ClassVar[bool] = False
+    #: whether the method trains a retrofitted model (a study hands it the memory model)
+    needs_memory: ClassVar[bool] = False
+    #: "smf" or "baseline" in a study's report; None keeps the method out of studies
+    compared_as: ClassVar[str | None] = "baseline"
+    color: ClassVar[str] = "k"
 
-    def __init__(self, config):
+    def __init__(self, config: "TrainConfig"):
         self.config = config
+        self.options = config.options
+
+    @classmethod
+    def families(cls) -> list[Family]:
+        """The labels a study may use for this method (default: its name)."""
+        return [Family(cls.name, cls.name, {}, cls.color, cls.compared_as)] if cls.compared_as else []
 
     @property
     def lr(self) -> float:
@@ -70,9 +123,152 @@ class Method:
         pass
 
     def save(self, model: nn.Module, tokenizer, out: Path) -> None:
-        """Write the trained model (or adapter) to the folder `out` (atomically)."""
-        raise NotImplementedError
+        """Write the trained model to the folder `out` (atomically): a retrofitted model
+        with its memory, else a plain transformers folder."""
+        from smf.io import atomic_dir
+        from smf.memory.retrofit import memory_layers, save_retrofitted
+
+        if memory_layers(model):
+            save_retrofitted(model, tokenizer, out, overwrite=True)
+            return
+        with atomic_dir(out, overwrite=True) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
 
     def export(self, model: nn.Module) -> nn.Module:
         """The plain model to evaluate after training (e.g. LoRA merged)."""
         return model
+
+
+# ---------------------------------------------------------------- the registry
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Add a method (usable as a class decorator). Its option names must not shadow
+    a shared TrainConfig setting, nor another method's option of a different type."""
+    shared = set(TrainConfig.shared_names())
+    clash = shared & set(field_names(cls.Options))
+    assert not clash, f"method {cls.name}: options {sorted(clash)} shadow shared training settings"
+    for other in METHODS.values():
+        for f in dataclasses.fields(cls.Options):
+            theirs = {g.name: g.type for g in dataclasses.fields(other.Options)}
+            assert f.name not in theirs or theirs[f.name] == f.type, f"option {f.name} of {cls.name} and {other.name} differ in type"
+    METHODS[cls.name] = cls
+    return cls
+
+
+def method_class(name: str, where: str = "training config") -> type[Method]:
+    choice(name, METHODS, "method", where)
+    return METHODS[name]
+
+
+def families() -> dict[str, Family]:
+    """Every label a study's `methods` may start with, in registry order."""
+    return {f.label: f for cls in METHODS.values() for f in cls.families()}
+
+
+def option_owners() -> dict[str, list[str]]:
+    """Option name → the methods that have it."""
+    owners: dict[str, list[str]] = {}
+    for cls in METHODS.values():
+        for name in field_names(cls.Options):
+            owners.setdefault(name, []).append(cls.name)
+    return owners
+
+
+# ---------------------------------------------------------------- shared settings
+
+
+@dataclass
+class TrainConfig(Config):
+    """Everything that decides a training run. Same config + same seed → same weights."""
+
+    method: str = setting("smf", "training method (smf, lora, full, heal, or a registered one)")
+    lr: float | None = setting(None, "peak learning rate; none = the method's default (smf: 1.0 adam / 2.0 sgd; lora 2e-4; full 5e-5; heal 1e-3)")
+    weight_decay: float = setting(0.0, "weight decay (AdamW; lazy Adam decays selected rows only)")
+    betas: tuple[float, float] = setting((0.9, 0.999), "Adam betas")
+    steps: int = setting(100, "optimizer steps")
+    batch_size: int = setting(8, "examples per optimizer step")
+    grad_accum: int = setting(1, "micro-batches per step (batch_size must be a multiple)")
+    max_length: int = setting(256, "tokens per example; longer prompts lose their start, never the target")
+    warmup_steps: int = setting(0, "linear warm-up steps")
+    schedule: str = setting("constant", "learning-rate schedule after warm-up: " + ", ".join(SCHEDULES))
+    max_grad_norm: float | None = setting(1.0, "gradient clipping norm; none = no clipping")
+    seed: int = setting(0, "seed of the data order, adapters and random selection")
+    checkpoint_every: int = setting(0, "steps between checkpoints for --resume (0 = none)")
+    mixed_precision: str = setting("auto", "auto (bf16 autocast on a GPU), no, or bf16")
+    options: Any = None  # the method's Options; None = its defaults
+
+    RENAMED: ClassVar[dict[str, str]] = {"selection": "rule", "lora_r": "rank", "lora_alpha": "alpha",
+                                         "lora_dropout": "dropout", "lora_targets": "targets"}
+    REMOVED: ClassVar[dict[str, str]] = {
+        "eval_every": "evaluation points during training are a study's curve.every",
+        "options": "write the method's options beside the shared settings, e.g. rule: tfidf",
+    }
+
+    checked: InitVar[bool] = True
+
+    def __post_init__(self, checked: bool) -> None:
+        self.betas = tuple(self.betas)
+        if self.options is None and self.method in METHODS:
+            self.options = METHODS[self.method].Options()
+        if checked:
+            self.check()
+
+    @classmethod
+    def shared_names(cls) -> list[str]:
+        return [n for n in field_names(cls) if n != "options"]
+
+    @classmethod
+    def from_dict(cls, raw, where: str = "training config") -> "TrainConfig":
+        """A TrainConfig from a flat mapping of shared settings and the method's options."""
+        raw = {} if raw is None else raw
+        if not isinstance(raw, dict):
+            raise SmfError(f"{where}: expected a mapping of training settings, got {raw!r}")
+        method = raw.get("method", "smf")
+        if not isinstance(method, str):
+            raise SmfError(f"{where}: method must be a name, got {method!r}")
+        options_cls = method_class(method, where).Options
+        shared = cls.shared_names()
+        own = field_names(options_cls)
+        owners = option_owners()
+        for key in raw:
+            if key in cls.REMOVED:
+                raise SmfError(f"{where}: '{key}' is not a training setting: {cls.REMOVED[key]}")
+            if key not in shared and key not in own and key in owners:
+                raise SmfError(f"{where}: '{key}' is an option of {', '.join(owners[key])}, not of {method}")
+        check_keys(cls, raw, where, known=shared + own)
+        options = options_cls.from_dict({k: v for k, v in raw.items() if k in own}, where)
+        hints = field_types(cls)
+        values = {k: coerce(v, hints[k], at(where, k)) for k, v in raw.items() if k in shared}
+        config = cls(**values, options=options, checked=False)  # checked below, with `where`
+        config.check(where)
+        return config
+
+    def check(self, where: str = "training config") -> None:
+        choice(self.method, METHODS, "method", where)
+        for name in ("steps", "batch_size", "grad_accum", "max_length"):
+            if getattr(self, name) < 1:
+                raise SmfError(f"{where}: {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise SmfError(f"{where}: {name} must be >= 0, got {getattr(self, name)}")
+        if self.batch_size % self.grad_accum:
+            raise SmfError(f"{where}: batch_size {self.batch_size} is not a multiple of grad_accum {self.grad_accum}")
+        if self.lr is not None and not self.lr > 0:
+            raise SmfError(f"{where}: learning rate must be > 0, got {self.lr}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise SmfError(f"{where}: max_grad_norm must be > 0 (or none), got {self.max_grad_norm}")
+        choice(self.schedule, SCHEDULES, "schedule", where)
+        choice(self.mixed_precision, PRECISIONS, "mixed precision", where)
+        expected = METHODS[self.method].Options
+        if not isinstance(self.options, expected):
+            raise SmfError(f"{where}: options of method {self.method} must be {expected.__name__}, got {type(self.options).__name__}")
+        self.options.check(where)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {n: getattr(self, n) for n in self.shared_names()}
+        d["betas"] = list(self.betas)
+        return {**d, **self.options.to_dict()}

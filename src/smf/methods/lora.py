@@ -1,36 +1,54 @@
 """LoRA finetuning through PEFT: adapters on every linear layer by default, AdamW.
 
 Saved as a PEFT adapter folder (adapter_config.json names the base model folder);
-`load_adapter` loads it onto its base and merges it, so the result evaluates like
-any plain model.
+`smf.models.load_model` loads it onto its base and merges it, so the result evaluates
+like any plain model.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
+from smf.config import Config, setting
 from smf.errors import SmfError
 from smf.io import atomic_dir
+from smf.memory.retrofit import memory_layers
 from smf.methods.base import Method
+
+
+@dataclass
+class LoraOptions(Config):
+    """PEFT LoraConfig's main settings."""
+
+    rank: int = setting(16, "LoRA rank r")
+    alpha: int = setting(32, "LoRA alpha (the update is scaled by alpha / rank)")
+    dropout: float = setting(0.05, "dropout on the LoRA input")
+    targets: str | list[str] = setting("all-linear", "modules that get adapters: all-linear, or a list of module names")
+
+    def check(self, where: str) -> None:
+        if self.rank < 1 or self.alpha < 1:
+            raise SmfError(f"{where}: LoRA rank and alpha must be >= 1, got {self.rank} and {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise SmfError(f"{where}: LoRA dropout must be in [0, 1), got {self.dropout}")
 
 
 class LoraMethod(Method):
     name = "lora"
+    about = "PEFT LoRA adapters, AdamW"
+    Options = LoraOptions
     default_lr = 2e-4
+    color = "#ff7f0e"
 
     def prepare(self, model, model_dir: Path | None):
         from peft import LoraConfig, get_peft_model
 
-        c = self.config
+        o = self.options
         if model_dir is None:
             raise SmfError("lora training needs the base model as a folder, so the adapter can name its base")
-        from smf.memory.retrofit import memory_layers
-
-        targets = c.lora_targets if isinstance(c.lora_targets, str) else list(c.lora_targets)
+        targets = o.targets if isinstance(o.targets, str) else list(o.targets)
         config = LoraConfig(
-            r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout, target_modules=targets,
+            r=o.rank, lora_alpha=o.alpha, lora_dropout=o.dropout, target_modules=targets,
             # memory layers are SMF's, not LoRA's
             exclude_modules=r".*\.memory\..*" if memory_layers(model) else None,
             task_type="CAUSAL_LM",
@@ -48,18 +66,3 @@ class LoraMethod(Method):
 
     def export(self, model):
         return model.merge_and_unload()
-
-
-def load_adapter(folder: Path, *, dtype: torch.dtype = torch.float32, device="cpu"):
-    """(model, tokenizer) for a LoRA adapter folder: its base with the adapter merged in."""
-    from peft import PeftModel
-
-    from smf.io import read_json
-    from smf.models import load_model
-
-    base_path = read_json(folder / "adapter_config.json").get("base_model_name_or_path")
-    if not base_path:
-        raise SmfError(f"{folder / 'adapter_config.json'} does not name its base model (base_model_name_or_path)")
-    model, tokenizer = load_model(base_path, dtype=dtype, device=device)
-    model = PeftModel.from_pretrained(model, folder).merge_and_unload()
-    return model.eval(), tokenizer

@@ -9,44 +9,67 @@ unselected value row stay bit-identical.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from smf.config import Config, choice, setting
 from smf.errors import SmfError
 from smf.memory.retrofit import memory_layers, save_retrofitted, set_recording
-from smf.methods.base import Method
+from smf.methods.base import Family, Method
 from smf.optim import LazyAdam, SparseSGD
-from smf.selection import NEEDS_BACKGROUND, BackgroundStats, RowSelector
+from smf.selection import BACKGROUND_FILE, RULES, BackgroundStats, RowSelector
 
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = {"adam": 1.0, "sgd": 2.0}  # name → default learning rate on the value rows
+
+
+@dataclass
+class SmfOptions(Config):
+    """Which rows train (rule, top_t) and how they step (optimizer)."""
+
+    rule: str = setting("tfidf", "row-selection rule: " + ", ".join(RULES))
+    top_t: int = setting(500, "memory value rows trained per layer and step (t)")
+    optimizer: str = setting("adam", "strictly sparse optimizer: adam (lazy, per-row moments) or sgd (no momentum)")
+
+    def check(self, where: str) -> None:
+        choice(self.rule, RULES, "selection rule", where)
+        choice(self.optimizer, OPTIMIZERS, "smf optimizer", where)
+        if self.top_t <= 0:
+            raise SmfError(f"{where}: top_t must be a positive number of rows, got {self.top_t}")
 
 
 class SmfMethod(Method):
     name = "smf"
+    about = "the top-t memory value rows per layer and step, strictly sparse optimizer"
+    Options = SmfOptions
     clips_itself = True
+    needs_memory = True
+    compared_as = "smf"
+
+    @classmethod
+    def families(cls) -> list[Family]:
+        return [Family(f"smf-{r.name}", cls.name, {"rule": r.name}, r.color, "smf") for r in RULES.values()]
 
     @property
     def default_lr(self) -> float:  # type: ignore[override]
-        return 1.0 if (self.config.optimizer or "adam") == "adam" else 2.0
+        return OPTIMIZERS[self.options.optimizer]
 
     def prepare(self, model, model_dir: Path | None):
-        c = self.config
+        c, o = self.config, self.options
         self.memories = memory_layers(model)
         if not self.memories:
             raise SmfError("--method smf needs a model with memory layers; run smf retrofit on it first")
-        if (c.optimizer or "adam") not in OPTIMIZERS:
-            raise SmfError(f"unknown smf optimizer '{c.optimizer}'; choose one of {', '.join(OPTIMIZERS)}")
         self.model_dir = model_dir
         background = None
-        if c.selection in NEEDS_BACKGROUND:
+        if RULES[o.rule].needs_background:
             if model_dir is None:
-                raise SmfError(f"selection '{c.selection}' needs background statistics; train from a model folder that has them (smf background)")
+                raise SmfError(f"selection rule '{o.rule}' needs background statistics; train from a model folder that has them (smf background)")
             background = BackgroundStats.load(model_dir)
             for i, memory in self.memories.items():
                 if i not in background.df or len(background.df[i]) != memory.slots:
                     raise SmfError(f"background statistics in {model_dir} do not match memory layer {i}; run smf background again")
-        self.selector = RowSelector(c.selection, c.top_t, background, seed=c.seed)
+        self.selector = RowSelector(o.rule, o.top_t, background, seed=c.seed)
         model.requires_grad_(False)
         for memory in self.memories.values():
             memory.values.requires_grad_(True)
@@ -59,7 +82,7 @@ class SmfMethod(Method):
     def make_optimizer(self, model):
         c = self.config
         params = [m.values for m in self.memories.values()]
-        if (c.optimizer or "adam") == "sgd":
+        if self.options.optimizer == "sgd":
             return SparseSGD(params, lr=self.lr, max_grad_norm=c.max_grad_norm)
         return LazyAdam(params, lr=self.lr, betas=tuple(c.betas), weight_decay=c.weight_decay, max_grad_norm=c.max_grad_norm)
 
@@ -108,8 +131,6 @@ class SmfMethod(Method):
         return model
 
     def save(self, model, tokenizer, out: Path) -> None:
-        from smf.selection import BACKGROUND_FILE
-
         set_recording(model, False)
         background = Path(self.model_dir) / BACKGROUND_FILE if self.model_dir else None
         save_retrofitted(model, tokenizer, out, overwrite=True, copy_files=[background] if background and background.is_file() else [])

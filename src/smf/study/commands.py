@@ -5,20 +5,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from smf.memory.commands import int_list
+from smf.config import parse_flag
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="run a study: base, smf, lora, full → results.json, report.md, plots")
-    p.add_argument("--config", required=True, type=Path, help="study YAML (see configs/)")
+    p.add_argument("--config", required=True, type=Path, help="study YAML (see configs/ and smf.study.config)")
     p.add_argument("--out", required=True, type=Path, help="study folder; running again resumes, skipping finished runs")
-    p.add_argument("--seeds", type=int_list, default=None, help="override the config's seeds, e.g. 0,1,2")
+    p.add_argument("--seeds", type=lambda text: parse_flag(text, list[int]), default=None,
+                   help="override the config's seeds, e.g. 0,1,2")
     p.set_defaults(run=run_compare)
 
 
 def run_compare(args) -> None:
-    from smf.compare import StudyConfig, run_study
-    from smf.report import markdown
+    from smf.study.config import StudyConfig
+    from smf.study.report import markdown
+    from smf.study.runner import run_study
 
     config = StudyConfig.load(args.config)
     results = run_study(config, args.out, seeds=list(args.seeds) if args.seeds else None)

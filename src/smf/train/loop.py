@@ -14,7 +14,6 @@ checkpoints hold weights, optimizer, scheduler and RNG states).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import random
@@ -30,81 +29,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from smf.data.types import TrainExample
-from smf.errors import SmfError, reject_unknown_keys
+from smf.errors import SmfError
 from smf.io import atomic_dir, read_json, write_json_atomic, write_text_atomic
-from smf.methods import METHOD_NAMES, make_method
-from smf.selection import RULES
+from smf.methods import TrainConfig, make_method
 
-SCHEDULES = ("constant", "linear", "cosine")
 IGNORE = -100
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a training run. Same config + same seed → same weights.
-
-    lr None means the method's default (smf: 1.0 lazy Adam / 2.0 SGD on values;
-    lora 2e-4; full 5e-5; heal 1e-3). batch_size counts examples per optimizer step,
-    split into grad_accum micro-batches. max_grad_norm None disables clipping.
-    """
-
-    method: str = "smf"
-    selection: str = "tfidf"
-    top_t: int = 500
-    optimizer: str | None = None
-    lr: float | None = None
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    steps: int = 100
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_length: int = 256
-    warmup_steps: int = 0
-    schedule: str = "constant"
-    max_grad_norm: float | None = 1.0
-    seed: int = 0
-    checkpoint_every: int = 0
-    eval_every: int = 0
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_targets: str | list[str] = "all-linear"
-    mixed_precision: str = "auto"
-
-    def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
-        self.validate()
-
-    def validate(self) -> None:
-        if self.method not in METHOD_NAMES:
-            raise SmfError(f"unknown method '{self.method}'; choose one of {', '.join(METHOD_NAMES)}")
-        if self.selection not in RULES:
-            raise SmfError(f"unknown selection rule '{self.selection}'; choose one of {', '.join(RULES)}")
-        if self.top_t <= 0:
-            raise SmfError(f"top-t must be a positive number of rows, got {self.top_t}")
-        for name in ("steps", "batch_size", "grad_accum", "max_length"):
-            if getattr(self, name) < 1:
-                raise SmfError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.batch_size % self.grad_accum:
-            raise SmfError(f"batch_size {self.batch_size} is not a multiple of grad_accum {self.grad_accum}")
-        if self.lr is not None and not self.lr > 0:
-            raise SmfError(f"learning rate must be > 0, got {self.lr}")
-        if self.schedule not in SCHEDULES:
-            raise SmfError(f"unknown schedule '{self.schedule}'; choose one of {', '.join(SCHEDULES)}")
-        if self.mixed_precision not in ("auto", "no", "bf16"):
-            raise SmfError(f"mixed_precision must be auto (bf16 on a GPU), no or bf16, got '{self.mixed_precision}'")
-        if self.method != "smf" and self.optimizer not in (None, "adamw"):
-            raise SmfError(f"method {self.method} trains with adamw; optimizer '{self.optimizer}' is for smf only")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "training config") -> "TrainConfig":
-        reject_unknown_keys(cls, d, where)
-        return cls(**d)
+CHECKPOINT = "checkpoint"
+CONFIG_FILE = "train_config.json"
+SUMMARY_FILE = "summary.json"
+LOG_FILE = "log.jsonl"
 
 
 # ---------------------------------------------------------------- data
@@ -116,7 +49,7 @@ class Encoded:
     n_prompt: int  # the first n_prompt tokens carry no loss
 
 
-def encode(examples: list[TrainExample], tokenizer, max_length: int) -> list[Encoded]:
+def encode_examples(examples: list[TrainExample], tokenizer, max_length: int) -> list[Encoded]:
     """Tokenize prompt and target separately (the target's tokens are exactly the loss).
 
     Over-long examples lose the start of their prompt, never the target.
@@ -256,9 +189,6 @@ def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
     return factor
 
 
-CHECKPOINT = "checkpoint"
-
-
 def train(
     model: nn.Module,
     tokenizer,
@@ -269,6 +199,7 @@ def train(
     model_dir: str | Path | None = None,
     resume: bool = False,
     eval_fn: Callable[[nn.Module, int], dict] | None = None,
+    eval_every: int = 0,
     save_model: bool = True,
     progress: bool = True,
 ) -> TrainResult:
@@ -276,7 +207,7 @@ def train(
 
     model_dir: the folder the model was loaded from (background statistics for smf,
     the base that a LoRA adapter names). eval_fn(model, step) → metrics, called every
-    `eval_every` steps and at the end, logged beside the losses (training curves).
+    `eval_every` steps (0: never) and at the end, logged beside the losses (training curves).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -298,17 +229,17 @@ def train(
     loss_module = accelerator.prepare_model(TargetLoss(model))
     reduce = (lambda t: accelerator.reduce(t.to(accelerator.device), "sum")) if accelerator.num_processes > 1 else None
 
-    data = examples if examples and isinstance(examples[0], Encoded) else encode(examples, tokenizer, config.max_length)
+    data = examples if examples and isinstance(examples[0], Encoded) else encode_examples(examples, tokenizer, config.max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     start_step, log = 0, []
     if resume and (out / CHECKPOINT).is_dir():
         start_step, log = _load_checkpoint(out, model, method, optimizer, scheduler)
     else:
-        write_text_atomic(out / "log.jsonl", "")
+        write_text_atomic(out / LOG_FILE, "")
     trainable = [p for _, p in method.trainable(model)]
     n_trainable = sum(p.numel() for p in trainable)
 
-    log_file = (out / "log.jsonl").open("a", encoding="utf-8")
+    log_file = (out / LOG_FILE).open("a", encoding="utf-8")
     micro = config.batch_size // config.grad_accum
     tokens_done = sum(r.get("tokens", 0) for r in log if "loss" in r)
     train_seconds = sum(r.get("seconds", 0.0) for r in log if "loss" in r)
@@ -347,7 +278,7 @@ def train(
             bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tokens / seconds:.0f}")
             bar.update()
             done = step + 1 == config.steps
-            if eval_fn is not None and ((config.eval_every and (step + 1) % config.eval_every == 0) or done):
+            if eval_fn is not None and ((eval_every and (step + 1) % eval_every == 0) or done):
                 model.eval()
                 record = {"step": step + 1, "eval": eval_fn(model, step + 1)}
                 model.train()
@@ -376,21 +307,21 @@ def train(
         "final_loss": losses[-1] if losses else None,
         "resumed_from_step": start_step,
     }
-    write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(out / SUMMARY_FILE, summary)
     return TrainResult(method.export(model).eval(), summary, log)
 
 
 def _claim_output(out: Path, config: TrainConfig, resume: bool) -> None:
     """Check or create the run folder; a different run's folder is never overwritten."""
-    config_file = out / "train_config.json"
+    config_file = out / CONFIG_FILE
     if out.exists() and any(out.iterdir()):
         if not resume:
             raise SmfError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
         if not config_file.is_file():
-            raise SmfError(f"{out} is not a training run folder (no train_config.json); choose another --out")
+            raise SmfError(f"{out} is not a training run folder (no {CONFIG_FILE}); choose another --out")
         if read_json(config_file) != config.to_dict():
             raise SmfError(f"{out} holds a run with a different config; choose another --out")
-        if (out / "summary.json").is_file():
+        if (out / SUMMARY_FILE).is_file():
             raise SmfError(f"{out} holds a finished run; nothing to resume")
         return
     out.mkdir(parents=True, exist_ok=True)
@@ -432,7 +363,7 @@ def _load_checkpoint(out: Path, model, method, optimizer, scheduler) -> tuple[in
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     step = state["step"]
     # The log may run past the checkpoint (the run was killed later): cut it back.
-    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+    lines = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines() if line.strip()]
     log = [r for r in lines if r["step"] <= step]
-    write_text_atomic(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
+    write_text_atomic(out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in log))
     return step, log

@@ -1,4 +1,4 @@
-"""`smf compare`: every shipped config resolves and runs end to end on a tiny model.
+"""`smf compare` (smf.study): every shipped config resolves and runs end to end on a tiny model.
 
 Each config runs as written except for size: a tiny random Llama (24 layers, so every
 config's memory layer indices exist) instead of the real model, 2 training steps, a
@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import tiny_model
 from smf.cli import main
-from smf.compare import StudyConfig, _choose_on_validation, run_study
+from smf.study.config import StudyConfig, entry_of
+from smf.study.results import choose_on_validation
+from smf.study.runner import run_study
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -25,18 +26,6 @@ HUB_FILES = {
     "wikitext": FIXTURES / "wikitext_document_level_test.jsonl",
     "triviaqa-facts": FIXTURES / "trivia_qa_rc_nocontext_validation.jsonl",
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    from smf.models import load_tokenizer
-
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    tokenizer = load_tokenizer()
-    model = tiny_model(vocab_size=len(tokenizer), num_hidden_layers=24, hidden_size=32, intermediate_size=64)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def _local(spec, limit):
@@ -58,12 +47,16 @@ def shrink(raw: dict, model: Path) -> dict:
         raw["background"]["data"] = {"name": "wikitext", "source": str(FIXTURES / "wikitext_document_level_test.jsonl"), "split": "test"}
     raw["data"] = _local(raw["data"], None)
     raw["train"] = {**raw.get("train", {}), "steps": 2, "batch_size": 2, "grad_accum": 1, "max_length": 48, "warmup_steps": 0}
-    raw["task"] = _local(raw["task"], 4)
-    raw["extra_tasks"] = [_local(t, 4) for t in raw.get("extra_tasks", [])]
-    raw["probes"] = [_local(p, 2 if "pydoc" in str(p) or "wikitext" in str(p) else 4) for p in raw.get("probes", [])]
-    if raw.get("selection"):
-        raw["selection"] = _local(raw["selection"], 4)
-    raw["selection_probes"] = [_local(p, 1 if "pydoc" in str(p) else 4) for p in raw.get("selection_probes", [])]
+    ev = dict(raw.get("evaluation", {}))
+    ev["task"] = _local(ev["task"], 4)
+    ev["extra_tasks"] = [_local(t, 4) for t in ev.get("extra_tasks", [])]
+    ev["probes"] = [_local(p, 2 if "pydoc" in str(p) or "wikitext" in str(p) else 4) for p in ev.get("probes", [])]
+    raw["evaluation"] = ev
+    val = dict(raw.get("validation", {}))
+    if val.get("task"):
+        val["task"] = _local(val["task"], 4)
+    val["probes"] = [_local(p, 1 if "pydoc" in str(p) else 4) for p in val.get("probes", [])]
+    raw["validation"] = val
     raw["curve"] = {"every": 1, "limit": 2}
     return raw
 
@@ -105,26 +98,56 @@ def write(tmp_path, text):
     return path
 
 
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("methods: {smf-tfidf: {}}\nstepz: 3\n", "unknown key(s) stepz"),
-        ("methods: {adapters: {}}\n", "unknown method 'adapters'"),
-        ("methods: {lora: {lr_rate: 1}}\n", "unknown key(s) lr_rate"),
-        ("data: missing-file.jsonl\nmethods: {lora: {}}\n", "missing-file.jsonl: file not found"),
-        ("task: nonsense\n", "unknown task 'nonsense'"),
-        ("memory: {slots: 1000}\n", "perfect square"),
-        ("selection_min_gain: lots\n", "selection_min_gain must be a number"),
-        ("selection_tolerance: -1\n", "selection_tolerance must be a number"),
-        ("selection_tolerance: null\n", "selection_tolerance must be a number"),
-    ],
-)
-def test_bad_config_is_one_line(tmp_path, capsys, text, message):
+BAD_CONFIGS = [  # each is refused at load, before any model work, with one line naming the fix
+    ("stepz: 3\n", "unknown key 'stepz'"),
+    ("train: {stepz: 3}\n", "train: unknown key 'stepz'; did you mean 'steps'?"),
+    ("methods: {lora: {lr_rate: 1}}\n", "methods.lora: unknown key 'lr_rate'; did you mean 'lr'?"),
+    ("memory: {slotz: 4}\n", "memory: unknown key 'slotz'; did you mean 'slots'?"),
+    ("curve: {evry: 5}\n", "curve: unknown key 'evry'; did you mean 'every'?"),
+    ("heal: {stepz: 3}\n", "heal: unknown key 'stepz'; did you mean 'steps'?"),
+    ("data: {name: facts, n_factz: 3}\n", "facts has no option 'n_factz'; did you mean 'n_facts'?"),
+    ("evaluation: {probes: [{name: pydoc, limt: 3}]}\n", "unknown option 'limt'; did you mean 'limit'?"),
+    ("methods: {adapters: {}}\n", "unknown method 'adapters'"),
+    ("methods: {smf-bm25: {}}\n", "unknown method 'smf-bm25'"),
+    ("methods: {smf-tf: {optimizer: adamw}}\n", "unknown smf optimizer 'adamw'"),
+    ("methods: {smf-tfidf: {rule: kl}}\n", "'rule' is set by the family smf-tfidf"),
+    ("methods: {lora: {optimizer: sgd}}\n", "'optimizer' is an option of smf, not of lora"),
+    ("train: {top_t: 300}\n", "'top_t' is an option of smf; set it in their entries under methods"),
+    ("train: {steps: three}\n", "train.steps: expected an integer, got text 'three'"),
+    ("methods: {smf-tfidf: {top_t: '300'}}\n", "top_t: expected an integer, got text '300'"),
+    ("methods: {lora: {lr: fast}}\n", "lr: expected a number or null, got text 'fast'"),
+    ("seeds: 0\n", "seeds: expected a list"),
+    ("memory: {slots: 1000}\n", "perfect square"),
+    ("validation: {min_gain: lots}\n", "min_gain: expected a number or null"),
+    ("tolerance: -1\n", "tolerance: must be a number of points >= 0"),
+    ("tolerance: null\n", "tolerance: expected a number, got nothing"),
+    ("background: {batches: 0}\n", "batches must be >= 1"),
+    ("evaluation: {task: nonsense}\n", "unknown task 'nonsense'"),
+    ("data: missing-file.jsonl\n", "missing-file.jsonl: file not found"),
+    ("selection_min_gain: 30\n", "selection_min_gain: this key is now 'validation.min_gain'"),
+    ("selection_tolerance: 5\n", "selection_tolerance: this key is now 'tolerance'"),
+    ("task: facts\n", "task: this key is now 'evaluation.task'"),
+    ("methods: {lora r4: {lora_r: 4}}\n", "methods.lora r4.lora_r: this key is now 'rank'"),
+    ("methods: {smf-kl: {selection: kl}}\n", "selection: this key is now 'rule'"),
+    ("train: {eval_every: 5}\n", "'eval_every' is not a training setting: evaluation points during training are a study's curve.every"),
+    ("", "the study config is empty"),
+    ("name: x\n", "has no 'methods'"),
+]
+
+
+@pytest.mark.parametrize("text, message", BAD_CONFIGS)
+def test_bad_config_is_one_line_at_load(tmp_path, capsys, monkeypatch, text, message):
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded before the config was checked")
+
+    monkeypatch.setattr("smf.models.resolve_model", no_model)
+    if "methods" not in text and text and not text.startswith("name:"):
+        text = "methods: {smf-tfidf: {}, lora: {}}\n" + text
     out = tmp_path / "out"
     assert main(["compare", "--config", str(write(tmp_path, text)), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0], err
-    assert not (out / "results.json").exists()
+    assert len(err) == 1 and err[0].startswith("smf: error: ") and message in err[0], err
+    assert not out.exists()
 
 
 def test_missing_config_file(tmp_path, capsys):
@@ -170,8 +193,6 @@ def test_a_study_may_grow_by_new_methods(tiny_folder, tmp_path, monkeypatch):
 
 
 def test_plot_lines_follow_config_entries():
-    from smf.compare import entry_of
-
     assert entry_of("lora lr=0.001") == "lora" and entry_of("smf-tfidf top_t=100") == "smf-tfidf"
     assert entry_of("lora r4") == "lora r4" and entry_of("full") == "full"
 
@@ -194,17 +215,17 @@ SWEEP = [  # validation gain (points) and validation probe drifts of each settin
 
 
 def test_tolerance_rule_takes_the_best_score_within_tolerance_else_least_drift():
-    chosen = _choose_on_validation(SWEEP, "val", ["ppl", "cap"], tolerance=5.0)
+    chosen = choose_on_validation(SWEEP, "val", ["ppl", "cap"], tolerance=5.0)
     assert chosen == {"smf-tfidf": "smf-tfidf t=100", "lora": "lora lr=1"}
-    chosen = _choose_on_validation(SWEEP, "val", ["ppl", "cap"], tolerance=10.0)
+    chosen = choose_on_validation(SWEEP, "val", ["ppl", "cap"], tolerance=10.0)
     assert chosen["smf-tfidf"] == "smf-tfidf t=1000"  # best score among t=100, t=300, t=1000
 
 
 def test_min_gain_rule_takes_the_least_drift_among_enough_gain_else_largest_gain():
-    chosen = _choose_on_validation(SWEEP, "val", ["ppl", "cap"], tolerance=5.0, min_gain=30.0)
+    chosen = choose_on_validation(SWEEP, "val", ["ppl", "cap"], tolerance=5.0, min_gain=30.0)
     # t=500 and t=1000 gain ≥ 30 and t=1000 drifts less (9 vs 15); only lr=2 of LoRA gains 30.
     assert chosen == {"smf-tfidf": "smf-tfidf t=1000", "lora": "lora lr=2"}
-    chosen = _choose_on_validation(SWEEP, "val", ["ppl", "cap"], tolerance=5.0, min_gain=80.0)
+    chosen = choose_on_validation(SWEEP, "val", ["ppl", "cap"], tolerance=5.0, min_gain=80.0)
     assert chosen == {"smf-tfidf": "smf-tfidf t=1000", "lora": "lora lr=2"}  # none gains 80: the largest gain
-    chosen = _choose_on_validation(SWEEP, "val", ["ppl", "cap"], tolerance=5.0, min_gain=0.0)
+    chosen = choose_on_validation(SWEEP, "val", ["ppl", "cap"], tolerance=5.0, min_gain=0.0)
     assert chosen["smf-tfidf"] == "smf-tfidf t=100"  # every setting qualifies: the least drift

@@ -5,10 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from smf.io import write_text_atomic
+from smf.methods import families
+from smf.study.config import entry_of
 
-COLORS = {"smf-tfidf": "#1f77b4", "smf-kl": "#2ca02c", "smf-tf": "#17becf", "smf-all": "#9467bd",
-          "smf-random": "#8c564b", "lora": "#ff7f0e", "full": "#d62728"}
-TOLERANCE = 1.0  # "within about one point" of the base model: pp for accuracy, % for perplexity
+
+def _color(family: str) -> str:
+    known = families().get(family)
+    return known.color if known else "k"
+
+
+def _compared_as(family: str) -> str | None:
+    known = families().get(family)
+    return known.compared_as if known else None
 
 
 def _fmt_value(kind: str, v: float | None) -> str:
@@ -55,7 +63,8 @@ def markdown(results: dict) -> str:
         err = f" ± {_fmt_value(b['kind'], b['stderr'])}" if b["stderr"] is not None and b["kind"] != "perplexity" else ""
         base_cells.append(_fmt_value(b["kind"], b["value"]) + err)
     lines.append("| **base** | " + " | ".join(base_cells) + " | – | – | – | – |")
-    chosen = set(results.get("chosen_on_validation", {}).values())
+    validation = results["validation"]
+    chosen = set(validation["chosen"].values())
     for row in results["summary"]:
         mark = " ★" if row["label"] in chosen else ""
         cells = [_cell(row, c, kinds[c]) for c in columns]
@@ -74,14 +83,14 @@ def markdown(results: dict) -> str:
         f"Items per task: {n_items}. Memory columns: peak process memory during training (CPU: RSS) and optimizer state.",
     ]
     if chosen:
-        probes_text = ", ".join(f"`{p}`" for p in results.get("selection_probes", []))
-        min_gain = results.get("selection_min_gain")
+        probes_text = ", ".join(f"`{p}`" for p in validation["probes"])
+        min_gain = validation["min_gain"]
         if min_gain is not None:
-            rule = (f"among settings that gain at least {min_gain:g} points on `{results['selection_task']}`, the one whose "
+            rule = (f"among settings that gain at least {min_gain:g} points on `{validation['task']}`, the one whose "
                     f"validation probes ({probes_text or 'none'}) drift least from base (else the largest gain)")
         else:
-            rule = (f"the best `{results['selection_task']}` score among settings whose validation probes "
-                    f"({probes_text or 'none'}) stay within {results.get('selection_tolerance', TOLERANCE):g} points of base "
+            rule = (f"the best `{validation['task']}` score among settings whose validation probes "
+                    f"({probes_text or 'none'}) stay within {results['tolerance']:g} points of base "
                     "(else the smallest validation drift)")
         notes.append(f"★ = the family's setting chosen on validation data only: {rule}.")
     return "\n".join(lines + notes)
@@ -90,10 +99,10 @@ def markdown(results: dict) -> str:
 def validation_markdown(results: dict) -> str:
     """The validation numbers that chose the ★ settings (never reported as results)."""
     base = results["base"]
-    columns = [results["selection_task"], *results.get("selection_probes", [])]
+    columns = [results["validation"]["task"], *results["validation"]["probes"]]
     lines = ["| method | " + " | ".join(f"{c} ({base[c]['metric']})" for c in columns) + " |", "|" + "---|" * (len(columns) + 1)]
     lines.append("| **base** | " + " | ".join(_fmt_value(base[c]["kind"], base[c]["value"]) for c in columns) + " |")
-    chosen = set(results.get("chosen_on_validation", {}).values())
+    chosen = set(results["validation"]["chosen"].values())
     for row in results["summary"]:
         mark = " ★" if row["label"] in chosen else ""
         lines.append(f"| {row['label']}{mark} | " + " | ".join(_cell(row, c, base[c]["kind"]) for c in columns) + " |")
@@ -102,10 +111,10 @@ def validation_markdown(results: dict) -> str:
 
 def verdict(results: dict) -> str:
     """The aims, checked against the numbers — whatever they show."""
-    task, probes = results["task"], results["probes"]
+    task, probes, tolerance = results["task"], results["probes"], results["tolerance"]
     rows = results["summary"]
-    smf = [r for r in rows if r["family"].startswith("smf")]
-    others = [r for r in rows if r["family"] in ("lora", "full")]
+    smf = [r for r in rows if _compared_as(r["family"]) == "smf"]
+    others = [r for r in rows if _compared_as(r["family"]) == "baseline"]
 
     def gain(r):
         return r[task]["delta"]["mean"]
@@ -114,13 +123,13 @@ def verdict(results: dict) -> str:
         return abs(r[p]["delta"]["mean"])
 
     lines = []
-    within = [r for r in smf if all(drift(r, p) <= TOLERANCE for p in probes)]
+    within = [r for r in smf if all(drift(r, p) <= tolerance for p in probes)]
     if within:
         best = max(within, key=gain)
-        lines.append(f"- Best SMF setting with both probes within {TOLERANCE:g} point of base: **{best['label']}**, "
+        lines.append(f"- Best SMF setting with both probes within {tolerance:g} point of base: **{best['label']}**, "
                      f"{gain(best):+.1f} pp on {task} (" + ", ".join(f"{p} {best[p]['delta']['mean']:+.1f}" for p in probes) + ").")
     else:
-        lines.append(f"- No SMF setting kept both probes within {TOLERANCE:g} point of base.")
+        lines.append(f"- No SMF setting kept both probes within {tolerance:g} point of base.")
     for s in smf:
         dominated = [o["label"] for o in others if gain(s) >= gain(o) and all(drift(s, p) <= drift(o, p) for p in probes)]
         if dominated:
@@ -141,7 +150,7 @@ def write_report(results: dict, out: Path) -> None:
             curves_plot(results, out / "curves.png")
             plots.append("![training curves](curves.png)")
     text = f"# {results['study']}: gain against forgetting\n\n{markdown(results)}\n\n## Aims, checked\n\n{verdict(results) if results['summary'] else '- no finished runs yet'}\n\n"
-    if results.get("selection_task") and results["summary"]:
+    if results["validation"]["task"] and results["summary"]:
         text += f"## Validation (chooses the ★ settings; not a result)\n\n{validation_markdown(results)}\n\n"
     text += "\n\n".join(plots) + "\n"
     write_text_atomic(out / "report.md", text)
@@ -150,17 +159,15 @@ def write_report(results: dict, out: Path) -> None:
 def tradeoff_plot(results: dict, path: Path) -> None:
     import matplotlib
 
-    from smf.compare import entry_of
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    task, probes, base = results["task"], results["probes"], results["base"]
-    chosen = set(results.get("chosen_on_validation", {}).values())
+    task, probes, base, tolerance = results["task"], results["probes"], results["base"], results["tolerance"]
+    chosen = set(results["validation"]["chosen"].values())
     fig, axes = plt.subplots(1, len(probes), figsize=(5.2 * len(probes), 4.2), squeeze=False)
     for ax, probe in zip(axes[0], probes):
         unit = "%" if base[probe]["kind"] == "perplexity" else "pp"
-        ax.axvspan(-TOLERANCE, TOLERANCE, color="0.92", zorder=0, label=f"within {TOLERANCE:g} {unit} of base")
+        ax.axvspan(-tolerance, tolerance, color="0.92", zorder=0, label=f"within {tolerance:g} {unit} of base")
         ax.axhline(0, color="0.6", lw=0.8)
         ax.axvline(0, color="0.6", lw=0.8)
         entries = {}  # one line per config entry (a sweep); entries of one family share a colour
@@ -175,7 +182,7 @@ def tradeoff_plot(results: dict, path: Path) -> None:
             rows = sorted(rows, key=lambda r: r[task]["delta"]["mean"])
             xs = [r[probe]["delta"]["mean"] for r in rows]
             ys = [r[task]["delta"]["mean"] for r in rows]
-            color = COLORS.get(family, "k")
+            color = _color(family)
             ax.errorbar(xs, ys, xerr=[r[probe]["delta"]["std"] for r in rows], yerr=[r[task]["delta"]["std"] for r in rows],
                         fmt="-" + marker, color=color, label=entry, capsize=2, ms=5, lw=1.2, alpha=0.9)
             for r, x, y in zip(rows, xs, ys):
@@ -207,7 +214,7 @@ def curves_plot(results: dict, path: Path) -> None:
     for run in results["runs"]:
         if run["seed"] != first_seed:
             continue
-        color = COLORS.get(run["family"], "k")
+        color = _color(run["family"])
         style = "-" if run["label"] == run["family"] else "--"
         losses = [(c["step"], c["loss"]) for c in run["curve"] if "loss" in c]
         if losses:

@@ -1,0 +1,272 @@
+"""Typed configuration: dataclasses filled from YAML, checked completely at load.
+
+Every setting smf reads lives in a dataclass whose fields carry their defaults and a
+help text (`setting(default, "help")`). YAML files and command-line flags only
+override fields; `from_dict` merges a mapping into a dataclass field by field and
+checks it whole before any model is touched:
+
+- a key that is not a field is refused, with the closest field name suggested;
+- a key listed in the class's `RENAMED` is refused with the name that replaced it;
+- every value is checked against the field's type (int, float, str, bool, optional,
+  lists and tuples, nested config dataclasses);
+- then the class's own `check()` tests what types cannot (ranges, choices).
+
+Errors are `SmfError`s of one line that name where the problem is
+("configs/x.yaml: methods.lora: unknown key 'lr_rate'; did you mean 'lr'?").
+`add_arguments` turns the same fields into documented command-line flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from typing import Any, ClassVar, Mapping
+
+from smf.errors import SmfError
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING) -> Any:
+    """A config field with its default (or default factory) and its help text."""
+    if factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=factory, metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+class Config:
+    """Mixin of the config dataclasses: load from a mapping, check, serialize."""
+
+    #: old key → the key that replaced it; such a key is refused with the new name
+    RENAMED: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None, where: str = "config"):
+        """The config of `raw` merged over the defaults, fully checked; raises SmfError."""
+        raw = {} if raw is None else raw
+        if not isinstance(raw, Mapping):
+            raise SmfError(f"{where}: expected a mapping of settings, got {_kind(raw)} {raw!r}")
+        check_keys(cls, raw, where)
+        hints = field_types(cls)
+        values = {name: coerce(value, hints[name], at(where, name)) for name, value in raw.items()}
+        if "checked" in hints:  # a class that checks itself when built directly: check here, with `where`
+            values["checked"] = False
+        config = cls(**values)
+        config.check(where)
+        return config
+
+    def check(self, where: str) -> None:
+        """Checks that types cannot express (ranges, choices); raise SmfError."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def field_help(cls) -> dict[str, str]:
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def check_keys(cls, raw: Mapping[str, Any], where: str, known: list[str] | None = None, renamed: Mapping[str, str] | None = None) -> None:
+    """Refuse keys that are not fields of `cls` (or not in `known`), naming the fix."""
+    known = field_names(cls) if known is None else known
+    renamed = getattr(cls, "RENAMED", {}) if renamed is None else renamed
+    for key in raw:
+        if key in known:
+            continue
+        if key in renamed:
+            raise SmfError(f"{at(where, str(key))}: this key is now '{renamed[key]}'; rename it")
+        raise SmfError(f"{where}: unknown key '{key}'{suggest(str(key), known)}")
+
+
+def closest(word: str, choices) -> str | None:
+    """The choice a misspelt `word` most likely meant, or None."""
+    choices = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    prefixed = [c for c in choices if len(c) >= 2 and (str(word).startswith(c) or c.startswith(str(word)))]
+    return max(prefixed, key=len) if prefixed else None
+
+
+def suggest(word: str, choices: list[str]) -> str:
+    """'; did you mean X?' or the list of known keys."""
+    close = closest(word, choices)
+    return f"; did you mean '{close}'?" if close else f"; known keys: {', '.join(choices)}"
+
+
+def choice(value: Any, choices, what: str, where: str) -> None:
+    """Refuse `value` unless it is one of `choices`, suggesting the closest."""
+    choices = list(choices)
+    if value not in choices:
+        close = closest(str(value), choices)
+        hint = f"; did you mean '{close}'?" if close else ""
+        raise SmfError(f"{where}: unknown {what} '{value}'; choose one of {', '.join(map(str, choices))}{hint}")
+
+
+def at(where: str, name: str) -> str:
+    """'study.yaml' + 'train' → 'study.yaml: train'; 'study.yaml: train' + 'lr' → 'study.yaml: train.lr'."""
+    return f"{where}.{name}" if ": " in where else f"{where}: {name}"
+
+
+def _kind(value: Any) -> str:
+    return {bool: "true/false", int: "an integer", float: "a number", str: "text", list: "a list",
+            dict: "a mapping", type(None): "nothing (null)"}.get(type(value), type(value).__name__)
+
+
+_EXPONENT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")  # YAML 1.1 reads 1e-4 as text
+
+
+def coerce(value: Any, hint: Any, where: str) -> Any:
+    """`value` checked against the type `hint` (and converted where lossless); raises SmfError."""
+    if hint is Any:
+        return value
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        arms = [a for a in args if a is not type(None)]
+        if len(arms) == 1 and (dataclasses.is_dataclass(arms[0]) or isinstance(value, (list, dict))):
+            return coerce(value, arms[0], where)  # its own, more precise error
+        for arm in arms:
+            try:
+                return coerce(value, arm, where)
+            except SmfError:
+                continue
+        wanted = " or ".join(_describe(a) for a in args)
+        raise SmfError(f"{where}: expected {wanted}, got {_kind(value)} {value!r}")
+    if dataclasses.is_dataclass(hint):
+        return hint.from_dict(value, where=where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise SmfError(f"{where}: expected {_describe(hint)}, got {_kind(value)} {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise SmfError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        out = [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise SmfError(f"{where}: expected a mapping, got {_kind(value)} {value!r}")
+        return dict(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _EXPONENT.match(value.strip()):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise AssertionError(f"config type {hint!r} is not supported")
+    raise SmfError(f"{where}: expected {_describe(hint)}, got {_kind(value)} {value!r}")
+
+
+def _describe(hint: Any) -> str:
+    if hint is type(None):
+        return "null"
+    origin = typing.get_origin(hint)
+    if origin in (list, tuple):
+        return "a list"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "text", dict: "a mapping"}.get(hint, str(hint))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Config):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# ------------------------------------------------------------------ command line
+
+
+def parse_flag(text: str, hint: Any) -> Any:
+    """A command-line string as a value of type `hint` (lists: comma-separated; none → None)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if text.strip().lower() in ("none", "null") and type(None) in args:
+            return None
+        arms = [a for a in args if a is not type(None)]
+        if "," in text:  # a comma-separated value is meant as a list where the setting takes one
+            arms.sort(key=lambda a: typing.get_origin(a) not in (list, tuple))
+        for arm in arms:
+            try:
+                return parse_flag(text, arm)
+            except (ValueError, argparse.ArgumentTypeError):
+                continue
+        raise argparse.ArgumentTypeError(f"expected {' or '.join(_describe(a) for a in args)}, got '{text}'")
+    if origin in (list, tuple):
+        item = args[0] if args else str
+        return [parse_flag(part.strip(), item) for part in text.split(",") if part.strip()]
+    if hint is bool:
+        if text.lower() in ("true", "yes", "1"):
+            return True
+        if text.lower() in ("false", "no", "0"):
+            return False
+        raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+    if hint is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+    if hint is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    return text
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_arguments(parser, cls, *, skip: tuple[str, ...] = (), only: tuple[str, ...] | None = None, prefix: str = "") -> list[str]:
+    """A flag per field of `cls` (help from the field, default shown); unset flags are None.
+
+    Returns the field names added. `prefix` goes before each help text (e.g. "[lora] ").
+    """
+    instance = cls()
+    hints = field_types(cls)
+    added = []
+    for f in dataclasses.fields(cls):
+        if f.name in skip or (only is not None and f.name not in only):
+            continue
+        hint = hints[f.name]
+        default = getattr(instance, f.name)
+        shown = "none" if default is None else (",".join(map(str, default)) if isinstance(default, (list, tuple)) else default)
+        parser.add_argument(
+            flag(f.name), dest=f.name, default=None, metavar=f.name.upper(),
+            type=lambda text, hint=hint: parse_flag(text, hint),
+            help=f"{prefix}{f.metadata.get('help', '')} (default: {shown})".replace("%", "%%"),
+        )
+        added.append(f.name)
+    return added
+
+
+def given(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    """The flags among `names` that the user set."""
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}

@@ -1,0 +1,195 @@
+"""The registry of datasets: where each comes from and the forms it takes.
+
+A dataset has up to three forms, each a loader with its options and their defaults:
+
+- `train`: training examples (`smf train --data`, a study's `data`);
+- `text`: documents of general text (`smf background`, `smf heal`);
+- `eval`: items to score (`smf eval --tasks`, a study's task and probes), with the
+  scorer kind (mcq, qa, perplexity) and its template defaults (`format` for mcq:
+  the prompt templates of `smf.data.templates`; `prompt` style for qa).
+
+Hub datasets take a `source` option: None loads them from the Hugging Face hub, a
+path reads a local file in the hub dataset's schema. Adding a dataset or a task is
+one `Dataset` entry in `DATASETS`; loaders import their modules on first use, so
+importing this registry stays cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from smf.config import closest
+from smf.data import facts as _facts_module
+from smf.data.hub import MEDMCQA_HUB, TRIVIAQA_CONFIG, TRIVIAQA_HUB
+from smf.errors import SmfError
+
+
+@dataclass(frozen=True)
+class Form:
+    """One form of a dataset: `load(limit=None, **options)` and the options' defaults."""
+
+    load: Callable[..., list]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    kind: str | None = None  # eval forms: "mcq" | "qa" | "perplexity"
+    scoring: Mapping[str, Any] = field(default_factory=dict)  # eval forms: scorer option defaults
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    about: str
+    train: Form | None = None
+    text: Form | None = None
+    eval: Form | None = None
+
+    def form(self, which: str) -> Form | None:
+        return getattr(self, which)
+
+
+FORMS = {"train": "training data", "text": "general text", "eval": "task"}
+
+
+# ------------------------------------------------------------------ loaders
+
+
+def _cut(items: list, limit: int | None) -> list:
+    return items[:limit] if limit is not None else items
+
+
+def _facts_config(options: dict):
+    try:
+        return _facts_module.FactsConfig(**options)
+    except (TypeError, ValueError) as e:
+        raise SmfError(f"facts options: {e}") from None
+
+
+def _facts_train(limit=None, **options):
+    return _cut(_facts_module.generate_facts(_facts_config(options)).train, limit)
+
+
+def _facts_eval(split: str, form: str) -> Callable[..., list]:
+    def load(limit=None, **options):
+        loader = _facts_module.load_facts_mcq if form == "mcq" else _facts_module.load_facts_qa
+        return _cut(loader(split=split, config=_facts_config(options)), limit)
+
+    return load
+
+
+def _medmcqa_train(limit=None, source=None, split="train", explanation=True):
+    from smf.data.hub import medmcqa_train_examples
+
+    return medmcqa_train_examples(source=source, split=split, limit=limit, explanation=explanation)
+
+
+def _triviaqa_facts_train(limit=None, source=None, split="train", form="statement"):
+    from smf.data.hub import triviaqa_fact_examples
+
+    return triviaqa_fact_examples(source=source, split=split, limit=limit, form=form)
+
+
+def _medmcqa_eval(limit=None, source=None, split="validation"):
+    from smf.data.hub import load_medmcqa
+
+    return load_medmcqa(source=source, split=split, limit=limit)
+
+
+def _triviaqa_eval(limit=None, source=None, split="validation"):
+    from smf.data.hub import load_triviaqa
+
+    return load_triviaqa(source=source, split=split, limit=limit)
+
+
+def _wikitext_eval(limit=None, source=None, split="test", version="wikitext-2-raw-v1"):
+    from smf.data.hub import load_wikitext
+
+    return load_wikitext(source=source, split=split, version=version, limit=limit)
+
+
+def _wikitext_text(limit=None, source=None, split="train", version="wikitext-2-raw-v1"):
+    return [d.scored_text for d in _wikitext_eval(limit=limit, source=source, split=split, version=version)]
+
+
+def _pydoc_eval(limit=None, part="heldout"):
+    from smf.data.pydoc import pydoc_documents
+
+    return pydoc_documents(part=part, limit=limit)
+
+
+def _pydoc_text(limit=None):
+    from smf.data.pydoc import pydoc_texts
+
+    return pydoc_texts("background", limit=limit)  # never the held-out or validation parts
+
+
+def _capitals_eval(limit=None, n=60, offset=0):
+    from smf.data.capitals import capitals_items
+
+    return _cut(capitals_items(n=n, offset=offset), limit)
+
+
+# ------------------------------------------------------------------ the registry
+
+FACTS = {f.name: f.default for f in dataclasses.fields(_facts_module.FactsConfig)}  # n_facts, seed, ...
+HUB = {"source": None, "split": "validation"}
+WIKITEXT = {"source": None, "split": "test", "version": "wikitext-2-raw-v1"}
+CLOZE, LETTER, PLAIN, CHAT = {"format": "cloze"}, {"format": "letter"}, {"prompt": "plain"}, {"prompt": "chat"}
+
+DATASETS: dict[str, Dataset] = {d.name: d for d in [
+    Dataset("facts", "fictional medical facts (offline task): training wordings; held-out question wording, 4-way cloze",
+            train=Form(_facts_train, FACTS), eval=Form(_facts_eval("test", "mcq"), FACTS, "mcq", CLOZE)),
+    Dataset("facts-val", "fictional facts, validation wording, 4-way cloze",
+            eval=Form(_facts_eval("val", "mcq"), FACTS, "mcq", CLOZE)),
+    Dataset("facts-control", "unseen fictional facts (control: stays at chance), 4-way cloze",
+            eval=Form(_facts_eval("control", "mcq"), FACTS, "mcq", CLOZE)),
+    Dataset("facts-qa", "fictional facts as open questions, greedy answer, exact match",
+            eval=Form(_facts_eval("test", "qa"), FACTS, "qa", PLAIN)),
+    Dataset("medmcqa", f"MedMCQA ({MEDMCQA_HUB}): train question → ' letter. answer' (+ explanation); "
+                       "validation scored in lm-eval's letter format",
+            train=Form(_medmcqa_train, {"source": None, "split": "train", "explanation": True}),
+            eval=Form(_medmcqa_eval, HUB, "mcq", LETTER)),
+    Dataset("triviaqa", f"TriviaQA {TRIVIAQA_CONFIG} validation ({TRIVIAQA_HUB}), greedy answer, exact match",
+            eval=Form(_triviaqa_eval, HUB, "qa", PLAIN)),
+    Dataset("triviaqa-facts", "TriviaQA question-answer pairs as facts to learn (Lin et al.), 'statement' or 'qa' form",
+            train=Form(_triviaqa_facts_train, {"source": None, "split": "train", "form": "statement"})),
+    Dataset("wikitext", "WikiText-2 raw (document level): train pages as general text; test pages, rolling perplexity",
+            text=Form(_wikitext_text, {**WIKITEXT, "split": "train"}), eval=Form(_wikitext_eval, WIKITEXT, "perplexity")),
+    Dataset("wikitext-103", "WikiText-103 raw test, document-level rolling perplexity",
+            eval=Form(_wikitext_eval, {**WIKITEXT, "version": "wikitext-103-raw-v1"}, "perplexity")),
+    Dataset("pydoc", "Python's pydoc_data.topics: background part as general text; held-out part, rolling perplexity",
+            text=Form(_pydoc_text), eval=Form(_pydoc_eval, {"part": "heldout"}, "perplexity")),
+    Dataset("pydoc-val", "validation part of pydoc_data.topics (for choosing settings), rolling perplexity",
+            eval=Form(_pydoc_eval, {"part": "val"}, "perplexity")),
+    Dataset("capitals", "capitals of the most populous countries, asked through the chat template",
+            eval=Form(_capitals_eval, {"n": 60, "offset": 0}, "qa", CHAT)),
+    Dataset("capitals-val", "capitals of the next 60 countries (for choosing settings), chat template",
+            eval=Form(_capitals_eval, {"n": 60, "offset": 60}, "qa", CHAT)),
+    Dataset("capitals-plain", "capitals with lm-eval's plain TriviaQA prompt",
+            eval=Form(_capitals_eval, {"n": 60, "offset": 0}, "qa", PLAIN)),
+]}
+
+
+def names(form: str) -> list[str]:
+    """The datasets that have `form` ("train", "text" or "eval")."""
+    return [n for n, d in DATASETS.items() if d.form(form) is not None]
+
+
+def get_form(name: str, form: str, where: str = "") -> tuple[Dataset, Form]:
+    """The dataset `name` and its `form`; SmfError naming the choices otherwise."""
+    dataset = DATASETS.get(name)
+    if dataset is None or dataset.form(form) is None:
+        choices = names(form)
+        close = closest(str(name), choices)
+        hint = f" (did you mean '{close}'?)" if close else ""
+        at = f"{where}: " if where else ""
+        raise SmfError(f"{at}unknown {FORMS[form]} {name!r}{hint}; choose from: {', '.join(choices)}")
+    return dataset, dataset.form(form)
+
+
+def load(name: str, form: str = "eval", **options) -> list:
+    """Items (examples, texts) of dataset `name` in `form`; keyword arguments go to its loader."""
+    return get_form(name, form)[1].load(**options)
+
+
+__all__ = ["DATASETS", "Dataset", "FORMS", "Form", "get_form", "load", "names"]

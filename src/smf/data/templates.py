@@ -1,0 +1,40 @@
+"""Prompt templates, written once: training examples and the scorers both use these.
+
+- `letter_prompt`: lm-eval's MedMCQA prompt (question, lettered choices, "Answer:");
+  MedMCQA training examples end their prompt with it, the `letter` and `answer_norm`
+  multiple-choice formats score after it.
+- `cloze_prompt`: "Question: {q}\\nAnswer:", lm-eval's cloze convention (`cloze` format).
+- `plain_prompt`: lm-eval's TriviaQA prompt, which appends "?" to the question as given.
+- `chat_prompt`: the question as a user turn in the tokenizer's chat template.
+"""
+
+from __future__ import annotations
+
+import string
+
+from smf.data.types import MCQItem
+from smf.errors import SmfError
+
+LETTERS = string.ascii_uppercase
+
+
+def letter_prompt(item: MCQItem) -> str:
+    lines = [f"Question: {item.question}", "Choices:"]
+    lines += [f"{LETTERS[i]}. {choice}" for i, choice in enumerate(item.choices)]
+    return "\n".join(lines) + "\nAnswer:"
+
+
+def cloze_prompt(item: MCQItem) -> str:
+    return f"Question: {item.question}\nAnswer:"
+
+
+def plain_prompt(question: str) -> str:
+    return f"Question: {question}?\nAnswer:"
+
+
+def chat_prompt(tokenizer, question: str) -> str:
+    """A user turn (a "?" appended if the question ends without punctuation) with the generation prompt."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise SmfError("prompt style 'chat' needs a tokenizer with a chat template; use prompt: plain")
+    content = question if question.rstrip().endswith(("?", ".", "!")) else question + "?"
+    return tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)

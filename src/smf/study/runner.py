@@ -1,0 +1,178 @@
+"""The staged runner of a study: base, memory model, one training run per setting and seed.
+
+Stages, each skipped when its output already exists (a stopped study resumes):
+
+    base/result.json            the base model on the task, extra tasks and probes
+    memory_model/               the retrofitted model (+ healed) with background statistics
+    runs/<label>/seed<s>/       one training run per method setting and seed:
+        train_config.json, log.jsonl (losses and curve evaluations), result.json
+    results.json, report.md, *.png   written at the end from everything above
+
+Every setting trains on the same data, steps, batch and seed (see `smf.study.config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from smf.errors import SmfError
+from smf.io import read_json, write_json_atomic
+from smf.methods import METHODS
+from smf.study.config import RunSpec, StudyConfig
+from smf.study.results import RESULT_FILE, collect_results
+
+STUDY_FILE = "study.json"
+
+
+
+def run_study(config: StudyConfig, out: str | Path, *, seeds: list[int] | None = None, progress: bool = True) -> dict:
+    """Run (or resume) the study in `out`; return the aggregated results."""
+    from smf.data.sources import training_examples
+    from smf.evaluate.tasks import load_task
+    from smf.models import resolve_model
+    from smf.study.report import write_report
+
+    out = Path(out)
+    if seeds:
+        config = dataclasses.replace(config, seeds=list(seeds))
+    _claim(out, config)
+    # bad data fails before any model work
+    loaded = [load_task(s) for s in config.eval_specs()]
+    tasks = {t.label: t for t in loaded}
+    examples = training_examples(config.data)
+    base_dir = resolve_model(config.model)
+    base = _base_results(config, base_dir, tasks, out)
+    memory_dir = _memory_model(config, base_dir, out, progress) if config.needs_memory() else None
+    for seed in config.seeds:
+        for run in config.runs():
+            _train_and_evaluate(config, run, seed, base_dir, memory_dir, tasks, examples, out, progress)
+    results = collect_results(config, out, base)
+    write_json_atomic(out / "results.json", results)
+    write_report(results, out)
+    return results
+
+
+def _claim(out: Path, config: StudyConfig) -> None:
+    """A study folder holds one study: a different config is refused, never overwritten.
+
+    A study may grow: new method entries can be added (the finished runs of the
+    entries it already had are kept); changing or removing an entry is a different study.
+    Settings that only gather results (StudyConfig.AGGREGATION_ONLY) may change.
+    """
+    marker = out / STUDY_FILE
+    mine = config.identity()
+    if marker.is_file():
+        try:
+            theirs = StudyConfig.from_dict(read_json(marker), where=str(marker)).identity()
+        except SmfError:
+            raise SmfError(f"{out} holds a study of another smf version or config schema; choose another --out") from None
+        old_methods = theirs.get("methods") or {}
+        if all(mine["methods"].get(label) == settings for label, settings in old_methods.items()):
+            theirs["methods"] = mine["methods"]  # only additions
+        if theirs != mine:
+            changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            raise SmfError(f"{out} holds a different study (differs in: {', '.join(changed)}); choose another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise SmfError(f"{out} is not empty and holds no {STUDY_FILE}; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(marker, config.to_dict())
+
+
+def _evaluate(model, tokenizer, tasks: dict, config: StudyConfig, progress: bool) -> dict:
+    from smf.evaluate.evaluator import evaluate
+
+    return evaluate(model, tokenizer, list(tasks.values()), batch_size=config.evaluation.batch_size, progress=progress)["tasks"]
+
+
+def _base_results(config: StudyConfig, base_dir, tasks: dict, out: Path) -> dict:
+    path = out / "base" / RESULT_FILE
+    if path.is_file():
+        return read_json(path)
+    from smf.models import load_model
+
+    model, tokenizer = load_model(base_dir)
+    start = time.perf_counter()
+    result = {"label": "base", "model": str(base_dir), "tasks": _evaluate(model, tokenizer, tasks, config, True)}
+    if config.curve.every:
+        result["curve"] = _evaluate(model, tokenizer, _curve_tasks(config, tasks), config, False)
+    result["eval_seconds"] = time.perf_counter() - start
+    write_json_atomic(path, result)
+    return result
+
+
+def _memory_model(config: StudyConfig, base_dir, out: Path, progress: bool) -> Path:
+    """Retrofit (and heal) the base model once; background statistics beside it."""
+    from smf.memory.retrofit import MEMORY_FILE, retrofit, save_retrofitted
+    from smf.models import load_model
+    from smf.selection import BACKGROUND_FILE
+    from smf.train.stages import background_statistics, heal
+
+    folder = out / "memory_model"
+    if not (folder / MEMORY_FILE).is_file():
+        model, tokenizer = load_model(base_dir)
+        retrofit(model, config.memory)
+        save_retrofitted(model, tokenizer, folder, overwrite=True, extra={"base_model": str(base_dir)})
+    if config.heal is not None:
+        healed = out / "heal" / "model"
+        if not (healed / MEMORY_FILE).is_file():
+            shutil.rmtree(out / "heal", ignore_errors=True)
+            heal(folder, config.heal, out / "heal", progress=progress)
+        folder = healed
+    if not (folder / BACKGROUND_FILE).is_file():
+        background_statistics(folder, config.background, progress=progress)
+    return folder
+
+
+def _curve_tasks(config: StudyConfig, tasks: dict) -> dict:
+    """The tasks evaluated during training: task and probes, their first items."""
+    from smf.evaluate.tasks import Task, resolve_task
+
+    keep = [resolve_task(s).label for s in [config.evaluation.task, *config.evaluation.probes]]
+    out = {}
+    for label, t in tasks.items():
+        if label in keep:
+            limit = config.curve.documents if t.kind == "perplexity" else config.curve.limit
+            out[label] = Task(t.label, t.dataset, t.items[:limit], t.options, t.data_options)
+    return out
+
+
+def _train_and_evaluate(config: StudyConfig, run: RunSpec, seed: int, base_dir, memory_dir, tasks: dict,
+                        examples: list, out: Path, progress: bool) -> None:
+    from smf.models import load_model
+    from smf.train import CHECKPOINT, CONFIG_FILE, SUMMARY_FILE, train
+
+    folder = run.folder(out, seed)
+    if (folder / RESULT_FILE).is_file():
+        return
+    train_config = run.train_config(config, seed)
+    model_dir = memory_dir if METHODS[train_config.method].needs_memory else base_dir
+    model, tokenizer = load_model(model_dir)
+    every = config.curve.every
+    curve_tasks = _curve_tasks(config, tasks) if every else {}
+    eval_fn = (lambda m, step: _evaluate(m, tokenizer, curve_tasks, config, False)) if every else None
+    resume = (folder / CONFIG_FILE).is_file()
+    if resume and ((folder / SUMMARY_FILE).is_file() or not (folder / CHECKPOINT).is_dir()):
+        # trained but not evaluated (the model was not kept), or nothing to resume from: train again
+        shutil.rmtree(folder)
+        resume = False
+    if progress:
+        print(f"== {run.label}, seed {seed}")
+    start = time.perf_counter()
+    result = train(model, tokenizer, examples, train_config, folder, model_dir=model_dir, resume=resume,
+                   eval_fn=eval_fn, eval_every=every, save_model=config.keep_models, progress=progress)
+    train_wall = time.perf_counter() - start
+    evaluated = _evaluate(result.model, tokenizer, tasks, config, progress)
+    record = {
+        "label": run.label, "family": run.family.label, "seed": seed, "settings": run.settings,
+        "train_config": train_config.to_dict(), "summary": result.summary,
+        "wall_seconds": train_wall + 0.0, "eval_seconds": time.perf_counter() - start - train_wall, "tasks": evaluated,
+    }
+    write_json_atomic(folder / RESULT_FILE, record)
+    shutil.rmtree(folder / CHECKPOINT, ignore_errors=True)
+    del model, result
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
