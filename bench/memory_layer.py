@@ -53,7 +53,9 @@ def lookup_scaling(tokens: int, repeat: int, slot_counts: list[int]) -> list[dic
     rows = []
     for n in slot_counts:
         cfg = MemoryConfig(layers=(0,), slots=n, heads=4, topk=16, key_dim=256, value_init="normal")
-        mem = ProductKeyMemory(hidden, cfg, torch.Generator().manual_seed(0)).eval()
+        mem = ProductKeyMemory(hidden, cfg)
+        mem.reset_parameters(torch.Generator().manual_seed(0))
+        mem.eval()
         xn = mem.normalize(x)
         with torch.no_grad():
             lookup = median(timed(lambda: mem.lookup(xn), repeat=repeat, warmup=2))

@@ -26,7 +26,8 @@ def test_lookup_equals_brute_force_top_k():
     """Product keys find the same top-k rows as scoring all N = sqrt(N)² rows."""
     torch.manual_seed(1)
     cfg = MemoryConfig(layers=(0,), slots=256, heads=3, topk=8, key_dim=12, value_init="normal")
-    mem = ProductKeyMemory(20, cfg, torch.Generator().manual_seed(0))
+    mem = ProductKeyMemory(20, cfg)
+    mem.reset_parameters(torch.Generator().manual_seed(0))
     xn = mem.normalize(torch.randn(7, 20))
     rows, weights = mem.lookup(xn)
     q = mem.q_proj(xn).view(7, 3, 2, 6)

@@ -75,7 +75,10 @@ def describe(path: Path) -> str:
     if not path.is_dir():
         raise SmfError(f"{path} is not a folder; give a model folder written by smf retrofit")
     arch = read_json(path / "config.json")
-    lines = [f"model folder: {path}", f"architecture: {arch.get('model_type', '?')}, {arch.get('num_hidden_layers', '?')} layers, hidden size {arch.get('hidden_size', '?')}"]
+    kind = arch.get("base_model_type", arch.get("model_type", "?"))
+    lines = [f"model folder: {path}", f"architecture: {kind}, {arch.get('num_hidden_layers', '?')} layers, hidden size {arch.get('hidden_size', '?')}"]
+    if "auto_map" in arch:
+        lines.append("loads in transformers: AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)")
     memory_file = path / MEMORY_FILE
     counts = parameter_counts(path)
     if memory_file.is_file():

@@ -16,45 +16,41 @@ and O(heads·k·value_dim) for the read, so memory size barely matters.
 
 Each layer can record which rows the real tokens of the last forward pass read
 (`record = True`); positions whose attention mask is 0 (padding) are left out.
+
+This file imports only torch: smf copies it into every model folder it saves, where the
+folder's `modeling_smf.py` uses it (transformers' trust_remote_code), smf or not.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import skip_init
-
-from smf.memory.config import MemoryConfig
 
 
 class ProductKeyMemory(nn.Module):
-    def __init__(self, hidden_size: int, config: MemoryConfig, generator: torch.Generator | None = None):
+    """config: a MemoryConfig, or any object with its fields (slots, heads, topk, key_dim,
+    value_dim, value_init, value_init_std). The parameters start uninitialised (on the
+    meta device, so building draws no random numbers); `reset_parameters(generator)`
+    initialises them, or a checkpoint is loaded into them."""
+
+    def __init__(self, hidden_size: int, config):
         super().__init__()
         c = config
         self.hidden_size = hidden_size
-        self.slots, self.heads, self.topk, self.n_sub = c.slots, c.heads, c.topk, c.sub_keys
+        self.slots, self.heads, self.topk, self.n_sub = c.slots, c.heads, c.topk, math.isqrt(c.slots)
         self.half = c.key_dim // 2
         self.value_dim = c.value_dim or hidden_size
+        self.value_init, self.value_init_std = c.value_init, c.value_init_std
         self.eps = 1e-6
-
-        def normal(*shape: int, std: float) -> torch.Tensor:
-            return torch.randn(*shape, generator=generator) * std
-
-        # skip_init: no default init, so retrofitting never draws from the global RNG
-        self.q_proj = skip_init(nn.Linear, hidden_size, c.heads * c.key_dim, bias=False)
-        self.q_proj.weight.data = normal(c.heads * c.key_dim, hidden_size, std=hidden_size**-0.5)
-        # (heads, 2 halves, sqrt(N) sub-keys, key_dim/2): unit-variance scores for unit queries
-        self.keys = nn.Parameter(normal(c.heads, 2, self.n_sub, self.half, std=self.half**-0.5))
-        if c.value_init == "zeros":
-            values = torch.zeros(c.slots, self.value_dim)
-        else:
-            values = normal(c.slots, self.value_dim, std=c.value_init_std)
-        self.values = nn.Parameter(values)
-        self.gate_proj = skip_init(nn.Linear, hidden_size, self.value_dim, bias=False)
-        self.gate_proj.weight.data = normal(self.value_dim, hidden_size, std=hidden_size**-0.5)
-        self.out_proj = skip_init(nn.Linear, self.value_dim, hidden_size, bias=False)
-        self.out_proj.weight.data = normal(hidden_size, self.value_dim, std=self.value_dim**-0.5)
+        self.q_proj = nn.Linear(hidden_size, c.heads * c.key_dim, bias=False, device="meta")
+        # (heads, 2 halves, sqrt(N) sub-keys, key_dim/2)
+        self.keys = nn.Parameter(torch.empty(c.heads, 2, self.n_sub, self.half, device="meta"))
+        self.values = nn.Parameter(torch.empty(c.slots, self.value_dim, device="meta"))
+        self.gate_proj = nn.Linear(hidden_size, self.value_dim, bias=False, device="meta")
+        self.out_proj = nn.Linear(self.value_dim, hidden_size, bias=False, device="meta")
 
         # Row-sparse value gradients (what the sparse optimizers want); dense optimizers
         # such as AdamW (healing, full finetuning) switch this off.
@@ -64,6 +60,24 @@ class ProductKeyMemory(nn.Module):
         self.record = False
         self.token_mask: torch.Tensor | None = None
         self.last_rows: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Initialise every parameter on the CPU, drawing only from `generator`: projections
+        and keys with unit-variance outputs for unit inputs, values zero (or normal)."""
+        d, v = self.hidden_size, self.value_dim
+
+        def normal(*shape: int, std: float) -> nn.Parameter:
+            return nn.Parameter(torch.randn(*shape, generator=generator) * std)
+
+        self.q_proj.weight = normal(self.heads * 2 * self.half, d, std=d**-0.5)
+        self.keys = normal(self.heads, 2, self.n_sub, self.half, std=self.half**-0.5)
+        if self.value_init == "zeros":
+            self.values = nn.Parameter(torch.zeros(self.slots, v))
+        else:
+            self.values = normal(self.slots, v, std=self.value_init_std)
+        self.gate_proj.weight = normal(v, d, std=d**-0.5)
+        self.out_proj.weight = normal(d, v, std=v**-0.5)
 
     def extra_repr(self) -> str:
         return f"slots={self.slots}, heads={self.heads}, topk={self.topk}, key_dim={2 * self.half}, value_dim={self.value_dim}"

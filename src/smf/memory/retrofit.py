@@ -4,10 +4,14 @@
 other decoders with that layout) by a `MemoryMLP` around the original FFN. In additive
 mode with zero values the model's outputs do not change.
 
-A retrofitted model is saved as a folder: `config.json` (the base architecture),
-`model.safetensors` (every weight, memory included), the tokenizer files, and
-`smf_memory.json` (the MemoryConfig). `load_retrofitted` rebuilds the architecture,
-retrofits it with the same config and loads the weights: identical logits.
+A retrofitted model is saved as a folder: `model.safetensors` (every weight, memory
+included), the tokenizer files, `smf_memory.json` (the MemoryConfig), and what
+transformers needs to load it without smf: `config.json` (the base architecture's
+settings, `model_type: smf`, the memory config and an `auto_map`), `modeling_smf.py` and
+`layer.py` (see `modeling_smf.py`). `AutoModelForCausalLM.from_pretrained(folder,
+trust_remote_code=True)` gives smf's model; without trust_remote_code transformers
+refuses the folder rather than load it wrong. `load_retrofitted` rebuilds the base
+architecture, retrofits it with the same config and loads the weights: identical logits.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from smf.memory.layer import MemoryMLP, ProductKeyMemory
 
 MEMORY_FILE = "smf_memory.json"
 WEIGHTS_FILE = "model.safetensors"
+MODELING_FILE = "modeling_smf.py"  # written with LAYER_FILE into every folder, for trust_remote_code
+LAYER_FILE = "layer.py"
+MODEL_TYPE = "smf"  # config.json's model_type; the base architecture's is kept as base_model_type
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -62,7 +69,9 @@ def retrofit(model: nn.Module, config: MemoryConfig) -> nn.Module:
     for i in config.layers:
         ffn = layers[i].mlp
         ref = next(ffn.parameters())
-        memory = ProductKeyMemory(hidden, config, generator).to(device=ref.device, dtype=ref.dtype)
+        memory = ProductKeyMemory(hidden, config)
+        memory.reset_parameters(generator)
+        memory.to(device=ref.device, dtype=ref.dtype)
         layers[i].mlp = MemoryMLP(ffn if config.mode == "additive" else None, memory)
     model.smf_memory_config = config
     _install_mask_hook(model)
@@ -112,7 +121,7 @@ def save_retrofitted(
     assert config is not None, "not a retrofitted model"
     out = Path(out)
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        model.config.save_pretrained(tmp)
+        _write_transformers_files(model, config, tmp)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(tmp)
         save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
@@ -124,10 +133,45 @@ def save_retrofitted(
     return out
 
 
+def _write_transformers_files(model: nn.Module, config: MemoryConfig, folder: Path) -> None:
+    """config.json, modeling_smf.py and layer.py: the folder as a transformers custom model."""
+    import re
+    import shutil
+
+    here = Path(__file__).parent
+    code = (here / MODELING_FILE).read_text(encoding="utf-8")
+    for base, marker in ((type(model.config), "BaseConfig  # smf: base config"), (type(model), "BaseForCausalLM  # smf: base model")):
+        name = marker.split()[0]
+        code, n = re.subn(rf"^from \S+ import \w+ as {marker}$", f"from {base.__module__} import {base.__name__} as {marker}", code, flags=re.M)
+        assert n == 1, f"{MODELING_FILE} has no import line for {name}"
+    (folder / MODELING_FILE).write_text(code, encoding="utf-8")
+    shutil.copy2(here / LAYER_FILE, folder / LAYER_FILE)
+    arch = model.config.to_dict()
+    arch.update(model_type=MODEL_TYPE, base_model_type=model.config.model_type, architectures=["SmfForCausalLM"],
+                auto_map={"AutoConfig": "modeling_smf.SmfConfig", "AutoModelForCausalLM": "modeling_smf.SmfForCausalLM"},
+                smf_memory=config.to_dict())
+    write_json_atomic(folder / "config.json", arch)
+
+
+def base_architecture(path: Path):
+    """The base decoder's transformers config of a folder smf saved (any smf version)."""
+    from transformers import CONFIG_MAPPING
+
+    arch = read_json(path / "config.json")
+    if arch.get("model_type") == MODEL_TYPE:
+        arch["model_type"] = arch.pop("base_model_type")
+        for key in ("auto_map", "smf_memory", "architectures"):
+            arch.pop(key, None)
+    try:
+        return CONFIG_MAPPING[arch.get("model_type")].from_dict(arch)
+    except (ValueError, KeyError, TypeError) as e:
+        raise SmfError(f"{path / 'config.json'}: not a model config transformers knows ({str(e).splitlines()[0]})") from None
+
+
 def load_retrofitted(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> nn.Module:
     """Load a folder written by `save_retrofitted` (weights and memory layers)."""
     from safetensors.torch import load_model
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     path = Path(path)
     meta = read_json(path / MEMORY_FILE)
@@ -136,8 +180,7 @@ def load_retrofitted(path: str | os.PathLike, *, dtype: torch.dtype = torch.floa
     config = MemoryConfig.from_dict(meta["memory"], where=str(path / MEMORY_FILE))
     if not (path / WEIGHTS_FILE).is_file():
         raise SmfError(f"{path}: {WEIGHTS_FILE} is missing; the folder is incomplete")
-    arch = AutoConfig.from_pretrained(path)
-    model = AutoModelForCausalLM.from_config(arch, dtype=dtype)
+    model = AutoModelForCausalLM.from_config(base_architecture(path), dtype=dtype)
     retrofit(model, config)
     missing, unexpected = load_model(model, str(path / WEIGHTS_FILE), strict=False)
     if missing or unexpected:
