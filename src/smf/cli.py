@@ -19,6 +19,7 @@ COMMANDS = [
     "smf.evaluate.commands",
     "smf.train.commands",
     "smf.study.commands",
+    "smf.use.commands",
 ]
 
 

@@ -3,7 +3,8 @@
 - `letter_prompt`: lm-eval's MedMCQA prompt (question, lettered choices, "Answer:");
   MedMCQA training examples end their prompt with it, the `letter` and `answer_norm`
   multiple-choice formats score after it.
-- `cloze_prompt`: "Question: {q}\\nAnswer:", lm-eval's cloze convention (`cloze` format).
+- `cloze_prompt`: "Question: {q}\\nAnswer:", lm-eval's cloze convention (`cloze` format);
+  `question_prompt` is the same for a bare question.
 - `plain_prompt`: lm-eval's TriviaQA prompt, which appends "?" to the question as given.
 - `chat_prompt`: the question as a user turn in the tokenizer's chat template.
 """
@@ -25,7 +26,12 @@ def letter_prompt(item: MCQItem) -> str:
 
 
 def cloze_prompt(item: MCQItem) -> str:
-    return f"Question: {item.question}\nAnswer:"
+    return question_prompt(item.question)
+
+
+def question_prompt(question: str) -> str:
+    """'Question: {q}\nAnswer:' (the cloze prompt; `smf ask` on a model without a chat template)."""
+    return f"Question: {question}\nAnswer:"
 
 
 def plain_prompt(question: str) -> str:

@@ -1,0 +1,87 @@
+"""`smf ask` (one answer) and `smf chat` (a conversation, /reset and /quit)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from smf.errors import SmfError
+
+HELP = "commands: /reset forgets the conversation, /quit (or Ctrl-D) leaves; Ctrl-C stops an answer"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ask", help="ask a model one question; the answer is streamed")
+    p.add_argument("question", nargs="?", help="the question (quote it)")
+    p.add_argument("--model", default="default", help="model folder, run folder's model, hub id, or 'default'")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="longest answer in tokens (default %(default)s)")
+    p.set_defaults(run=run_ask)
+
+    p = sub.add_parser("chat", help="talk with a model (multi-turn; /reset, /quit)")
+    p.add_argument("--model", default="default", help="model folder, run folder's model, hub id, or 'default'")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="longest answer in tokens (default %(default)s)")
+    p.set_defaults(run=run_chat)
+
+
+def _load(args):
+    from smf.models import load_model
+
+    if args.max_new_tokens < 1:
+        raise SmfError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    return load_model(args.model)
+
+
+def _emit(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def run_ask(args) -> None:
+    from smf.use.chat import answer
+
+    if not args.question or not args.question.strip():
+        raise SmfError('no question; usage: smf ask --model M "your question"')
+    model, tokenizer = _load(args)
+    answer(model, tokenizer, [{"role": "user", "content": args.question}], max_new_tokens=args.max_new_tokens, emit=_emit)
+    print()
+
+
+def run_chat(args) -> None:
+    from smf.use.chat import answer
+
+    model, tokenizer = _load(args)
+    print(f"chatting with {args.model}; {HELP}", flush=True)
+    turns: list[dict] = []
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            print()
+            return
+        except KeyboardInterrupt:
+            print()
+            return
+        text = line.strip()
+        if text in ("/quit", "/exit"):
+            return
+        if text == "/reset":
+            turns = []
+            print("(conversation reset)", flush=True)
+            continue
+        if not text:
+            continue
+        if text.startswith("/"):
+            print(f"(unknown command {text}; {HELP})", flush=True)
+            continue
+        turns.append({"role": "user", "content": text})
+        _emit("model> ")
+        try:
+            reply = answer(model, tokenizer, turns, max_new_tokens=args.max_new_tokens, emit=_emit)
+        except KeyboardInterrupt:
+            reply = ""
+            _emit(" (stopped)")
+        print(flush=True)
+        if reply:
+            turns.append({"role": "assistant", "content": reply})
+        else:
+            turns.pop()
