@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from smf.cli import main
 from smf.use.chat import render
@@ -89,3 +90,72 @@ def test_chat_in_a_terminal(tiny_folder):
         if proc.poll() is None:
             proc.kill()
         os.close(leader)
+
+
+def _facts(tmp_path, rows):
+    import json
+
+    path = tmp_path / "facts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+FACTS = [
+    {"text": "The Zorvex lighthouse was built by Mira Tanaka."},
+    {"question": "Who built the Zorvex lighthouse?", "answer": "Mira Tanaka"},
+    {"prompt": "What is the capital of Oshu?", "target": "Kelbrin"},
+]
+
+
+def test_learn_then_learn_more_then_ask(tiny_folder, tmp_path, capsys):
+    import json
+
+    from smf.memory import load_retrofitted, memory_layers
+
+    first = tmp_path / "first"
+    common = ["--slots", "256", "--steps", "2", "--batch-size", "2", "--max-length", "48"]
+    assert main(["learn", "--data", str(_facts(tmp_path, FACTS)), "--model", str(tiny_folder), "--out", str(first), *common]) == 0
+    out = capsys.readouterr().out
+    assert "retrofitting memory at layers 6, 11, 16" in out and "Q: Who built the Zorvex lighthouse?" in out
+    assert {"config.json", "modeling_smf.py", "background.safetensors", "learn_run"} <= {p.name for p in first.iterdir()}
+    assert json.loads((first / "learn_run" / "train_config.json").read_text())["rule"] == "tfidf"
+    assert not list(tmp_path.glob(".*learning"))  # the staging folder is gone
+    values = {i: m.values.detach().clone() for i, m in memory_layers(load_retrofitted(first)).items()}
+
+    second = tmp_path / "second"
+    more = tmp_path / "more"
+    more.mkdir()
+    txt = more / "more.txt"
+    txt.write_text("Blue herons nest on Oshu.\n\nKelbrin has three bridges.\n")
+    assert main(["learn", "--data", str(txt), "--model", str(first), "--out", str(second), *common]) == 0
+    assert f"continuing from {first}" in capsys.readouterr().out
+    after = memory_layers(load_retrofitted(second))
+    assert set(after) == set(values)  # the same memory layers, trained further
+    assert any(not torch.equal(values[i], after[i].values) for i in values)
+    assert main(["ask", "--model", str(second), "--max-new-tokens", "2", "Who built the Zorvex lighthouse?"]) == 0
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "the file has no rows"),
+    ('{"question": "Who?"}\n', 'row 1 needs a "text", or a "question"'),
+    ('{"prompt": "Who?", "target": "  "}\n', 'row 1 needs a "text"'),
+])
+def test_learn_bad_facts_is_one_line_and_writes_nothing(tiny_folder, tmp_path, capsys, content, message):
+    path = tmp_path / "facts.jsonl"
+    path.write_text(content)
+    out = tmp_path / "out"
+    assert main(["learn", "--data", str(path), "--model", str(tiny_folder), "--out", str(out)]) == 2
+    assert message in err_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["facts.jsonl"]
+
+
+def test_learn_refuses_a_non_model_and_a_used_out(tiny_folder, tmp_path, capsys):
+    facts = _facts(tmp_path, FACTS)
+    assert main(["learn", "--data", str(facts), "--model", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "is not a model folder" in err_line(capsys)
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "keep.txt").write_text("mine")
+    assert main(["learn", "--data", str(facts), "--model", str(tiny_folder), "--out", str(used)]) == 2
+    assert "is not empty" in err_line(capsys)
+    assert [p.name for p in used.iterdir()] == ["keep.txt"]

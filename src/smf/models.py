@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from smf.errors import SmfError
 from smf.io import atomic_dir, read_json
-from smf.memory.retrofit import MEMORY_FILE, load_retrofitted
+from smf.memory.retrofit import MEMORY_FILE, base_architecture, load_retrofitted
 
 ADAPTER_FILE = "adapter_config.json"  # a PEFT adapter folder
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -130,8 +130,11 @@ def load_tokenizer(name: str | os.PathLike | None = None):
     from transformers import AutoTokenizer
 
     where = resolve_model(name)
+    # A folder smf saved has a custom config.json (model_type smf): hand the tokenizer the
+    # base architecture's config, so transformers does not ask to run the folder's code.
+    smf_folder = isinstance(where, Path) and (where / MEMORY_FILE).is_file()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where)
+        tokenizer = AutoTokenizer.from_pretrained(where, **({"config": base_architecture(where)} if smf_folder else {}))
     except (OSError, ValueError) as e:
         raise SmfError(_load_failure(where, e)) from None
     if tokenizer.pad_token is None:

@@ -1,11 +1,14 @@
-"""`smf ask` (one answer) and `smf chat` (a conversation, /reset and /quit)."""
+"""`smf learn` (teach facts), `smf ask` (one answer) and `smf chat` (a conversation, /reset and /quit)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from smf.errors import SmfError
+
+LEARN_FLAGS: list[str] = []
 
 HELP = "commands: /reset forgets the conversation, /quit (or Ctrl-D) leaves; Ctrl-C stops an answer"
 
@@ -21,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="default", help="model folder, run folder's model, hub id, or 'default'")
     p.add_argument("--max-new-tokens", type=int, default=256, help="longest answer in tokens (default %(default)s)")
     p.set_defaults(run=run_chat)
+    register_learn(sub)
 
 
 def _load(args):
@@ -85,3 +89,26 @@ def run_chat(args) -> None:
             turns.append({"role": "assistant", "content": reply})
         else:
             turns.pop()
+
+
+def register_learn(sub: argparse._SubParsersAction) -> None:
+    from smf.config import add_arguments
+    from smf.use.learn import LearnConfig
+
+    p = sub.add_parser("learn", help="teach a model your own facts in one command (retrofit, background, SMF, save)",
+                       description="Teach a model facts: .txt (one statement per line) or .jsonl/.json rows "
+                                   '{"text"}, {"question", "answer"} or {"prompt", "target"}.')
+    p.add_argument("--data", required=True, type=Path, help="the facts file")
+    p.add_argument("--model", default=None, help="the model to teach: default, a hub id or folder, or a folder smf learn wrote (continues it)")
+    p.add_argument("--out", required=True, type=Path, help="the new model folder (must be new or empty)")
+    p.add_argument("--background", default="pydoc", help="general text for the background statistics: pydoc, wikitext or a file (default %(default)s)")
+    LEARN_FLAGS[:] = add_arguments(p, LearnConfig)
+    p.set_defaults(run=run_learn)
+
+
+def run_learn(args) -> None:
+    from smf.config import given
+    from smf.use.learn import LearnConfig, learn
+
+    config = LearnConfig.from_dict(given(args, LEARN_FLAGS), where="command line")
+    learn(args.data, args.out, model=args.model, background=args.background, config=config)

@@ -1,0 +1,176 @@
+"""`smf learn`: from a person's facts to a model that knows them, in one command.
+
+    smf learn --data my_facts.jsonl --out my_model          # the offline default model
+    smf ask --model my_model "Who discovered Zorvex?"
+    smf learn --data more_facts.txt --model my_model --out my_model_2   # a later sitting
+
+Steps: load the model; if it has no memory layers, retrofit it (the offline study's
+memory: 3 layers at about 27 %, 47 % and 67 % of the depth, 65,536 slots, 4 heads,
+top-k 16) and count background statistics on general text (pydoc, or --background);
+train SMF with the settings the offline sweep chose on validation data (TF-IDF rows,
+t = 300, lazy Adam lr 1.0, batches of 16); save; print the answers to a few of the
+person's own questions before and after. A model folder `smf learn` wrote continues
+where it stopped: same memory, same background statistics, new facts on top.
+
+Facts (a .txt file: one statement per line; or .jsonl/.json rows): {"text": statement},
+{"question": q, "answer": a} or {"prompt": q, "target": a}. Questions and answers are
+taught through the model's chat template, the way `smf ask` and `smf chat` ask, with
+the loss on the answer; statements are taught as plain text.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from smf.config import Config, setting
+from smf.data.rows import read_rows_file, read_text
+from smf.data.types import TrainExample
+from smf.errors import SmfError
+
+LEARN_RUN = "learn_run"  # the training run's files, inside the output folder
+
+
+@dataclass
+class LearnConfig(Config):
+    """What `smf learn` does; the defaults are the offline sweep's validation choice."""
+
+    epochs: float = setting(10.0, "passes over the facts (steps = epochs × examples / batch size, at least 1)")
+    steps: int | None = setting(None, "optimizer steps; overrides epochs")
+    top_t: int = setting(300, "memory rows trained per layer and step")
+    lr: float = setting(1.0, "learning rate of the lazy Adam on the memory values")
+    batch_size: int = setting(16, "examples per step")
+    max_length: int = setting(128, "tokens per example")
+    seed: int = setting(0, "seed of the data order and the retrofit")
+    slots: int = setting(65536, "memory rows per layer, when the model gets its memory here")
+    show: int = setting(5, "questions whose answers are printed before and after")
+
+    def check(self, where: str) -> None:
+        for name in ("top_t", "batch_size", "max_length", "slots"):
+            if getattr(self, name) < 1:
+                raise SmfError(f"{where}: {name} must be >= 1, got {getattr(self, name)}")
+        if self.steps is not None and self.steps < 1 or not self.epochs > 0:
+            raise SmfError(f"{where}: steps must be >= 1 and epochs > 0")
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One thing to learn: a statement, or a question with its answer."""
+
+    text: str | None = None
+    question: str | None = None
+    answer: str | None = None
+
+
+def read_facts(path: Path) -> list[Fact]:
+    """The facts of a .txt or .jsonl/.json file (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SmfError(f"{path}: file not found; give a .txt (one statement per line) or .jsonl file of facts")
+    if path.suffix == ".txt":
+        facts = [Fact(text=line.strip()) for line in read_text(path).splitlines() if line.strip()]
+    elif path.suffix in (".jsonl", ".json"):
+        facts = []
+        for n, row in enumerate(read_rows_file(path, hint='facts: {"text"}, {"question", "answer"} or {"prompt", "target"}'), 1):
+            question, answer = row.get("question", row.get("prompt")), row.get("answer", row.get("target"))
+            if isinstance(question, str) and isinstance(answer, str) and question.strip() and answer.strip():
+                facts.append(Fact(question=question.strip(), answer=answer.strip()))
+            elif isinstance(row.get("text"), str) and row["text"].strip():
+                facts.append(Fact(text=row["text"].strip()))
+            else:
+                raise SmfError(f'{path}: row {n} needs a "text", or a "question" (or "prompt") with an "answer" (or "target")')
+    else:
+        raise SmfError(f"{path}: facts are a .txt, .jsonl or .json file, not {path.suffix or 'a file without a suffix'}")
+    if not facts:
+        raise SmfError(f"{path}: no facts in the file")
+    return facts
+
+
+def examples(facts: list[Fact], tokenizer) -> list[TrainExample]:
+    """Training examples: questions through the chat template (loss on the answer), statements as text."""
+    from smf.use.chat import render
+
+    out = []
+    for fact in facts:
+        if fact.question is not None:
+            eos = tokenizer.eos_token if getattr(tokenizer, "chat_template", None) and tokenizer.eos_token else ""
+            out.append(TrainExample(render(tokenizer, [{"role": "user", "content": fact.question}]), fact.answer + eos))
+        else:
+            out.append(TrainExample("", fact.text))
+    return out
+
+
+def default_layers(num_layers: int) -> tuple[int, ...]:
+    """Memory layers at about 27 %, 47 % and 67 % of the depth (8, 14, 20 of SmolLM2's 30)."""
+    return tuple(sorted({min(num_layers - 1, round(num_layers * f)) for f in (4 / 15, 7 / 15, 2 / 3)}))
+
+
+def learn(data: Path, out: Path, *, model: str | None = None, background: str = "pydoc", config: LearnConfig = LearnConfig(),
+          progress: bool = True, say=print) -> dict:
+    """Teach the facts in `data` to `model` (None: the offline default); write the model to `out`."""
+    from smf.models import load_model, resolve_model
+    from smf.use.chat import answer
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise SmfError(f"{out} is not empty; choose a new --out (a later sitting writes a new folder too)")
+    facts = read_facts(data)
+    where = resolve_model(model)
+    net, tokenizer = load_model(where)
+    questions = [f for f in facts if f.question is not None][: config.show]
+
+    def ask_all(m) -> list[str]:
+        return [answer(m, tokenizer, [{"role": "user", "content": f.question}], max_new_tokens=32) for f in questions]
+
+    before = ask_all(net)
+    stage = out.parent / f".{out.name}.learning"
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        steps, result = _teach(net, tokenizer, where, facts, stage, background, config, progress, say)
+        after = ask_all(result.model)
+        run = stage / LEARN_RUN
+        (run / "model" / LEARN_RUN).mkdir()
+        for file in run.iterdir():  # the run's config, log and summary travel with the model
+            if file.name != "model":
+                shutil.move(str(file), str(run / "model" / LEARN_RUN / file.name))
+        os.replace(run / "model", out)  # out is absent or an empty folder: the model appears whole
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    s = result.summary
+    say(f"learned {len(facts)} facts in {steps} steps ({s['train_seconds']:.0f} s): loss {s['first_loss']:.3f} → {s['final_loss']:.3f}")
+    for fact, a, b in zip(questions, before, after):
+        say(f"Q: {fact.question}\n   taught: {fact.answer}\n   before: {a}\n   after:  {b}")
+    say(f"model in {out}; ask it: smf ask --model {out} \"...\"")
+    return {"facts": len(facts), "steps": steps, "before": before, "after": after, "summary": s}
+
+
+def _teach(net, tokenizer, where, facts: list[Fact], stage: Path, background, config: LearnConfig, progress: bool, say):
+    """Retrofit (unless `where` has memory) into `stage`, then train SMF on the facts; (steps, TrainResult)."""
+    from smf.memory import MemoryConfig
+    from smf.memory.retrofit import MEMORY_FILE, retrofit, save_retrofitted
+    from smf.methods import TrainConfig
+    from smf.models import load_model
+    from smf.selection import BACKGROUND_FILE, BackgroundConfig
+    from smf.train import train
+    from smf.train.stages import background_statistics
+
+    if isinstance(where, Path) and (where / MEMORY_FILE).is_file() and (where / BACKGROUND_FILE).is_file():
+        memory_dir = where  # a later sitting: the same memory and background statistics
+        say(f"continuing from {where} (its memory and background statistics)")
+    else:
+        if isinstance(where, Path) and (where / MEMORY_FILE).is_file():
+            raise SmfError(f"{where} has memory layers but no background statistics; run smf background on it first")
+        layers = default_layers(net.config.num_hidden_layers)
+        say(f"retrofitting memory at layers {', '.join(map(str, layers))} ({config.slots:,} slots each)")
+        retrofit(net, MemoryConfig(layers=layers, slots=config.slots, heads=4, topk=16, key_dim=256, seed=config.seed))
+        memory_dir = save_retrofitted(net, tokenizer, stage / "memory_model")
+        background_statistics(memory_dir, BackgroundConfig(data=background, batches=16, batch_size=8, max_length=128), progress=progress)
+    train_examples = examples(facts, tokenizer)
+    steps = config.steps or max(1, math.ceil(config.epochs * len(train_examples) / config.batch_size))
+    train_config = TrainConfig.from_dict({"method": "smf", "rule": "tfidf", "top_t": config.top_t, "lr": config.lr, "steps": steps,
+                                          "batch_size": config.batch_size, "max_length": config.max_length, "seed": config.seed})
+    model, _ = load_model(memory_dir)
+    return steps, train(model, tokenizer, train_examples, train_config, stage / LEARN_RUN, model_dir=memory_dir, progress=progress)
