@@ -1,0 +1,81 @@
+"""A person's check of `smf learn` on the offline default: two sittings of 20 made-up facts.
+
+Sitting 1 teaches tests/fixtures/user_facts/first.jsonl (each fact as one statement and
+one question/answer pair); sitting 2 continues from it with second.jsonl. After each we
+ask, through the chat template as `smf ask` does (greedy, 32 tokens): the taught
+questions, the same facts in a wording never taught (*_heldout.jsonl), and the capitals
+probe (60 questions, as in the study). An answer counts when the taught answer occurs in
+it (lowercased, punctuation and a leading article dropped).
+Run: .venv/bin/python scripts/experiments/learn_check.py OUT_DIR   (about 15 min on 2 CPU cores)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FACTS = ROOT / "tests" / "fixtures" / "user_facts"
+
+
+def norm(text: str) -> str:
+    text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    return " ".join(re.sub(r"^(the|a|an) ", "", text.strip()).split())
+
+
+def score(model, tokenizer, path: Path) -> tuple[int, int, list[dict]]:
+    from smf.use.chat import answer
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "question" in r]
+    out = []
+    for r in rows:
+        said = answer(model, tokenizer, [{"role": "user", "content": r["question"]}], max_new_tokens=32)
+        out.append({"question": r["question"], "answer": r["answer"], "said": said, "correct": norm(r["answer"]) in norm(said)})
+    return sum(o["correct"] for o in out), len(out), out
+
+
+def capitals(model, tokenizer) -> float:
+    from smf.evaluate import evaluate
+
+    return evaluate(model, tokenizer, ["capitals"], progress=False)["tasks"]["capitals"]["headline"]["value"]
+
+
+def main(folder: Path) -> None:
+    from smf.models import load_model
+    from smf.use.learn import learn
+
+    folder.mkdir(parents=True, exist_ok=True)
+    report: dict = {}
+    base, tokenizer = load_model()
+    report["base"] = {"capitals": capitals(base, tokenizer),
+                      "first_taught": score(base, tokenizer, FACTS / "first.jsonl")[:2]}
+    learn(FACTS / "first.jsonl", folder / "sitting1", progress=False)
+    one, _ = load_model(folder / "sitting1")
+    t1 = score(one, tokenizer, FACTS / "first.jsonl")
+    h1 = score(one, tokenizer, FACTS / "first_heldout.jsonl")
+    report["sitting1"] = {"taught": t1[:2], "heldout": h1[:2], "capitals": capitals(one, tokenizer), "answers": t1[2] + h1[2]}
+    learn(FACTS / "second.jsonl", folder / "sitting2", model=str(folder / "sitting1"), progress=False)
+    two, _ = load_model(folder / "sitting2")
+    t2 = score(two, tokenizer, FACTS / "second.jsonl")
+    kept = score(two, tokenizer, FACTS / "first.jsonl")
+    right_before = {a["question"] for a in t1[2] if a["correct"]}
+    still = sum(a["correct"] for a in kept[2] if a["question"] in right_before)
+    report["sitting2"] = {"taught": t2[:2], "first_still_right": [still, len(right_before)],
+                          "heldout": score(two, tokenizer, FACTS / "second_heldout.jsonl")[:2], "capitals": capitals(two, tokenizer)}
+    (folder / "learn_check.json").write_text(json.dumps(report, indent=2) + "\n")
+    b, s1, s2 = report["base"], report["sitting1"], report["sitting2"]
+    print("| model | taught questions | new wording | first sitting's facts still right | capitals |")
+    print("|---|---|---|---|---|")
+    print(f"| base | {b['first_taught'][0]}/20 (first sitting's) | – | – | {100 * b['capitals']:.1f} |")
+    print(f"| after sitting 1 | {s1['taught'][0]}/20 | {s1['heldout'][0]}/20 | – | {100 * s1['capitals']:.1f} |")
+    print(f"| after sitting 2 | {s2['taught'][0]}/20 | {s2['heldout'][0]}/20 | {s2['first_still_right'][0]}/{s2['first_still_right'][1]} | {100 * s2['capitals']:.1f} |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: learn_check.py OUT_DIR")
+    main(Path(sys.argv[1]))
