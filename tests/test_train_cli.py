@@ -50,6 +50,11 @@ def test_background_then_smf_train_then_resume(folders, tmp_path, capsys):
     assert "already holds a run; pass --resume" in err_line(capsys)
     assert main([*argv, "--resume"]) == 2
     assert "finished run" in err_line(capsys)
+    # a run folder stands for the model it saved, wherever smf takes a model
+    from smf.models import resolve_model
+
+    assert resolve_model(out) == out / "model"
+    assert main(["info", str(out / "model")]) == 0 and main(["ask", "--model", str(out), "--max-new-tokens", "2", "hi"]) == 0
 
 
 def test_heal(folders, tmp_path, capsys):

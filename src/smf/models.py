@@ -108,14 +108,19 @@ def resolve_model(name: str | os.PathLike | None) -> Path | str:
     """Where to load `name` from: a local folder (Path) or a hub id (str).
 
     None or "default" is the offline default (prepared on first use). An existing
-    folder is local. Something that looks like a path but does not exist is an error;
+    folder is local; a training run folder (`smf train --out`) stands for the model it
+    saved in RUN/model. Something that looks like a path but does not exist is an error;
     anything else of the form `org/name` is a hub id.
     """
     if name is None or str(name) in DEFAULT_ALIASES:
         return prepare_default_model()
     path = Path(name).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file() and not (path / ADAPTER_FILE).is_file():
+        is_model = (path / "config.json").is_file() or (path / ADAPTER_FILE).is_file()
+        run_model = path / "model"
+        if not is_model and ((run_model / "config.json").is_file() or (run_model / ADAPTER_FILE).is_file()):
+            return run_model
+        if not is_model:
             raise SmfError(f"{path} is not a model folder (no config.json); give a folder written by save_pretrained or smf")
         return path
     if path.exists():
