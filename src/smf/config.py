@@ -68,10 +68,6 @@ def field_names(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
-def field_help(cls) -> dict[str, str]:
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
-
-
 def field_types(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 

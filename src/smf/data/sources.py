@@ -23,7 +23,7 @@ from smf.data.rows import read_rows_file, read_text
 from smf.data.types import TrainExample
 from smf.errors import SmfError
 
-FILE_KINDS = {"train": (".jsonl", ".json", ".txt"), "text": (".jsonl", ".json", ".txt")}
+DATA_FILES = (".jsonl", ".json", ".txt")  # local training data and general text
 
 
 def source_from_text(text: str) -> dict[str, Any]:
@@ -48,8 +48,8 @@ def _split(spec: str | Mapping[str, Any], where: str) -> tuple[str, dict[str, An
     return str(options.pop("name")), options
 
 
-def _is_file(name: str, form: str) -> bool:
-    return Path(name).suffix in FILE_KINDS[form]
+def _is_file(name: str) -> bool:
+    return Path(name).suffix in DATA_FILES
 
 
 def check_source(spec: str | Mapping[str, Any], form: str, where: str = "data") -> None:
@@ -58,7 +58,7 @@ def check_source(spec: str | Mapping[str, Any], form: str, where: str = "data") 
     limit = options.pop("limit", None)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise SmfError(f"{where}: limit must be a positive integer, got {limit!r}")
-    if _is_file(name, form):
+    if _is_file(name):
         if options:
             raise SmfError(f"{where}: a data file takes no options but limit (got {', '.join(options)})")
         if not Path(name).is_file():
@@ -76,18 +76,19 @@ def training_examples(spec: str | Mapping[str, Any], where: str = "training data
     """The training examples of a source (see the module docstring)."""
     check_source(spec, "train", where)
     name, options = _split(spec, where)
-    examples = _file_examples(Path(name)) if _is_file(name, "train") else get_form(name, "train")[1].load(**options)
+    is_file = _is_file(name)
+    examples = _file_examples(Path(name)) if is_file else get_form(name, "train")[1].load(**options)
     if not examples:
         raise SmfError(f"training data '{name}' is empty")
     limit = options.get("limit")
-    return examples[:limit] if limit and _is_file(name, "train") else examples
+    return examples[:limit] if limit and is_file else examples
 
 
 def general_texts(spec: str | Mapping[str, Any], where: str = "text data") -> list[str]:
     """Documents of general text for background statistics and healing."""
     check_source(spec, "text", where)
     name, options = _split(spec, where)
-    if _is_file(name, "text"):
+    if _is_file(name):
         path = Path(name)
         texts = [read_text(path)] if path.suffix == ".txt" else [r["text"] for r in _rows(path, "text")]
         texts = texts[: options["limit"]] if options.get("limit") else texts

@@ -152,8 +152,8 @@ def register_method(cls: type[Method]) -> type[Method]:
     clash = shared & set(field_names(cls.Options))
     assert not clash, f"method {cls.name}: options {sorted(clash)} shadow shared training settings"
     for other in METHODS.values():
+        theirs = {g.name: g.type for g in dataclasses.fields(other.Options)}
         for f in dataclasses.fields(cls.Options):
-            theirs = {g.name: g.type for g in dataclasses.fields(other.Options)}
             assert f.name not in theirs or theirs[f.name] == f.type, f"option {f.name} of {cls.name} and {other.name} differ in type"
     METHODS[cls.name] = cls
     return cls

@@ -52,7 +52,7 @@ class LearnConfig(Config):
         for name in ("top_t", "batch_size", "max_length", "slots"):
             if getattr(self, name) < 1:
                 raise SmfError(f"{where}: {name} must be >= 1, got {getattr(self, name)}")
-        if self.steps is not None and self.steps < 1 or not self.epochs > 0:
+        if (self.steps is not None and self.steps < 1) or not self.epochs > 0:
             raise SmfError(f"{where}: steps must be >= 1 and epochs > 0")
 
 
