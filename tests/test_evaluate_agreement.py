@@ -1,4 +1,6 @@
-"""Our evaluator against lm-evaluation-harness itself, on the real default model.
+"""Our evaluator against lm-evaluation-harness itself, on the real default model and on an
+SMF model exported by `smf export` (loaded by lm-eval as `--model hf --model_args
+pretrained=DIR,trust_remote_code=True`, by smf with its own loader).
 
 Both sides read the same local fixture files, written in the hub datasets' exact
 schemas (tests/fixtures): lm-eval through its `json` dataset builder with its own
@@ -20,7 +22,44 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def lm_eval_run(default_model, tmp_path_factory):
+def exported_smf(default_model, tmp_path_factory):
+    """An SMF run of the default model (2,000 changed value rows per layer, saved compact),
+    exported by `smf export` to a standalone folder."""
+    import copy
+
+    import torch
+
+    from smf.memory import MemoryConfig, memory_layers, retrofit, save_retrofitted
+    from smf.memory.delta import save_delta
+    from smf.use.export import export
+
+    model, tokenizer = default_model
+    root = tmp_path_factory.mktemp("smf_export")
+    net = retrofit(copy.deepcopy(model), MemoryConfig(layers=(8, 20), slots=4096, heads=4, topk=16, key_dim=128))
+    base = save_retrofitted(net, tokenizer, root / "retro")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for memory in memory_layers(net).values():
+            rows = torch.randperm(memory.slots, generator=generator)[:2000]
+            memory.values[rows] = 0.5 * torch.randn(len(rows), memory.values.shape[1], generator=generator)
+    save_delta(net, base, root / "run" / "model")
+    export(root / "run", root / "exported", say=lambda *a: None)
+    return root / "exported"
+
+
+@pytest.fixture(scope="module", params=["base", "smf_export"])
+def subject(request, default_model):
+    """(what lm-eval is given, (model, tokenizer) smf evaluates)."""
+    if request.param == "base":
+        return default_model, default_model
+    from smf.models import load_model
+
+    folder = request.getfixturevalue("exported_smf")
+    return f"pretrained={folder},trust_remote_code=True", load_model(folder)
+
+
+@pytest.fixture(scope="module")
+def lm_eval_run(subject, tmp_path_factory):
     """Run lm-eval once on all three fixture tasks; returns {task: (results, samples)}."""
     lm_eval = pytest.importorskip("lm_eval")
     from lm_eval.api.task import ConfigurableTask
@@ -29,7 +68,7 @@ def lm_eval_run(default_model, tmp_path_factory):
     from lm_eval.tasks.wikitext.preprocess_wikitext import process_results as wikitext_process_results
     from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer
 
-    model, tokenizer = default_model
+    theirs_model, _ = subject
     cache = str(tmp_path_factory.mktemp("hf_datasets"))
 
     def data(split, name):
@@ -59,24 +98,29 @@ def lm_eval_run(default_model, tmp_path_factory):
             metric_list=[{"metric": m, "higher_is_better": False} for m in ("word_perplexity", "byte_perplexity", "bits_per_byte")],
         )),
     ]
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8, max_length=MAX_LENGTH)
-    out = lm_eval.simple_evaluate(model=lm, tasks=tasks, log_samples=True, bootstrap_iters=0)
+    if isinstance(theirs_model, str):  # as on the command line: --model hf --model_args pretrained=DIR,...
+        out = lm_eval.simple_evaluate(model="hf", model_args=f"{theirs_model},batch_size=8,max_length={MAX_LENGTH}", device="cpu",
+                                      tasks=tasks, log_samples=True, bootstrap_iters=0)
+    else:
+        model, tokenizer = theirs_model
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8, max_length=MAX_LENGTH)
+        out = lm_eval.simple_evaluate(model=lm, tasks=tasks, log_samples=True, bootstrap_iters=0)
     return {
         name: (out["results"][name], sorted(out["samples"][name], key=lambda s: s["doc_id"]))
         for name in ("fixture_medmcqa", "fixture_triviaqa", "fixture_wikitext")
     }
 
 
-def _ours(default_model, spec):
+def _ours(subject, spec):
     from smf.evaluate import evaluate
 
-    model, tokenizer = default_model
+    model, tokenizer = subject[1]
     return evaluate(model, tokenizer, [spec], batch_size=8, progress=False)["tasks"][spec.get("as", spec["name"])]
 
 
-def test_medmcqa_letter_accuracy_and_predictions_match_lm_eval(default_model, lm_eval_run):
+def test_medmcqa_letter_accuracy_and_predictions_match_lm_eval(subject, lm_eval_run):
     theirs, samples = lm_eval_run["fixture_medmcqa"]
-    ours = _ours(default_model, {"name": "medmcqa", "source": str(FIXTURES / "medmcqa_validation.jsonl")})
+    ours = _ours(subject, {"name": "medmcqa", "source": str(FIXTURES / "medmcqa_validation.jsonl")})
     assert ours["n"] == len(samples) == 20
     their_preds = [max(range(4), key=lambda i: s["filtered_resps"][i][0]) for s in samples]
     assert [r["pred"] for r in ours["records"]] == their_preds
@@ -86,9 +130,9 @@ def test_medmcqa_letter_accuracy_and_predictions_match_lm_eval(default_model, lm
     assert ours["metrics"]["acc_norm"] == theirs["acc_norm,none"]
 
 
-def test_triviaqa_exact_match_and_answers_match_lm_eval(default_model, lm_eval_run):
+def test_triviaqa_exact_match_and_answers_match_lm_eval(subject, lm_eval_run):
     theirs, samples = lm_eval_run["fixture_triviaqa"]
-    ours = _ours(default_model, {"name": "triviaqa", "source": str(FIXTURES / "triviaqa_validation.jsonl"),
+    ours = _ours(subject, {"name": "triviaqa", "source": str(FIXTURES / "triviaqa_validation.jsonl"),
                                  "max_new_tokens": MAX_NEW_TOKENS})
     assert ours["n"] == len(samples) == 20
     # lm-eval's filter strips the answer; we keep the raw cut text in the record.
@@ -97,9 +141,9 @@ def test_triviaqa_exact_match_and_answers_match_lm_eval(default_model, lm_eval_r
     assert ours["metrics"]["exact_match"] == theirs["exact_match,remove_whitespace"]
 
 
-def test_wikitext_perplexity_matches_lm_eval(default_model, lm_eval_run):
+def test_wikitext_perplexity_matches_lm_eval(subject, lm_eval_run):
     theirs, samples = lm_eval_run["fixture_wikitext"]
-    ours = _ours(default_model, {"name": "wikitext", "source": str(FIXTURES / "wikitext_test.jsonl"),
+    ours = _ours(subject, {"name": "wikitext", "source": str(FIXTURES / "wikitext_test.jsonl"),
                                  "max_length": MAX_LENGTH})
     assert ours["n"] == len(samples) == 3
     from smf.data.hub import load_wikitext
@@ -111,3 +155,17 @@ def test_wikitext_perplexity_matches_lm_eval(default_model, lm_eval_run):
         assert rec["loglikelihood"] == pytest.approx(s["filtered_resps"][0], rel=1e-3)
     for metric in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
         assert math.isclose(ours["metrics"][metric], theirs[f"{metric},none"], rel_tol=5e-3), metric
+
+
+def test_the_exported_smf_model_is_not_the_base(default_model, exported_smf):
+    """The agreement on the exported folder is about a model whose memory changes its outputs."""
+    import torch
+
+    from smf.models import load_model
+
+    model, tokenizer = default_model
+    smf_model, _ = load_model(exported_smf)
+    ids = tokenizer("Question: What is the capital of France?\nAnswer:", return_tensors="pt")
+    with torch.no_grad():
+        gap = (model(**ids).logits - smf_model(**ids).logits).abs().max().item()
+    assert gap > 0.5

@@ -42,7 +42,8 @@ def test_background_then_smf_train_then_resume(folders, tmp_path, capsys):
     argv = ["train", "--model", str(retro), "--method", "smf", "--rule", "kl", "--top-t", "20",
             "--data", "facts:n_facts=20,n_control=8", "--steps", "3", "--batch-size", "4", "--out", str(out)]
     assert main(argv) == 0
-    assert (out / "model" / "smf_memory.json").is_file() and (out / "model" / "background.safetensors").is_file()
+    # a compact run: the changed rows over the retrofitted folder, no model copy
+    assert (out / "model" / "smf_delta.json").is_file() and not (out / "model" / "config.json").exists()
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3] and all(r["rows_selected"] > 0 for r in log)
     capsys.readouterr()

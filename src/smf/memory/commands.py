@@ -11,6 +11,7 @@ from smf.config import add_arguments, given
 from smf.errors import SmfError
 from smf.io import read_json
 from smf.memory.config import MemoryConfig
+from smf.memory.delta import is_delta
 from smf.memory.retrofit import MEMORY_FILE
 from smf.selection import BACKGROUND_FILE
 
@@ -49,7 +50,10 @@ def run_retrofit(args: argparse.Namespace) -> None:
 
 
 def run_info(args: argparse.Namespace) -> None:
-    print(describe(args.path))
+    from smf.models import resolve_model
+
+    path = resolve_model(args.path) if args.path.is_dir() else args.path  # a run folder: its model
+    print(describe(path))
 
 
 def parameter_counts(path: Path) -> dict[str, int]:
@@ -70,10 +74,29 @@ def parameter_counts(path: Path) -> dict[str, int]:
     return counts
 
 
+def describe_delta(path: Path) -> str:
+    """A compact SMF run model: what it changed, its size against its base, then the base."""
+    from smf.memory.delta import DELTA_FILE, delta_base, folder_bytes
+
+    base = delta_base(path)
+    changed = read_json(path / DELTA_FILE).get("changed", {})
+    size, base_size = folder_bytes(path), folder_bytes(base)
+    return "\n".join([
+        f"run model (changed weights only): {path}",
+        f"  changed: {changed.get('rows', 0):,} rows in {changed.get('tensors', 0)} tensors, {changed.get('parameters', 0):,} parameters",
+        f"  size: {size / 1e6:.1f} MB ({100 * size / max(base_size, 1):.1f}% of its base's {base_size / 1e6:.1f} MB); "
+        f"standalone copy: smf export {path} --out DIR",
+        f"  base (checksum verified): {base}",
+        describe(base),
+    ])
+
+
 def describe(path: Path) -> str:
     """A short, human-readable description of a model folder."""
     if not path.is_dir():
         raise SmfError(f"{path} is not a folder; give a model folder written by smf retrofit")
+    if is_delta(path):
+        return describe_delta(path)
     arch = read_json(path / "config.json")
     kind = arch.get("base_model_type", arch.get("model_type", "?"))
     lines = [f"model folder: {path}", f"architecture: {kind}, {arch.get('num_hidden_layers', '?')} layers, hidden size {arch.get('hidden_size', '?')}"]

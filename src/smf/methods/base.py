@@ -122,9 +122,11 @@ class Method:
     def load_extra_state(self, state: dict) -> None:
         pass
 
-    def save(self, model: nn.Module, tokenizer, out: Path) -> None:
+    def save(self, model: nn.Module, tokenizer, out: Path, standalone: bool = False) -> None:
         """Write the trained model to the folder `out` (atomically): a retrofitted model
-        with its memory, else a plain transformers folder."""
+        with its memory, else a plain transformers folder. A method may write something
+        compact that loads onto the model it started from (an adapter, a delta), unless
+        `standalone` asks for a folder that loads by itself."""
         from smf.io import atomic_dir
         from smf.memory.retrofit import memory_layers, save_retrofitted
 

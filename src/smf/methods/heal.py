@@ -32,7 +32,7 @@ class HealMethod(Method):
             memory.sparse_grad = False  # AdamW needs dense gradients
         return model
 
-    def save(self, model, tokenizer, out: Path) -> None:
+    def save(self, model, tokenizer, out: Path, standalone: bool = False) -> None:
         for memory in memory_layers(model).values():
             memory.sparse_grad = True
         save_retrofitted(model, tokenizer, out, overwrite=True)

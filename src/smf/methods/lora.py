@@ -59,7 +59,7 @@ class LoraMethod(Method):
         except ValueError as e:
             raise SmfError(f"LoRA target modules {targets!r} do not fit this model: {str(e).splitlines()[0]}") from None
 
-    def save(self, model, tokenizer, out: Path) -> None:
+    def save(self, model, tokenizer, out: Path, standalone: bool = False) -> None:
         with atomic_dir(out, overwrite=True) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import torch
 
+from smf import __version__
 from smf.config import Config, choice, setting
 from smf.errors import SmfError
+from smf.memory.delta import root_folder, save_delta
 from smf.memory.retrofit import memory_layers, save_retrofitted, set_recording
 from smf.methods.base import Family, Method
 from smf.optim import LazyAdam, SparseSGD
@@ -65,7 +67,7 @@ class SmfMethod(Method):
         if RULES[o.rule].needs_background:
             if model_dir is None:
                 raise SmfError(f"selection rule '{o.rule}' needs background statistics; train from a model folder that has them (smf background)")
-            background = BackgroundStats.load(model_dir)
+            background = BackgroundStats.load(root_folder(model_dir))
             for i, memory in self.memories.items():
                 if i not in background.df or len(background.df[i]) != memory.slots:
                     raise SmfError(f"background statistics in {model_dir} do not match memory layer {i}; run smf background again")
@@ -130,8 +132,15 @@ class SmfMethod(Method):
         set_recording(model, False)  # evaluation needs no access records
         return model
 
-    def save(self, model, tokenizer, out: Path) -> None:
+    def save(self, model, tokenizer, out: Path, standalone: bool = False) -> None:
+        """A compact delta folder (the changed value rows over `model_dir`), or with
+        `standalone` (or no `model_dir`) a full retrofitted folder with the background statistics."""
         set_recording(model, False)
-        background = Path(self.model_dir) / BACKGROUND_FILE if self.model_dir else None
-        save_retrofitted(model, tokenizer, out, overwrite=True, copy_files=[background] if background and background.is_file() else [])
-        set_recording(model, True)
+        try:
+            if self.model_dir is not None and not standalone:
+                save_delta(model, self.model_dir, out, extra={"smf_version": __version__, "method": self.name})
+                return
+            background = root_folder(self.model_dir) / BACKGROUND_FILE if self.model_dir else None
+            save_retrofitted(model, tokenizer, out, overwrite=True, copy_files=[background] if background and background.is_file() else [])
+        finally:
+            set_recording(model, True)

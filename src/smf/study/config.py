@@ -113,7 +113,7 @@ class StudyConfig(Config):
     tolerance: float = setting(1.0, "drift counted as 'within base' (pp for accuracy, % for perplexity): the report's aims, "
                                     "the plots' band, and the validation rule without min_gain")
     curve: CurveConfig = setting(help="evaluation points during training", factory=CurveConfig)
-    keep_models: bool = setting(False, "keep each run's trained model (SMF and full: a model copy each)")
+    keep_models: bool = setting(False, "keep each run's trained model (SMF: its changed rows; LoRA: its adapter; full: a model copy)")
 
     RENAMED: ClassVar[dict[str, str]] = {
         "selection": "validation.task", "selection_probes": "validation.probes", "selection_min_gain": "validation.min_gain",

@@ -201,6 +201,7 @@ def train(
     eval_fn: Callable[[nn.Module, int], dict] | None = None,
     eval_every: int = 0,
     save_model: bool = True,
+    standalone: bool = False,
     progress: bool = True,
 ) -> TrainResult:
     """Train `model` on `examples` with `config`; write the run to the folder `out`.
@@ -208,6 +209,8 @@ def train(
     model_dir: the folder the model was loaded from (background statistics for smf,
     the base that a LoRA adapter names). eval_fn(model, step) → metrics, called every
     `eval_every` steps (0: never) and at the end, logged beside the losses (training curves).
+    The model is saved in OUT/model: compact where the method can (an SMF delta over
+    `model_dir`, a LoRA adapter), or a folder that loads by itself with `standalone`.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -291,7 +294,7 @@ def train(
     log_file.close()
     model.eval()
     if save_model:
-        method.save(model, tokenizer, out / "model")
+        method.save(model, tokenizer, out / "model", standalone=standalone)
     losses = [r["loss"] for r in log if "loss" in r]
     summary = {
         "method": config.method,

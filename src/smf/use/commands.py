@@ -1,4 +1,4 @@
-"""`smf learn` (teach facts), `smf ask` (one answer) and `smf chat` (a conversation, /reset and /quit)."""
+"""`smf learn` (teach facts), `smf ask` (one answer), `smf chat` (a conversation, /reset and /quit), `smf export`."""
 
 from __future__ import annotations
 
@@ -25,6 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=256, help="longest answer in tokens (default %(default)s)")
     p.set_defaults(run=run_chat)
     register_learn(sub)
+
+    p = sub.add_parser("export", help="write any model smf loads (a run folder too) as a folder that loads by itself")
+    p.add_argument("model", help="a run folder, model folder or hub id")
+    p.add_argument("--out", required=True, type=Path, help="the new folder (must not exist)")
+    p.set_defaults(run=run_export)
 
 
 def _load(args):
@@ -89,6 +94,12 @@ def run_chat(args) -> None:
             turns.append({"role": "assistant", "content": reply})
         else:
             turns.pop()
+
+
+def run_export(args) -> None:
+    from smf.use.export import export
+
+    export(args.model, args.out)
 
 
 def register_learn(sub: argparse._SubParsersAction) -> None:

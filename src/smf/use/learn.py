@@ -181,6 +181,7 @@ def learn(data: Path, out: Path, *, model: str | None = None, background: str = 
 def _teach(net, tokenizer, where, facts: list[Fact], stage: Path, background, config: LearnConfig, progress: bool, say):
     """Retrofit (unless `where` has memory) into `stage`, then train SMF on the facts; (steps, TrainResult)."""
     from smf.memory import MemoryConfig
+    from smf.memory.delta import root_folder
     from smf.memory.retrofit import MEMORY_FILE, retrofit, save_retrofitted
     from smf.methods import TrainConfig
     from smf.models import load_model
@@ -188,11 +189,12 @@ def _teach(net, tokenizer, where, facts: list[Fact], stage: Path, background, co
     from smf.train import train
     from smf.train.stages import background_statistics
 
-    if isinstance(where, Path) and (where / MEMORY_FILE).is_file() and (where / BACKGROUND_FILE).is_file():
+    root = root_folder(where) if isinstance(where, Path) else None  # an smf run's delta stands on its base
+    if root is not None and (root / MEMORY_FILE).is_file() and (root / BACKGROUND_FILE).is_file():
         memory_dir = where  # a later sitting: the same memory and background statistics
         say(f"continuing from {where} (its memory and background statistics)")
     else:
-        if isinstance(where, Path) and (where / MEMORY_FILE).is_file():
+        if root is not None and (root / MEMORY_FILE).is_file():
             raise SmfError(f"{where} has memory layers but no background statistics; run smf background on it first")
         layers = default_layers(net.config.num_hidden_layers)
         say(f"retrofitting memory at layers {', '.join(map(str, layers))} ({config.slots:,} slots each)")
@@ -205,4 +207,5 @@ def _teach(net, tokenizer, where, facts: list[Fact], stage: Path, background, co
     train_config = TrainConfig.from_dict({"method": "smf", "rule": "tfidf", "top_t": config.top_t, "lr": config.lr, "steps": steps,
                                           "batch_size": config.batch_size, "max_length": config.max_length, "seed": config.seed})
     model, _ = load_model(memory_dir)
-    return steps, train(model, tokenizer, train_examples, train_config, stage / LEARN_RUN, model_dir=memory_dir, progress=progress)
+    return steps, train(model, tokenizer, train_examples, train_config, stage / LEARN_RUN, model_dir=memory_dir,
+                        standalone=True, progress=progress)

@@ -1,0 +1,164 @@
+"""Compact run folders and `smf export`.
+
+An SMF run saves only the value rows it changed, over a checksummed pointer to the folder
+it started from; it loads to the trained model's exact logits, refuses a base that changed,
+and exports to a standalone folder that transformers loads. LoRA runs export merged and
+full runs plain.
+"""
+
+import json
+import shutil
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import tiny_model
+from smf.cli import main
+from smf.errors import SmfError
+from smf.memory import MemoryConfig, memory_layers, retrofit, save_retrofitted
+from smf.memory.delta import DELTA_FILE, DELTA_WEIGHTS, folder_bytes
+from smf.models import load_model, load_tokenizer, resolve_model
+from smf.selection import collect_background
+from smf.train import TrainConfig, collate, text_chunks, train
+from test_train import examples
+
+MEM = MemoryConfig(layers=(1, 3), slots=4096, heads=2, topk=4, key_dim=16)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def retro(tmp_path_factory, tokenizer):
+    """A tiny retrofitted folder with background statistics."""
+    model = retrofit(tiny_model(vocab_size=len(tokenizer)), MEM)
+    chunks = text_chunks(["alpha beta gamma delta " * 40] * 4, tokenizer, 32)
+    stats = collect_background(model, [collate(chunks[i : i + 2], tokenizer.pad_token_id) for i in range(0, 8, 2)], progress=False)
+    path = save_retrofitted(model, tokenizer, tmp_path_factory.mktemp("compact") / "retro")
+    stats.save(path)
+    return path
+
+
+def run(folder, out, tokenizer, **settings):
+    folder = resolve_model(folder)  # a run folder stands for RUN/model, as in smf train
+    model, _ = load_model(folder)
+    config = TrainConfig.from_dict({"steps": 6, "batch_size": 4, "max_length": 48, **settings})
+    return train(model, tokenizer, examples(), config, out, model_dir=folder, progress=False)
+
+
+@pytest.fixture(scope="module")
+def smf_run(retro, tokenizer, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "smf"
+    return out, run(retro, out, tokenizer, method="smf", rule="tfidf", top_t=8, lr=0.5)
+
+
+def logits(model, tokenizer, text="alpha beta gamma and the rest"):
+    with torch.no_grad():
+        return model(**tokenizer(text, return_tensors="pt")).logits
+
+
+def test_an_smf_run_stores_only_the_changed_rows(smf_run, retro, tokenizer):
+    out, result = smf_run
+    folder = out / "model"
+    assert (folder / DELTA_FILE).is_file() and not (folder / "config.json").exists()
+    base, _ = load_model(retro)
+    changed = {}
+    for (name, before), after in zip(base.state_dict().items(), result.model.state_dict().values()):
+        rows = (before != after).reshape(len(before), -1).any(dim=1).nonzero().flatten() if before.dim() else None
+        if rows is not None and len(rows):
+            changed[name] = rows
+    assert changed and all(name.endswith("memory.values") for name in changed)
+    from safetensors.torch import load_file
+
+    stored = load_file(str(folder / DELTA_WEIGHTS))
+    assert {k.split("::")[0] for k in stored} == set(changed)
+    for name, rows in changed.items():
+        assert torch.equal(stored[name + "::rows"], rows)
+    assert folder_bytes(folder) < 0.10 * folder_bytes(retro)
+    meta = json.loads((folder / DELTA_FILE).read_text())
+    assert meta["changed"]["rows"] == sum(len(r) for r in changed.values())
+    # loads (through the run folder) to the trained model's exact logits
+    loaded, _ = load_model(out)
+    assert torch.equal(logits(loaded, tokenizer), logits(result.model, tokenizer))
+    assert not torch.equal(logits(loaded, tokenizer), logits(base, tokenizer))
+
+
+def test_transformers_refuses_a_delta_folder(smf_run):
+    with pytest.raises((OSError, ValueError), match="config.json"):
+        AutoModelForCausalLM.from_pretrained(smf_run[0] / "model", trust_remote_code=True)
+
+
+def test_a_changed_moved_or_missing_base_is_refused_clearly(smf_run, retro, tmp_path):
+    out, result = smf_run
+    # run and base moved together: the relative pointer still finds the base
+    moved = tmp_path / "moved"
+    shutil.copytree(retro, moved / "compact" / "retro")
+    shutil.copytree(out, moved / "runs" / "smf")
+    meta_file = moved / "runs" / "smf" / "model" / DELTA_FILE
+    meta = json.loads(meta_file.read_text())
+    meta["base"] = "../../../compact/retro"
+    meta["base_absolute"] = str(tmp_path / "nowhere")
+    meta_file.write_text(json.dumps(meta))
+    loaded, _ = load_model(moved / "runs" / "smf")
+    assert torch.equal(logits(loaded, load_tokenizer()), logits(result.model, load_tokenizer()))
+    # a base whose weights changed since: refused, never combined
+    from safetensors.torch import load_file, save_file
+
+    weights = moved / "compact" / "retro" / "model.safetensors"
+    tensors = load_file(str(weights))
+    name = next(k for k in tensors if k.endswith("memory.values"))
+    tensors[name][0, 0] += 1.0
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    with pytest.raises(SmfError, match="different version of .*checksum"):
+        load_model(moved / "runs" / "smf")
+    shutil.rmtree(moved / "compact")
+    with pytest.raises(SmfError, match="its base model is gone.*smf export"):
+        load_model(moved / "runs" / "smf")
+
+
+def test_export_smf_run_loads_in_transformers(smf_run, tmp_path, capsys):
+    out, result = smf_run
+    assert main(["export", str(out), "--out", str(tmp_path / "exported")]) == 0
+    assert "max |logit difference| 0" in capsys.readouterr().out
+    folder = tmp_path / "exported"
+    theirs = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+    tokenizer = load_tokenizer(folder)
+    assert torch.allclose(logits(theirs, tokenizer), logits(result.model, tokenizer), atol=1e-5)
+    assert (folder / "background.safetensors").is_file()  # smf learn / train can go on from it
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        AutoModelForCausalLM.from_pretrained(folder)
+    # bad input: one line, exit 2, nothing written
+    assert main(["export", str(out), "--out", str(folder)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+def test_training_on_from_a_run_writes_against_the_first_base(smf_run, retro, tokenizer, tmp_path):
+    out, first = smf_run
+    second = run(out, tmp_path / "more", tokenizer, method="smf", rule="tfidf", top_t=8, lr=0.5, seed=1)
+    meta = json.loads((tmp_path / "more" / "model" / DELTA_FILE).read_text())
+    assert meta["base_absolute"] == str(retro.resolve())
+    loaded, _ = load_model(tmp_path / "more")
+    assert torch.equal(logits(loaded, tokenizer), logits(second.model, tokenizer))
+    # the second run's rows include the first run's changes (it started from them)
+    first_rows = {k for k in first.model.state_dict() if k.endswith("memory.values")}
+    assert meta["changed"]["rows"] >= json.loads((out / "model" / DELTA_FILE).read_text())["changed"]["rows"] > 0 and first_rows
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_export_lora_merged_and_full_plain(method, tokenizer, tmp_path):
+    plain = tmp_path / "plain"
+    model = tiny_model(vocab_size=len(tokenizer))
+    model.save_pretrained(plain)
+    tokenizer.save_pretrained(plain)
+    result = run(plain, tmp_path / "run", tokenizer, method=method, lr=1e-2)
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "exported")]) == 0
+    config = json.loads((tmp_path / "exported" / "config.json").read_text())
+    assert config["model_type"] == "llama" and not (tmp_path / "exported" / "adapter_config.json").exists()
+    theirs = AutoModelForCausalLM.from_pretrained(tmp_path / "exported").eval()
+    assert torch.allclose(logits(theirs, tokenizer), logits(result.model, tokenizer), atol=1e-5)
+    assert not torch.allclose(logits(theirs, tokenizer), logits(model.eval(), tokenizer), atol=1e-4)
