@@ -25,6 +25,9 @@ HUB_FILES = {
     "triviaqa": FIXTURES / "trivia_qa_rc_nocontext_validation.jsonl",
     "wikitext": FIXTURES / "wikitext_document_level_test.jsonl",
     "triviaqa-facts": FIXTURES / "trivia_qa_rc_nocontext_validation.jsonl",
+    "medmcqa-published": FIXTURES / "parity" / "medmcqa_parity.jsonl",
+    "triviaqa-published": FIXTURES / "parity" / "triviaqa_parity.jsonl",
+    "wikitext-103-published": FIXTURES / "parity" / "wikitext_parity.jsonl",
 }
 
 

@@ -37,6 +37,8 @@ TRIVIAQA_HUB = "mandarjoshi/trivia_qa"
 TRIVIAQA_CONFIG = "rc.nocontext"
 WIKITEXT_HUB = "EleutherAI/wikitext_document_level"
 WIKITEXT_VERSIONS = ("wikitext-2-raw-v1", "wikitext-103-raw-v1")
+WIKITEXT_LINES_HUB = "Salesforce/wikitext"  # line rows {"text"}, as the SMF-on-Qwen study reads them
+WIKITEXT_LINE_VERSIONS = ("wikitext-103-v1", "wikitext-103-raw-v1", "wikitext-2-v1", "wikitext-2-raw-v1")
 
 _MEDMCQA_OPTIONS = ("opa", "opb", "opc", "opd")
 
@@ -172,10 +174,25 @@ def medmcqa_train_examples(
     return examples
 
 
-def load_medmcqa(source: str | Path | None = None, split: str = "validation", limit: int | None = None) -> list[MCQItem]:
-    """MedMCQA items: `openlifescienceai/medmcqa` from the hub, or a local file."""
-    rows = load_rows(source, hub_path=MEDMCQA_HUB, hub_name=None, split=split, limit=limit)
-    return medmcqa_items(rows, str(source) if source is not None else _hub_label(MEDMCQA_HUB, None, split))
+def load_medmcqa(
+    source: str | Path | None = None, split: str = "validation", limit: int | None = None, choice_type: str | None = None,
+) -> list[MCQItem]:
+    """MedMCQA items: `openlifescienceai/medmcqa` from the hub, or a local file.
+
+    `choice_type` ("single" or "multi") keeps only the rows of that type, before `limit`
+    takes the first ones (the SMF-on-Qwen study evaluates single-answer rows only).
+    """
+    label = str(source) if source is not None else _hub_label(MEDMCQA_HUB, None, split)
+    if choice_type is None:
+        return medmcqa_items(load_rows(source, hub_path=MEDMCQA_HUB, hub_name=None, split=split, limit=limit), label)
+    if choice_type not in ("single", "multi"):
+        raise SmfError(f"medmcqa: choice_type must be single, multi or null, got {choice_type!r}")
+    _check_limit(limit)
+    rows = load_rows(source, hub_path=MEDMCQA_HUB, hub_name=None, split=split)
+    for n, row in enumerate(rows, 1):
+        _require(row, ("choice_type",), label, n)
+    kept = [row for row in rows if row["choice_type"] == choice_type]
+    return medmcqa_items(kept[:limit] if limit is not None else kept, label)
 
 
 # ---------------------------------------------------------------------- TriviaQA
@@ -330,3 +347,31 @@ def load_wikitext(
         raise SmfError(f"unknown WikiText version {version!r}; use one of {', '.join(WIKITEXT_VERSIONS)}")
     rows = load_rows(source, hub_path=WIKITEXT_HUB, hub_name=version, split=split, limit=limit)
     return wikitext_documents(rows, str(source) if source is not None else _hub_label(WIKITEXT_HUB, version, split))
+
+
+def wikitext_joined(rows: Sequence[Mapping], source: str, limit: int | None = None) -> list[Document]:
+    """WikiText line rows ({"text"}) as the SMF-on-Qwen study reads them: every row
+    stripped, empty rows dropped, the first `limit` rows joined by blank lines, as one
+    document (no detokenization)."""
+    _check_limit(limit)
+    lines = []
+    for n, row in enumerate(rows, 1):
+        _require(row, ("text",), source, n)
+        line = _text(row, "text", source, n).strip()
+        if line:
+            lines.append(line)
+    lines = lines[:limit] if limit is not None else lines
+    if not lines:
+        raise SmfError(f"{source}: every row is empty; give a file whose rows have non-empty 'text'")
+    text = "\n\n".join(lines)
+    return [Document(id=f"first {len(lines)} rows", text=text)]
+
+
+def load_wikitext_lines(
+    source: str | Path | None = None, version: str = "wikitext-103-v1", split: str = "test", limit: int | None = None,
+) -> list[Document]:
+    """WikiText line rows from `Salesforce/wikitext` (or a local file), joined (`wikitext_joined`)."""
+    if version not in WIKITEXT_LINE_VERSIONS:
+        raise SmfError(f"unknown WikiText version {version!r}; use one of {', '.join(WIKITEXT_LINE_VERSIONS)}")
+    rows = load_rows(source, hub_path=WIKITEXT_LINES_HUB, hub_name=version, split=split)
+    return wikitext_joined(rows, str(source) if source is not None else _hub_label(WIKITEXT_LINES_HUB, version, split), limit)

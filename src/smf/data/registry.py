@@ -89,10 +89,10 @@ def _triviaqa_facts_train(limit=None, source=None, split="train", form="statemen
     return triviaqa_fact_examples(source=source, split=split, limit=limit, form=form)
 
 
-def _medmcqa_eval(limit=None, source=None, split="validation"):
+def _medmcqa_eval(limit=None, source=None, split="validation", choice_type=None):
     from smf.data.hub import load_medmcqa
 
-    return load_medmcqa(source=source, split=split, limit=limit)
+    return load_medmcqa(source=source, split=split, limit=limit, choice_type=choice_type)
 
 
 def _triviaqa_eval(limit=None, source=None, split="validation"):
@@ -105,6 +105,12 @@ def _wikitext_eval(limit=None, source=None, split="test", version="wikitext-2-ra
     from smf.data.hub import load_wikitext
 
     return load_wikitext(source=source, split=split, version=version, limit=limit)
+
+
+def _wikitext_lines_eval(limit=None, source=None, split="test", version="wikitext-103-v1"):
+    from smf.data.hub import load_wikitext_lines
+
+    return load_wikitext_lines(source=source, split=split, version=version, limit=limit)
 
 
 def _wikitext_text(limit=None, source=None, split="train", version="wikitext-2-raw-v1"):
@@ -148,15 +154,25 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
     Dataset("medmcqa", f"MedMCQA ({MEDMCQA_HUB}): train question → ' letter. answer' (+ explanation); "
                        "validation scored in lm-eval's letter format",
             train=Form(_medmcqa_train, {"source": None, "split": "train", "explanation": True}),
-            eval=Form(_medmcqa_eval, HUB, "mcq", LETTER)),
+            eval=Form(_medmcqa_eval, {**HUB, "choice_type": None}, "mcq", LETTER)),
+    Dataset("medmcqa-published", "MedMCQA validation scored as the SMF-on-Qwen study does: single-answer rows, its prompt, "
+                                 "' A. option' continuations by mean log-probability per token",
+            eval=Form(_medmcqa_eval, {**HUB, "choice_type": "single"}, "mcq", {"format": "published"})),
     Dataset("triviaqa", f"TriviaQA {TRIVIAQA_CONFIG} validation ({TRIVIAQA_HUB}), greedy answer, exact match",
             eval=Form(_triviaqa_eval, HUB, "qa", PLAIN)),
+    Dataset("triviaqa-published", "TriviaQA scored as the SMF-on-Qwen study does: 'Question: q\\nAnswer:', 32 tokens, "
+                                  "normalised alias contained in the answer",
+            eval=Form(_triviaqa_eval, HUB, "qa", {"prompt": "published"})),
     Dataset("triviaqa-facts", "TriviaQA question-answer pairs as facts to learn (Lin et al.), 'statement' or 'qa' form",
             train=Form(_triviaqa_facts_train, {"source": None, "split": "train", "form": "statement"})),
     Dataset("wikitext", "WikiText-2 raw (document level): train pages as general text; test pages, rolling perplexity",
             text=Form(_wikitext_text, {**WIKITEXT, "split": "train"}), eval=Form(_wikitext_eval, WIKITEXT, "perplexity")),
     Dataset("wikitext-103", "WikiText-103 raw test, document-level rolling perplexity",
             eval=Form(_wikitext_eval, {**WIKITEXT, "version": "wikitext-103-raw-v1"}, "perplexity")),
+    Dataset("wikitext-103-published", "WikiText-103 (Salesforce/wikitext line rows) as the SMF-on-Qwen study scores it: "
+                                      "first rows joined, token perplexity, windows 1024 / stride 512",
+            eval=Form(_wikitext_lines_eval, {"source": None, "split": "test", "version": "wikitext-103-v1"}, "perplexity",
+                      {"max_length": 1024, "stride": 512})),
     Dataset("pydoc", "Python's pydoc_data.topics: background part as general text; held-out part, rolling perplexity",
             text=Form(_pydoc_text), eval=Form(_pydoc_eval, {"part": "heldout"}, "perplexity")),
     Dataset("pydoc-val", "validation part of pydoc_data.topics (for choosing settings), rolling perplexity",

@@ -25,6 +25,18 @@ def letter_prompt(item: MCQItem) -> str:
     return "\n".join(lines) + "\nAnswer:"
 
 
+def published_mcq_prompt(item: MCQItem) -> str:
+    """The SMF-on-Qwen study's MedMCQA prompt: a header line, the lettered options, "Answer:"."""
+    lines = ["Medical exam question:", f"Question: {item.question}"]
+    lines += [f"{LETTERS[i]}. {choice}" for i, choice in enumerate(item.choices)]
+    return "\n".join(lines) + "\nAnswer:"
+
+
+def published_qa_prompt(question: str) -> str:
+    """The SMF-on-Qwen study's TriviaQA prompt: the question as given (no "?" added)."""
+    return f"Question: {question}\nAnswer:"
+
+
 def cloze_prompt(item: MCQItem) -> str:
     return question_prompt(item.question)
 

@@ -11,9 +11,10 @@ over it. The result is plain JSON-ready data:
         "seconds": 12.3, "tokens": 51234, "items_per_s": 40.6, "tokens_per_s": 4165.0,
         "records": [{"id": ..., ...}, ...]}}}
 
-Headline metrics: mcq `acc` (`acc_tok` for format answer_norm), qa `exact_match`
-or `substring_match` (the style's match rule), perplexity `word_perplexity`
-(lower is better; no stderr).
+Headline metrics: mcq `acc` (`acc_tok` for formats answer_norm and published), qa
+`exact_match`, `substring_match` or `contains_match` (the style's match rule),
+perplexity `word_perplexity`, or `token_perplexity` with a `stride` (lower is better;
+no stderr).
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from tqdm.auto import tqdm
 from smf.errors import SmfError
 from smf.evaluate.mcq import HEADLINE as MCQ_HEADLINE
 from smf.evaluate.mcq import score_mcq
-from smf.evaluate.perplexity import count_bytes, count_words, perplexity_metrics, rolling_loglikelihoods
+from smf.evaluate.perplexity import (
+    count_bytes,
+    count_words,
+    perplexity_metrics,
+    rolling_loglikelihoods,
+    sliding_loglikelihoods,
+    sliding_windows,
+)
+from smf.evaluate.qa import HEADLINE as QA_HEADLINE
 from smf.evaluate.qa import score_qa
 from smf.evaluate.tasks import Task, load_task, resolve_task
 from smf.evaluate.tokens import encode_text, pad_id, prefix_token_id
@@ -74,9 +83,12 @@ def run_task(model, tokenizer, task: Task, *, batch_size: int = BATCH_SIZE, prog
     """Score one loaded task; see the module doc for the result's shape."""
     opts = task.options
     start = time.perf_counter()
+    sliding = task.kind == "perplexity" and opts["stride"] is not None
     if task.kind == "perplexity":
-        docs = [encode_text(tokenizer, d.scored_text) for d in task.items]
-        n_windows = sum(math.ceil(len(d) / opts["max_length"]) for d in docs)
+        # the fixed-length recipe reads the text alone; lm-eval's rolling windows add their prefix token
+        docs = [encode_text(tokenizer, d.scored_text, add_special_tokens=False if sliding else None) for d in task.items]
+        n_windows = sum(len(sliding_windows(d, opts["max_length"], opts["stride"])) if sliding else math.ceil(len(d) / opts["max_length"])
+                        for d in docs)
         bar = tqdm(total=n_windows, desc=task.label, unit="window", disable=not progress)
     else:
         bar = tqdm(total=len(task.items), desc=task.label, unit="q", disable=not progress)
@@ -96,12 +108,16 @@ def run_task(model, tokenizer, task: Task, *, batch_size: int = BATCH_SIZE, prog
             max_new_tokens=opts["max_new_tokens"], batch_size=batch_size, on_batch=on_batch,
         )
         metrics, recs = out.metrics, out.records
-        headline = "exact_match" if opts["match"] == "exact" else "substring_match"
+        headline = QA_HEADLINE[opts["match"]]
     else:
-        lls = rolling_loglikelihoods(
-            model, docs, prefix_token=prefix_token_id(tokenizer), max_length=opts["max_length"],
-            max_batch_tokens=opts["max_batch_tokens"], pad_id=pad_id(tokenizer), on_batch=on_batch,
-        )
+        if sliding:
+            lls = sliding_loglikelihoods(model, docs, max_length=opts["max_length"], stride=opts["stride"],
+                                         max_batch_tokens=opts["max_batch_tokens"], pad_id=pad_id(tokenizer), on_batch=on_batch)
+        else:
+            lls = rolling_loglikelihoods(
+                model, docs, prefix_token=prefix_token_id(tokenizer), max_length=opts["max_length"],
+                max_batch_tokens=opts["max_batch_tokens"], pad_id=pad_id(tokenizer), on_batch=on_batch,
+            )
         words = [count_words(d.text) for d in task.items]
         nbytes = [count_bytes(d.text) for d in task.items]
         metrics = perplexity_metrics(lls, [len(d) for d in docs], words, nbytes)
@@ -109,7 +125,7 @@ def run_task(model, tokenizer, task: Task, *, batch_size: int = BATCH_SIZE, prog
             {"id": d.id, "loglikelihood": round(ll, 4), "tokens": len(t), "words": w, "bytes": b}
             for d, t, ll, w, b in zip(task.items, docs, lls, words, nbytes)
         ]
-        headline = "word_perplexity"
+        headline = "token_perplexity" if sliding else "word_perplexity"
     bar.close()
     seconds = time.perf_counter() - start
     return {

@@ -7,8 +7,12 @@
   cloze convention. The right format for a small model: SmolLM2-135M is at chance
   with letters even on easy questions (DESIGN.md, probe findings).
 - `answer_norm`: the letter prompt (choices listed) followed by " {choice text}",
-  chosen by mean log-probability per token of the answer text. This is our
-  reading of the SMF-on-Qwen study's "length-normalised answer text" scoring.
+  chosen by mean log-probability per token of the answer text.
+- `published`: the SMF-on-Qwen study's own MedMCQA scoring, as its evaluation code
+  does it: its prompt ("Medical exam question:" header, lettered options, "Answer:"),
+  continuations " A. {option}" ... " D. {option}", no special tokens, the choice with
+  the highest mean log-probability per continuation token. `published_letter`: the
+  same prompt with the continuations " A" ... " D" (its letter mode).
 
 Every format reports three accuracies from the same scores: `acc` (argmax of the
 summed log-likelihood), `acc_norm` (divided by the choice's characters, lm-eval's
@@ -21,15 +25,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from smf.data.templates import LETTERS, cloze_prompt, letter_prompt
+from smf.data.templates import LETTERS, cloze_prompt, letter_prompt, published_mcq_prompt
 from smf.data.types import MCQItem
 from smf.errors import SmfError
 from smf.evaluate.loglik import Request, score_requests
 from smf.evaluate.stats import accuracy
 from smf.evaluate.tokens import encode_pair, pad_id
 
-FORMATS = ("letter", "cloze", "answer_norm")
-HEADLINE = {"letter": "acc", "cloze": "acc", "answer_norm": "acc_tok"}
+FORMATS = ("letter", "cloze", "answer_norm", "published", "published_letter")
+HEADLINE = {"letter": "acc", "cloze": "acc", "answer_norm": "acc_tok", "published": "acc_tok", "published_letter": "acc"}
+NO_SPECIAL_TOKENS = ("published", "published_letter")  # the published code encodes with add_special_tokens=False
 
 
 def prompt_and_choices(item: MCQItem, format: str) -> tuple[str, list[str]]:
@@ -40,6 +45,10 @@ def prompt_and_choices(item: MCQItem, format: str) -> tuple[str, list[str]]:
         return cloze_prompt(item), list(item.choices)
     if format == "answer_norm":
         return letter_prompt(item), list(item.choices)
+    if format == "published":
+        return published_mcq_prompt(item), [f"{LETTERS[i]}. {c}" for i, c in enumerate(item.choices)]
+    if format == "published_letter":
+        return published_mcq_prompt(item), list(LETTERS[: len(item.choices)])
     raise SmfError(f"unknown multiple-choice format '{format}'; choose one of {', '.join(FORMATS)}")
 
 
@@ -58,7 +67,8 @@ def build_requests(tokenizer, items: list[MCQItem], format: str) -> list[Request
     requests = []
     for item in items:
         context, choices = prompt_and_choices(item, format)
-        pairs = [encode_pair(tokenizer, context, " " + choice) for choice in choices]
+        special = False if format in NO_SPECIAL_TOKENS else None
+        pairs = [encode_pair(tokenizer, context, " " + choice, add_special_tokens=special) for choice in choices]
         # The context's encoding does not depend on the continuation: share it.
         requests.append(Request(context=pairs[0][0], continuations=[cont for _, cont in pairs]))
     return requests

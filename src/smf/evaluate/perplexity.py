@@ -8,6 +8,14 @@ the `max_length` tokens that precede its last target, so a short final span stil
 gets a full-length context (as lm-eval does after its left truncation). Windows
 from all documents are batched, right-padded, under a token budget per forward.
 
+With a `stride`, documents are scored instead by the sliding windows of the Hugging Face
+recipe "perplexity of fixed-length models", as the SMF-on-Qwen study scores WikiText-103:
+windows of `max_length` tokens start every `stride` tokens (no prefix token); each
+scores the tokens that the previous window did not, and its mean loss counts once per
+such token. (The first window's first token has no context: the recipe weights the
+window's mean by all its new tokens anyway. `sliding_loglikelihoods` keeps that
+weighting, so token perplexities equal the recipe's.)
+
 Metrics (lm-eval's, from summed log-likelihoods): word and byte perplexity and bits
 per byte count words and bytes on the raw text (`Document.text`) while the model
 scores `Document.scored_text`; token perplexity counts the scored tokens.
@@ -47,6 +55,65 @@ def rolling_windows(tokens: list[int], prefix_token: int, max_length: int) -> li
         end = min(start + max_length, len(tokens))
         windows.append(Window(inputs=seq[max(0, end - max_length):end], targets=tokens[start:end]))
     return windows
+
+
+@dataclass(frozen=True)
+class Slide:
+    """One sliding window: `inputs`, the index of its first scored target, and its weight."""
+
+    inputs: list[int]
+    first: int  # targets are inputs[first:], each predicted from the position before
+    weight: int  # tokens this window adds to the count (its mean loss is weighted by it)
+
+
+def sliding_windows(tokens: list[int], max_length: int, stride: int) -> list[Slide]:
+    """The windows of the fixed-length recipe over `tokens` (see the module doc)."""
+    assert 1 <= stride <= max_length
+    windows, done = [], 0
+    for begin in range(0, len(tokens), stride):
+        end = min(begin + max_length, len(tokens))
+        inputs = tokens[begin:end]
+        new = end - done
+        first = max(1, len(inputs) - new)
+        if first < len(inputs):
+            windows.append(Slide(inputs, first, new))
+        done = end
+        if end == len(tokens):
+            break
+    return windows
+
+
+@torch.inference_mode()
+def sliding_loglikelihoods(
+    model,
+    documents: list[list[int]],
+    *,
+    max_length: int,
+    stride: int,
+    max_batch_tokens: int = 4096,
+    pad_id: int = 0,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> list[float]:
+    """Each document's log-likelihood as the fixed-length recipe weights it: the sum over
+    its windows of (mean target log-probability × the window's new tokens)."""
+    device = model_device(model)
+    windows = [(d, w) for d, toks in enumerate(documents) for w in sliding_windows(toks, max_length, stride)]
+    windows.sort(key=lambda dw: -len(dw[1].inputs))
+    totals = [0.0] * len(documents)
+    start = 0
+    while start < len(windows):
+        rows = max(1, max_batch_tokens // len(windows[start][1].inputs))
+        batch = windows[start:start + rows]
+        start += len(batch)
+        ids, mask = right_pad([w.inputs for _, w in batch], pad_id, device)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        for row, (d, w) in enumerate(batch):
+            targets = torch.tensor(w.inputs[w.first:], device=device)
+            lp, _ = token_logprobs(logits[row, w.first - 1:len(w.inputs) - 1], targets)
+            totals[d] += lp.double().mean().item() * w.weight
+        if on_batch is not None:
+            on_batch(len(batch), sum(len(w.inputs) for _, w in batch))
+    return totals
 
 
 def count_words(text: str) -> int:

@@ -13,21 +13,29 @@ Prompt styles:
   Mexico City."); exact match 0/60 either way (the answers are sentences). The first
   line also keeps names with "." or "," whole ("St. John's", "Washington, D.C.").
   The plain prompt gets 0/60: this model ends its turn at once.
+- `published`: the SMF-on-Qwen study's TriviaQA convention: "Question: {question}\nAnswer:"
+  (no "?" added), no stop strings (32 new tokens or end of sequence), the output
+  stripped; matched by `contains`.
 
 Matching (lm-eval's exact_match with ignore_case and ignore_punctuation after its
 remove_whitespace filter): the output is stripped, then output and aliases are
 lowercased and ASCII punctuation is removed; any alias counts. `substring` instead
 asks whether a normalised alias occurs in the normalised output as whole words.
-Both are reported for every task; the style's `match` picks the headline.
+`contains` is the published study's rule: lowercase, the words a/an/the dropped, every
+character outside [a-z0-9 .-] made a space, spaces collapsed (`published_normalize`);
+correct when a non-empty normalised alias is a substring of the normalised output
+(inside words too). All three are reported for every task; the style's `match` picks
+the headline.
 """
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from smf.data.templates import chat_prompt, plain_prompt
+from smf.data.templates import chat_prompt, plain_prompt, published_qa_prompt
 from smf.data.types import QAItem
 from smf.errors import SmfError
 from smf.evaluate.generate import greedy_generate
@@ -48,8 +56,10 @@ class Style:
 STYLES = {
     "plain": Style(stop=("\n", ".", ","), match="exact"),
     "chat": Style(stop=("\n",), match="substring"),
+    "published": Style(stop=(), match="contains"),
 }
-MATCHES = ("exact", "substring")
+MATCHES = ("exact", "substring", "contains")
+HEADLINE = {"exact": "exact_match", "substring": "substring_match", "contains": "contains_match"}
 
 
 def normalize(text: str) -> str:
@@ -73,6 +83,22 @@ def substring_match(output: str, aliases: Sequence[str]) -> bool:
     return False
 
 
+_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+_OUTSIDE = re.compile(r"[^a-z0-9 .-]")
+
+
+def published_normalize(text: str) -> str:
+    """The published study's answer normalisation (see the module doc)."""
+    text = _OUTSIDE.sub(" ", _ARTICLES.sub(" ", text.lower()))
+    return " ".join(text.split())
+
+
+def contains_match(output: str, aliases: Sequence[str]) -> bool:
+    """A non-empty normalised alias occurs anywhere in the normalised, stripped output."""
+    out = published_normalize(output.strip())
+    return any(alias and alias in out for alias in map(published_normalize, aliases))
+
+
 @dataclass
 class QaResult:
     metrics: dict
@@ -91,7 +117,7 @@ def score_qa(
     batch_size: int = 16,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> QaResult:
-    """Exact-match and substring accuracy of greedy answers to `items`.
+    """Exact-match, substring and contains accuracy of greedy answers to `items`.
 
     `match` and `stop` default to the prompt style's (see STYLES). Records: per item
     its id, the cut output, and whether it matched (headline rule).
@@ -107,14 +133,16 @@ def score_qa(
     for item in items:
         if not item.aliases:
             raise SmfError(f"item {item.id!r}: has no answer aliases")
-    texts = [plain_prompt(i.question) if prompt == "plain" else chat_prompt(tokenizer, i.question) for i in items]
+    ask = {"plain": plain_prompt, "published": published_qa_prompt, "chat": lambda q: chat_prompt(tokenizer, q)}[prompt]
+    texts = [ask(i.question) for i in items]
     prompts = [encode_text(tokenizer, t) for t in texts]
     outputs = greedy_generate(
         model, tokenizer, prompts, stop=stop, max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=on_batch
     )
     exact = [exact_match(g.text, i.aliases) for g, i in zip(outputs, items)]
     sub = [substring_match(g.text, i.aliases) for g, i in zip(outputs, items)]
-    headline = exact if match == "exact" else sub
+    contains = [contains_match(g.text, i.aliases) for g, i in zip(outputs, items)]
+    headline = {"exact": exact, "substring": sub, "contains": contains}[match]
     records = [{"id": i.id, "output": g.text, "correct": ok} for i, g, ok in zip(items, outputs, headline)]
-    metrics = {**accuracy("exact_match", exact), **accuracy("substring_match", sub)}
+    metrics = {**accuracy("exact_match", exact), **accuracy("substring_match", sub), **accuracy("contains_match", contains)}
     return QaResult(metrics=metrics, records=records)

@@ -12,7 +12,7 @@ config:
 Options of every task: `as` (the key in the results; default the name) and `limit`
 (first N items). Data options belong to the task (e.g. `source`, `split`); scoring
 options to its kind: mcq `format`; qa `prompt`, `match`, `stop`,
-`max_new_tokens`; perplexity `max_length`, `max_batch_tokens`.
+`max_new_tokens`; perplexity `max_length`, `max_batch_tokens`, `stride`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ SCORING_DEFAULTS = {
     "qa": {"prompt": "plain", "match": None, "stop": None, "max_new_tokens": 32},
     # lm-eval would use the model's whole context (8192 for SmolLM2, 32768 for Qwen2.5);
     # 2048 keeps CPU runs practical. Pass the same max_length to both for parity.
-    "perplexity": {"max_length": 2048, "max_batch_tokens": 4096},
+    # stride: None = lm-eval's rolling windows; a number = the fixed-length sliding-window recipe
+    "perplexity": {"max_length": 2048, "max_batch_tokens": 4096, "stride": None},
 }
 
 
@@ -135,3 +136,6 @@ def _check_scoring(label: str, kind: str, scoring: dict) -> None:
     for option in ("max_new_tokens", "max_length", "max_batch_tokens"):
         if option in scoring and (not isinstance(scoring[option], int) or scoring[option] < 1):
             raise SmfError(f"task {label}: {option} must be a positive integer, got {scoring[option]!r}")
+    stride = scoring.get("stride")
+    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= scoring["max_length"]):
+        raise SmfError(f"task {label}: stride must be an integer from 1 to max_length ({scoring['max_length']}), or null, got {stride!r}")

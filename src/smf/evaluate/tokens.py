@@ -29,12 +29,12 @@ def encode_text(tokenizer, text: str, *, add_special_tokens: bool | None = None)
     return tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
 
 
-def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+def encode_pair(tokenizer, context: str, continuation: str, *, add_special_tokens: bool | None = None) -> tuple[list[int], list[int]]:
     """(context ids, continuation ids) split as lm-eval splits them.
 
     The continuation's ids are the tail of the whole string's encoding after as
     many tokens as the context alone encodes to; this keeps merges across the
-    boundary as the model would see them.
+    boundary as the model would see them. `add_special_tokens` as in `encode_text`.
     """
     if context == "":
         cont = encode_text(tokenizer, continuation, add_special_tokens=False)
@@ -43,8 +43,8 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-    whole = encode_text(tokenizer, context + continuation)
-    ctx = encode_text(tokenizer, context)
+    whole = encode_text(tokenizer, context + continuation, add_special_tokens=add_special_tokens)
+    ctx = encode_text(tokenizer, context, add_special_tokens=add_special_tokens)
     return ctx, whole[len(ctx):]
 
 
