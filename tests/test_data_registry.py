@@ -18,8 +18,8 @@ def test_every_dataset_has_a_form_and_its_kind():
         assert dataset.train or dataset.text or dataset.eval, name
         if dataset.eval is not None:
             assert dataset.eval.kind in ("mcq", "qa", "perplexity"), name
-    assert names("train") == ["facts", "medmcqa", "triviaqa-facts"]
-    assert names("text") == ["wikitext", "pydoc"]
+    assert names("train") == ["facts", "medmcqa", "triviaqa-facts", "oasst1"]
+    assert names("text") == ["wikitext", "oasst1", "pydoc"]
 
 
 def test_forms_load():

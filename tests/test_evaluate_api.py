@@ -31,6 +31,7 @@ def test_registry_names_the_issue_tasks():
     assert set(task_names()) == {
         "medmcqa", "triviaqa", "wikitext", "wikitext-103", "facts", "facts-val", "facts-control",
         "facts-qa", "pydoc", "pydoc-val", "capitals", "capitals-val", "capitals-plain",
+        "medmcqa-published", "triviaqa-published", "wikitext-103-published", "nq-open",
     }
     assert DATASETS["facts"].eval.scoring["format"] == "cloze"
     assert DATASETS["capitals"].eval.scoring["prompt"] == "chat"

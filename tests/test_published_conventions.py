@@ -1,6 +1,7 @@
 """The published study's conventions without a model: windows, normalisation, filtering, bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +81,34 @@ def test_bad_input_on_the_command_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing field 'text'" in err[0]
     assert not out.exists()
+
+
+def test_oasst1_source_reads_message_texts(tmp_path):
+    from smf.data.hub import load_oasst1
+    from smf.data.registry import load
+
+    fixture = Path(__file__).parent / "fixtures" / "oasst1_train.jsonl"
+    texts = load_oasst1(fixture)
+    assert len(texts) == 12 and texts[0] == "How do I keep basil alive indoors?"
+    assert len(load_oasst1(fixture, lang="en")) == 10
+    assert sorted(load_oasst1(fixture, seed=1)) == sorted(texts) and load_oasst1(fixture, seed=1) != texts
+    assert load_oasst1(fixture, seed=1, limit=3) == load_oasst1(fixture, seed=1)[:3]
+    [example] = load("oasst1", "train", source=fixture, limit=1)
+    assert example.prompt == "" and example.target == texts[0]  # the whole text carries the loss
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"instruction": "hi", "output": "hello"}) + "\n")
+    with pytest.raises(SmfError, match="missing field 'message_id', 'role', 'text'"):
+        load_oasst1(bad)
+
+
+def test_nq_open_and_token_f1():
+    from smf.data.hub import load_nq_open
+    from smf.evaluate.qa import token_f1
+
+    items = load_nq_open(Path(__file__).parent / "fixtures" / "nq_open_validation.jsonl")
+    assert len(items) == 6 and items[2].aliases == ("eight", "8")
+    assert token_f1("The Pacific.", ["the Pacific Ocean", "Pacific"]) == 1.0
+    assert token_f1("Pacific Ocean waters", ["the Pacific Ocean"]) == pytest.approx(0.8)
+    assert token_f1("Atlantic", ["Pacific"]) == 0.0
+    spec = resolve_task("nq-open")
+    assert spec.options["prompt"] == "nq" and spec.options["match"] == "f1"

@@ -37,6 +37,8 @@ TRIVIAQA_HUB = "mandarjoshi/trivia_qa"
 TRIVIAQA_CONFIG = "rc.nocontext"
 WIKITEXT_HUB = "EleutherAI/wikitext_document_level"
 WIKITEXT_VERSIONS = ("wikitext-2-raw-v1", "wikitext-103-raw-v1")
+OASST1_HUB = "OpenAssistant/oasst1"
+NQ_OPEN_HUB = "google-research-datasets/nq_open"
 WIKITEXT_LINES_HUB = "Salesforce/wikitext"  # line rows {"text"}, as the SMF-on-Qwen study reads them
 WIKITEXT_LINE_VERSIONS = ("wikitext-103-v1", "wikitext-103-raw-v1", "wikitext-2-v1", "wikitext-2-raw-v1")
 
@@ -375,3 +377,55 @@ def load_wikitext_lines(
         raise SmfError(f"unknown WikiText version {version!r}; use one of {', '.join(WIKITEXT_LINE_VERSIONS)}")
     rows = load_rows(source, hub_path=WIKITEXT_LINES_HUB, hub_name=version, split=split)
     return wikitext_joined(rows, str(source) if source is not None else _hub_label(WIKITEXT_LINES_HUB, version, split), limit)
+
+
+# ------------------------------------------------------------------------ OASST1
+
+
+def load_oasst1(
+    source: str | Path | None = None, split: str = "train", limit: int | None = None, lang: str | None = None,
+    seed: int | None = None,
+) -> list[str]:
+    """Message texts of OpenAssistant/oasst1 (one row per message: message_id, role, text, lang, ...).
+
+    The published study trains its heal stage and counts its background on the `text` of
+    sampled rows: `seed` shuffles the rows (None keeps their order) before `limit` takes
+    the first ones; `lang` keeps one language (e.g. "en"; None keeps all).
+    """
+    import random
+
+    _check_limit(limit)
+    label = str(source) if source is not None else _hub_label(OASST1_HUB, None, split)
+    rows = load_rows(source, hub_path=OASST1_HUB, hub_name=None, split=split)
+    for n, row in enumerate(rows, 1):
+        _require(row, ("message_id", "role", "text"), label, n)
+        _text(row, "text", label, n)
+    if lang is not None:
+        rows = [row for row in rows if row.get("lang") == lang]
+    if seed is not None:
+        rows = list(rows)
+        random.Random(seed).shuffle(rows)
+    texts = [row["text"] for row in rows if row["text"].strip()]
+    texts = texts[:limit] if limit is not None else texts
+    if not texts:
+        raise SmfError(f"{label}: no OASST1 messages left (lang={lang!r}); check the file or the lang option")
+    return texts
+
+
+# ----------------------------------------------------------------------- NQ-open
+
+
+def load_nq_open(source: str | Path | None = None, split: str = "validation", limit: int | None = None) -> list[QAItem]:
+    """Natural Questions open (question, answer: a list of strings): hub or a local file."""
+    label = str(source) if source is not None else _hub_label(NQ_OPEN_HUB, None, split)
+    items = []
+    for n, row in enumerate(load_rows(source, hub_path=NQ_OPEN_HUB, hub_name=None, split=split, limit=limit), 1):
+        _require(row, ("question", "answer"), label, n)
+        answers = row["answer"]
+        if isinstance(answers, str) or not isinstance(answers, Sequence) or not all(isinstance(a, str) for a in answers):
+            raise SmfError(f"{label}: row {n}: field 'answer' must be a list of strings, got {answers!r}")
+        aliases = tuple(dict.fromkeys(a for a in answers if a.strip()))
+        if not aliases:
+            raise SmfError(f"{label}: row {n}: no non-empty answer")
+        items.append(QAItem(id=_row_id(row, "id", n), question=_text(row, "question", label, n), aliases=aliases))
+    return items

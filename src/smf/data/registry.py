@@ -113,6 +113,27 @@ def _wikitext_lines_eval(limit=None, source=None, split="test", version="wikitex
     return load_wikitext_lines(source=source, split=split, version=version, limit=limit)
 
 
+OASST1 = {"source": None, "split": "train", "lang": None, "seed": None}
+
+
+def _oasst1_text(limit=None, **options):
+    from smf.data.hub import load_oasst1
+
+    return load_oasst1(limit=limit, **options)
+
+
+def _oasst1_train(limit=None, **options):
+    from smf.data.types import TrainExample
+
+    return [TrainExample(prompt="", target=text) for text in _oasst1_text(limit=limit, **options)]
+
+
+def _nq_open_eval(limit=None, source=None, split="validation"):
+    from smf.data.hub import load_nq_open
+
+    return load_nq_open(source=source, split=split, limit=limit)
+
+
 def _wikitext_text(limit=None, source=None, split="train", version="wikitext-2-raw-v1"):
     return [d.scored_text for d in _wikitext_eval(limit=limit, source=source, split=split, version=version)]
 
@@ -173,6 +194,12 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
                                       "first rows joined, token perplexity, windows 1024 / stride 512",
             eval=Form(_wikitext_lines_eval, {"source": None, "split": "test", "version": "wikitext-103-v1"}, "perplexity",
                       {"max_length": 1024, "stride": 512})),
+    Dataset("nq-open", "Natural Questions open (google-research-datasets/nq_open) validation: lm-eval's prompt, token F1 "
+                       "(Lin et al.'s forgetting probe)",
+            eval=Form(_nq_open_eval, HUB, "qa", {"prompt": "nq"})),
+    Dataset("oasst1", "OpenAssistant/oasst1 message texts (the published study's heal and background data); "
+                      "as training data the whole text carries the loss",
+            train=Form(_oasst1_train, OASST1), text=Form(_oasst1_text, OASST1)),
     Dataset("pydoc", "Python's pydoc_data.topics: background part as general text; held-out part, rolling perplexity",
             text=Form(_pydoc_text), eval=Form(_pydoc_eval, {"part": "heldout"}, "perplexity")),
     Dataset("pydoc-val", "validation part of pydoc_data.topics (for choosing settings), rolling perplexity",

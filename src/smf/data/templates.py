@@ -37,6 +37,11 @@ def published_qa_prompt(question: str) -> str:
     return f"Question: {question}\nAnswer:"
 
 
+def nq_prompt(question: str) -> str:
+    """lm-eval's Natural Questions (nq_open) prompt."""
+    return f"Q: {question}?\nA:"
+
+
 def cloze_prompt(item: MCQItem) -> str:
     return question_prompt(item.question)
 

@@ -13,6 +13,8 @@ Prompt styles:
   Mexico City."); exact match 0/60 either way (the answers are sentences). The first
   line also keeps names with "." or "," whole ("St. John's", "Washington, D.C.").
   The plain prompt gets 0/60: this model ends its turn at once.
+- `nq`: lm-eval's Natural Questions prompt "Q: {question}?\nA:", stopped at "\n", "."
+  and ","; matched by token F1 (Lin et al.'s forgetting probe).
 - `published`: the SMF-on-Qwen study's TriviaQA convention: "Question: {question}\nAnswer:"
   (no "?" added), no stop strings (32 new tokens or end of sequence), the output
   stripped; matched by `contains`.
@@ -24,22 +26,25 @@ asks whether a normalised alias occurs in the normalised output as whole words.
 `contains` is the published study's rule: lowercase, the words a/an/the dropped, every
 character outside [a-z0-9 .-] made a space, spaces collapsed (`published_normalize`);
 correct when a non-empty normalised alias is a substring of the normalised output
-(inside words too). All three are reported for every task; the style's `match` picks
-the headline.
+(inside words too). `f1` is SQuAD's token F1 (lowercase, punctuation and the words
+a/an/the removed, whitespace tokens), the best over the aliases; an item's record then
+holds its F1 as `correct`. All four are reported for every task; the style's `match`
+picks the headline.
 """
 
 from __future__ import annotations
 
 import re
 import string
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from smf.data.templates import chat_prompt, plain_prompt, published_qa_prompt
+from smf.data.templates import chat_prompt, nq_prompt, plain_prompt, published_qa_prompt
 from smf.data.types import QAItem
 from smf.errors import SmfError
 from smf.evaluate.generate import greedy_generate
-from smf.evaluate.stats import accuracy
+from smf.evaluate.stats import accuracy, mean_score
 from smf.evaluate.tokens import encode_text
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -57,9 +62,10 @@ STYLES = {
     "plain": Style(stop=("\n", ".", ","), match="exact"),
     "chat": Style(stop=("\n",), match="substring"),
     "published": Style(stop=(), match="contains"),
+    "nq": Style(stop=("\n", ".", ","), match="f1"),
 }
-MATCHES = ("exact", "substring", "contains")
-HEADLINE = {"exact": "exact_match", "substring": "substring_match", "contains": "contains_match"}
+MATCHES = ("exact", "substring", "contains", "f1")
+HEADLINE = {"exact": "exact_match", "substring": "substring_match", "contains": "contains_match", "f1": "f1"}
 
 
 def normalize(text: str) -> str:
@@ -99,6 +105,28 @@ def contains_match(output: str, aliases: Sequence[str]) -> bool:
     return any(alias and alias in out for alias in map(published_normalize, aliases))
 
 
+def squad_tokens(text: str) -> list[str]:
+    """SQuAD's answer normalisation, as tokens."""
+    text = text.lower().translate(_PUNCTUATION)
+    return _ARTICLES.sub(" ", text).split()
+
+
+def token_f1(output: str, aliases: Sequence[str]) -> float:
+    """The best token F1 of the output against any alias (SQuAD's rule)."""
+    predicted = squad_tokens(output)
+    best = 0.0
+    for alias in aliases:
+        gold = squad_tokens(alias)
+        if not predicted or not gold:
+            best = max(best, float(predicted == gold))
+            continue
+        common = sum((Counter(predicted) & Counter(gold)).values())
+        if common:
+            precision, recall = common / len(predicted), common / len(gold)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best
+
+
 @dataclass
 class QaResult:
     metrics: dict
@@ -133,7 +161,7 @@ def score_qa(
     for item in items:
         if not item.aliases:
             raise SmfError(f"item {item.id!r}: has no answer aliases")
-    ask = {"plain": plain_prompt, "published": published_qa_prompt, "chat": lambda q: chat_prompt(tokenizer, q)}[prompt]
+    ask = {"plain": plain_prompt, "published": published_qa_prompt, "nq": nq_prompt, "chat": lambda q: chat_prompt(tokenizer, q)}[prompt]
     texts = [ask(i.question) for i in items]
     prompts = [encode_text(tokenizer, t) for t in texts]
     outputs = greedy_generate(
@@ -142,7 +170,9 @@ def score_qa(
     exact = [exact_match(g.text, i.aliases) for g, i in zip(outputs, items)]
     sub = [substring_match(g.text, i.aliases) for g, i in zip(outputs, items)]
     contains = [contains_match(g.text, i.aliases) for g, i in zip(outputs, items)]
-    headline = {"exact": exact, "substring": sub, "contains": contains}[match]
+    f1 = [token_f1(g.text, i.aliases) for g, i in zip(outputs, items)]
+    headline = {"exact": exact, "substring": sub, "contains": contains, "f1": f1}[match]
     records = [{"id": i.id, "output": g.text, "correct": ok} for i, g, ok in zip(items, outputs, headline)]
-    metrics = {**accuracy("exact_match", exact), **accuracy("substring_match", sub), **accuracy("contains_match", contains)}
+    metrics = {**accuracy("exact_match", exact), **accuracy("substring_match", sub), **accuracy("contains_match", contains),
+               **mean_score("f1", f1)}
     return QaResult(metrics=metrics, records=records)

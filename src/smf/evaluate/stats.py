@@ -47,3 +47,14 @@ def accuracy(name: str, correct: Sequence[bool]) -> dict:
         f"{name}_stderr": None if math.isnan(stderr) else stderr,
         f"{name}_ci95": list(wilson_interval(k, n)),
     }
+
+
+def mean_score(name: str, scores: Sequence[float]) -> dict:
+    """{name, name_stderr, name_ci95} for scores in [0, 1] (e.g. token F1): the mean, its
+    standard error, and a normal 95% interval clipped to [0, 1]."""
+    n = len(scores)
+    assert n > 0, "mean of no items"
+    mu = sum(scores) / n
+    stderr = mean_stderr(scores)
+    ci = [math.nan, math.nan] if math.isnan(stderr) else [max(0.0, mu - Z95 * stderr), min(1.0, mu + Z95 * stderr)]
+    return {name: mu, f"{name}_stderr": None if math.isnan(stderr) else stderr, f"{name}_ci95": ci}

@@ -31,6 +31,8 @@ class MemoryConfig(Config):
     value_init: str | None = setting(None, "zeros or normal; none = zeros for additive, normal for replacement")
     value_init_std: float = setting(0.02, "standard deviation of normal value init")
     seed: int = setting(0, "seed of the initial keys and projections, so a retrofit is repeatable")
+    scale: float | None = setting(None, "a learnable output scale alpha (mem(x) becomes alpha * mem(x)) initialised at this value, "
+                                        "as the published study's additive arm (0.01 with normal values); none = no scale")
     checked: InitVar[bool] = True
 
     def __post_init__(self, checked: bool) -> None:
@@ -63,6 +65,8 @@ class MemoryConfig(Config):
         if self.value_dim is not None and self.value_dim < 1:
             raise SmfError(f"{where}: memory value dim must be >= 1, got {self.value_dim}")
         choice(self.mode, MODES, "memory mode", where)
+        if self.scale is not None and not math.isfinite(self.scale):
+            raise SmfError(f"{where}: memory scale must be a finite number or null, got {self.scale}")
         choice(self.value_init, VALUE_INITS, "memory value init", where)
         if num_layers is not None:
             bad = [i for i in self.layers if not 0 <= i < num_layers]

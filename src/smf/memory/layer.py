@@ -51,6 +51,9 @@ class ProductKeyMemory(nn.Module):
         self.values = nn.Parameter(torch.empty(c.slots, self.value_dim, device="meta"))
         self.gate_proj = nn.Linear(hidden_size, self.value_dim, bias=False, device="meta")
         self.out_proj = nn.Linear(self.value_dim, hidden_size, bias=False, device="meta")
+        # An optional learnable output scale alpha (a 0-d parameter), initialised at `scale`.
+        self.scale_init = getattr(c, "scale", None)
+        self.scale = nn.Parameter(torch.empty((), device="meta")) if self.scale_init is not None else None
 
         # Row-sparse value gradients (what the sparse optimizers want); dense optimizers
         # such as AdamW (healing, full finetuning) switch this off.
@@ -78,6 +81,8 @@ class ProductKeyMemory(nn.Module):
             self.values = normal(self.slots, v, std=self.value_init_std)
         self.gate_proj.weight = normal(v, d, std=d**-0.5)
         self.out_proj.weight = normal(d, v, std=v**-0.5)
+        if self.scale_init is not None:
+            self.scale = nn.Parameter(torch.tensor(float(self.scale_init)))
 
     def extra_repr(self) -> str:
         return f"slots={self.slots}, heads={self.heads}, topk={self.topk}, key_dim={2 * self.half}, value_dim={self.value_dim}"
@@ -112,6 +117,8 @@ class ProductKeyMemory(nn.Module):
             sparse=self.sparse_grad,
         )  # (B*T, value_dim)
         out = self.out_proj(y.to(xn.dtype) * F.silu(self.gate_proj(xn)))
+        if self.scale is not None:
+            out = out * self.scale.to(out.dtype)
         if self.record:
             self._record(rows.view(B, T, -1))
         return out.view(B, T, d)

@@ -28,6 +28,7 @@ from smf.config import Config, at, check_keys, choice, coerce, field_names, fiel
 from smf.errors import SmfError
 
 SCHEDULES = ("constant", "linear", "cosine")
+LOSSES = ("target", "text")
 PRECISIONS = ("auto", "no", "bf16")
 
 
@@ -192,6 +193,9 @@ class TrainConfig(Config):
     weight_decay: float = setting(0.0, "weight decay (AdamW; lazy Adam decays selected rows only)")
     betas: tuple[float, float] = setting((0.9, 0.999), "Adam betas")
     steps: int = setting(100, "optimizer steps")
+    epochs: float | None = setting(None, "passes over the training data; when set, it decides the number of steps (steps is then ignored)")
+    loss: str = setting("target", "tokens that carry the loss: target (the answer, smf's default) or text (the whole example, "
+                                  "as the published study trains)")
     batch_size: int = setting(8, "examples per optimizer step")
     grad_accum: int = setting(1, "micro-batches per step (batch_size must be a multiple)")
     max_length: int = setting(256, "tokens per example; longer prompts lose their start, never the target")
@@ -264,6 +268,9 @@ class TrainConfig(Config):
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise SmfError(f"{where}: max_grad_norm must be > 0 (or none), got {self.max_grad_norm}")
         choice(self.schedule, SCHEDULES, "schedule", where)
+        choice(self.loss, LOSSES, "loss", where)
+        if self.epochs is not None and not self.epochs > 0:
+            raise SmfError(f"{where}: epochs must be > 0 (or none), got {self.epochs}")
         choice(self.mixed_precision, PRECISIONS, "mixed precision", where)
         expected = METHODS[self.method].Options
         if not isinstance(self.options, expected):

@@ -23,7 +23,11 @@ from smf.methods.base import Family, Method
 from smf.optim import LazyAdam, SparseSGD
 from smf.selection import BACKGROUND_FILE, RULES, BackgroundStats, RowSelector
 
-OPTIMIZERS = {"adam": 1.0, "sgd": 2.0}  # name → default learning rate on the value rows
+# name → default learning rate on the value rows. adamw_masked is the published study's arm:
+# dense AdamW on the whole value table with the gradient of unselected rows zeroed. It is
+# not strictly sparse: Adam's moments keep moving rows selected at earlier steps.
+OPTIMIZERS = {"adam": 1.0, "sgd": 2.0, "adamw_masked": 5e-4}
+DENSE = ("adamw_masked",)
 
 
 @dataclass
@@ -32,22 +36,34 @@ class SmfOptions(Config):
 
     rule: str = setting("tfidf", "row-selection rule: " + ", ".join(RULES))
     top_t: int = setting(500, "memory value rows trained per layer and step (t)")
-    optimizer: str = setting("adam", "strictly sparse optimizer: adam (lazy, per-row moments) or sgd (no momentum)")
+    optimizer: str = setting("adam", "adam (strictly sparse, lazy per-row moments), sgd (strictly sparse, no momentum), or "
+                                     "adamw_masked (the published study's: dense AdamW, unselected rows' gradient zeroed; not strictly sparse)")
+    train_scale: bool = setting(False, "also train the memories' output scale alpha (the published '+S' arm; needs adamw_masked "
+                                       "and a memory retrofitted with a scale)")
 
     def check(self, where: str) -> None:
         choice(self.rule, RULES, "selection rule", where)
         choice(self.optimizer, OPTIMIZERS, "smf optimizer", where)
         if self.top_t <= 0:
             raise SmfError(f"{where}: top_t must be a positive number of rows, got {self.top_t}")
+        if self.train_scale and self.optimizer not in DENSE:
+            raise SmfError(f"{where}: train_scale needs optimizer adamw_masked (the sparse optimizers step value rows only)")
 
 
 class SmfMethod(Method):
     name = "smf"
     about = "the top-t memory value rows per layer and step, strictly sparse optimizer"
     Options = SmfOptions
-    clips_itself = True
     needs_memory = True
     compared_as = "smf"
+
+    @property
+    def dense(self) -> bool:
+        return self.options.optimizer in DENSE
+
+    @property
+    def clips_itself(self) -> bool:  # type: ignore[override]
+        return not self.dense  # the sparse optimizers clip their rows; the trainer clips the masked gradient
 
     @classmethod
     def families(cls) -> list[Family]:
@@ -73,9 +89,13 @@ class SmfMethod(Method):
                     raise SmfError(f"background statistics in {model_dir} do not match memory layer {i}; run smf background again")
         self.selector = RowSelector(o.rule, o.top_t, background, seed=c.seed)
         model.requires_grad_(False)
-        for memory in self.memories.values():
+        for i, memory in self.memories.items():
             memory.values.requires_grad_(True)
-            memory.sparse_grad = True
+            memory.sparse_grad = not self.dense
+            if o.train_scale:
+                if memory.scale is None:
+                    raise SmfError(f"train_scale: memory layer {i} has no output scale; retrofit with a memory scale (e.g. scale: 0.01)")
+                memory.scale.requires_grad_(True)
         set_recording(model, True)
         self._reads: dict[int, list[torch.Tensor]] = {i: [] for i in self.memories}
         self._selected: dict[int, int] = {}
@@ -83,6 +103,8 @@ class SmfMethod(Method):
 
     def make_optimizer(self, model):
         c = self.config
+        if self.dense:
+            return torch.optim.AdamW([p for _, p in self.trainable(model)], lr=self.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
         params = [m.values for m in self.memories.values()]
         if self.options.optimizer == "sgd":
             return SparseSGD(params, lr=self.lr, max_grad_norm=c.max_grad_norm)
@@ -110,9 +132,18 @@ class SmfMethod(Method):
                 rows, counts = torch.unique(reads, return_counts=True)
             chosen[memory.values] = self.selector.select(i, rows, counts)
             self._selected[i] = len(chosen[memory.values])
-        optimizer.set_rows(chosen)
+        if not self.dense:
+            optimizer.set_rows(chosen)
+            return
+        for values, rows in chosen.items():  # the published arm: zero the unselected rows' gradient
+            if values.grad is not None:
+                keep = torch.zeros(values.shape[0], dtype=torch.bool, device=values.device)
+                keep[rows.to(values.device)] = True
+                values.grad[~keep] = 0
 
     def step_stats(self, optimizer) -> dict:
+        if self.dense:
+            return {"rows_selected": sum(self._selected.values()), "rows_selected_per_layer": dict(self._selected)}
         stats = dict(optimizer.last_stats)
         stats["rows_selected_per_layer"] = dict(self._selected)
         if isinstance(optimizer, LazyAdam):
@@ -126,7 +157,7 @@ class SmfMethod(Method):
         self.selector.generator.set_state(state["selector_rng"])
 
     def optimizer_state_bytes(self, optimizer) -> int:
-        return optimizer.state_bytes()
+        return super().optimizer_state_bytes(optimizer) if self.dense else optimizer.state_bytes()
 
     def export(self, model):
         set_recording(model, False)  # evaluation needs no access records

@@ -14,6 +14,7 @@ checkpoints hold weights, optimizer, scheduler and RNG states).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -218,6 +219,11 @@ def train(
     out = Path(out)
     model_dir = Path(model_dir) if model_dir is not None else None
     _claim_output(out, config, resume)
+    data = examples if examples and isinstance(examples[0], Encoded) else encode_examples(examples, tokenizer, config.max_length)
+    if config.loss == "text":  # the whole example carries the loss, prompt included
+        data = [Encoded(e.ids, 0) for e in data]
+    if config.epochs is not None:
+        config = dataclasses.replace(config, steps=max(1, math.ceil(config.epochs * len(data) / config.batch_size)))
     set_seed(config.seed)  # LoRA's initial adapters and dropout draw from the global RNGs
     method = make_method(config)
     model = method.prepare(model, model_dir)
@@ -232,7 +238,6 @@ def train(
     loss_module = accelerator.prepare_model(TargetLoss(model))
     reduce = (lambda t: accelerator.reduce(t.to(accelerator.device), "sum")) if accelerator.num_processes > 1 else None
 
-    data = examples if examples and isinstance(examples[0], Encoded) else encode_examples(examples, tokenizer, config.max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     start_step, log = 0, []
     if resume and (out / CHECKPOINT).is_dir():
@@ -322,7 +327,11 @@ def _claim_output(out: Path, config: TrainConfig, resume: bool) -> None:
             raise SmfError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
         if not config_file.is_file():
             raise SmfError(f"{out} is not a training run folder (no {CONFIG_FILE}); choose another --out")
-        if read_json(config_file) != config.to_dict():
+        try:  # read back through the schema, so settings added since (at their defaults) compare equal
+            theirs = TrainConfig.from_dict(read_json(config_file), where=str(config_file)).to_dict()
+        except SmfError:
+            theirs = None
+        if theirs != config.to_dict():
             raise SmfError(f"{out} holds a run with a different config; choose another --out")
         if (out / SUMMARY_FILE).is_file():
             raise SmfError(f"{out} holds a finished run; nothing to resume")
