@@ -112,3 +112,14 @@ def test_nq_open_and_token_f1():
     assert token_f1("Atlantic", ["Pacific"]) == 0.0
     spec = resolve_task("nq-open")
     assert spec.options["prompt"] == "nq" and spec.options["match"] == "f1"
+
+
+def test_an_oasst1_file_with_wrong_columns_is_one_line(tiny_folder, tmp_path, capsys):
+    bad = tmp_path / "oasst.jsonl"
+    bad.write_text(json.dumps({"prompt": "hi", "response": "hello"}) + "\n")
+    out = tmp_path / "run"
+    assert main(["train", "--model", str(tiny_folder), "--method", "full", "--data", f"oasst1:source={bad}", "--steps", "1",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing field 'message_id', 'role', 'text'" in err[0], err
+    assert not out.exists()

@@ -46,6 +46,7 @@ class HealConfig(Config):
     steps: int = setting(200, "optimizer steps")
     lr: float | None = setting(None, f"learning rate; none = {HealMethod.default_lr}")
     batch_size: int = setting(8, "sequences per step")
+    grad_accum: int = setting(1, "micro-batches per step (batch_size must be a multiple)")
     max_length: int = setting(256, "tokens per sequence")
     seed: int = setting(0, "seed of the data order")
 
@@ -57,4 +58,4 @@ class HealConfig(Config):
 
     def train_config(self, where: str = "heal") -> TrainConfig:
         return TrainConfig.from_dict({"method": "heal", "steps": self.steps, "lr": self.lr, "batch_size": self.batch_size,
-                                      "max_length": self.max_length, "seed": self.seed}, where)
+                                      "grad_accum": self.grad_accum, "max_length": self.max_length, "seed": self.seed}, where)

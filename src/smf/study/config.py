@@ -132,6 +132,9 @@ class StudyConfig(Config):
             raise SmfError(f"{path}: the study config is empty; give at least its methods (see configs/offline.yaml)")
         if "methods" not in raw:
             raise SmfError(f"{path}: the study config has no 'methods'; list the methods to compare, e.g. methods: {{smf-tfidf: {{}}, lora: {{}}}}")
+        heal = raw.get("heal")
+        if isinstance(heal, dict) and heal.get("data") is None:
+            raise SmfError(f"{path}: heal: give the general text to heal on, e.g. data: pydoc (or wikitext, oasst1, a .txt/.jsonl file)")
         return cls.from_dict(raw, where=str(path))
 
     def check(self, where: str) -> None:
