@@ -31,6 +31,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def os_error(e: OSError) -> str:
+    """One line for a failed read or write: the path, what went wrong, the fix."""
+    import errno
+
+    path = e.filename or "a file"
+    if isinstance(e, PermissionError):
+        return f"cannot write or read {path}: permission denied; choose a folder you can write to"
+    if e.errno == errno.ENOSPC:
+        return f"the disk is full while writing {path}; free some space or choose another output folder"
+    if isinstance(e, IsADirectoryError):
+        return f"{path} is a folder; give a file path"
+    if isinstance(e, (NotADirectoryError, FileExistsError)):
+        return f"{path}: part of this path is a file, not a folder; choose another output path"
+    return f"{path}: {e.strerror or e}"
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
@@ -41,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except SmfError as e:
         print(f"smf: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a write or read the code did not foresee: still one line naming the path
+        print(f"smf: error: {os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("smf: interrupted", file=sys.stderr)

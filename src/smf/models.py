@@ -175,11 +175,12 @@ def load_model(
 
         model = load_retrofitted(where, dtype=dtype, device=device)
     else:
+        from safetensors import SafetensorError
         from transformers import AutoModelForCausalLM
 
         try:
             model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, SafetensorError) as e:
             raise SmfError(_load_failure(where, e)) from None
         model.to(device)
     model.eval()

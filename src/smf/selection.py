@@ -113,8 +113,10 @@ class BackgroundStats:
         path = Path(folder) / BACKGROUND_FILE
         if not path.is_file():
             raise SmfError(f"no background statistics in {folder} ({BACKGROUND_FILE}); run: smf background --model {folder}")
+        from smf.io import reading
+
         df, counts = {}, {}
-        with safe_open(str(path), "pt") as f:
+        with reading(path, f"count them again: smf background --model {folder}"), safe_open(str(path), "pt") as f:
             batches = int(f.metadata()["batches"])
             for key in f.keys():
                 kind, layer = key.split(".")

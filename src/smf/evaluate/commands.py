@@ -66,6 +66,11 @@ def run(args) -> int:
         return 0
     if not args.out:
         raise SmfError("--out FILE.json is required")
+    from smf.io import check_output_path
+
+    check_output_path(args.out)
+    if Path(args.out).is_dir():
+        raise SmfError(f"--out {args.out} is a folder; give a file path for the results, e.g. {Path(args.out) / 'results.json'}")
     if args.limit is not None and args.limit < 1:
         raise SmfError(f"--limit must be a positive integer, got {args.limit}")
     if args.batch_size < 1:

@@ -35,6 +35,9 @@ def run_retrofit(args: argparse.Namespace) -> None:
     from smf.models import load_model
 
     config = MemoryConfig.from_dict(given(args, MEMORY_FLAGS), where="command line")
+    from smf.io import check_output_path
+
+    check_output_path(args.out)
     if args.out.exists():
         raise SmfError(f"{args.out} already exists; choose another --out or remove it")
     model, tokenizer = load_model(args.model)
@@ -57,15 +60,18 @@ def run_info(args: argparse.Namespace) -> None:
 
 
 def parameter_counts(path: Path) -> dict[str, int]:
-    """Count base and memory parameters from a saved folder's safetensors header."""
+    """Count base and memory parameters from a saved folder's weights header (model*.safetensors:
+    background statistics and other files are not parameters)."""
     from safetensors import safe_open
 
-    files = sorted(path.glob("*.safetensors"))
+    from smf.io import reading
+
+    files = sorted(path.glob("model*.safetensors"))
     if not files:
-        raise SmfError(f"{path}: no .safetensors weights found")
+        raise SmfError(f"{path}: no model weights (model.safetensors) found")
     counts = {"base": 0, "memory": 0}
     for file in files:
-        with safe_open(str(file), "pt") as f:
+        with reading(file, "the model folder is damaged or incomplete; write it again"), safe_open(str(file), "pt") as f:
             for key in f.keys():
                 n = 1
                 for dim in f.get_slice(key).get_shape():
@@ -106,6 +112,8 @@ def describe(path: Path) -> str:
     counts = parameter_counts(path)
     if memory_file.is_file():
         meta = read_json(memory_file)
+        if not isinstance(meta, dict) or "memory" not in meta:
+            raise SmfError(f"{memory_file}: no 'memory' section; was this folder written by smf?")
         c = MemoryConfig.from_dict(meta["memory"], where=str(memory_file))
         lines += [
             f"memory: {c.mode} at layers {', '.join(map(str, c.layers))}",

@@ -24,7 +24,7 @@ from torch import nn
 
 from smf import __version__
 from smf.errors import SmfError
-from smf.io import atomic_dir, read_json, write_json_atomic
+from smf.io import atomic_dir, read_json, reading, write_json_atomic
 from smf.memory.config import MemoryConfig
 from smf.memory.layer import MemoryMLP, ProductKeyMemory
 
@@ -182,7 +182,8 @@ def load_retrofitted(path: str | os.PathLike, *, dtype: torch.dtype = torch.floa
         raise SmfError(f"{path}: {WEIGHTS_FILE} is missing; the folder is incomplete")
     model = AutoModelForCausalLM.from_config(base_architecture(path), dtype=dtype)
     retrofit(model, config)
-    missing, unexpected = load_model(model, str(path / WEIGHTS_FILE), strict=False)
+    with reading(path / WEIGHTS_FILE, "the model folder is damaged or incomplete; write it again (smf retrofit, smf export)"):
+        missing, unexpected = load_model(model, str(path / WEIGHTS_FILE), strict=False)
     if missing or unexpected:
         raise SmfError(f"{path / WEIGHTS_FILE} does not match its config: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
     return model.to(device).eval()

@@ -80,9 +80,10 @@ def run_train(args) -> None:
     from smf.models import load_model, resolve_model
     from smf.train import train
 
+    from smf.train.loop import check_output
+
     data, config = train_settings(args)
-    if args.out.exists() and any(args.out.iterdir()) and not args.resume:
-        raise SmfError(f"{args.out} already holds a run; pass --resume to continue it, or choose another --out")
+    check_output(args.out, config, args.resume)  # before any model work
     examples = training_examples(data)
     where = resolve_model(args.model)
     model, tokenizer = load_model(where)

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from smf.data.types import TrainExample
 from smf.errors import SmfError
-from smf.io import atomic_dir, read_json, write_json_atomic, write_text_atomic
+from smf.io import atomic_dir, check_output_path, read_json, reading, write_json_atomic, write_text_atomic
 from smf.methods import TrainConfig, make_method
 
 IGNORE = -100
@@ -39,6 +39,7 @@ CHECKPOINT = "checkpoint"
 CONFIG_FILE = "train_config.json"
 SUMMARY_FILE = "summary.json"
 LOG_FILE = "log.jsonl"
+FINGERPRINT_FILE = "fingerprint.json"  # what the run started from: --resume refuses anything else
 
 
 # ---------------------------------------------------------------- data
@@ -218,10 +219,14 @@ def train(
 
     out = Path(out)
     model_dir = Path(model_dir) if model_dir is not None else None
-    _claim_output(out, config, resume)
+    resuming = check_output(out, config, resume)
     data = examples if examples and isinstance(examples[0], Encoded) else encode_examples(examples, tokenizer, config.max_length)
     if config.loss == "text":  # the whole example carries the loss, prompt included
         data = [Encoded(e.ids, 0) for e in data]
+    fingerprint = run_fingerprint(model_dir, data)
+    if resuming:
+        _check_fingerprint(out, fingerprint)
+    stored_config = config
     if config.epochs is not None:
         config = dataclasses.replace(config, steps=max(1, math.ceil(config.epochs * len(data) / config.batch_size)))
     set_seed(config.seed)  # LoRA's initial adapters and dropout draw from the global RNGs
@@ -240,9 +245,14 @@ def train(
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     start_step, log = 0, []
-    if resume and (out / CHECKPOINT).is_dir():
+    if resuming and (out / CHECKPOINT).is_dir():
         start_step, log = _load_checkpoint(out, model, method, optimizer, scheduler)
     else:
+        # The run starts here: only now does OUT become a run folder (a command that failed
+        # before this point leaves OUT as it found it).
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / CONFIG_FILE, stored_config.to_dict())
+        write_json_atomic(out / FINGERPRINT_FILE, fingerprint)
         write_text_atomic(out / LOG_FILE, "")
     trainable = [p for _, p in method.trainable(model)]
     n_trainable = sum(p.numel() for p in trainable)
@@ -268,6 +278,10 @@ def train(
                 accelerator.backward(loss_sum / max(step_targets, 1))
                 loss_total += float(loss_sum.detach())
                 tokens += int(batch["attention_mask"].sum())
+            if not math.isfinite(loss_total):
+                bar.close()
+                log_file.close()
+                raise SmfError(_not_finite(out, step + 1, loss_total / max(step_targets, 1)))
             method.before_step(model, optimizer, reduce)
             if config.max_grad_norm and not method.clips_itself:
                 accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
@@ -319,14 +333,21 @@ def train(
     return TrainResult(method.export(model).eval(), summary, log)
 
 
-def _claim_output(out: Path, config: TrainConfig, resume: bool) -> None:
-    """Check or create the run folder; a different run's folder is never overwritten."""
+def check_output(out: Path, config: TrainConfig, resume: bool) -> bool:
+    """Check the run folder before any work; True if it holds this run, unfinished, to resume.
+
+    A different run's folder, a finished run, a file or a folder of other things is never
+    written to. Nothing is created here (see `train`: the folder appears when the run starts).
+    """
     config_file = out / CONFIG_FILE
+    check_output_path(out)
+    if out.exists() and not out.is_dir():
+        raise SmfError(f"{out} is a file; --out is the folder of a training run (new or empty)")
     if out.exists() and any(out.iterdir()):
+        if not config_file.is_file():
+            raise SmfError(f"{out} is not empty and not a training run folder (no {CONFIG_FILE}); choose a new or empty --out")
         if not resume:
             raise SmfError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-        if not config_file.is_file():
-            raise SmfError(f"{out} is not a training run folder (no {CONFIG_FILE}); choose another --out")
         try:  # read back through the schema, so settings added since (at their defaults) compare equal
             theirs = TrainConfig.from_dict(read_json(config_file), where=str(config_file)).to_dict()
         except SmfError:
@@ -335,9 +356,57 @@ def _claim_output(out: Path, config: TrainConfig, resume: bool) -> None:
             raise SmfError(f"{out} holds a run with a different config; choose another --out")
         if (out / SUMMARY_FILE).is_file():
             raise SmfError(f"{out} holds a finished run; nothing to resume")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(config_file, config.to_dict())
+        return True
+    return False
+
+
+def _not_finite(out: Path, step: int, loss: float) -> str:
+    """The one line for a run whose loss stopped being a number (nothing of the step was applied)."""
+    meta = out / CHECKPOINT / "meta.json"
+    where = (f"its checkpoint at step {read_json(meta)['step']} is kept: continue with --resume"
+             if meta.is_file() else "no checkpoint was saved (--checkpoint-every)")
+    return f"step {step}: the training loss is {loss} (not a finite number); training stopped before applying it; {where}, or start again with a lower --lr"
+
+
+def run_fingerprint(model_dir: Path | None, data: list[Encoded]) -> dict:
+    """Checksums of what a run starts from: the model's weights, its background statistics
+    and the encoded training data (None where a run has no model folder)."""
+    import hashlib
+
+    from smf.memory.delta import checksum, is_delta, root_folder
+    from smf.selection import BACKGROUND_FILE
+
+    def weights(folder: Path) -> str | None:
+        names = ("delta.safetensors", "adapter_model.safetensors", "model.safetensors")
+        found = [checksum(folder / n) for n in names if (folder / n).is_file()]
+        if is_delta(folder):
+            found.append(checksum(root_folder(folder) / "model.safetensors"))
+        return hashlib.sha256("".join(found).encode()).hexdigest() if found else None
+
+    background = root_folder(model_dir) / BACKGROUND_FILE if model_dir is not None else None
+    digest = hashlib.sha256()
+    for example in data:
+        digest.update(json.dumps([example.n_prompt, example.ids]).encode())
+    return {
+        "model": weights(model_dir) if model_dir is not None else None,
+        "background": checksum(background) if background is not None and background.is_file() else None,
+        "data": digest.hexdigest(),
+        "model_dir": str(model_dir.resolve()) if model_dir is not None else None,
+    }
+
+
+def _check_fingerprint(out: Path, now: dict) -> None:
+    """Refuse to resume a run onto another model, background or data (one line naming it)."""
+    file = out / FINGERPRINT_FILE
+    if not file.is_file():
+        return  # a run folder from before fingerprints: nothing to compare
+    then = read_json(file)
+    what = {"model": ("model weights", "--model"), "background": ("background statistics", "--model (smf background)"),
+            "data": ("training data", "--data")}
+    for key, (name, flag) in what.items():
+        if then.get(key) != now.get(key):
+            raise SmfError(f"{out} was trained on other {name} than these (checksums differ; it started from "
+                           f"{then.get('model_dir') or 'an in-memory model'}); resume with the same {flag}, or choose another --out")
 
 
 def _save_checkpoint(out: Path, step: int, model, method, optimizer, scheduler, config: TrainConfig) -> None:
@@ -364,8 +433,12 @@ def _load_checkpoint(out: Path, model, method, optimizer, scheduler) -> tuple[in
     from safetensors.torch import load_file
 
     folder = out / CHECKPOINT
-    method.load_trainable_state(model, load_file(str(folder / "trainable.safetensors")))
-    state = torch.load(folder / "state.pt", weights_only=False)
+    fix = f"the checkpoint is damaged; remove {folder} to start the run again, or choose another --out"
+    with reading(folder / "trainable.safetensors", fix):
+        trainable = load_file(str(folder / "trainable.safetensors"))
+    with reading(folder / "state.pt", fix):
+        state = torch.load(folder / "state.pt", weights_only=False)
+    method.load_trainable_state(model, trainable)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     method.load_extra_state(state["method"])

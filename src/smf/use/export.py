@@ -27,7 +27,10 @@ def export(model: str | os.PathLike, out: str | os.PathLike, say=print) -> dict:
     from smf.models import load_model, resolve_model
     from smf.selection import BACKGROUND_FILE
 
+    from smf.io import check_output_path
+
     out = Path(out)
+    check_output_path(out)
     if out.exists():
         raise SmfError(f"{out} already exists; choose a new --out")
     where = resolve_model(model)

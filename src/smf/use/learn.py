@@ -145,7 +145,12 @@ def learn(data: Path, out: Path, *, model: str | None = None, background: str = 
     from smf.models import load_model, resolve_model
     from smf.use.chat import answer
 
+    from smf.io import check_output_path
+
     out = Path(out)
+    check_output_path(out)
+    if out.exists() and not out.is_dir():
+        raise SmfError(f"{out} is a file; --out is the new model's folder")
     if out.exists() and any(out.iterdir()):
         raise SmfError(f"{out} is not empty; choose a new --out (a later sitting writes a new folder too)")
     facts = read_facts(data)
