@@ -100,3 +100,35 @@ def test_clipping_uses_the_selected_rows_norm(make):
     opt.step()
     assert opt.last_stats["grad_norm"] == pytest.approx((2 * 9 + 2 * 16) ** 0.5)
     assert a[1:].abs().sum() == 0 and b[[0, 1, 3, 4]].abs().sum() == 0
+
+
+def test_sgd_applies_the_clip_scale():
+    """The clipped step is the gradient times max_norm / norm (a mutant that skips the scale fails)."""
+    w = torch.nn.Parameter(torch.zeros(4, 2))
+    opt = SparseSGD([w], lr=1.0, max_grad_norm=1.0)
+    w.grad = torch.tensor([[3.0, 4.0], [0, 0], [0, 0], [0, 0]]).to_sparse(1)  # norm 5
+    opt.set_rows({w: torch.tensor([0])})
+    opt.step()
+    torch.testing.assert_close(w.detach()[0], torch.tensor([-0.6, -0.8]), atol=1e-6, rtol=0)
+    w2 = torch.nn.Parameter(torch.zeros(4, 2))
+    opt2 = SparseSGD([w2], lr=1.0, max_grad_norm=10.0)  # under the limit: no scaling
+    w2.grad = torch.tensor([[3.0, 4.0], [0, 0], [0, 0], [0, 0]]).to_sparse(1)
+    opt2.set_rows({w2: torch.tensor([0])})
+    opt2.step()
+    assert torch.equal(w2.detach()[0], torch.tensor([-3.0, -4.0]))
+
+
+def test_lazy_adam_clipped_first_step_is_unchanged_but_decay_is_applied():
+    """Adam's first step is lr·sign(g) whatever the scale; weight decay shrinks the selected
+    rows by (1 - lr·wd) and no other row (decoupled, as AdamW, but lazy)."""
+    w = torch.nn.Parameter(torch.ones(3, 2))
+    opt = LazyAdam([w], lr=0.1, weight_decay=0.5)
+    w.grad = torch.tensor([[1.0, -2.0], [0, 0], [0, 0]]).to_sparse(1)
+    opt.set_rows({w: torch.tensor([0])})
+    opt.step()
+    reference = torch.nn.Parameter(torch.ones(1, 2))
+    dense = torch.optim.AdamW([reference], lr=0.1, weight_decay=0.5)
+    reference.grad = torch.tensor([[1.0, -2.0]])
+    dense.step()
+    torch.testing.assert_close(w.detach()[0], reference.detach()[0])
+    assert torch.equal(w.detach()[1:], torch.ones(2, 2))

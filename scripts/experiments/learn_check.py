@@ -6,7 +6,8 @@ ask, through the chat template as `smf ask` does (greedy, 32 tokens): the taught
 questions, the same facts in a wording never taught (*_heldout.jsonl), and the capitals
 probe (60 questions, as in the study). An answer counts when the taught answer occurs in
 it (lowercased, punctuation and a leading article dropped).
-Run: .venv/bin/python scripts/experiments/learn_check.py OUT_DIR   (about 15 min on 2 CPU cores)
+Run: .venv/bin/python scripts/experiments/learn_check.py OUT_DIR [KEY=VALUE ...]   (about 15 min on 2 CPU cores)
+KEY=VALUE pairs are `smf learn` settings (LearnConfig), e.g. count=target top_t=100.
 """
 
 from __future__ import annotations
@@ -44,21 +45,25 @@ def capitals(model, tokenizer) -> float:
     return evaluate(model, tokenizer, ["capitals"], progress=False)["tasks"]["capitals"]["headline"]["value"]
 
 
-def main(folder: Path) -> None:
+def main(folder: Path, settings: dict) -> None:
+    import yaml
+
     from smf.models import load_model
-    from smf.use.learn import learn
+    from smf.use.learn import LearnConfig, learn
+
+    config = LearnConfig.from_dict({k: yaml.safe_load(v) for k, v in settings.items()}, where="settings")
 
     folder.mkdir(parents=True, exist_ok=True)
     report: dict = {}
     base, tokenizer = load_model()
     report["base"] = {"capitals": capitals(base, tokenizer),
                       "first_taught": score(base, tokenizer, FACTS / "first.jsonl")[:2]}
-    learn(FACTS / "first.jsonl", folder / "sitting1", progress=False)
+    learn(FACTS / "first.jsonl", folder / "sitting1", config=config, progress=False)
     one, _ = load_model(folder / "sitting1")
     t1 = score(one, tokenizer, FACTS / "first.jsonl")
     h1 = score(one, tokenizer, FACTS / "first_heldout.jsonl")
     report["sitting1"] = {"taught": t1[:2], "heldout": h1[:2], "capitals": capitals(one, tokenizer), "answers": t1[2] + h1[2]}
-    learn(FACTS / "second.jsonl", folder / "sitting2", model=str(folder / "sitting1"), progress=False)
+    learn(FACTS / "second.jsonl", folder / "sitting2", model=str(folder / "sitting1"), config=config, progress=False)
     two, _ = load_model(folder / "sitting2")
     t2 = score(two, tokenizer, FACTS / "second.jsonl")
     kept = score(two, tokenizer, FACTS / "first.jsonl")
@@ -66,6 +71,7 @@ def main(folder: Path) -> None:
     still = sum(a["correct"] for a in kept[2] if a["question"] in right_before)
     report["sitting2"] = {"taught": t2[:2], "first_still_right": [still, len(right_before)],
                           "heldout": score(two, tokenizer, FACTS / "second_heldout.jsonl")[:2], "capitals": capitals(two, tokenizer)}
+    report["settings"] = config.to_dict()
     (folder / "learn_check.json").write_text(json.dumps(report, indent=2) + "\n")
     b, s1, s2 = report["base"], report["sitting1"], report["sitting2"]
     print("| model | taught questions | new wording | first sitting's facts still right | capitals |")
@@ -76,6 +82,6 @@ def main(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: learn_check.py OUT_DIR")
-    main(Path(sys.argv[1]))
+    if len(sys.argv) < 2:
+        raise SystemExit("usage: learn_check.py OUT_DIR [KEY=VALUE ...]")
+    main(Path(sys.argv[1]), dict(arg.split("=", 1) for arg in sys.argv[2:]))

@@ -62,6 +62,9 @@ class ProductKeyMemory(nn.Module):
         # pass by the retrofit's hook on the decoder: (B, T_total) with 1 for real tokens.
         self.record = False
         self.token_mask: torch.Tensor | None = None
+        # A narrower mask for recording only (B, T), e.g. the positions that predict an answer;
+        # the trainer sets it before a forward pass and clears it after.
+        self.record_mask: torch.Tensor | None = None
         self.last_rows: torch.Tensor | None = None
 
     @torch.no_grad()
@@ -125,7 +128,7 @@ class ProductKeyMemory(nn.Module):
 
     def _record(self, rows: torch.Tensor) -> None:
         """rows: (B, T, heads*k). Keep the rows read by real (unpadded) tokens."""
-        mask = self.token_mask
+        mask = self.record_mask if self.record_mask is not None else self.token_mask
         if mask is None:
             self.last_rows = rows.reshape(-1, rows.shape[-1]).detach()
             return

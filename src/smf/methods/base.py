@@ -92,6 +92,9 @@ class Method:
         c = self.config
         return torch.optim.AdamW([p for _, p in self.trainable(model)], lr=self.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
 
+    def before_forward(self, model: nn.Module, batch: dict) -> None:
+        """Called before each micro-batch's forward pass (input_ids, attention_mask, labels)."""
+
     def after_forward(self, model: nn.Module) -> None:
         """Called after each micro-batch's forward pass."""
 

@@ -28,6 +28,7 @@ from smf.selection import BACKGROUND_FILE, RULES, BackgroundStats, RowSelector
 # not strictly sparse: Adam's moments keep moving rows selected at earlier steps.
 OPTIMIZERS = {"adam": 1.0, "sgd": 2.0, "adamw_masked": 5e-4}
 DENSE = ("adamw_masked",)
+COUNTS = ("all", "target")
 
 
 @dataclass
@@ -38,12 +39,15 @@ class SmfOptions(Config):
     top_t: int = setting(500, "memory value rows trained per layer and step (t)")
     optimizer: str = setting("adam", "adam (strictly sparse, lazy per-row moments), sgd (strictly sparse, no momentum), or "
                                      "adamw_masked (the published study's: dense AdamW, unselected rows' gradient zeroed; not strictly sparse)")
+    count: str = setting("all", "whose memory reads rank the rows: all (every real token) or target (only the positions "
+                                "that predict a loss token, e.g. an answer)")
     train_scale: bool = setting(False, "also train the memories' output scale alpha (the published '+S' arm; needs adamw_masked "
                                        "and a memory retrofitted with a scale)")
 
     def check(self, where: str) -> None:
         choice(self.rule, RULES, "selection rule", where)
         choice(self.optimizer, OPTIMIZERS, "smf optimizer", where)
+        choice(self.count, COUNTS, "count", where)
         if self.top_t <= 0:
             raise SmfError(f"{where}: top_t must be a positive number of rows, got {self.top_t}")
         if self.train_scale and self.optimizer not in DENSE:
@@ -110,9 +114,17 @@ class SmfMethod(Method):
             return SparseSGD(params, lr=self.lr, max_grad_norm=c.max_grad_norm)
         return LazyAdam(params, lr=self.lr, betas=tuple(c.betas), weight_decay=c.weight_decay, max_grad_norm=c.max_grad_norm)
 
+    def before_forward(self, model, batch: dict) -> None:
+        if self.options.count == "target":  # record the reads of positions whose next token carries loss
+            mask = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
+            mask[:, :-1] = batch["labels"][:, 1:] != -100
+            for memory in self.memories.values():
+                memory.record_mask = mask
+
     def after_forward(self, model) -> None:
         for i, memory in self.memories.items():
             self._reads[i].append(memory.last_rows)
+            memory.record_mask = None  # only for this micro-batch
 
     def before_step(self, model, optimizer, reduce=None) -> None:
         """Select rows from the step's accesses (all micro-batches) and hand them to the optimizer.

@@ -272,6 +272,7 @@ def train(
             loss_total, tokens = 0.0, 0
             for batch in batches:
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                method.before_forward(model, batch)
                 with autocast:
                     loss_sum, _ = loss_module(**batch)
                 method.after_forward(model)

@@ -47,6 +47,7 @@ class LearnConfig(Config):
     seed: int = setting(0, "seed of the data order and the retrofit")
     slots: int = setting(65536, "memory rows per layer, when the model gets its memory here")
     show: int = setting(5, "questions whose answers are printed before and after")
+    count: str = setting("all", "whose memory reads rank the rows: all tokens, or target (the answer positions only)")
 
     def check(self, where: str) -> None:
         for name in ("top_t", "batch_size", "max_length", "slots"):
@@ -210,6 +211,7 @@ def _teach(net, tokenizer, where, facts: list[Fact], stage: Path, background, co
     train_examples = examples(facts, tokenizer)
     steps = config.steps or max(1, math.ceil(config.epochs * len(train_examples) / config.batch_size))
     train_config = TrainConfig.from_dict({"method": "smf", "rule": "tfidf", "top_t": config.top_t, "lr": config.lr, "steps": steps,
+                                          "count": config.count,
                                           "batch_size": config.batch_size, "max_length": config.max_length, "seed": config.seed})
     model, _ = load_model(memory_dir)
     return steps, train(model, tokenizer, train_examples, train_config, stage / LEARN_RUN, model_dir=memory_dir,

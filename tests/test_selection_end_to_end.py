@@ -1,0 +1,69 @@
+"""Selection end to end: the rows the optimizer updates each step are the top-t of the step's
+own memory reads under the rule's formula, computed here independently from the recorded
+reads and the saved background statistics (a trainer that skips the selector, or ranks by
+the wrong formula, fails)."""
+
+import math
+
+import pytest
+import torch
+
+from smf.memory import load_retrofitted, memory_layers
+from smf.methods.smf import SmfMethod
+from smf.optim import SparseRowOptimizer
+from smf.selection import BackgroundStats
+from smf.train import TrainConfig, train
+from test_train import examples, smf_folder, tokenizer  # noqa: F401  (fixtures)
+
+
+def expected_rows(rule: str, reads: torch.Tensor, background: BackgroundStats, layer: int, t: int) -> tuple[set, bool]:
+    """(top-t rows, whether the t-th and (t+1)-th scores are apart so the set is unambiguous)."""
+    rows, counts = torch.unique(reads, return_counts=True)
+    p = counts.double() / counts.sum()
+    if rule == "tfidf":
+        df = background.df[layer][rows].double()
+        score = p * (math.log(background.batches + 1) - torch.log(df + 1))
+    else:  # kl
+        q = background.counts[layer].double() + 1
+        score = p * (p.log() - (q[rows] / q.sum()).log())
+    order = score.argsort(descending=True)
+    k = min(t, len(rows))
+    clear = k == len(rows) or bool(score[order[k - 1]] > score[order[k]])
+    return set(rows[order[:k]].tolist()), clear
+
+
+@pytest.mark.parametrize("rule", ["tfidf", "kl"])
+def test_the_optimizer_gets_the_top_t_rows_of_each_step(rule, smf_folder, tokenizer, tmp_path, monkeypatch):  # noqa: F811
+    t = 6
+    reads_per_step: list[dict] = []
+    current: dict = {}
+    chosen: list[dict] = []
+    original_after, original_set = SmfMethod.after_forward, SparseRowOptimizer.set_rows
+
+    def after_forward(self, model):
+        for i, memory in self.memories.items():
+            current.setdefault(i, []).append(memory.last_rows.clone())
+        original_after(self, model)
+
+    def set_rows(self, rows):
+        reads_per_step.append({i: torch.cat(r).flatten() for i, r in current.items()})
+        current.clear()
+        chosen.append({tuple(v.shape): v.clone() for v in rows.values()} | {"rows": [r.clone() for r in rows.values()]})
+        original_set(self, rows)
+
+    monkeypatch.setattr(SmfMethod, "after_forward", after_forward)
+    monkeypatch.setattr(SparseRowOptimizer, "set_rows", set_rows)
+    model = load_retrofitted(smf_folder)
+    layers = list(memory_layers(model))
+    config = TrainConfig.from_dict({"method": "smf", "rule": rule, "top_t": t, "lr": 0.5, "steps": 8, "batch_size": 4,
+                                    "grad_accum": 2, "max_length": 48})
+    train(model, tokenizer, examples(), config, tmp_path / "run", model_dir=smf_folder, progress=False, save_model=False)
+    background = BackgroundStats.load(smf_folder)
+    checked = 0
+    for reads, picked in zip(reads_per_step, chosen):
+        for layer, rows in zip(layers, picked["rows"]):
+            want, clear = expected_rows(rule, reads[layer], background, layer, t)
+            if clear:
+                assert set(rows.tolist()) == want
+                checked += 1
+    assert len(reads_per_step) == 8 and checked >= 8  # most steps have no tie at the boundary
