@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from smf.io import write_text_atomic
@@ -109,34 +110,63 @@ def validation_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def noise(row: dict, label: str) -> float:
+    """One standard error of a setting's change on `label`: the seed-to-seed standard deviation
+    over sqrt(seeds) with several seeds, else the paired standard error over items, else 0."""
+    d = row[label]["delta"]
+    if d["n"] > 1 and d["std"] is not None:
+        return d["std"] / math.sqrt(d["n"])
+    return row[label].get("delta_stderr") or 0.0
+
+
+def dominates(s: dict, o: dict, task: str, probes: list[str]) -> bool:
+    """`s` Pareto-dominates `o` beyond noise: a gain and every probe's drift no worse than `o`'s
+    (means), and better than `o`'s by more than two combined standard errors on at least one."""
+    axes = [(s[task]["delta"]["mean"], o[task]["delta"]["mean"], task)]
+    axes += [(-abs(s[p]["delta"]["mean"]), -abs(o[p]["delta"]["mean"]), p) for p in probes]
+    no_worse, better = True, False
+    for mine, theirs, label in axes:
+        margin = 2 * math.hypot(noise(s, label), noise(o, label))
+        no_worse &= mine >= theirs
+        better |= mine > theirs + margin
+    return no_worse and better
+
+
 def verdict(results: dict) -> str:
-    """The aims, checked against the numbers — whatever they show."""
+    """The aims, checked against the numbers — whatever they show.
+
+    Which SMF setting counts is decided on validation data only (the ★ choice; a family's
+    only setting needs none): never by the reported probes. Dominance counts only beyond
+    noise (see `dominates`).
+    """
     task, probes, tolerance = results["task"], results["probes"], results["tolerance"]
     rows = results["summary"]
     smf = [r for r in rows if _compared_as(r["family"]) == "smf"]
     others = [r for r in rows if _compared_as(r["family"]) == "baseline"]
-
-    def gain(r):
-        return r[task]["delta"]["mean"]
-
-    def drift(r, p):
-        return abs(r[p]["delta"]["mean"])
-
+    chosen = results["validation"]["chosen"]
     lines = []
-    within = [r for r in smf if all(drift(r, p) <= tolerance for p in probes)]
-    if within:
-        best = max(within, key=gain)
-        lines.append(f"- Best SMF setting with both probes within {tolerance:g} point of base: **{best['label']}**, "
-                     f"{gain(best):+.1f} pp on {task} (" + ", ".join(f"{p} {best[p]['delta']['mean']:+.1f}" for p in probes) + ").")
-    else:
-        lines.append(f"- No SMF setting kept both probes within {tolerance:g} point of base.")
+    families: dict[str, list[dict]] = {}
+    for r in smf:
+        families.setdefault(r["family"], []).append(r)
+    for family, settings in families.items():
+        pick = next((r for r in settings if r["label"] == chosen.get(family)), settings[0] if len(settings) == 1 else None)
+        if pick is None:
+            lines.append(f"- {family}: {len(settings)} settings and no validation task to choose one; "
+                         "none is picked on the reported numbers.")
+            continue
+        how = "chosen on validation" if family in chosen else "its only setting"
+        within = all(abs(pick[p]["delta"]["mean"]) <= tolerance for p in probes)
+        drift = ", ".join(f"{p} {pick[p]['delta']['mean']:+.1f}" for p in probes)
+        lines.append(f"- {family} ({how}: **{pick['label']}**): {pick[task]['delta']['mean']:+.1f} pp on {task}; {drift}: "
+                     + (f"every probe within {tolerance:g} of base." if within else f"not every probe within {tolerance:g} of base."))
     for s in smf:
-        dominated = [o["label"] for o in others if gain(s) >= gain(o) and all(drift(s, p) <= drift(o, p) for p in probes)]
-        if dominated:
-            lines.append(f"- {s['label']} Pareto-dominates {', '.join(dominated)} (equal or larger gain, less drift on every probe).")
-    beaten = [o["label"] for o in others if not any(gain(s) >= gain(o) and all(drift(s, p) <= drift(o, p) for p in probes) for s in smf)]
-    if beaten:
-        lines.append(f"- Not dominated by any SMF setting: {', '.join(beaten)}.")
+        beaten = [o["label"] for o in others if dominates(s, o, task, probes)]
+        if beaten:
+            lines.append(f"- {s['label']} Pareto-dominates {', '.join(beaten)} beyond noise "
+                         "(no worse in gain or any drift, better by more than 2 standard errors on one).")
+    free = [o["label"] for o in others if not any(dominates(s, o, task, probes) for s in smf)]
+    if free:
+        lines.append(f"- Not dominated by any SMF setting beyond noise: {', '.join(free)}.")
     return "\n".join(lines)
 
 

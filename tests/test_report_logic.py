@@ -1,0 +1,76 @@
+"""The study's arithmetic and claims: change from base, paired standard errors, the validation
+choice, and the verdict (validation-only choice, dominance beyond noise)."""
+
+import math
+
+import pytest
+
+from smf.study.report import dominates, verdict
+from smf.study.results import choose_on_validation, delta, mean_std, paired_stderr
+
+
+def test_delta_is_points_for_accuracy_and_percent_for_perplexity():
+    assert delta("mcq", 0.55, 0.50) == pytest.approx(5.0)
+    assert delta("perplexity", 22.0, 20.0) == pytest.approx(10.0)
+
+
+def test_paired_stderr_matches_items_by_id():
+    base = [{"id": str(i), "correct": i % 2 == 0} for i in range(6)]
+    run = [{"id": str(i), "correct": True} for i in reversed(range(6))]  # order must not matter
+    diffs = [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+    mean = sum(diffs) / 6
+    expected = 100 * math.sqrt(sum((d - mean) ** 2 for d in diffs) / 5 / 6)
+    assert paired_stderr(run, base) == pytest.approx(expected)
+    assert paired_stderr(run[:1], base) is None
+
+
+def test_mean_std():
+    assert mean_std([1.0, 3.0]) == {"mean": 2.0, "std": math.sqrt(2), "n": 2}
+    assert mean_std([None]) == {"mean": None, "std": None, "n": 0}
+
+
+def row(label, family, gain, drifts, std=0.0, n=3, val_gain=None, val_drift=0.0):
+    cell = lambda v: {"value": {"mean": v, "std": std, "n": n}, "delta": {"mean": v, "std": std, "n": n}, "delta_stderr": None}  # noqa: E731
+    r = {"label": label, "family": family, "task": cell(gain)}
+    r.update({f"probe{i}": cell(d) for i, d in enumerate(drifts)})
+    r["val"] = cell(gain if val_gain is None else val_gain)
+    r["valprobe"] = cell(val_drift)
+    return r
+
+
+def results(rows, chosen=None):
+    return {"task": "task", "probes": ["probe0", "probe1"], "tolerance": 1.0, "summary": rows,
+            "validation": {"chosen": chosen or {}}}
+
+
+def test_the_validation_choice():
+    rows = [row("smf-tfidf a", "smf-tfidf", 10, [0, 0], val_gain=10, val_drift=0.5),
+            row("smf-tfidf b", "smf-tfidf", 20, [0, 0], val_gain=20, val_drift=3.0),
+            row("smf-tfidf c", "smf-tfidf", 15, [0, 0], val_gain=15, val_drift=0.9)]
+    assert choose_on_validation(rows, "val", ["valprobe"], tolerance=1.0) == {"smf-tfidf": "smf-tfidf c"}
+    assert choose_on_validation(rows, "val", ["valprobe"], tolerance=1.0, min_gain=12) == {"smf-tfidf": "smf-tfidf c"}
+    assert choose_on_validation(rows, "val", ["valprobe"], tolerance=0.1) == {"smf-tfidf": "smf-tfidf a"}  # least drift
+    assert choose_on_validation(rows[:1], "val", ["valprobe"], tolerance=1.0) == {}  # one setting: nothing to choose
+
+
+def test_the_verdict_reports_the_validation_choice_not_the_best_on_reported_probes():
+    good_on_test = row("smf-tfidf best-on-test", "smf-tfidf", 30, [0.1, 0.2])
+    chosen = row("smf-tfidf chosen", "smf-tfidf", 10, [2.0, 0.5])
+    text = verdict(results([good_on_test, chosen], {"smf-tfidf": "smf-tfidf chosen"}))
+    assert "chosen on validation: **smf-tfidf chosen**" in text and "not every probe within 1" in text
+    assert "best-on-test**" not in text
+    text = verdict(results([good_on_test, chosen]))
+    assert "2 settings and no validation task" in text
+
+
+def test_dominance_needs_an_advantage_beyond_noise():
+    lora = row("lora", "lora", 10, [5.0, 5.0], std=1.0)
+    close = row("smf-kl", "smf-kl", 10.6, [4.5, 4.8], std=1.0)  # better in every mean, all within noise
+    clear = row("smf-tfidf", "smf-tfidf", 10.6, [0.5, 4.8], std=1.0)  # probe0 drift better by far more than noise
+    worse = row("smf-tf", "smf-tf", 9.0, [0.0, 0.0], std=1.0)  # less drift, but a lower gain
+    assert not dominates(close, lora, "task", ["probe0", "probe1"])
+    assert dominates(clear, lora, "task", ["probe0", "probe1"])
+    assert not dominates(worse, lora, "task", ["probe0", "probe1"])
+    text = verdict(results([close, clear, worse, lora]))
+    assert "smf-tfidf Pareto-dominates lora beyond noise" in text
+    assert "smf-kl Pareto-dominates" not in text
