@@ -64,8 +64,11 @@ def test_lazy_adam_state_grows_with_rows_not_table():
         w.grad = torch.ones(n, 8).to_sparse(1)
         opt.set_rows({w: torch.arange(10)})
         opt.step()
-        # index (N int64) + moments for the 10 rows used
-        assert opt.state_bytes() == n * 8 + 10 * (8 * 8 + 8)
+        # in use: index (N int64) + moments and step of the 10 rows used
+        assert opt.used_state_bytes() == n * 8 + 10 * (8 * 8 + 8)
+        # allocated: the buffers' capacity (64 rows at first), plus the used-counter
+        assert opt.state_bytes() == n * 8 + 64 * (8 * 8 + 8) + 8
+        assert opt.state_bytes() == sum(t.nbytes for t in opt.state[w].values())
 
 
 def test_lazy_adam_state_dict_round_trip():

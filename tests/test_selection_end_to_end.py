@@ -57,7 +57,15 @@ def test_the_optimizer_gets_the_top_t_rows_of_each_step(rule, smf_folder, tokeni
     layers = list(memory_layers(model))
     config = TrainConfig.from_dict({"method": "smf", "rule": rule, "top_t": t, "lr": 0.5, "steps": 8, "batch_size": 4,
                                     "grad_accum": 2, "max_length": 48})
-    train(model, tokenizer, examples(), config, tmp_path / "run", model_dir=smf_folder, progress=False, save_model=False)
+    values = {i: m.values.detach().clone() for i, m in memory_layers(model).items()}
+    result = train(model, tokenizer, examples(), config, tmp_path / "run", model_dir=smf_folder, progress=False, save_model=False)
+    # the summary counts the rows trained (the union of the selected rows), beside the table size
+    union = {layer: set().union(*(set(p["rows"][k].tolist()) for p in chosen)) for k, layer in enumerate(layers)}
+    changed = sum(int((m.values.detach() != values[i]).any(-1).sum()) for i, m in memory_layers(result.model).items())
+    assert result.summary["rows_trained"] == sum(len(u) for u in union.values()) >= changed > 0
+    dim = next(iter(memory_layers(result.model).values())).value_dim
+    assert result.summary["parameters_trained"] == result.summary["rows_trained"] * dim
+    assert result.summary["table_parameters"] == sum(v.numel() for v in values.values())
     background = BackgroundStats.load(smf_folder)
     checked = 0
     for reads, picked in zip(reads_per_step, chosen):

@@ -148,7 +148,12 @@ class LazyAdam(SparseRowOptimizer):
         p[rows] = w - group["lr"] * (m / bc1) / ((v / bc2).sqrt() + group["eps"])
 
     def state_bytes(self) -> int:
-        """Bytes of optimizer state in use: the row → slot index plus moments and steps of used slots."""
+        """Bytes the optimizer state holds: the row → slot index and the allocated moment and
+        step buffers (they grow by doubling, so up to twice the rows in use)."""
+        return sum(t.nbytes for st in self.state.values() for t in st.values() if torch.is_tensor(t))
+
+    def used_state_bytes(self) -> int:
+        """Bytes of the state in use: the index plus moments and steps of the rows ever selected."""
         total = 0
         for st in self.state.values():
             if st:

@@ -105,6 +105,10 @@ class Method:
         """Numbers for the step log (e.g. rows selected)."""
         return {}
 
+    def summary_stats(self, model: nn.Module) -> dict:
+        """Extra numbers for the run's summary (e.g. the rows SMF actually trained)."""
+        return {}
+
     def optimizer_state_bytes(self, optimizer: torch.optim.Optimizer) -> int:
         return sum(t.numel() * t.element_size() for st in optimizer.state.values() for t in st.values() if torch.is_tensor(t))
 

@@ -103,6 +103,7 @@ class SmfMethod(Method):
         set_recording(model, True)
         self._reads: dict[int, list[torch.Tensor]] = {i: [] for i in self.memories}
         self._selected: dict[int, int] = {}
+        self._trained = {i: torch.zeros(m.slots, dtype=torch.bool) for i, m in self.memories.items()}  # rows ever selected
         return model
 
     def make_optimizer(self, model):
@@ -144,6 +145,7 @@ class SmfMethod(Method):
                 rows, counts = torch.unique(reads, return_counts=True)
             chosen[memory.values] = self.selector.select(i, rows, counts)
             self._selected[i] = len(chosen[memory.values])
+            self._trained[i][chosen[memory.values].cpu()] = True
         if not self.dense:
             optimizer.set_rows(chosen)
             return
@@ -163,10 +165,18 @@ class SmfMethod(Method):
         return stats
 
     def extra_state(self) -> dict:
-        return {"selector_rng": self.selector.generator.get_state()}
+        return {"selector_rng": self.selector.generator.get_state(), "trained": {i: t.clone() for i, t in self._trained.items()}}
 
     def load_extra_state(self, state: dict) -> None:
         self.selector.generator.set_state(state["selector_rng"])
+        for i, rows in state.get("trained", {}).items():
+            self._trained[i] = rows.clone()
+
+    def summary_stats(self, model) -> dict:
+        """What the run trained, beside the size of the tables it could train."""
+        rows = sum(int(t.sum()) for t in self._trained.values())
+        return {"rows_trained": rows, "parameters_trained": sum(int(t.sum()) * self.memories[i].value_dim for i, t in self._trained.items()),
+                "table_parameters": sum(m.values.numel() for m in self.memories.values())}
 
     def optimizer_state_bytes(self, optimizer) -> int:
         return super().optimizer_state_bytes(optimizer) if self.dense else optimizer.state_bytes()

@@ -43,6 +43,13 @@ def _bytes(n: float | None) -> str:
     return "–"
 
 
+def _trainable(row: dict) -> str:
+    """Trainable parameters; for SMF the table size and, in brackets, the parameters its rows trained."""
+    text = f"{row['trainable_parameters']['mean']:,.0f}"
+    trained = row.get("parameters_trained", {}).get("mean")
+    return text + (f" ({trained / 1e6:.1f}M trained)" if trained is not None else "")
+
+
 def _cell(row: dict, label: str, kind: str) -> str:
     if label not in row:
         return "–"
@@ -71,7 +78,7 @@ def markdown(results: dict) -> str:
         cells = [_cell(row, c, kinds[c]) for c in columns]
         lines.append(
             f"| {row['label']}{mark} | " + " | ".join(cells)
-            + f" | {row['trainable_parameters']['mean']:,.0f} | {row['train_tokens_per_s']['mean']:.0f}"
+            + f" | {_trainable(row)} | {row['train_tokens_per_s']['mean']:.0f}"
             + f" | {_bytes(row['peak_memory_bytes']['mean'])} | {_bytes(row['optimizer_state_bytes']['mean'])} |"
         )
     seeds = sorted({s for row in results["summary"] for s in row["seeds"]})

@@ -96,6 +96,7 @@ def collect_results(config: StudyConfig, out: Path, base: dict) -> dict:
                 "peak_memory_bytes": s["peak_memory_bytes"], "optimizer_state_bytes": s["optimizer_state_bytes"],
                 "train_seconds": s["train_seconds"], "wall_seconds": r["wall_seconds"], "eval_seconds": r["eval_seconds"],
                 "final_loss": s["final_loss"], "curve": curve, "train_config": r["train_config"],
+                "parameters_trained": s.get("parameters_trained"), "rows_trained": s.get("rows_trained"),
             })
     summary = []
     for run in config.runs():
@@ -109,6 +110,8 @@ def collect_results(config: StudyConfig, out: Path, base: dict) -> dict:
                           "delta_stderr": mine[0]["metrics"][label]["delta_stderr"] if len(mine) == 1 else None}
         for key in ("train_tokens_per_s", "peak_memory_bytes", "optimizer_state_bytes", "train_seconds", "trainable_parameters"):
             row[key] = mean_std([r[key] for r in mine])
+        if any(r.get("parameters_trained") is not None for r in mine):
+            row["parameters_trained"] = mean_std([r.get("parameters_trained") for r in mine])
         summary.append(row)
     chosen = (choose_on_validation(summary, validation_task, validation_probes, config.tolerance, val.min_gain)
               if validation_task else {})

@@ -14,6 +14,7 @@ checkpoints hold weights, optimizer, scheduler and RNG states).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -131,10 +132,17 @@ class TargetLoss(nn.Module):
 
 
 class PeakMemory:
-    """Peak memory during a block: CUDA allocator peak, or sampled process RSS growth on CPU."""
+    """Peak memory during a block: CUDA allocator peak, or sampled process RSS growth on CPU.
+
+    `paused()` leaves out a part of the block (the evaluations during training): on CUDA its
+    allocations do not count; on a CPU the sampler stops, though memory the evaluation keeps
+    (the allocator rarely returns it) still shows in later samples.
+    """
 
     def __init__(self, device: torch.device):
         self.device, self.peak = device, 0
+        self._before_pause = 0
+        self._paused = False
 
     def __enter__(self):
         if self.device.type == "cuda":
@@ -150,19 +158,32 @@ class PeakMemory:
 
         def sample():
             while not self._stop.wait(0.05):
-                self._high = max(self._high, self._proc.memory_info().rss)
+                if not self._paused:
+                    self._high = max(self._high, self._proc.memory_info().rss)
 
         self._thread = threading.Thread(target=sample, daemon=True)
         self._thread.start()
         return self
 
+    @contextlib.contextmanager
+    def paused(self):
+        if self.device.type == "cuda":
+            self._before_pause = max(self._before_pause, torch.cuda.max_memory_allocated(self.device))
+        self._paused = True
+        try:
+            yield
+        finally:
+            self._paused = False
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
+
     def __exit__(self, *exc):
         if self.device.type == "cuda":
-            self.peak = torch.cuda.max_memory_allocated(self.device)
+            self.peak = max(self._before_pause, torch.cuda.max_memory_allocated(self.device))
         else:
             self._stop.set()
             self._thread.join()
-            self.peak = max(self._high, self._proc.memory_info().rss)
+            self.peak = self._high
         self.growth = self.peak - self.start
         return False
 
@@ -303,7 +324,8 @@ def train(
             done = step + 1 == config.steps
             if eval_fn is not None and ((eval_every and (step + 1) % eval_every == 0) or done):
                 model.eval()
-                record = {"step": step + 1, "eval": eval_fn(model, step + 1)}
+                with memory.paused():  # the peak is training's, not the evaluation's
+                    record = {"step": step + 1, "eval": eval_fn(model, step + 1)}
                 model.train()
                 log.append(record)
                 log_file.write(json.dumps(record) + "\n")
@@ -326,6 +348,7 @@ def train(
         "peak_memory_growth_bytes": memory.growth,
         "trainable_parameters": n_trainable,
         "optimizer_state_bytes": method.optimizer_state_bytes(optimizer),
+        **method.summary_stats(model),
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
         "resumed_from_step": start_step,
