@@ -115,6 +115,7 @@ CASES = {
     "study, no methods": (lambda w, t: ["compare", "--config", study(t, "name: x\n"), "--out", f"{t}/out"], "no 'methods'"),
     "study, steps: three": (lambda w, t: ["compare", "--config", study(t, "methods: {lora: {}}\ntrain: {steps: three}\n"), "--out", f"{t}/out"], "steps: expected an integer"),
     "study, top_t: '300'": (lambda w, t: ["compare", "--config", study(t, "methods: {smf-kl: {top_t: '300'}}\n"), "--out", f"{t}/out"], "top_t: expected an integer"),
+    "study, no task": (lambda w, t: ["compare", "--config", study(t, "methods: {lora: {}}\n"), "--out", f"{t}/out"], "names no task"),
     "study, lr: fast": (lambda w, t: ["compare", "--config", study(t, "methods: {lora: {lr: fast}}\n"), "--out", f"{t}/out"], "lr: expected a number"),
     "eval, unknown format": (lambda w, t: ["eval", "--model", str(w["plain"]), "--tasks-file", str(_write(t, "t.yaml", "tasks: [{name: medmcqa, format: nope}]\n")), "--out", f"{t}/out.json"], "format must be one of"),
 }

@@ -135,7 +135,11 @@ class StudyConfig(Config):
         heal = raw.get("heal")
         if isinstance(heal, dict) and heal.get("data") is None:
             raise SmfError(f"{path}: heal: give the general text to heal on, e.g. data: pydoc (or wikitext, oasst1, a .txt/.jsonl file)")
-        return cls.from_dict(raw, where=str(path))
+        config = cls.from_dict(raw, where=str(path))
+        evaluation = raw.get("evaluation")
+        if not isinstance(evaluation, dict) or "task" not in evaluation:
+            raise SmfError(f"{path}: the study config names no task; give the one it reports, e.g. evaluation: {{task: facts}}")
+        return config
 
     def check(self, where: str) -> None:
         from smf.data.sources import check_source
