@@ -92,3 +92,30 @@ def test_whole_text_loss_and_epochs(tokenizer, tmp_path):
     assert epochs.summary["steps"] == 7  # ceil(2.5 * 10 / 4)
     with pytest.raises(SmfError, match="loss must be one of|unknown loss"):
         TrainConfig.from_dict({"loss": "all"})
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw_masked"])
+def test_selection_per_micro_batch(scaled_folder, tokenizer, tmp_path, monkeypatch, optimizer):
+    """select_every: micro_batch masks each micro-batch's gradient to its own top-t; the step
+    trains the union (at most grad_accum × t rows per layer), and nothing outside it moves."""
+    from smf.methods.smf import SmfMethod
+
+    choices = []
+    original = SmfMethod.after_forward
+
+    def after_forward(self, model):
+        original(self, model)
+        choices.append({i: c[-1].clone() for i, c in self._chosen.items()})
+
+    monkeypatch.setattr(SmfMethod, "after_forward", after_forward)
+    model = load_retrofitted(scaled_folder)
+    values = {i: m.values.detach().clone() for i, m in memory_layers(model).items()}
+    config = TrainConfig.from_dict({"method": "smf", "rule": "tfidf", "top_t": 3, "optimizer": optimizer, "lr": 1e-2,
+                                    "select_every": "micro_batch", "steps": 1, "batch_size": 4, "grad_accum": 2, "max_length": 48})
+    train(model, tokenizer, examples(), config, tmp_path / "run", model_dir=scaled_folder, progress=False, save_model=False)
+    assert len(choices) == 2
+    for i, memory in memory_layers(model).items():
+        union = set(choices[0][i].tolist()) | set(choices[1][i].tolist())
+        assert all(len(c[i]) <= 3 for c in choices) and len(union) <= 6
+        changed = set((memory.values.detach() != values[i]).any(-1).nonzero().flatten().tolist())
+        assert changed and changed <= union

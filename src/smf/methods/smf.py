@@ -29,6 +29,17 @@ from smf.selection import BACKGROUND_FILE, RULES, BackgroundStats, RowSelector
 OPTIMIZERS = {"adam": 1.0, "sgd": 2.0, "adamw_masked": 5e-4}
 DENSE = ("adamw_masked",)
 COUNTS = ("all", "target")
+SELECT_EVERY = ("step", "micro_batch")
+
+
+def _mask_rows(grad: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The gradient with every row outside `keep` (N,) bool zeroed; sparse or dense."""
+    if grad.is_sparse:
+        grad = grad.coalesce()
+        rows = grad.indices()[0]
+        inside = keep[rows]
+        return torch.sparse_coo_tensor(grad.indices()[:, inside], grad.values()[inside], grad.shape)
+    return grad * keep[:, None].to(grad.dtype)
 
 
 @dataclass
@@ -39,6 +50,9 @@ class SmfOptions(Config):
     top_t: int = setting(500, "memory value rows trained per layer and step (t)")
     optimizer: str = setting("adam", "adam (strictly sparse, lazy per-row moments), sgd (strictly sparse, no momentum), or "
                                      "adamw_masked (the published study's: dense AdamW, unselected rows' gradient zeroed; not strictly sparse)")
+    select_every: str = setting("step", "when rows are selected: step (from the accesses of all its micro-batches) or "
+                                        "micro_batch (each micro-batch's gradient masked to its own top-t, as the published "
+                                        "study's gradient hooks; the step trains their union)")
     count: str = setting("all", "whose memory reads rank the rows: all (every real token) or target (only the positions "
                                 "that predict a loss token, e.g. an answer)")
     train_scale: bool = setting(False, "also train the memories' output scale alpha (the published '+S' arm; needs adamw_masked "
@@ -48,6 +62,7 @@ class SmfOptions(Config):
         choice(self.rule, RULES, "selection rule", where)
         choice(self.optimizer, OPTIMIZERS, "smf optimizer", where)
         choice(self.count, COUNTS, "count", where)
+        choice(self.select_every, SELECT_EVERY, "select_every", where)
         if self.top_t <= 0:
             raise SmfError(f"{where}: top_t must be a positive number of rows, got {self.top_t}")
         if self.train_scale and self.optimizer not in DENSE:
@@ -103,6 +118,8 @@ class SmfMethod(Method):
         set_recording(model, True)
         self._reads: dict[int, list[torch.Tensor]] = {i: [] for i in self.memories}
         self._selected: dict[int, int] = {}
+        self._chosen: dict[int, list[torch.Tensor]] = {}  # per micro-batch choices (select_every: micro_batch)
+        self._hooks: list = []
         self._trained = {i: torch.zeros(m.slots, dtype=torch.bool) for i, m in self.memories.items()}  # rows ever selected
         return model
 
@@ -123,9 +140,23 @@ class SmfMethod(Method):
                 memory.record_mask = mask
 
     def after_forward(self, model) -> None:
+        per_micro_batch = self.options.select_every == "micro_batch"
+        self._remove_hooks()
         for i, memory in self.memories.items():
             self._reads[i].append(memory.last_rows)
             memory.record_mask = None  # only for this micro-batch
+            if per_micro_batch:  # select now, and let only the selected rows' gradient through this backward
+                rows, counts = torch.unique(memory.last_rows.flatten(), return_counts=True)
+                chosen = self.selector.select(i, rows, counts)
+                self._chosen.setdefault(i, []).append(chosen)
+                keep = torch.zeros(memory.slots, dtype=torch.bool, device=memory.values.device)
+                keep[chosen.to(keep.device)] = True
+                self._hooks.append(memory.values.register_hook(lambda g, keep=keep: _mask_rows(g, keep)))
+
+    def _remove_hooks(self) -> None:
+        for handle in getattr(self, "_hooks", []):
+            handle.remove()
+        self._hooks = []
 
     def before_step(self, model, optimizer, reduce=None) -> None:
         """Select rows from the step's accesses (all micro-batches) and hand them to the optimizer.
@@ -134,16 +165,20 @@ class SmfMethod(Method):
         over them so every process selects the same rows.
         """
         chosen = {}
+        self._remove_hooks()
         for i, memory in self.memories.items():
             reads = torch.cat(self._reads[i]).flatten()
             self._reads[i] = []
-            if reduce is not None:
+            if self.options.select_every == "micro_batch":  # the union of the micro-batches' own choices
+                chosen[memory.values] = torch.cat(self._chosen.pop(i)).unique()
+            elif reduce is not None:
                 dense = reduce(torch.bincount(reads, minlength=memory.slots))
                 rows = dense.nonzero().flatten()
                 counts = dense[rows]
             else:
                 rows, counts = torch.unique(reads, return_counts=True)
-            chosen[memory.values] = self.selector.select(i, rows, counts)
+            if self.options.select_every == "step":
+                chosen[memory.values] = self.selector.select(i, rows, counts)
             self._selected[i] = len(chosen[memory.values])
             self._trained[i][chosen[memory.values].cpu()] = True
         if not self.dense:
