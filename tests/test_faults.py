@@ -234,3 +234,23 @@ def test_info_does_not_count_background_statistics_as_parameters(world, capsys):
 
     model = load_retrofitted(world["retro"])
     assert counts["base"] + counts["memory"] == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("error, message", [
+    (PermissionError(13, "Permission denied", "/data/out"), "cannot write or read /data/out: permission denied"),
+    (OSError(28, "No space left on device", "/data/out/x"), "the disk is full while writing /data/out/x"),
+    (IsADirectoryError(21, "Is a directory", "/data/r.json"), "/data/r.json is a folder"),
+    (NotADirectoryError(20, "Not a directory", "/data/f/x"), "part of this path is a file"),
+])
+def test_an_unforeseen_os_error_is_one_line(error, message, monkeypatch, capsys, tmp_path):
+    """Read-only folders cannot be tested as root (root writes anyway): the CLI's last line of
+    defence turns any OSError into one line naming the path, checked here by raising it."""
+    import smf.memory.commands as commands
+
+    def boom(args):
+        raise error
+
+    monkeypatch.setattr(commands, "run_info", boom)
+    assert main(["info", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"smf: error: {err[0][len('smf: error: '):]}"] and message in err[0]

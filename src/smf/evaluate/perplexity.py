@@ -96,24 +96,13 @@ def sliding_loglikelihoods(
 ) -> list[float]:
     """Each document's log-likelihood as the fixed-length recipe weights it: the sum over
     its windows of (mean target log-probability × the window's new tokens)."""
-    device = model_device(model)
+    def score(logits: torch.Tensor, w: Slide) -> float:
+        targets = torch.tensor(w.inputs[w.first:], device=logits.device)
+        lp, _ = token_logprobs(logits[w.first - 1:len(w.inputs) - 1], targets)
+        return lp.double().mean().item() * w.weight
+
     windows = [(d, w) for d, toks in enumerate(documents) for w in sliding_windows(toks, max_length, stride)]
-    windows.sort(key=lambda dw: -len(dw[1].inputs))
-    totals = [0.0] * len(documents)
-    start = 0
-    while start < len(windows):
-        rows = max(1, max_batch_tokens // len(windows[start][1].inputs))
-        batch = windows[start:start + rows]
-        start += len(batch)
-        ids, mask = right_pad([w.inputs for _, w in batch], pad_id, device)
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        for row, (d, w) in enumerate(batch):
-            targets = torch.tensor(w.inputs[w.first:], device=device)
-            lp, _ = token_logprobs(logits[row, w.first - 1:len(w.inputs) - 1], targets)
-            totals[d] += lp.double().mean().item() * w.weight
-        if on_batch is not None:
-            on_batch(len(batch), sum(len(w.inputs) for _, w in batch))
-    return totals
+    return _score_windows(model, windows, len(documents), score, max_batch_tokens, pad_id, on_batch)
 
 
 def count_words(text: str) -> int:
@@ -142,11 +131,22 @@ def rolling_loglikelihoods(
     `max_length`) padded tokens; the logits of a forward are [rows, T, V] floats,
     which bounds memory. `on_batch(n_windows, n_tokens)` reports progress.
     """
-    device = model_device(model)
+    def score(logits: torch.Tensor, w: Window) -> float:
+        end = len(w.inputs)
+        lp, _ = token_logprobs(logits[end - w.n_targets:end], torch.tensor(w.targets, device=logits.device))
+        return lp.double().sum().item()
+
     windows = [(d, w) for d, toks in enumerate(documents) for w in rolling_windows(toks, prefix_token, max_length)]
-    # Longest first, so rows of a batch have similar lengths.
-    windows.sort(key=lambda dw: -len(dw[1].inputs))
-    totals = [0.0] * len(documents)
+    return _score_windows(model, windows, len(documents), score, max_batch_tokens, pad_id, on_batch)
+
+
+def _score_windows(model, windows: list, n_documents: int, score: Callable, max_batch_tokens: int, pad_id: int,
+                   on_batch: Callable[[int, int], None] | None) -> list[float]:
+    """Run (document, window) pairs in right-padded batches, longest first (rows of a batch have
+    similar lengths) under a token budget; sum `score(window's logits [T, V], window)` per document."""
+    device = model_device(model)
+    windows = sorted(windows, key=lambda dw: -len(dw[1].inputs))
+    totals = [0.0] * n_documents
     start = 0
     while start < len(windows):
         rows = max(1, max_batch_tokens // len(windows[start][1].inputs))
@@ -155,9 +155,7 @@ def rolling_loglikelihoods(
         ids, mask = right_pad([w.inputs for _, w in batch], pad_id, device)
         logits = model(input_ids=ids, attention_mask=mask).logits  # [R, T, V]
         for row, (d, w) in enumerate(batch):
-            end = len(w.inputs)
-            lp, _ = token_logprobs(logits[row, end - w.n_targets:end], torch.tensor(w.targets, device=device))
-            totals[d] += lp.double().sum().item()
+            totals[d] += score(logits[row], w)
         if on_batch is not None:
             on_batch(len(batch), sum(len(w.inputs) for _, w in batch))
     return totals

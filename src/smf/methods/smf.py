@@ -38,7 +38,8 @@ def _mask_rows(grad: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         grad = grad.coalesce()
         rows = grad.indices()[0]
         inside = keep[rows]
-        return torch.sparse_coo_tensor(grad.indices()[:, inside], grad.values()[inside], grad.shape)
+        return torch.sparse_coo_tensor(grad.indices()[:, inside], grad.values()[inside], grad.shape,
+                                       check_invariants=False, is_coalesced=True)  # a subset of a coalesced tensor
     return grad * keep[:, None].to(grad.dtype)
 
 
