@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from conftest import tiny_model
 from smf.cli import main
@@ -62,7 +63,13 @@ def test_heal(folders, tmp_path, capsys):
     _, retro = folders
     assert main(["heal", "--model", str(retro), "--steps", "2", "--batch-size", "2", "--max-length", "32", "--out", str(tmp_path / "h")]) == 0
     assert "run smf background on it" in capsys.readouterr().out
-    assert (tmp_path / "h" / "model" / "smf_memory.json").is_file()
+    # every memory parameter trained, no base weight touched
+    from smf.memory import load_retrofitted
+
+    before, after = load_retrofitted(retro).state_dict(), load_retrofitted(tmp_path / "h" / "model").state_dict()
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    memory = {n for n in before if ".mlp.memory." in n}
+    assert changed == memory
 
 
 @pytest.mark.parametrize(
