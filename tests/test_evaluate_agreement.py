@@ -82,6 +82,12 @@ def lm_eval_run(subject, tmp_path_factory):
             doc_to_target="cop", doc_to_choice=["A", "B", "C", "D"],
             metric_list=[{"metric": "acc"}, {"metric": "acc_norm"}],
         )),
+        ConfigurableTask(config=dict(  # the cloze format (smf's facts task): the option texts are scored
+            task="fixture_medmcqa_cloze", dataset_path="json", dataset_kwargs=data("validation", "medmcqa_validation.jsonl"),
+            output_type="multiple_choice", test_split="validation", doc_to_text="Question: {{question}}\nAnswer:",
+            doc_to_target="cop", doc_to_choice="{{[opa, opb, opc, opd]}}",
+            metric_list=[{"metric": "acc"}, {"metric": "acc_norm"}],
+        )),
         ConfigurableTask(config=dict(
             task="fixture_triviaqa", dataset_path="json", dataset_kwargs=data("validation", "triviaqa_validation.jsonl"),
             output_type="generate_until", test_split="validation",
@@ -107,7 +113,7 @@ def lm_eval_run(subject, tmp_path_factory):
         out = lm_eval.simple_evaluate(model=lm, tasks=tasks, log_samples=True, bootstrap_iters=0)
     return {
         name: (out["results"][name], sorted(out["samples"][name], key=lambda s: s["doc_id"]))
-        for name in ("fixture_medmcqa", "fixture_triviaqa", "fixture_wikitext")
+        for name in ("fixture_medmcqa", "fixture_medmcqa_cloze", "fixture_triviaqa", "fixture_wikitext")
     }
 
 
@@ -126,6 +132,19 @@ def test_medmcqa_letter_accuracy_and_predictions_match_lm_eval(subject, lm_eval_
     assert [r["pred"] for r in ours["records"]] == their_preds
     for rec, s in zip(ours["records"], samples):
         assert rec["logprobs"] == pytest.approx([r[0] for r in s["filtered_resps"]], abs=2e-3)
+    assert ours["metrics"]["acc"] == theirs["acc,none"]
+    assert ours["metrics"]["acc_norm"] == theirs["acc_norm,none"]
+
+
+def test_cloze_multi_token_choices_match_lm_eval(subject, lm_eval_run):
+    """Multi-token continuations: summed log-likelihoods, acc and the length-normalised acc_norm."""
+    theirs, samples = lm_eval_run["fixture_medmcqa_cloze"]
+    ours = _ours(subject, {"name": "medmcqa", "format": "cloze", "source": str(FIXTURES / "medmcqa_validation.jsonl"), "as": "cloze"})
+    assert ours["n"] == len(samples) == 20
+    assert max(max(r["n_tokens"]) for r in ours["records"]) > 1  # really multi-token
+    for rec, s in zip(ours["records"], samples):
+        assert rec["logprobs"] == pytest.approx([r[0] for r in s["filtered_resps"]], abs=2e-3)
+    assert [r["pred"] for r in ours["records"]] == [max(range(4), key=lambda i: s["filtered_resps"][i][0]) for s in samples]
     assert ours["metrics"]["acc"] == theirs["acc,none"]
     assert ours["metrics"]["acc_norm"] == theirs["acc_norm,none"]
 
