@@ -135,3 +135,27 @@ def test_lazy_adam_clipped_first_step_is_unchanged_but_decay_is_applied():
     dense.step()
     torch.testing.assert_close(w.detach()[0], reference.detach()[0])
     assert torch.equal(w.detach()[1:], torch.ones(2, 2))
+
+
+def test_rowwise_adagrad_follows_its_rule_and_keeps_one_float_per_row():
+    from smf.optim import RowwiseAdagrad
+
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(6, 3))
+    start = w.detach().clone()
+    opt = RowwiseAdagrad([w], lr=0.5)
+    grads = [torch.randn(6, 3) for _ in range(3)]
+    rows = [torch.tensor([0, 2]), torch.tensor([2]), torch.tensor([0, 5])]
+    expected, total = start.clone(), torch.zeros(6)
+    for g, r in zip(grads, rows):
+        w.grad = g.to_sparse(1)
+        opt.set_rows({w: r})
+        opt.step()
+        total[r] += g[r].pow(2).mean(dim=1)
+        expected[r] -= 0.5 * g[r] / (total[r].sqrt() + 1e-8)[:, None]
+    torch.testing.assert_close(w.detach(), expected)
+    assert torch.equal(w.detach()[[1, 3, 4]], start[[1, 3, 4]])  # never selected: untouched
+    assert opt.state_bytes() == 6 * 4
+    loaded = RowwiseAdagrad([torch.nn.Parameter(start.clone())], lr=0.5)
+    loaded.load_state_dict(opt.state_dict())
+    assert torch.equal(loaded.state[loaded.param_groups[0]["params"][0]]["sum"], total)

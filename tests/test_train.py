@@ -57,7 +57,7 @@ def load(path):
     return load_retrofitted(path)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rowwise_adagrad"])
 def test_smf_is_strictly_sparse(smf_folder, tokenizer, tmp_path, monkeypatch, optimizer):
     """50 steps: unselected rows bit-identical; each row changes only on steps that select it."""
     selected = []
@@ -67,7 +67,7 @@ def test_smf_is_strictly_sparse(smf_folder, tokenizer, tmp_path, monkeypatch, op
     base = {n: p.detach().clone() for n, p in model.named_parameters() if not n.endswith("memory.values")}
     values = {i: m.values for i, m in memory_layers(model).items()}
     snapshots = [{i: v.detach().clone() for i, v in values.items()}]
-    config = cfg(method="smf", rule="tfidf", top_t=12, optimizer=optimizer, lr=0.5 if optimizer == "adam" else 50.0,
+    config = cfg(method="smf", rule="tfidf", top_t=12, optimizer=optimizer, lr=50.0 if optimizer == "sgd" else 0.5,
                  steps=50, batch_size=4, max_length=64)
     eval_fn = lambda m, step: snapshots.append({i: v.detach().clone() for i, v in values.items()}) or {}  # noqa: E731
     result = train(model, tokenizer, examples(), config, tmp_path / "run", model_dir=smf_folder, eval_fn=eval_fn, eval_every=1,
@@ -95,6 +95,8 @@ def test_smf_is_strictly_sparse(smf_folder, tokenizer, tmp_path, monkeypatch, op
     assert all(r["rows_selected"] == sum(r["rows_selected_per_layer"].values()) for r in steps)
     if optimizer == "sgd":
         assert result.summary["optimizer_state_bytes"] == 0
+    elif optimizer == "rowwise_adagrad":  # one fp32 per row of each table
+        assert result.summary["optimizer_state_bytes"] == sum(v.shape[0] * 4 for v in values.values())
     else:  # the row index of each table plus two fp32 moments for at least the rows selected
         rows = sum(len(e) for e in ever.values())
         assert result.summary["optimizer_state_bytes"] >= sum(v.shape[0] * 8 for v in values.values()) + rows * 2 * 4 * values[1].shape[1]
@@ -138,7 +140,8 @@ def test_full_trains_every_weight(tmp_path, tokenizer):
 
 
 @pytest.mark.parametrize("method, extra", [("smf", dict(rule="random", top_t=8)), ("smf", dict(rule="kl", top_t=8)),
-                                           ("smf", dict(rule="tfidf", top_t=8, optimizer="sgd")), ("lora", {}), ("full", {})])
+                                           ("smf", dict(rule="tfidf", top_t=8, optimizer="sgd")),
+                                           ("smf", dict(rule="tfidf", top_t=8, optimizer="rowwise_adagrad")), ("lora", {}), ("full", {})])
 def test_resume_is_bit_identical(method, extra, smf_folder, tmp_path, tokenizer):
     config = cfg(method=method, steps=6, batch_size=4, checkpoint_every=2, max_length=64, lr=1e-2 if method != "smf" else 0.5, **extra)
     folder = smf_folder if method == "smf" else _plain_folder(tmp_path, tokenizer)

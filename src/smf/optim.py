@@ -160,3 +160,27 @@ class LazyAdam(SparseRowOptimizer):
                 used = int(st["used"])
                 total += st["slot"].nbytes + used * (st["m"].shape[1] * (st["m"].element_size() + st["v"].element_size()) + 8)
         return total
+
+
+class RowwiseAdagrad(SparseRowOptimizer):
+    """Row-wise Adagrad, as FBGEMM/TorchRec train embedding tables: one second-moment scalar
+    per row (the running sum of the row's mean squared gradient), no momentum.
+
+    A selected row moves by lr · g / (sqrt(sum) + eps); its state is a single float, so a
+    table of N rows holds N floats of state (LazyAdam: two moments per row ever selected,
+    plus an index).
+    """
+
+    def __init__(self, params, lr: float, eps: float = 1e-8, max_grad_norm: float | None = None):
+        super().__init__(params, {"lr": lr, "eps": eps, "max_grad_norm": max_grad_norm})
+
+    def _update(self, p, rows, g, group):
+        state = self.state[p]
+        if not state:
+            state["sum"] = torch.zeros(p.shape[0], dtype=torch.float32, device=p.device)
+        total = state["sum"]
+        total[rows] += g.float().pow(2).mean(dim=1)
+        p[rows] = p[rows] - group["lr"] * g / (total[rows].sqrt() + group["eps"]).to(g.dtype)[:, None]
+
+    def state_bytes(self) -> int:
+        return sum(st["sum"].nbytes for st in self.state.values() if st)

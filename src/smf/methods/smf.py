@@ -20,13 +20,13 @@ from smf.errors import SmfError
 from smf.memory.delta import root_folder, save_delta
 from smf.memory.retrofit import memory_layers, save_retrofitted, set_recording
 from smf.methods.base import Family, Method
-from smf.optim import LazyAdam, SparseSGD
+from smf.optim import LazyAdam, RowwiseAdagrad, SparseSGD
 from smf.selection import BACKGROUND_FILE, RULES, BackgroundStats, RowSelector
 
 # name → default learning rate on the value rows. adamw_masked is the published study's arm:
 # dense AdamW on the whole value table with the gradient of unselected rows zeroed. It is
 # not strictly sparse: Adam's moments keep moving rows selected at earlier steps.
-OPTIMIZERS = {"adam": 1.0, "sgd": 2.0, "adamw_masked": 5e-4}
+OPTIMIZERS = {"adam": 1.0, "sgd": 2.0, "rowwise_adagrad": 1.0, "adamw_masked": 5e-4}
 DENSE = ("adamw_masked",)
 COUNTS = ("all", "target")
 SELECT_EVERY = ("step", "micro_batch")
@@ -49,7 +49,8 @@ class SmfOptions(Config):
 
     rule: str = setting("tfidf", "row-selection rule: " + ", ".join(RULES))
     top_t: int = setting(500, "memory value rows trained per layer and step (t)")
-    optimizer: str = setting("adam", "adam (strictly sparse, lazy per-row moments), sgd (strictly sparse, no momentum), or "
+    optimizer: str = setting("adam", "adam (strictly sparse, lazy per-row moments), sgd (strictly sparse, no momentum), "
+                                     "rowwise_adagrad (strictly sparse, one state float per row), or "
                                      "adamw_masked (the published study's: dense AdamW, unselected rows' gradient zeroed; not strictly sparse)")
     select_every: str = setting("step", "when rows are selected: step (from the accesses of all its micro-batches) or "
                                         "micro_batch (each micro-batch's gradient masked to its own top-t, as the published "
@@ -131,6 +132,8 @@ class SmfMethod(Method):
         params = [m.values for m in self.memories.values()]
         if self.options.optimizer == "sgd":
             return SparseSGD(params, lr=self.lr, max_grad_norm=c.max_grad_norm)
+        if self.options.optimizer == "rowwise_adagrad":
+            return RowwiseAdagrad(params, lr=self.lr, max_grad_norm=c.max_grad_norm)
         return LazyAdam(params, lr=self.lr, betas=tuple(c.betas), weight_decay=c.weight_decay, max_grad_norm=c.max_grad_norm)
 
     def before_forward(self, model, batch: dict) -> None:
