@@ -58,3 +58,19 @@ def tiny_folder(tmp_path_factory):
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def memory_folder(path, tokenizer, memory, text: str | None = None):
+    """A tiny model retrofitted with `memory` (a MemoryConfig), background statistics counted on
+    `text` (default: Greek letter names) in 4 batches of 2 × 32 tokens, saved to `path`."""
+    from smf.memory import retrofit, save_retrofitted
+    from smf.selection import collect_background
+    from smf.train import collate, text_chunks
+
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    model = retrofit(tiny_model(vocab_size=len(tokenizer)), memory)
+    chunks = text_chunks([text or " ".join(words * 20)] * 4, tokenizer, 32)
+    stats = collect_background(model, [collate(chunks[i : i + 2], tokenizer.pad_token_id) for i in range(0, 8, 2)], progress=False)
+    path = save_retrofitted(model, tokenizer, path)
+    stats.save(path)
+    return path

@@ -13,14 +13,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import tiny_model
+from conftest import memory_folder, tiny_model
 from smf.cli import main
 from smf.errors import SmfError
-from smf.memory import MemoryConfig, memory_layers, retrofit, save_retrofitted
+from smf.memory import MemoryConfig
 from smf.memory.delta import DELTA_FILE, DELTA_WEIGHTS, folder_bytes
 from smf.models import load_model, load_tokenizer, resolve_model
-from smf.selection import collect_background
-from smf.train import TrainConfig, collate, text_chunks, train
+from smf.train import TrainConfig, train
 from test_train import examples
 
 MEM = MemoryConfig(layers=(1, 3), slots=4096, heads=2, topk=4, key_dim=16)
@@ -34,12 +33,7 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def retro(tmp_path_factory, tokenizer):
     """A tiny retrofitted folder with background statistics."""
-    model = retrofit(tiny_model(vocab_size=len(tokenizer)), MEM)
-    chunks = text_chunks(["alpha beta gamma delta " * 40] * 4, tokenizer, 32)
-    stats = collect_background(model, [collate(chunks[i : i + 2], tokenizer.pad_token_id) for i in range(0, 8, 2)], progress=False)
-    path = save_retrofitted(model, tokenizer, tmp_path_factory.mktemp("compact") / "retro")
-    stats.save(path)
-    return path
+    return memory_folder(tmp_path_factory.mktemp("compact") / "retro", tokenizer, MEM, "alpha beta gamma delta " * 40)
 
 
 def run(folder, out, tokenizer, **settings):
@@ -162,3 +156,12 @@ def test_export_lora_merged_and_full_plain(method, tokenizer, tmp_path):
     theirs = AutoModelForCausalLM.from_pretrained(tmp_path / "exported").eval()
     assert torch.allclose(logits(theirs, tokenizer), logits(result.model, tokenizer), atol=1e-5)
     assert not torch.allclose(logits(theirs, tokenizer), logits(model.eval(), tokenizer), atol=1e-4)
+
+
+def test_a_damaged_delta_is_one_clear_error(smf_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(smf_run[0], copy)
+    weights = copy / "model" / DELTA_WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(SmfError, match="cannot read .*delta.safetensors.*the run folder is damaged"):
+        load_model(copy)

@@ -1,7 +1,6 @@
 """Every bad input and fault a user can cause ends in one line, exit 2, and the output path
 as it was: a table of cases, each run through the real CLI (`smf.cli.main`)."""
 
-import json
 import shutil
 from pathlib import Path
 

@@ -7,11 +7,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import tiny_model
+from conftest import memory_folder, tiny_model
 from smf.errors import SmfError
 from smf.memory import MemoryConfig, load_retrofitted, memory_layers, retrofit, save_retrofitted
-from smf.selection import collect_background
-from smf.train import TrainConfig, collate, text_chunks, train
+from smf.train import TrainConfig, train
 from test_train import WORDS, examples
 
 SCALED = MemoryConfig(layers=(1, 3), slots=256, heads=2, topk=4, key_dim=16, value_init="normal", scale=0.01)
@@ -26,12 +25,7 @@ def tokenizer():
 
 @pytest.fixture
 def scaled_folder(tmp_path, tokenizer):
-    model = retrofit(tiny_model(vocab_size=len(tokenizer)), SCALED)
-    chunks = text_chunks([" ".join(WORDS * 20)] * 4, tokenizer, 32)
-    stats = collect_background(model, [collate(chunks[i : i + 2], tokenizer.pad_token_id) for i in range(0, 8, 2)], progress=False)
-    path = save_retrofitted(model, tokenizer, tmp_path / "scaled")
-    stats.save(path)
-    return path
+    return memory_folder(tmp_path / "scaled", tokenizer, SCALED, " ".join(WORDS * 20))
 
 
 def test_the_scale_multiplies_the_memory_and_survives_save_and_transformers(scaled_folder, tokenizer):

@@ -6,13 +6,12 @@ import math
 import pytest
 import torch
 
-from conftest import tiny_model
+from conftest import memory_folder, tiny_model
 from smf.data.types import TrainExample
 from smf.errors import SmfError
 from smf.memory import MemoryConfig, memory_layers, retrofit, save_retrofitted
 from smf.optim import SparseRowOptimizer
-from smf.selection import collect_background
-from smf.train import TrainConfig, collate, encode_examples, step_indices, text_chunks, train
+from smf.train import TrainConfig, collate, encode_examples, step_indices, train
 
 MEM = MemoryConfig(layers=(1, 3), slots=256, heads=2, topk=4, key_dim=16)
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
@@ -42,13 +41,7 @@ def examples(n=24, seed=0):
 @pytest.fixture
 def smf_folder(tmp_path, tokenizer):
     """A tiny retrofitted model with background statistics, saved as a folder."""
-    model = retrofit(tiny_model(vocab_size=len(tokenizer)), MEM)
-    chunks = text_chunks([" ".join(WORDS * 20)] * 4, tokenizer, 32)
-    batches = [collate(chunks[i : i + 2], tokenizer.pad_token_id) for i in range(0, 8, 2)]
-    stats = collect_background(model, batches, progress=False)
-    path = save_retrofitted(model, tokenizer, tmp_path / "retro")
-    stats.save(path)
-    return path
+    return memory_folder(tmp_path / "retro", tokenizer, MEM, " ".join(WORDS * 20))
 
 
 def load(path):

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from smf.data.rows import FILE_SUFFIXES, one_line, read_rows_file
+from smf.data.rows import one_line, read_rows_file
 from smf.data.templates import LETTERS, letter_prompt, plain_prompt
 from smf.data.types import Document, MCQItem, QAItem, TrainExample
 from smf.errors import SmfError

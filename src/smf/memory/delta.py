@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from smf.errors import SmfError
-from smf.io import atomic_dir, read_json, write_json_atomic
+from smf.io import atomic_dir, read_json, reading, write_json_atomic
+from smf.memory.retrofit import WEIGHTS_FILE
 
 DELTA_FILE = "smf_delta.json"
 DELTA_WEIGHTS = "delta.safetensors"
-BASE_WEIGHTS = "model.safetensors"
 _ROWS, _VALUES = "::rows", "::values"
 _checked: dict[tuple, str] = {}  # (path, size, mtime) -> sha256, so a process hashes a base once
 
@@ -57,13 +57,13 @@ def delta_base(path: str | os.PathLike) -> Path:
     if not isinstance(meta, dict) or not {"base", "base_absolute", "base_sha256"} <= set(meta):
         raise SmfError(f"{path / DELTA_FILE}: not an smf delta description (needs base, base_absolute, base_sha256)")
     candidates = [(path / meta["base"]).resolve(), Path(meta["base_absolute"])]
-    found = next((c for c in candidates if (c / BASE_WEIGHTS).is_file()), None)
+    found = next((c for c in candidates if (c / WEIGHTS_FILE).is_file()), None)
     if found is None:
         raise SmfError(f"{path} stores only what its run changed, and its base model is gone "
                        f"(looked in {candidates[0]} and {candidates[1]}); put the base folder back, "
                        f"or export the run while it is there: smf export {path} --out DIR")
-    if checksum(found / BASE_WEIGHTS) != meta["base_sha256"]:
-        raise SmfError(f"{path} was trained from a different version of {found} (checksum of {BASE_WEIGHTS} differs); "
+    if checksum(found / WEIGHTS_FILE) != meta["base_sha256"]:
+        raise SmfError(f"{path} was trained from a different version of {found} (checksum of {WEIGHTS_FILE} differs); "
                        "its changes cannot be applied to this base")
     return found
 
@@ -85,7 +85,7 @@ def save_delta(model: nn.Module, base: str | os.PathLike, out: str | os.PathLike
     state = model.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     stats = {"tensors": 0, "rows": 0, "parameters": 0}
-    with safe_open(str(base / BASE_WEIGHTS), "pt") as f:
+    with reading(base / WEIGHTS_FILE, "the base folder is damaged"), safe_open(str(base / WEIGHTS_FILE), "pt") as f:
         names = list(f.keys())
         if set(names) - set(state):
             raise SmfError(f"the model does not match {base}: it lacks {sorted(set(names) - set(state))[:3]}")
@@ -112,7 +112,7 @@ def save_delta(model: nn.Module, base: str | os.PathLike, out: str | os.PathLike
         write_json_atomic(tmp / DELTA_FILE, {
             "base": os.path.relpath(base.resolve(), out.resolve()),
             "base_absolute": str(base.resolve()),
-            "base_sha256": checksum(base / BASE_WEIGHTS),
+            "base_sha256": checksum(base / WEIGHTS_FILE),
             "changed": stats,
             **(extra or {}),
         })
@@ -125,23 +125,19 @@ def apply_delta(model: nn.Module, path: str | os.PathLike) -> nn.Module:
 
     path = Path(path)
     state = model.state_dict()
-    try:
-        with safe_open(str(path / DELTA_WEIGHTS), "pt") as f, torch.no_grad():
-            keys = set(f.keys())
-            for key in sorted(keys):
-                if key.endswith(_VALUES):
-                    continue
-                name = key.removesuffix(_ROWS)
-                if name not in state:
-                    raise SmfError(f"{path / DELTA_WEIGHTS} changes {name}, which its base model does not have")
-                target = state[name]
-                if key.endswith(_ROWS):
-                    rows = f.get_tensor(key).to(target.device)
-                    target[rows] = f.get_tensor(name + _VALUES).to(target.device, target.dtype)
-                else:
-                    target.copy_(f.get_tensor(key))
-    except (OSError, RuntimeError) as e:  # safetensors raises these on a missing or truncated file
-        raise SmfError(f"cannot read {path / DELTA_WEIGHTS}: {str(e).splitlines()[0]}; the run folder is damaged") from None
+    with reading(path / DELTA_WEIGHTS, "the run folder is damaged"), safe_open(str(path / DELTA_WEIGHTS), "pt") as f, torch.no_grad():
+        for key in sorted(f.keys()):
+            if key.endswith(_VALUES):
+                continue
+            name = key.removesuffix(_ROWS)
+            if name not in state:
+                raise SmfError(f"{path / DELTA_WEIGHTS} changes {name}, which its base model does not have")
+            target = state[name]
+            if key.endswith(_ROWS):
+                rows = f.get_tensor(key).to(target.device)
+                target[rows] = f.get_tensor(name + _VALUES).to(target.device, target.dtype)
+            else:
+                target.copy_(f.get_tensor(key))
     return model
 
 

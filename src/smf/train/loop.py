@@ -397,14 +397,15 @@ def run_fingerprint(model_dir: Path | None, data: list[Encoded]) -> dict:
     and the encoded training data (None where a run has no model folder)."""
     import hashlib
 
-    from smf.memory.delta import checksum, is_delta, root_folder
+    from smf.memory.delta import DELTA_WEIGHTS, checksum, is_delta, root_folder
+    from smf.memory.retrofit import WEIGHTS_FILE
     from smf.selection import BACKGROUND_FILE
 
     def weights(folder: Path) -> str | None:
-        names = ("delta.safetensors", "adapter_model.safetensors", "model.safetensors")
+        names = (DELTA_WEIGHTS, "adapter_model.safetensors", WEIGHTS_FILE)
         found = [checksum(folder / n) for n in names if (folder / n).is_file()]
         if is_delta(folder):
-            found.append(checksum(root_folder(folder) / "model.safetensors"))
+            found.append(checksum(root_folder(folder) / WEIGHTS_FILE))
         return hashlib.sha256("".join(found).encode()).hexdigest() if found else None
 
     background = root_folder(model_dir) / BACKGROUND_FILE if model_dir is not None else None
