@@ -74,3 +74,23 @@ def test_dominance_needs_an_advantage_beyond_noise():
     text = verdict(results([close, clear, worse, lora]))
     assert "smf-tfidf Pareto-dominates lora beyond noise" in text
     assert "smf-kl Pareto-dominates" not in text
+
+
+def test_perplexity_change_has_a_paired_bootstrap_stderr():
+    from smf.study.results import delta, perplexity_change_stderr
+
+    base = [{"id": f"d{i}", "loglikelihood": -2.0 * w, "words": w} for i, w in enumerate([50, 80, 120, 200, 40, 90])]
+    uniform = [{**r, "loglikelihood": r["loglikelihood"] - 0.01 * r["words"]} for r in base]
+    # the same change per word in every document: every draw agrees, no uncertainty
+    assert perplexity_change_stderr(uniform, base, "word_perplexity") == pytest.approx(0.0, abs=1e-9)
+    mixed = [{**r, "loglikelihood": r["loglikelihood"] - (0.05 if i % 2 else -0.03) * r["words"]} for i, r in enumerate(base)]
+    se = perplexity_change_stderr(mixed, base, "word_perplexity")
+    assert 0.5 < se < 10
+    assert se == perplexity_change_stderr(mixed, base, "word_perplexity")  # seeded
+    # the change it is the error of: 100·(ppl_run/ppl_base − 1)
+    ppl = lambda rs: math.exp(-sum(r["loglikelihood"] for r in rs) / sum(r["words"] for r in rs))  # noqa: E731
+    assert delta("perplexity", ppl(uniform), ppl(base)) == pytest.approx(100 * (math.exp(0.01) - 1))
+    # documents are paired by id; too few, or no unit for the metric: none
+    assert perplexity_change_stderr(mixed[:1], base, "word_perplexity") is None
+    assert perplexity_change_stderr(mixed, base, "bits_per_byte") is None
+    assert perplexity_change_stderr(list(reversed(mixed)), base, "word_perplexity") == pytest.approx(se, rel=0.5)

@@ -41,6 +41,38 @@ def paired_stderr(records: list[dict], base_records: list[dict]) -> float | None
     return 100.0 * math.sqrt(var / len(diffs))
 
 
+PERPLEXITY_UNITS = {"word_perplexity": "words", "token_perplexity": "tokens", "byte_perplexity": "bytes"}
+
+
+def perplexity_change_stderr(records: list[dict], base_records: list[dict], metric: str, *, rounds: int = 2000,
+                             seed: int = 0) -> float | None:
+    """Stderr (in %) of the relative change of a perplexity, by a paired bootstrap over documents.
+
+    Documents (matched by id) are drawn with replacement, the same draw for the run and the
+    base; each draw's change is 100·(ppl_run/ppl_base - 1) = 100·(exp((ΣLL_base - ΣLL_run)/Σunits) - 1).
+    The draws are seeded, so the same records give the same number.
+    """
+    unit = PERPLEXITY_UNITS.get(metric)
+    base = {r["id"]: r for r in base_records}
+    pairs = [(r, base[r["id"]]) for r in records if r["id"] in base and "loglikelihood" in r]
+    if unit is None or len(pairs) < 2 or any(unit not in r for r, _ in pairs):
+        return None
+    run_ll = torch.tensor([r["loglikelihood"] for r, _ in pairs], dtype=torch.float64)
+    base_ll = torch.tensor([b["loglikelihood"] for _, b in pairs], dtype=torch.float64)
+    units = torch.tensor([float(r[unit]) for r, _ in pairs], dtype=torch.float64)
+    draws = torch.randint(len(pairs), (rounds, len(pairs)), generator=torch.Generator().manual_seed(seed))
+    change = 100 * torch.expm1((base_ll[draws].sum(1) - run_ll[draws].sum(1)) / units[draws].sum(1))
+    return float(change.std())
+
+
+def change_stderr(task: dict, base_task: dict) -> float | None:
+    """The paired standard error of a task's change from base: over items for accuracies
+    (points), a bootstrap over documents for perplexities (%)."""
+    if task["kind"] == "perplexity":
+        return perplexity_change_stderr(task.get("records", []), base_task.get("records", []), task["headline"]["metric"])
+    return paired_stderr(task.get("records", []), base_task.get("records", []))
+
+
 def mean_std(values: list[float]) -> dict:
     values = [v for v in values if v is not None]
     if not values:
@@ -77,7 +109,7 @@ def collect_results(config: StudyConfig, out: Path, base: dict) -> dict:
                     "metric": t["headline"]["metric"], "kind": kind, "value": value, "stderr": t["headline"]["stderr"],
                     "base": base_value, "delta": delta(kind, value, base_value),
                     "delta_unit": "%" if kind == "perplexity" else "pp",
-                    "delta_stderr": paired_stderr(t.get("records", []), b.get("records", [])) if kind != "perplexity" else None,
+                    "delta_stderr": change_stderr(t, b),
                     "n": t["n"],
                 }
             s = r["summary"]
