@@ -34,7 +34,7 @@ def main() -> None:
         sys.exit(f"{args.study} has no report.md; run the study to the end first")
     target = ROOT / "docs" / "results" / args.name
     target.mkdir(parents=True, exist_ok=True)
-    for name in ("report.md", "results.json", "tradeoff.png", "curves.png", "study.json"):
+    for name in ("report.md", "results.json", "tradeoff.png", "curves.png", "retention.png", "stream.png", "study.json"):
         if (args.study / name).is_file():
             shutil.copy2(args.study / name, target / name)
     readme = ROOT / "README.md"

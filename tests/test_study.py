@@ -71,6 +71,8 @@ def shrink(raw: dict, model: Path) -> dict:
     val["probes"] = [_local(p, 1 if "pydoc" in str(p) else 4) for p in val.get("probes", [])]
     raw["validation"] = val
     raw["curve"] = {"every": 1, "limit": 2}
+    if raw.get("stream"):
+        raw["stream"] = {**raw["stream"], "chunks": 2}
     return raw
 
 
@@ -81,6 +83,11 @@ def test_config_runs_end_to_end(path, tiny_folder, tmp_path):
     results = run_study(config, tmp_path / "study", progress=False)
     labels = [r.label for r in config.runs()]
     assert [row["label"] for row in results["summary"]] == labels
+    if config.stream.chunks is not None:  # a continual stream (tests/test_stream.py reads it closely)
+        assert all(len(run["matrix"]) == 2 for run in results["runs"])
+        for name in ("results.json", "report.md", "retention.png", "stream.png"):
+            assert (tmp_path / "study" / name).is_file(), name
+        return
     for run in results["runs"]:
         assert run["metrics"].keys() == results["base"].keys()
         assert [c["step"] for c in run["curve"] if "loss" in c] == [1, 2]

@@ -65,14 +65,37 @@ def _facts_config(options: dict):
         raise SmfError(f"facts options: {e}") from None
 
 
-def _facts_train(limit=None, **options):
-    return _cut(_facts_module.generate_facts(_facts_config(options)).train, limit)
+def fact_range(text: Any, n: int, where: str = "facts") -> range:
+    """The facts 'a:b' (a included, b excluded, 0-based) of `n`, checked."""
+    parts = str(text).split(":")
+    try:
+        start, stop = (int(parts[0]), int(parts[1])) if len(parts) == 2 else (None, None)
+    except ValueError:
+        start = stop = None
+    if start is None or not 0 <= start < stop <= n:
+        raise SmfError(f"{where}: {text!r} is not a range of facts 'a:b' with 0 <= a < b <= {n} (n_facts)")
+    return range(start, stop)
+
+
+def _facts_train(limit=None, facts=None, **options):
+    generated = _facts_module.generate_facts(_facts_config(options))
+    examples = generated.train
+    if facts is not None:  # each fact has train_wordings examples, in fact order
+        chosen = fact_range(facts, len(generated.facts))
+        per = generated.config.train_wordings
+        examples = examples[chosen.start * per : chosen.stop * per]
+    return _cut(examples, limit)
 
 
 def _facts_eval(split: str, form: str) -> Callable[..., list]:
-    def load(limit=None, **options):
+    def load(limit=None, facts=None, **options):
         loader = _facts_module.load_facts_mcq if form == "mcq" else _facts_module.load_facts_qa
-        return _cut(loader(split=split, config=_facts_config(options)), limit)
+        config = _facts_config(options)
+        items = loader(split=split, config=config)
+        if facts is not None:  # one item per fact, in fact order
+            chosen = fact_range(facts, len(items), f"facts ({split} rows)")
+            items = items[chosen.start : chosen.stop]
+        return _cut(items, limit)
 
     return load
 
@@ -158,7 +181,8 @@ def _capitals_eval(limit=None, n=60, offset=0):
 
 # ------------------------------------------------------------------ the registry
 
-FACTS = {f.name: f.default for f in dataclasses.fields(_facts_module.FactsConfig)}  # n_facts, seed, ...
+# n_facts, seed, ...; `facts: "a:b"` keeps the facts a..b-1 (a chunk of a stream)
+FACTS = {**{f.name: f.default for f in dataclasses.fields(_facts_module.FactsConfig)}, "facts": None}
 HUB = {"source": None, "split": "validation"}
 WIKITEXT = {"source": None, "split": "test", "version": "wikitext-2-raw-v1"}
 CLOZE, LETTER, PLAIN, CHAT = {"format": "cloze"}, {"format": "letter"}, {"prompt": "plain"}, {"prompt": "chat"}

@@ -25,6 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder (must not exist)")
     p.set_defaults(run=run_retrofit)
 
+    p = sub.add_parser("inspect", help="where an SMF run (or each chunk of a stream) wrote in memory: rows, overlaps, row use")
+    p.add_argument("path", type=Path, help="an SMF run's model folder, run folder, or stream run folder (runs/<label>/seed<s>)")
+    p.add_argument("--out", type=Path, default=None, help="where inspect.json and the plots go (default: PATH/inspect)")
+    p.add_argument("--question", default=None, help="a question: report the rows its answer reads and which stage wrote them")
+    p.add_argument("--answer", default=None, help="the answer to --question")
+    p.set_defaults(run=run_inspect)
+
     p = sub.add_parser("info", help="describe a model folder: memory configuration and parameter counts")
     p.add_argument("path", type=Path, help="a model folder")
     p.set_defaults(run=run_info)
@@ -133,3 +140,35 @@ def describe(path: Path) -> str:
     total = counts["base"] + counts["memory"]
     lines.append(f"parameters: base {counts['base']:,}, memory {counts['memory']:,} ({100 * counts['memory'] / max(total, 1):.1f}% of {total:,})")
     return "\n".join(lines)
+
+
+def run_inspect(args: argparse.Namespace) -> None:
+    from smf.io import check_output_path
+    from smf.memory.inspect import inspect
+
+    if (args.question is None) != (args.answer is None):
+        raise SmfError("--question and --answer go together: the rows the answer's tokens read are reported")
+    out = args.out or args.path / "inspect"
+    check_output_path(out)
+    report = inspect(args.path, out, question=args.question, answer=args.answer)
+    for stage in report["stages"]:
+        extra = (f", all among the {stage['rows_selected_total']} selected" if stage.get("changed_outside_selected") == 0
+                 else f", {stage['changed_outside_selected']} outside the selected rows" if "changed_outside_selected" in stage else "")
+        print(f"{stage['name']}: wrote {stage['rows_changed_total']} rows "
+              f"({', '.join(f'layer {k}: {v}' for k, v in stage['rows_changed'].items())}){extra}")
+    for layer, use in report["row_use"].items():
+        if "slots" in use:
+            print(f"layer {layer}: background reads {use['rows_read_by_background']} of {use['slots']} rows; "
+                  f"{use['rows_changed']} written, {use['changed_rows_never_read_by_background']} of them never read by the background")
+    link = report.get("overlap_vs_forgetting")
+    if link:
+        print(f"overlap vs forgetting over {link['n']} (later chunk, earlier chunk) pairs: "
+              f"Pearson {_num(link['pearson'])}, Spearman {_num(link['spearman'])}")
+    if "question" in report:
+        for layer, q in report["question"]["layers"].items():
+            print(f"answer reads {q['rows_read']} rows in layer {layer}, {q['rows_written']} of them written by training")
+    print(f"written: {out / 'inspect.json'}, {out / 'inspect.png'}")
+
+
+def _num(x) -> str:
+    return "–" if x is None else f"{x:+.2f}"

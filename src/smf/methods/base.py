@@ -71,6 +71,8 @@ class Method:
     def __init__(self, config: "TrainConfig"):
         self.config = config
         self.options = config.options
+        #: background statistics to rank against instead of the model folder's (a stream's accumulated ones)
+        self.background = None
 
     @classmethod
     def families(cls) -> list[Family]:

@@ -41,7 +41,7 @@ class LoraMethod(Method):
     color = "#ff7f0e"
 
     def prepare(self, model, model_dir: Path | None):
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, PeftModel, get_peft_model
 
         o = self.options
         if model_dir is None:
@@ -54,6 +54,10 @@ class LoraMethod(Method):
             task_type="CAUSAL_LM",
         )
         model.config._name_or_path = str(Path(model_dir).resolve())
+        if isinstance(model, PeftModel):  # an adapter trained before (a stream's earlier chunks): train it on
+            for name, p in model.named_parameters():
+                p.requires_grad_("lora_" in name)
+            return model
         try:
             return get_peft_model(model, config)
         except ValueError as e:

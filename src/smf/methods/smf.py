@@ -9,6 +9,7 @@ unselected value row stay bit-identical.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ OPTIMIZERS = {"adam": 1.0, "sgd": 2.0, "rowwise_adagrad": 1.0, "adamw_masked": 5
 DENSE = ("adamw_masked",)
 COUNTS = ("all", "target")
 SELECT_EVERY = ("step", "micro_batch")
+SELECTED_FILE = "selected.safetensors"  # in a saved SMF delta: the rows its run selected
 
 
 def _mask_rows(grad: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -104,7 +106,7 @@ class SmfMethod(Method):
         if RULES[o.rule].needs_background:
             if model_dir is None:
                 raise SmfError(f"selection rule '{o.rule}' needs background statistics; train from a model folder that has them (smf background)")
-            background = BackgroundStats.load(root_folder(model_dir))
+            background = self.background or BackgroundStats.load(root_folder(model_dir))
             for i, memory in self.memories.items():
                 if i not in background.df or len(background.df[i]) != memory.slots:
                     raise SmfError(f"background statistics in {model_dir} do not match memory layer {i}; run smf background again")
@@ -217,6 +219,14 @@ class SmfMethod(Method):
         return {"rows_trained": rows, "parameters_trained": sum(int(t.sum()) * self.memories[i].value_dim for i, t in self._trained.items()),
                 "table_parameters": sum(m.values.numel() for m in self.memories.values())}
 
+    def save_selected(self, out: Path) -> None:
+        """The rows this run ever selected, per layer (`smf inspect` checks changes against them)."""
+        from safetensors.torch import save_file
+
+        tmp = Path(out) / f".{SELECTED_FILE}.tmp"
+        save_file({f"rows.{i}": t.nonzero().flatten() for i, t in self._trained.items()}, str(tmp))
+        os.replace(tmp, Path(out) / SELECTED_FILE)
+
     def optimizer_state_bytes(self, optimizer) -> int:
         return super().optimizer_state_bytes(optimizer) if self.dense else optimizer.state_bytes()
 
@@ -231,6 +241,7 @@ class SmfMethod(Method):
         try:
             if self.model_dir is not None and not standalone:
                 save_delta(model, self.model_dir, out, extra={"smf_version": __version__, "method": self.name})
+                self.save_selected(out)
                 return
             background = root_folder(self.model_dir) / BACKGROUND_FILE if self.model_dir else None
             save_retrofitted(model, tokenizer, out, overwrite=True, copy_files=[background] if background and background.is_file() else [])

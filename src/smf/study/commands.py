@@ -24,5 +24,10 @@ def run_compare(args) -> None:
 
     config = StudyConfig.load(args.config)
     results = run_study(config, args.out, seeds=list(args.seeds) if args.seeds else None)
-    print(markdown(results))
+    if results.get("stream"):
+        from smf.study.stream import stream_markdown
+
+        print(stream_markdown(results))
+    else:
+        print(markdown(results))
     print(f"\nwritten: {args.out / 'results.json'}, {args.out / 'report.md'}, plots in {args.out}")

@@ -91,6 +91,58 @@ class CurveConfig(Config):
                 raise SmfError(f"{at(where, name)}: must be {'>= 0' if name == 'every' else '>= 1'}, got {getattr(self, name)}")
 
 
+BACKGROUND_MODES = ("fixed", "accumulate")
+LORA_MODES = ("continue", "merge")
+
+
+@dataclass
+class StreamConfig(Config):
+    """A continual stream: the training facts cut into chunks, learned one after another.
+
+    Each method setting learns chunk 1, then chunk 2 from where chunk 1 left it, and so
+    on, with the study's training settings per chunk (an equal budget per chunk). After
+    each chunk it is evaluated on every chunk's held-out questions and on the probes.
+    """
+
+    chunks: Any = setting(None, "K (the training facts in K equal chunks, in order) or a list of fact ranges 'a:b'; "
+                                "none = no stream")
+    background: str = setting("accumulate", "SMF's background statistics: accumulate (each learned chunk's reads added to "
+                                            "them, so later chunks avoid its rows) or fixed (the study's, for every chunk)")
+    lora: str = setting("continue", "LoRA across chunks: continue (one adapter) or merge (merge after each chunk, start a new one)")
+    probes_after: str = setting("every", "evaluate the probes and extra tasks after every chunk, or only after the last "
+                                         "(the chunks' questions are evaluated after every chunk either way)")
+
+    def check(self, where: str) -> None:
+        choice(self.background, BACKGROUND_MODES, "background", where)
+        choice(self.lora, LORA_MODES, "lora", where)
+        choice(self.probes_after, ("every", "last"), "probes_after", where)
+        c = self.chunks
+        if c is None:
+            return
+        if isinstance(c, bool) or not isinstance(c, (int, list)):
+            raise SmfError(f"{at(where, 'chunks')}: give a number of chunks (e.g. 5) or a list of fact ranges ('0:12', ...), got {c!r}")
+        if (c if isinstance(c, int) else len(c)) < 2:
+            raise SmfError(f"{at(where, 'chunks')}: a stream needs at least 2 chunks, got {c!r}; "
+                           "for one chunk run the study without a stream")
+
+    def ranges(self, n_facts: int, where: str = "stream") -> list[range]:
+        """The chunks as ranges of fact indices; overlapping chunks are refused."""
+        from smf.data.registry import fact_range
+
+        if isinstance(self.chunks, int):
+            if self.chunks > n_facts:
+                raise SmfError(f"{at(where, 'chunks')}: {self.chunks} chunks of {n_facts} facts; give at most {n_facts}")
+            bounds = [round(k * n_facts / self.chunks) for k in range(self.chunks + 1)]
+            return [range(a, b) for a, b in zip(bounds, bounds[1:])]
+        out = [fact_range(text, n_facts, at(where, "chunks")) for text in self.chunks]
+        for i, a in enumerate(out):
+            for j, b in enumerate(out[:i]):
+                if set(a) & set(b):
+                    raise SmfError(f"{at(where, 'chunks')}: chunks {j + 1} ({self.chunks[j]}) and {i + 1} ({self.chunks[i]}) "
+                                   "share facts; give each fact to one chunk")
+        return out
+
+
 def _default_methods() -> dict[str, Any]:
     return {"smf-tfidf": {}, "smf-kl": {}, "lora": {}, "full": {}}
 
@@ -114,6 +166,8 @@ class StudyConfig(Config):
                                     "the plots' band, and the validation rule without min_gain")
     curve: CurveConfig = setting(help="evaluation points during training", factory=CurveConfig)
     keep_models: bool = setting(False, "keep each run's trained model (SMF: its changed rows; LoRA: its adapter; full: a model copy)")
+    stream: StreamConfig = setting(help="a continual stream of fact chunks (smf.study.stream); none = one training run",
+                                   factory=StreamConfig)
 
     RENAMED: ClassVar[dict[str, str]] = {
         "selection": "validation.task", "selection_probes": "validation.probes", "selection_min_gain": "validation.min_gain",
@@ -176,6 +230,8 @@ class StudyConfig(Config):
         for section, specs in (("evaluation", self.evaluation.specs()), ("validation", self.validation.specs())):
             for spec in specs:
                 labels.append(resolve_task(spec, where=at(where, section)).label)
+        if self.stream.chunks is not None:
+            self.stream_chunks(where)
         repeated = sorted({label for label in labels if labels.count(label) > 1})
         if repeated:
             raise SmfError(f"{where}: two tasks are both called '{repeated[0]}'; give one another name with 'as'")
@@ -206,6 +262,28 @@ class StudyConfig(Config):
         if len(set(labels)) != len(labels):
             raise SmfError(f"{at(where, 'methods')}: two method settings have the same label; give one a suffix, e.g. 'lora r4'")
         return out
+
+    def stream_chunks(self, where: str = "study") -> list[dict[str, Any]]:
+        """A stream's chunks: per chunk its label, fact range, training data and task specs."""
+        from smf.data.registry import FACTS
+
+        data = {"name": self.data} if isinstance(self.data, str) else dict(self.data)
+        task = self.evaluation.task
+        task = {"name": task} if isinstance(task, str) else dict(task)
+        if data.get("name") != "facts" or task.get("name") != "facts" or data.get("facts") is not None:
+            raise SmfError(f"{at(where, 'stream')}: a stream cuts the generated facts into chunks; it needs data: facts "
+                           "(without a 'facts' range) and evaluation.task: facts")
+        facts_options = {k: v for k, v in data.items() if k in FACTS}
+        if {k: v for k, v in task.items() if k in FACTS} != facts_options:
+            raise SmfError(f"{at(where, 'evaluation.task')}: a stream's task must ask about the trained facts "
+                           "(the same facts options as data)")
+        n = int(data.get("n_facts", FACTS["n_facts"]))
+        chunks = []
+        for k, r in enumerate(self.stream.ranges(n, at(where, "stream")), 1):
+            span = f"{r.start}:{r.stop}"
+            chunks.append({"label": f"chunk{k}", "facts": span, "data": {**data, "facts": span},
+                           "task": {**task, "facts": span, "as": f"chunk{k}"}})
+        return chunks
 
     def eval_specs(self) -> list[Any]:
         return self.evaluation.specs() + self.validation.specs()

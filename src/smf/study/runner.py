@@ -42,10 +42,20 @@ def run_study(config: StudyConfig, out: str | Path, *, seeds: list[int] | None =
         config = dataclasses.replace(config, seeds=list(seeds))
     _claim(out, config)
     # bad data fails before any model work
-    loaded = [load_task(s) for s in config.eval_specs()]
+    stream = config.stream_chunks() if config.stream.chunks is not None else None
+    specs = config.eval_specs() if stream is None else [c["task"] for c in stream] + config.eval_specs()[1:]
+    loaded = [load_task(s) for s in specs]
     tasks = {t.label: t for t in loaded}
     examples = training_examples(config.data)
     base_dir = resolve_model(config.model)
+    if stream is not None:
+        from smf.study.stream import run_stream, write_stream_report
+
+        memory_dir = _memory_model(config, base_dir, out, progress) if config.needs_memory() else None
+        results = run_stream(config, out, base_dir, memory_dir, tasks, progress)
+        write_json_atomic(out / "results.json", results)
+        write_stream_report(results, out)
+        return results
     base = _base_results(config, base_dir, tasks, out)
     memory_dir = _memory_model(config, base_dir, out, progress) if config.needs_memory() else None
     for seed in config.seeds:

@@ -225,6 +225,7 @@ def train(
     eval_every: int = 0,
     save_model: bool = True,
     standalone: bool = False,
+    background=None,
     progress: bool = True,
 ) -> TrainResult:
     """Train `model` on `examples` with `config`; write the run to the folder `out`.
@@ -234,6 +235,7 @@ def train(
     `eval_every` steps (0: never) and at the end, logged beside the losses (training curves).
     The model is saved in OUT/model: compact where the method can (an SMF delta over
     `model_dir`, a LoRA adapter), or a folder that loads by itself with `standalone`.
+    `background`: SMF's background statistics, instead of those beside `model_dir`.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -252,6 +254,7 @@ def train(
         config = dataclasses.replace(config, steps=max(1, math.ceil(config.epochs * len(data) / config.batch_size)))
     set_seed(config.seed)  # LoRA's initial adapters and dropout draw from the global RNGs
     method = make_method(config)
+    method.background = background
     model = method.prepare(model, model_dir)
     optimizer = method.make_optimizer(model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
