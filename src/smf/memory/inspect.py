@@ -264,12 +264,12 @@ def _plots(report: dict, wrote: list[dict[int, torch.Tensor]], background, out: 
     ax.set(title="value rows written", ylabel="rows")
     ax.legend(fontsize=8)
     matrix = [[v if v is not None else math.nan for v in row] for row in report["jaccard"]]
-    image = axes[1].imshow(matrix, vmin=0, vmax=max(0.05, max((v for row in matrix for v in row if v == v and v < 1), default=0.05)),
-                           cmap="magma")
+    top = max(0.05, max((v for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j and v == v), default=0.05))
+    image = axes[1].imshow(matrix, vmin=0, vmax=top, cmap="magma")
     for i, row in enumerate(matrix):
         for j, v in enumerate(row):
             if i != j and v == v:
-                axes[1].text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="w")
+                axes[1].text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="k" if v > 0.6 * top else "w")
     axes[1].set_xticks(range(len(names)), names, rotation=45, fontsize=8)
     axes[1].set_yticks(range(len(names)), names, fontsize=8)
     axes[1].set_title("overlap of the rows written (Jaccard)")
@@ -297,14 +297,18 @@ def _plots(report: dict, wrote: list[dict[int, torch.Tensor]], background, out: 
 
 
 def _access_hist(ax, layers: list[int], wrote: list[dict[int, torch.Tensor]], background) -> None:
-    """Per layer: how often the background reads each row, all rows against the rows written."""
-    for layer in layers:
-        counts = background.counts[layer].double()
+    """Per layer: the share of rows the background reads n times, all rows (solid) against the rows written (dashed)."""
+    top = max(float(background.counts[layer].max()) for layer in layers)
+    bins = [0.5, 1.5] + torch.logspace(math.log10(2), math.log10(top + 2), 20).tolist()
+    for k, layer in enumerate(layers):
+        color = f"C{k}"
+        counts = background.counts[layer].double() + 1
         changed = torch.cat([w[layer] for w in wrote]).unique()
-        bins = torch.logspace(0, math.log10(float(counts.max()) + 2), 30).tolist()
-        ax.hist((counts + 1).tolist(), bins=bins, histtype="step", density=True, label=f"all rows, layer {layer}")
+        ax.hist(counts.tolist(), bins=bins, histtype="step", color=color, weights=[1 / len(counts)] * len(counts),
+                label=f"layer {layer}: all rows")
         if len(changed):
-            ax.hist((counts[changed] + 1).tolist(), bins=bins, histtype="step", density=True, ls="--",
-                    label=f"rows written, layer {layer}")
-    ax.set(xscale="log", title="how often the background reads a row", xlabel="background reads + 1", ylabel="density")
+            ax.hist(counts[changed].tolist(), bins=bins, histtype="step", color=color, ls="--",
+                    weights=[1 / len(changed)] * len(changed), label=f"layer {layer}: rows written")
+    ax.set(xscale="log", yscale="log", title="how often the background reads a row",
+           xlabel="background reads + 1 (1 = never read)", ylabel="share of rows")
     ax.legend(fontsize=7)
