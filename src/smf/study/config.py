@@ -11,6 +11,7 @@
     validation:  ValidationConfig     the validation task and probes that choose settings
     tolerance:   drift that counts as "within base"
     curve:       CurveConfig          evaluation points during training
+    stream:      StreamConfig         a continual stream of fact chunks (smf.study.stream); none = one run
 
 A method label starts with a family (`smf-tfidf`, `smf-kl`, ..., `lora`, `full`: the
 registered methods' `families()`), optionally followed by a suffix after a space
