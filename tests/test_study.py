@@ -155,6 +155,10 @@ BAD_CONFIGS = [  # each is refused at load, before any model work, with one line
     ("methods: {lora r4: {lora_r: 4}}\n", "methods.lora r4.lora_r: this key is now 'rank'"),
     ("methods: {smf-kl: {selection: kl}}\n", "selection: this key is now 'rule'"),
     ("train: {eval_every: 5}\n", "'eval_every' is not a training setting: evaluation points during training are a study's curve.every"),
+    ("evaluation: {task: facts, probes: [capitals]}\nvalidation: {task: facts-val, probes: [{name: capitals-val, offset: 30}]}\n",
+     "the validation task capitals-val scores items of the reported task capitals"),
+    ("evaluation: {task: facts, probes: [{name: pydoc, limit: 8}]}\nvalidation: {task: facts-val, probes: [{name: pydoc, limit: 2}]}\n",
+     "the validation task pydoc scores items of the reported task pydoc"),
     ("", "the study config is empty"),
     ("name: x\n", "has no 'methods'"),
 ]

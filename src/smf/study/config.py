@@ -231,6 +231,7 @@ class StudyConfig(Config):
         for section, specs in (("evaluation", self.evaluation.specs()), ("validation", self.validation.specs())):
             for spec in specs:
                 labels.append(resolve_task(spec, where=at(where, section)).label)
+        _check_validation_apart(self, where)
         if self.stream.chunks is not None:
             self.stream_chunks(where)
         repeated = sorted({label for label in labels if labels.count(label) > 1})
@@ -302,6 +303,33 @@ class StudyConfig(Config):
             else:
                 d.pop(section, None)
         return d
+
+
+def _same_items(a, b) -> bool:
+    """Whether two task specs may score the same items: the same loader with the same data
+    options (any limit), or two ranges of the capitals that intersect."""
+    if a.dataset.eval.load is not b.dataset.eval.load:
+        return False
+    da, db = dict(a.data_options), dict(b.data_options)
+    if "offset" in da and "n" in da:  # capitals: countries offset .. offset + n (cut by limit)
+        ra = range(da.pop("offset"), da.pop("n") + a.data_options["offset"])
+        rb = range(db.pop("offset"), db.pop("n") + b.data_options["offset"])
+        ra, rb = ra[: a.limit or len(ra)], rb[: b.limit or len(rb)]
+        return da == db and bool(set(ra) & set(rb))
+    return da == db
+
+
+def _check_validation_apart(study: "StudyConfig", where: str) -> None:
+    """Validation tasks choose settings; they must not score the reported items."""
+    from smf.evaluate.tasks import resolve_task
+
+    reported = [resolve_task(s) for s in study.evaluation.specs()]
+    for spec in study.validation.specs():
+        v = resolve_task(spec)
+        for r in reported:
+            if _same_items(v, r):
+                raise SmfError(f"{at(where, 'validation')}: the validation task {v.label} scores items of the reported "
+                               f"task {r.label}; validate on items the report does not score (e.g. facts-val, pydoc-val, capitals-val)")
 
 
 def _sweeps(method: str, key: str, value: list) -> bool:
