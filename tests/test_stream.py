@@ -243,3 +243,15 @@ def test_inspect_refuses_a_folder_without_memory(tiny_folder, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds no memory" in err[0]
     assert not (tmp_path / "i").exists()
+
+
+def test_a_probe_change_stderr_combines_items_and_seeds():
+    from smf.study.stream import mean_stderr, within_noise
+
+    assert mean_stderr([{"delta": -3.0, "delta_stderr": 2.0}]) == pytest.approx(2.0)
+    three = [{"delta": d, "delta_stderr": 2.0} for d in (-1.0, -3.0, -5.0)]
+    assert mean_stderr(three) == pytest.approx(((4.0 + 4.0) / 3) ** 0.5)  # seed variance 4, item variance 4
+    assert mean_stderr([{"delta": 1.0, "delta_stderr": None}]) is None
+    assert within_noise({"delta": {"mean": -3.0}, "delta_stderr": 2.0}, 1.0)
+    assert not within_noise({"delta": {"mean": -4.0}, "delta_stderr": 2.0}, 1.0)
+    assert not within_noise({"delta": {"mean": -1.5}, "delta_stderr": None}, 1.0)
