@@ -15,7 +15,7 @@ def blocks():
 
 def test_readme_has_its_result_blocks():
     """The parametrized check below must not turn into a skip because the markers vanished."""
-    assert {name for name, _ in blocks()} == {"offline", "offline-sweep"}
+    assert {name for name, _ in blocks()} == {"offline", "offline-sweep", "offline-stream"}
 
 
 def test_readme_states_the_two_commands():
