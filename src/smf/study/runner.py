@@ -51,8 +51,10 @@ def run_study(config: StudyConfig, out: str | Path, *, seeds: list[int] | None =
     if stream is not None:
         from smf.study.stream import run_stream, write_stream_report
 
+        base = _base_results(config, base_dir, tasks, out)
         memory_dir = _memory_model(config, base_dir, out, progress) if config.needs_memory() else None
-        results = run_stream(config, out, base_dir, memory_dir, tasks, progress)
+        results = run_stream(config, out, base, base_dir, memory_dir, tasks,
+                             lambda model, tokenizer, now: _evaluate(model, tokenizer, now, config, progress), progress)
         write_json_atomic(out / "results.json", results)
         write_stream_report(results, out)
         return results

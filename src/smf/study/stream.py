@@ -42,22 +42,20 @@ def chunk_folder(run_folder: Path, k: int) -> Path:
     return run_folder / f"chunk{k}"
 
 
-def run_stream(config: StudyConfig, out: Path, base_dir, memory_dir, tasks: dict, progress: bool) -> dict:
-    """Learn every chunk with every method setting and seed (resuming); return the results."""
-    from smf.study.runner import _base_results
+def run_stream(config: StudyConfig, out: Path, base: dict, base_dir, memory_dir, tasks: dict, evaluate, progress: bool) -> dict:
+    """Learn every chunk with every method setting and seed (resuming); return the results.
 
+    base: the base model's result; evaluate(model, tokenizer, tasks) → the tasks' results."""
     chunks = config.stream_chunks()
-    base = _base_results(config, base_dir, tasks, out)
     for seed in config.seeds:
         for run in config.runs():
-            _run_one(config, run, seed, chunks, base_dir, memory_dir, tasks, out, progress)
+            _run_one(config, run, seed, chunks, base_dir, memory_dir, tasks, evaluate, out, progress)
     return collect_stream(config, out, base)
 
 
 def _run_one(config: StudyConfig, run: RunSpec, seed: int, chunks: list[dict], base_dir, memory_dir, tasks: dict,
-             out: Path, progress: bool) -> None:
+             evaluate, out: Path, progress: bool) -> None:
     from smf.data.sources import training_examples
-    from smf.study.runner import _evaluate
     from smf.train import CHECKPOINT, CONFIG_FILE, SUMMARY_FILE, train
 
     from smf.evaluate.tasks import resolve_task
@@ -87,7 +85,7 @@ def _run_one(config: StudyConfig, run: RunSpec, seed: int, chunks: list[dict], b
         # validation tasks (which choose settings) only at the end of the stream; probes as configured
         later = validation if config.stream.probes_after == "every" else validation | probes
         now = tasks if k == len(chunks) else {label: t for label, t in tasks.items() if label not in later}
-        evaluated = _evaluate(result.model, tokenizer, now, config, progress)
+        evaluated = evaluate(result.model, tokenizer, now)
         record = {"label": run.label, "family": run.family.label, "seed": seed, "chunk": k, "facts": chunk["facts"],
                   "settings": run.settings, "train_config": train_config.to_dict(), "summary": result.summary,
                   "wall_seconds": train_wall, "eval_seconds": time.perf_counter() - start - train_wall, "tasks": evaluated}
@@ -303,8 +301,10 @@ def stream_markdown(results: dict) -> str:
     base = results["base"]
     lines = [f"# {results['study']}: a stream of {len(chunks)} chunks", "",
              "Each method learns the chunks in order (" + ", ".join(f"{c['label']} = facts {c['facts']}" for c in chunks) + "); "
-             "after each chunk it answers every chunk's held-out questions and the probes. "
-             "Accuracies in %, changes in points (perplexity: relative %). Seeds: "
+             + ("after each chunk it answers every chunk's held-out questions and the probes. "
+                if results["config"]["stream"]["probes_after"] == "every" else
+                "after each chunk it answers every chunk's held-out questions; after the last, the probes and extra tasks too. ")
+             + "Accuracies in %, changes in points (perplexity: relative %). Seeds: "
              f"{', '.join(map(str, results['summary'][0]['seeds'])) if results['summary'] else '–'}; ± is the spread over "
              "seeds; in brackets a probe change's standard error (each seed's paired one — over items for accuracies, "
              "a bootstrap over documents for perplexity — with the seed spread, over sqrt(seeds)). Backward transfer: the mean change of each earlier "
