@@ -74,3 +74,21 @@ def memory_folder(path, tokenizer, memory, text: str | None = None):
     path = save_retrofitted(model, tokenizer, path)
     stats.save(path)
     return path
+
+
+def refused_at_load(config_text: str, tmp_path, capsys, monkeypatch, message: str) -> None:
+    """`smf compare` refuses the config at load: exit 2, one line naming `message`, no model
+    loaded and no study folder written."""
+    from smf.cli import main
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded before the config was checked")
+
+    monkeypatch.setattr("smf.models.resolve_model", no_model)
+    path = tmp_path / "study.yaml"
+    path.write_text(config_text)
+    out = tmp_path / "out"
+    assert main(["compare", "--config", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("smf: error: ") and message in err[0], err
+    assert not out.exists()

@@ -13,6 +13,7 @@ import torch
 import yaml
 from safetensors import safe_open
 
+from conftest import refused_at_load
 from smf.cli import main
 from smf.study.config import StudyConfig
 from smf.study.runner import run_study
@@ -197,16 +198,7 @@ BAD_STREAMS = [
 
 @pytest.mark.parametrize("text, message", BAD_STREAMS)
 def test_bad_stream_is_one_line_at_load(tmp_path, capsys, monkeypatch, text, message):
-    def no_model(*args, **kwargs):
-        raise AssertionError("a model was loaded before the config was checked")
-
-    monkeypatch.setattr("smf.models.resolve_model", no_model)
-    path = tmp_path / "study.yaml"
-    path.write_text("methods: {smf-tfidf: {}}\nevaluation: {task: facts}\n" + text)
-    assert main(["compare", "--config", str(path), "--out", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0], err
-    assert not (tmp_path / "out").exists()
+    refused_at_load("methods: {smf-tfidf: {}}\nevaluation: {task: facts}\n" + text, tmp_path, capsys, monkeypatch, message)
 
 
 def test_inspect_rows_written_lie_among_rows_selected(stream_dir, tmp_path, capsys):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import refused_at_load
 from smf.cli import main
 from smf.study.config import StudyConfig, entry_of
 from smf.study.results import choose_on_validation
@@ -166,17 +167,9 @@ BAD_CONFIGS = [  # each is refused at load, before any model work, with one line
 
 @pytest.mark.parametrize("text, message", BAD_CONFIGS)
 def test_bad_config_is_one_line_at_load(tmp_path, capsys, monkeypatch, text, message):
-    def no_model(*args, **kwargs):
-        raise AssertionError("a model was loaded before the config was checked")
-
-    monkeypatch.setattr("smf.models.resolve_model", no_model)
     if "methods" not in text and text and not text.startswith("name:"):
         text = "methods: {smf-tfidf: {}, lora: {}}\n" + text
-    out = tmp_path / "out"
-    assert main(["compare", "--config", str(write(tmp_path, text)), "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("smf: error: ") and message in err[0], err
-    assert not out.exists()
+    refused_at_load(text, tmp_path, capsys, monkeypatch, message)
 
 
 def test_missing_config_file(tmp_path, capsys):
