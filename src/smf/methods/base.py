@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from smf.config import Config, at, check_keys, choice, coerce, field_names, field_types, setting
+from smf.distributed import Comm
 from smf.errors import SmfError
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -73,6 +74,8 @@ class Method:
         self.options = config.options
         #: background statistics to rank against instead of the model folder's (a stream's accumulated ones)
         self.background = None
+        #: the processes training together (the trainer sets it before `prepare`)
+        self.comm = Comm()
 
     @classmethod
     def families(cls) -> list[Family]:
@@ -100,8 +103,22 @@ class Method:
     def after_forward(self, model: nn.Module) -> None:
         """Called after each micro-batch's forward pass."""
 
-    def before_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, reduce=None) -> None:
-        """Called once per optimizer step, after all backward passes, before the step."""
+    def before_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Called once per optimizer step, after all backward passes, before the step.
+
+        By default every trainable gradient is summed over the processes training together
+        (`self.comm`), packed in one flat buffer per dtype.
+        """
+        comm = self.comm
+        if not comm.distributed:  # nothing to sum; count what would be sent
+            comm.note(sum(p.numel() * p.element_size() for _, p in self.trainable(model) if p.grad is not None))
+            return
+        for _, p in self.trainable(model):
+            if p.grad is None:  # every process must send the same buffer
+                p.grad = torch.zeros_like(p)
+            elif p.grad.is_sparse:
+                p.grad = p.grad.to_dense()
+        comm.sum_flat_([p.grad for _, p in self.trainable(model)])
 
     def step_stats(self, optimizer: torch.optim.Optimizer) -> dict:
         """Numbers for the step log (e.g. rows selected)."""

@@ -21,7 +21,7 @@ from smf.errors import SmfError
 from smf.memory.delta import root_folder, save_delta
 from smf.memory.retrofit import memory_layers, save_retrofitted, set_recording
 from smf.methods.base import Family, Method
-from smf.optim import LazyAdam, RowwiseAdagrad, SparseSGD
+from smf.optim import LazyAdam, RowwiseAdagrad, SparseSGD, selected_gradient
 from smf.selection import BACKGROUND_FILE, RULES, BackgroundStats, RowSelector
 
 # name → default learning rate on the value rows. adamw_masked is the published study's arm:
@@ -107,6 +107,8 @@ class SmfMethod(Method):
             if model_dir is None:
                 raise SmfError(f"selection rule '{o.rule}' needs background statistics; train from a model folder that has them (smf background)")
             background = self.background or BackgroundStats.load(root_folder(model_dir))
+        self._check_processes(background)
+        if background is not None:
             for i, memory in self.memories.items():
                 if i not in background.df or len(background.df[i]) != memory.slots:
                     raise SmfError(f"background statistics in {model_dir} do not match memory layer {i}; run smf background again")
@@ -126,6 +128,16 @@ class SmfMethod(Method):
         self._hooks: list = []
         self._trained = {i: torch.zeros(m.slots, dtype=torch.bool) for i, m in self.memories.items()}  # rows ever selected
         return model
+
+    def _check_processes(self, background) -> None:
+        """With several processes: the same memory and background everywhere (checked on every
+        process together, before any process can refuse alone)."""
+        if not self.comm.distributed:
+            return
+        fix = "start every process from the same model folder and background statistics (smf background)"
+        self.comm.same([m.slots for m in self.memories.values()], "the memory layers' slot counts", fix)
+        if background is not None:
+            self.comm.same([len(background.df.get(i, ())) for i in self.memories], "the background statistics' slot counts", fix)
 
     def make_optimizer(self, model):
         c = self.config
@@ -164,37 +176,75 @@ class SmfMethod(Method):
             handle.remove()
         self._hooks = []
 
-    def before_step(self, model, optimizer, reduce=None) -> None:
+    def before_step(self, model, optimizer) -> None:
         """Select rows from the step's accesses (all micro-batches) and hand them to the optimizer.
 
-        `reduce`, when several processes train together, sums a dense (N,) count vector
-        over them so every process selects the same rows.
+        With several processes (`self.comm`) the access counts are summed first (a dense
+        (N,) int32 vector per layer), so every process selects the same rows, and then only
+        the selected rows' gradients are summed (t × d per layer): never the whole table.
+        With `select_every: micro_batch` each process selects in its own micro-batches and
+        the union is taken over processes (an (N,) int32 mark vector per layer); with
+        grad_accum / processes micro-batches each, they are one process's micro-batches.
         """
+        comm = self.comm
         chosen = {}
         self._remove_hooks()
         for i, memory in self.memories.items():
             reads = torch.cat(self._reads[i]).flatten()
             self._reads[i] = []
             if self.options.select_every == "micro_batch":  # the union of the micro-batches' own choices
-                chosen[memory.values] = torch.cat(self._chosen.pop(i)).unique()
-            elif reduce is not None:
-                dense = reduce(torch.bincount(reads, minlength=memory.slots))
-                rows = dense.nonzero().flatten()
-                counts = dense[rows]
+                union = torch.cat(self._chosen.pop(i)).unique()
+                if comm.distributed:  # ... over every process's micro-batches
+                    mark = torch.zeros(memory.slots, dtype=torch.int32, device=comm.device)
+                    mark[union.to(comm.device)] = 1
+                    union = comm.sum_(mark).nonzero().flatten()
+                else:
+                    comm.note(memory.slots * 4)
+                chosen[memory.values] = union
             else:
-                rows, counts = torch.unique(reads, return_counts=True)
-            if self.options.select_every == "step":
+                if comm.distributed:
+                    dense = comm.sum_(torch.bincount(reads, minlength=memory.slots).to(device=comm.device, dtype=torch.int32))
+                    rows = dense.nonzero().flatten()
+                    counts = dense[rows].long()
+                else:
+                    comm.note(memory.slots * 4)
+                    rows, counts = torch.unique(reads, return_counts=True)
                 chosen[memory.values] = self.selector.select(i, rows, counts)
             self._selected[i] = len(chosen[memory.values])
             self._trained[i][chosen[memory.values].cpu()] = True
+        if self.dense:  # the published arm: zero the unselected rows' gradient
+            for values, rows in chosen.items():
+                if values.grad is not None:
+                    keep = torch.zeros(values.shape[0], dtype=torch.bool, device=values.device)
+                    keep[rows.to(values.device)] = True
+                    values.grad[~keep] = 0
+        self._sum_selected(chosen)
         if not self.dense:
             optimizer.set_rows(chosen)
+
+    def _sum_selected(self, chosen: dict) -> None:
+        """Sum the selected rows' gradients (and a trained scale's) over the processes, in one buffer."""
+        comm = self.comm
+        scales = [m.scale for m in self.memories.values() if m.scale is not None and m.scale.requires_grad]
+        if not comm.distributed:
+            comm.note(sum(len(r) * v.shape[1] * v.element_size() for v, r in chosen.items()) + sum(s.element_size() for s in scales))
             return
-        for values, rows in chosen.items():  # the published arm: zero the unselected rows' gradient
-            if values.grad is not None:
-                keep = torch.zeros(values.shape[0], dtype=torch.bool, device=values.device)
-                keep[rows.to(values.device)] = True
-                values.grad[~keep] = 0
+        grads = []
+        for values, rows in chosen.items():
+            rows = rows.to(values.device)
+            grads.append(selected_gradient(values.grad, rows) if values.grad is not None else values.new_zeros(len(rows), values.shape[1]))
+        for s in scales:
+            if s.grad is None:
+                s.grad = torch.zeros_like(s)
+        comm.sum_flat_(grads + [s.grad for s in scales])
+        for (values, rows), g in zip(chosen.items(), grads):
+            rows = rows.to(values.device)
+            if self.dense:
+                if values.grad is None:
+                    values.grad = torch.zeros_like(values)
+                values.grad[rows] = g
+            else:
+                values.grad = torch.sparse_coo_tensor(rows[None], g, values.shape, is_coalesced=True, check_invariants=False)
 
     def step_stats(self, optimizer) -> dict:
         if self.dense:

@@ -7,6 +7,7 @@ method's options; BackgroundConfig; HealConfig), with the fields' help texts.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from smf.config import add_arguments, flag, given
@@ -89,6 +90,8 @@ def run_train(args) -> None:
     model, tokenizer = load_model(where)
     result = train(model, tokenizer, examples, config, args.out, model_dir=where if isinstance(where, Path) else None, resume=args.resume)
     s = result.summary
+    if s.get("processes", 1) > 1 and int(os.environ.get("RANK", "0")) != 0:
+        return  # one report, from the main process
     print(f"trained {config.method} for {s['steps']} steps: loss {s['first_loss']:.3f} → {s['final_loss']:.3f}, "
           f"{s['train_tokens_per_s']:.0f} tokens/s; model in {args.out / 'model'}")
 

@@ -31,6 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from smf.data.types import TrainExample
+from smf.distributed import Comm, check_split
 from smf.errors import SmfError
 from smf.io import atomic_dir, check_output_path, read_json, reading, write_json_atomic, write_text_atomic
 from smf.methods import TrainConfig, make_method
@@ -242,7 +243,13 @@ def train(
 
     out = Path(out)
     model_dir = Path(model_dir) if model_dir is not None else None
+    cuda = torch.cuda.is_available()
+    accelerator = Accelerator(cpu=not cuda)
+    comm = Comm.of(accelerator)
+    main = accelerator.is_main_process
+    check_split(config.batch_size, config.grad_accum, comm.world)
     resuming = check_output(out, config, resume)
+    accelerator.wait_for_everyone()  # every process checked OUT before the main one writes to it
     data = examples if examples and isinstance(examples[0], Encoded) else encode_examples(examples, tokenizer, config.max_length)
     if config.loss == "text":  # the whole example carries the loss, prompt included
         data = [Encoded(e.ids, 0) for e in data]
@@ -255,23 +262,23 @@ def train(
     set_seed(config.seed)  # LoRA's initial adapters and dropout draw from the global RNGs
     method = make_method(config)
     method.background = background
+    method.comm = comm
     model = method.prepare(model, model_dir)
     optimizer = method.make_optimizer(model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
-    cuda = torch.cuda.is_available()
     precision = ("bf16" if cuda else "no") if config.mixed_precision == "auto" else config.mixed_precision
     # Autocast is ours rather than accelerate's: its mixed-precision setting is process-wide
     # and fixed at first use, and one process may train several runs (smf compare).
-    accelerator = Accelerator(cpu=not cuda)
     autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    loss_module = accelerator.prepare_model(TargetLoss(model))
-    reduce = (lambda t: accelerator.reduce(t.to(accelerator.device), "sum")) if accelerator.num_processes > 1 else None
+    # No DistributedDataParallel: the methods sum their gradients over processes themselves
+    # (`Method.before_step`; smf.distributed says why).
+    loss_module = TargetLoss(model).to(accelerator.device)
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     start_step, log = 0, []
     if resuming and (out / CHECKPOINT).is_dir():
-        start_step, log = _load_checkpoint(out, model, method, optimizer, scheduler)
-    else:
+        start_step, log = _load_checkpoint(out, model, method, optimizer, scheduler, write_log=main)
+    elif main:
         # The run starts here: only now does OUT become a run folder (a command that failed
         # before this point leaves OUT as it found it).
         out.mkdir(parents=True, exist_ok=True)
@@ -281,8 +288,11 @@ def train(
     trainable = [p for _, p in method.trainable(model)]
     n_trainable = sum(p.numel() for p in trainable)
 
-    log_file = (out / LOG_FILE).open("a", encoding="utf-8")
-    micro = config.batch_size // config.grad_accum
+    accelerator.wait_for_everyone()
+    log_file = (out / LOG_FILE).open("a", encoding="utf-8") if main else None
+    # Each process takes its share of the global batch, in grad_accum micro-batches.
+    share = config.batch_size // comm.world
+    micro = share // config.grad_accum
     tokens_done = sum(r.get("tokens", 0) for r in log if "loss" in r)
     train_seconds = sum(r.get("seconds", 0.0) for r in log if "loss" in r)
     model.train()
@@ -291,8 +301,9 @@ def train(
         for step in range(start_step, config.steps):
             started = time.perf_counter()
             items = [data[i] for i in step_indices(len(data), step, config.batch_size, config.seed)]
+            step_targets = sum(max(0, len(x.ids) - max(x.n_prompt, 1)) for x in items)  # over the global batch
+            items = items[comm.rank * share : (comm.rank + 1) * share]
             batches = [collate(items[j : j + micro], pad_id) for j in range(0, len(items), micro)]
-            step_targets = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
             loss_total, tokens = 0.0, 0
             for batch in batches:
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
@@ -303,11 +314,16 @@ def train(
                 accelerator.backward(loss_sum / max(step_targets, 1))
                 loss_total += float(loss_sum.detach())
                 tokens += int(batch["attention_mask"].sum())
+            if comm.distributed:  # the step's loss and tokens over all processes (for the log, and one verdict on NaN)
+                loss_total, tokens = _sum_over(comm, loss_total, tokens)
             if not math.isfinite(loss_total):
                 bar.close()
-                log_file.close()
+                if log_file:
+                    log_file.close()
                 raise SmfError(_not_finite(out, step + 1, loss_total / max(step_targets, 1)))
-            method.before_step(model, optimizer, reduce)
+            comm.take_bytes()
+            method.before_step(model, optimizer)
+            sent = comm.take_bytes()
             if config.max_grad_norm and not method.clips_itself:
                 accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
@@ -318,14 +334,16 @@ def train(
             tokens_done += tokens
             train_seconds += seconds
             record = {"step": step + 1, "loss": loss_total / max(step_targets, 1), "lr": lr, "tokens": tokens,
-                      "target_tokens": step_targets, "seconds": seconds, "tokens_per_s": tokens / seconds, **method.step_stats(optimizer)}
+                      "target_tokens": step_targets, "seconds": seconds, "tokens_per_s": tokens / seconds,
+                      "allreduce_bytes": sent, **method.step_stats(optimizer)}
             log.append(record)
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
+            if log_file:
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
             bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tokens / seconds:.0f}")
             bar.update()
             done = step + 1 == config.steps
-            if eval_fn is not None and ((eval_every and (step + 1) % eval_every == 0) or done):
+            if main and eval_fn is not None and ((eval_every and (step + 1) % eval_every == 0) or done):
                 model.eval()
                 with memory.paused():  # the peak is training's, not the evaluation's
                     record = {"step": step + 1, "eval": eval_fn(model, step + 1)}
@@ -333,12 +351,13 @@ def train(
                 log.append(record)
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
-            if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and not done:
+            if main and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and not done:
                 _save_checkpoint(out, step + 1, model, method, optimizer, scheduler, config)
     bar.close()
-    log_file.close()
+    if log_file:
+        log_file.close()
     model.eval()
-    if save_model:
+    if save_model and main:
         method.save(model, tokenizer, out / "model", standalone=standalone)
     losses = [r["loss"] for r in log if "loss" in r]
     summary = {
@@ -351,13 +370,27 @@ def train(
         "peak_memory_growth_bytes": memory.growth,
         "trainable_parameters": n_trainable,
         "optimizer_state_bytes": method.optimizer_state_bytes(optimizer),
+        "processes": comm.world,
+        "allreduce_bytes_per_step": _mean([r["allreduce_bytes"] for r in log if "allreduce_bytes" in r]),
         **method.summary_stats(model),
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
         "resumed_from_step": start_step,
     }
-    write_json_atomic(out / SUMMARY_FILE, summary)
+    if main:
+        write_json_atomic(out / SUMMARY_FILE, summary)
+    accelerator.wait_for_everyone()  # the run folder is complete when train returns on any process
     return TrainResult(method.export(model).eval(), summary, log)
+
+
+def _sum_over(comm: Comm, loss: float, tokens: int) -> tuple[float, int]:
+    both = comm.sum_(torch.tensor([loss, float(tokens)], dtype=torch.float64, device=comm.device))
+    comm.take_bytes()  # bookkeeping, not the method's gradient traffic
+    return float(both[0]), int(both[1])
+
+
+def _mean(values: list) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def check_output(out: Path, config: TrainConfig, resume: bool) -> bool:
@@ -457,7 +490,7 @@ def _save_checkpoint(out: Path, step: int, model, method, optimizer, scheduler, 
         write_json_atomic(tmp / "meta.json", {"step": step, "config": config.to_dict()})
 
 
-def _load_checkpoint(out: Path, model, method, optimizer, scheduler) -> tuple[int, list[dict]]:
+def _load_checkpoint(out: Path, model, method, optimizer, scheduler, write_log: bool = True) -> tuple[int, list[dict]]:
     from safetensors.torch import load_file
 
     folder = out / CHECKPOINT
@@ -478,5 +511,6 @@ def _load_checkpoint(out: Path, model, method, optimizer, scheduler) -> tuple[in
     # The log may run past the checkpoint (the run was killed later): cut it back.
     lines = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines() if line.strip()]
     log = [r for r in lines if r["step"] <= step]
-    write_text_atomic(out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in log))
+    if write_log:
+        write_text_atomic(out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in log))
     return step, log
