@@ -160,3 +160,22 @@ def test_bad_process_setups_are_refused_in_one_line(runs, tmp_path, args, messag
     lines = [line for line in done.stderr.splitlines() if line.startswith("smf: ")]
     assert lines and all(message in line for line in lines), done.stderr[-3000:]
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").rglob("summary.json"))
+
+
+def test_flat_sums_are_bucketed_and_unpacked_in_place():
+    """Gradients are summed in buckets per dtype, and each tensor gets its own slice back."""
+    from smf.distributed import Comm
+
+    comm, sent = Comm(world=2), []
+
+    def fake_sum(t):  # stands in for the all-reduce of two processes holding the same tensor
+        sent.append((t.dtype, t.numel()))
+        return t.mul_(2)
+
+    comm.sum_ = fake_sum
+    tensors = [torch.arange(10.0), torch.full((3, 4), 3.0), torch.ones(5, dtype=torch.float64), torch.arange(4.0)]
+    expected = [2 * t.clone() for t in tensors]
+    comm.sum_flat_(tensors, bucket_bytes=50)
+    assert sent == [(torch.float32, 10), (torch.float32, 12), (torch.float32, 4), (torch.float64, 5)]
+    for t, e in zip(tensors, expected):
+        assert torch.equal(t, e)

@@ -52,8 +52,9 @@ class Comm:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
-    def sum_flat_(self, tensors: list[torch.Tensor]) -> None:
-        """Sum several tensors in one all-reduce per dtype (packed into a flat buffer), in place."""
+    def sum_flat_(self, tensors: list[torch.Tensor], bucket_bytes: int = 32 * 2**20) -> None:
+        """Sum several tensors in place, packed into flat buffers of about `bucket_bytes`
+        (one all-reduce per bucket and dtype, as DDP buckets its gradients)."""
         by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
         for t in tensors:
             by_dtype.setdefault(t.dtype, []).append(t)
@@ -61,11 +62,19 @@ class Comm:
             if not self.distributed:
                 self.note(sum(t.numel() * t.element_size() for t in group))
                 continue
-            flat = self.sum_(torch.cat([t.reshape(-1).to(self.device) for t in group]))
-            offset = 0
-            for t in group:
-                t.copy_(flat[offset : offset + t.numel()].view_as(t))
-                offset += t.numel()
+            bucket: list[torch.Tensor] = []
+            size = 0
+            for t in group + [None]:
+                if bucket and (t is None or size + t.numel() * t.element_size() > bucket_bytes):
+                    flat = self.sum_(torch.cat([x.reshape(-1).to(self.device) for x in bucket]))
+                    offset = 0
+                    for x in bucket:
+                        x.copy_(flat[offset : offset + x.numel()].view_as(x))
+                        offset += x.numel()
+                    bucket, size = [], 0
+                if t is not None:
+                    bucket.append(t)
+                    size += t.numel() * t.element_size()
 
     def take_bytes(self) -> int:
         """The payload bytes counted since the last call."""
