@@ -51,9 +51,12 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--grad-accum", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--skew-background", action="store_true", help="the second process gets a background of other slot counts")
     args = parser.parse_args()
     rank = int(os.environ.get("RANK", "0"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     calls: list[dict] = []
     select = RowSelector.select
 

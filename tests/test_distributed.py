@@ -179,3 +179,27 @@ def test_flat_sums_are_bucketed_and_unpacked_in_place():
     assert sent == [(torch.float32, 10), (torch.float32, 12), (torch.float32, 4), (torch.float64, 5)]
     for t, e in zip(tensors, expected):
         assert torch.equal(t, e)
+
+
+def test_one_and_two_torch_threads_take_the_same_smf_steps(runs, tmp_path):
+    """Float noise alone (torch's intra-op threads reorder sums) moves nothing that matters:
+    SMF selects the same rows at every step and ends within float tolerance of the update."""
+    root, model = runs
+    outs = {}
+    for threads in (1, 2):
+        env_threads = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        done = subprocess.run([sys.executable, str(WORKER), "--model", str(model), "--out", str(tmp_path / f"t{threads}"),
+                               "--methods", "smf,smf-sgd", "--threads", str(threads)], cwd=root, env=env_threads,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        outs[threads] = tmp_path / f"t{threads}"
+    base = load(model / "model.safetensors")
+    for method in ("smf", "smf-sgd"):
+        rows = [json.loads((outs[t] / method / "rows0.json").read_text()) for t in (1, 2)]
+        assert rows[0] == rows[1] and rows[0]
+        one, two = (load(outs[t] / method / "rank0.safetensors") for t in (1, 2))
+        for name, w in one.items():
+            update = (w - base[name]).abs().max()
+            assert (two[name] - w).abs().max() <= (1e-5 if method == "smf-sgd" else 1e-2) * update
+        losses = [json.loads((outs[t] / method / "summary.json").read_text())["final_loss"] for t in (1, 2)]
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5)

@@ -106,3 +106,21 @@ def test_padding_never_counts():
     selector = RowSelector("tfidf", 5, bg)
     assert torch.equal(selector.select(2, *memory.access_counts()), selector.select(2, *unpadded))
     assert memory.access_counts()[1].sum() == (8 + 3) * 2 * 4  # real tokens × heads × top-k
+
+
+@pytest.mark.parametrize("rule", ["tf", "tfidf", "kl"])
+def test_ties_at_the_t_th_place_go_to_the_lower_rows(rule):
+    """Equal scores are settled by row index, not by topk's internal order (which differs
+    between builds and picks ties arbitrarily): every 7th row is read twice, the rest once."""
+    n = 5000
+    flat = BackgroundStats(4, {0: torch.full((n,), 2, dtype=torch.int64)}, {0: torch.full((n,), 3, dtype=torch.int64)})
+    rows = torch.arange(n)
+    counts = torch.ones(n, dtype=torch.int64)
+    counts[::7] = 2
+    chosen = RowSelector(rule, 300, flat).select(0, rows, counts)
+    assert torch.equal(chosen, torch.arange(0, 7 * 300, 7))
+    # more room than the tied top: all twice-read rows, then the lowest once-read ones
+    chosen = RowSelector(rule, 800, flat).select(0, rows, counts)
+    twice = torch.arange(0, n, 7)
+    once = torch.tensor([r for r in range(n) if r % 7][: 800 - len(twice)])
+    assert torch.equal(chosen, torch.cat([twice, once]).sort().values)

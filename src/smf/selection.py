@@ -195,5 +195,8 @@ class RowSelector:
             chosen = rows[torch.randperm(len(rows), generator=self.generator)[: self.top_t]]
         else:
             scores = self.scores(layer, rows.cpu(), counts.cpu())
-            chosen = rows[scores.topk(min(self.top_t, len(rows))).indices.to(rows.device)]
+            # A stable sort, not topk: equal scores go to the lower row index (`rows` ascend), so
+            # ties at the t-th place are settled the same way on every machine and torch build.
+            order = torch.sort(scores, descending=True, stable=True).indices[: self.top_t]
+            chosen = rows[order.to(rows.device)]
         return chosen.sort().values
