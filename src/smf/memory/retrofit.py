@@ -58,8 +58,11 @@ def memory_config(model: nn.Module) -> MemoryConfig | None:
     return getattr(model, "smf_memory_config", None)
 
 
-def retrofit(model: nn.Module, config: MemoryConfig) -> nn.Module:
-    """Add memory layers to `model` in place and return it."""
+def retrofit(model: nn.Module, config: MemoryConfig, initialise: bool = True) -> nn.Module:
+    """Add memory layers to `model` in place and return it.
+
+    With `initialise=False` the memory parameters stay on the meta device (no memory, no
+    random draws), for a loader that assigns saved tensors to them."""
     layers = decoder_layers(model)
     config.check("memory", num_layers=len(layers))
     if memory_layers(model):
@@ -70,8 +73,9 @@ def retrofit(model: nn.Module, config: MemoryConfig) -> nn.Module:
         ffn = layers[i].mlp
         ref = next(ffn.parameters())
         memory = ProductKeyMemory(hidden, config)
-        memory.reset_parameters(generator)
-        memory.to(device=ref.device, dtype=ref.dtype)
+        if initialise:
+            memory.reset_parameters(generator)
+            memory.to(device=ref.device, dtype=ref.dtype)
         layers[i].mlp = MemoryMLP(ffn if config.mode == "additive" else None, memory)
     model.smf_memory_config = config
     _install_mask_hook(model)
@@ -168,9 +172,25 @@ def base_architecture(path: Path):
         raise SmfError(f"{path / 'config.json'}: not a model config transformers knows ({str(e).splitlines()[0]})") from None
 
 
+def _tied_names(model: nn.Module) -> dict[str, set[str]]:
+    """name → every name of the same tensor: parameters shared by identity, and the pairs
+    transformers ties by name (`_tied_weights_keys`, output → input) when the config ties them."""
+    groups: dict[int, set[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(p), set()).add(name)
+    alias_of = {name: group for group in groups.values() for name in group}
+    tied = getattr(model, "_tied_weights_keys", None)
+    if isinstance(tied, dict) and getattr(model.config.get_text_config(), "tie_word_embeddings", False):
+        for target, source in tied.items():
+            group = alias_of.get(source, {source}) | alias_of.get(target, {target})
+            for name in group:
+                alias_of[name] = group
+    return alias_of
+
+
 def load_retrofitted(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> nn.Module:
     """Load a folder written by `save_retrofitted` (weights and memory layers)."""
-    from safetensors.torch import load_model
+    from safetensors import safe_open
     from transformers import AutoModelForCausalLM
 
     path = Path(path)
@@ -180,10 +200,32 @@ def load_retrofitted(path: str | os.PathLike, *, dtype: torch.dtype = torch.floa
     config = MemoryConfig.from_dict(meta["memory"], where=str(path / MEMORY_FILE))
     if not (path / WEIGHTS_FILE).is_file():
         raise SmfError(f"{path}: {WEIGHTS_FILE} is missing; the folder is incomplete")
-    model = AutoModelForCausalLM.from_config(base_architecture(path), dtype=dtype)
-    retrofit(model, config)
-    with reading(path / WEIGHTS_FILE, "the model folder is damaged or incomplete; write it again (smf retrofit, smf export)"):
-        missing, unexpected = load_model(model, str(path / WEIGHTS_FILE), strict=False)
-    if missing or unexpected:
-        raise SmfError(f"{path / WEIGHTS_FILE} does not match its config: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
+    # In place: the model is built without weights (parameters on the meta device, buffers
+    # real) and each saved tensor becomes its parameter, so loading holds one copy of the
+    # weights and tables, not a random initialisation plus the loaded state.
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(base_architecture(path), dtype=dtype)
+    retrofit(model, config, initialise=False)
+    fix = "the model folder is damaged or incomplete; write it again (smf retrofit, smf export)"
+    with reading(path / WEIGHTS_FILE, fix), safe_open(str(path / WEIGHTS_FILE), framework="pt") as f:
+        names = list(f.keys())
+        expected = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers())
+        unexpected = [n for n in names if n not in expected]
+        if unexpected:
+            raise SmfError(f"{path / WEIGHTS_FILE} does not match its config: unexpected {sorted(unexpected)[:3]}")
+        alias_of = _tied_names(model)  # a tied tensor (input embedding, output layer) is saved under one name
+        state = {}
+        for name in names:
+            tensor = f.get_tensor(name)
+            tensor = tensor if not tensor.is_floating_point() else tensor.to(dtype)
+            for alias in alias_of.get(name, [name]):
+                state[alias] = tensor
+    model.load_state_dict(state, strict=False, assign=True)
+    del state
+    model.tie_weights()  # tied modules share one Parameter again (assign gave each its own)
+    missing = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_meta]
+    if missing:
+        raise SmfError(f"{path / WEIGHTS_FILE} does not match its config: missing {sorted(missing)[:3]}")
     return model.to(device).eval()
