@@ -1,4 +1,5 @@
-"""The README shows the published study results exactly as the study wrote them."""
+"""The README shows the published study results exactly as the study wrote them, and as
+smf's report code writes them again from each study's results.json."""
 
 import re
 from pathlib import Path
@@ -13,9 +14,12 @@ def blocks():
     return re.findall(r"<!-- results:(\S+):start -->\n(.*?)\n<!-- results:\1:end -->", README, re.S)
 
 
+NAMES = {"offline", "offline-sweep", "offline-stream", "offline-controls"}
+
+
 def test_readme_has_its_result_blocks():
     """The parametrized check below must not turn into a skip because the markers vanished."""
-    assert {name for name, _ in blocks()} == {"offline", "offline-sweep", "offline-stream"}
+    assert {name for name, _ in blocks()} == NAMES
 
 
 def test_readme_states_the_two_commands():
@@ -32,3 +36,21 @@ def test_readme_results_are_the_published_report(name, block):
     report = ROOT / "docs" / "results" / name / "report.md"
     assert report.is_file(), f"docs/results/{name}/report.md is missing; run scripts/publish_results.py"
     assert block.strip() == report_block(report.read_text()), "README numbers differ from the study's report.md"
+
+
+@pytest.mark.parametrize("name", sorted(NAMES))
+def test_readme_results_regenerate_from_results_json(name):
+    """Not a stored copy: the report code renders results.json again, and the README block is that."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from publish_results import report_block
+
+    from smf.study.report import report_text
+    from smf.study.stream import stream_markdown
+
+    results = json.loads((ROOT / "docs" / "results" / name / "results.json").read_text())
+    text = stream_markdown(results) + "\n" if "stream" in results else report_text(results)
+    block = dict(blocks())[name]
+    assert block.strip() == report_block(text), f"README block {name} is not what results.json renders to"

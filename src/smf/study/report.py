@@ -186,11 +186,15 @@ def write_report(results: dict, out: Path) -> None:
         if any(r["curve"] for r in results["runs"]):
             curves_plot(results, out / "curves.png")
             plots.append("![training curves](curves.png)")
+    write_text_atomic(out / "report.md", report_text(results) + "\n\n".join(plots) + "\n")
+
+
+def report_text(results: dict) -> str:
+    """report.md without its figures: title, table, aims checked, validation."""
     text = f"# {results['study']}: gain against forgetting\n\n{markdown(results)}\n\n## Aims, checked\n\n{verdict(results) if results['summary'] else '- no finished runs yet'}\n\n"
     if results["validation"]["task"] and results["summary"]:
         text += f"## Validation (chooses the ★ settings; not a result)\n\n{validation_markdown(results)}\n\n"
-    text += "\n\n".join(plots) + "\n"
-    write_text_atomic(out / "report.md", text)
+    return text
 
 
 def tradeoff_plot(results: dict, path: Path) -> None:
