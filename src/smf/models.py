@@ -154,6 +154,21 @@ def load_tokenizer(name: str | os.PathLike | None = None):
     return tokenizer
 
 
+def compute_device() -> torch.device:
+    """Where smf evaluates, counts background statistics and answers: this process's GPU when
+    there is one (LOCAL_RANK under a multi-process launcher), else the CPU. Training places the
+    model through accelerate. `SMF_DEVICE` (cpu, cuda, cuda:1, ...) overrides."""
+    chosen = os.environ.get("SMF_DEVICE")
+    if chosen:
+        try:
+            return torch.device(chosen)
+        except RuntimeError:
+            raise SmfError(f"SMF_DEVICE={chosen!r} is not a device; use cpu, cuda or cuda:N") from None
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
 def load_model(
     name: str | os.PathLike | None = None,
     *,

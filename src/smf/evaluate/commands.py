@@ -81,9 +81,9 @@ def run(args) -> int:
 
     from smf.evaluate.evaluator import evaluate
     from smf.io import write_json_atomic
-    from smf.models import load_model
+    from smf.models import compute_device, load_model
 
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model(args.model, device=compute_device())
     result = evaluate(model, tokenizer, tasks, batch_size=args.batch_size, records=not args.no_records)
     result = {"model": str(args.model), **result}
     write_json_atomic(args.out, result)

@@ -105,9 +105,9 @@ def _base_results(config: StudyConfig, base_dir, tasks: dict, out: Path) -> dict
     path = out / "base" / RESULT_FILE
     if path.is_file():
         return read_json(path)
-    from smf.models import load_model
+    from smf.models import compute_device, load_model
 
-    model, tokenizer = load_model(base_dir)
+    model, tokenizer = load_model(base_dir, device=compute_device())
     start = time.perf_counter()
     result = {"label": "base", "model": str(base_dir), "tasks": _evaluate(model, tokenizer, tasks, config, True)}
     if config.curve.every:
@@ -155,7 +155,7 @@ def _curve_tasks(config: StudyConfig, tasks: dict) -> dict:
 
 def _train_and_evaluate(config: StudyConfig, run: RunSpec, seed: int, base_dir, memory_dir, tasks: dict,
                         examples: list, out: Path, progress: bool) -> None:
-    from smf.models import load_model
+    from smf.models import compute_device, load_model
     from smf.train import CHECKPOINT, CONFIG_FILE, SUMMARY_FILE, train
 
     folder = run.folder(out, seed)
@@ -163,7 +163,7 @@ def _train_and_evaluate(config: StudyConfig, run: RunSpec, seed: int, base_dir, 
         return
     train_config = run.train_config(config, seed)
     model_dir = memory_dir if METHODS[train_config.method].needs_memory else base_dir
-    model, tokenizer = load_model(model_dir)
+    model, tokenizer = load_model(model_dir, device=compute_device())
     every = config.curve.every
     curve_tasks = _curve_tasks(config, tasks) if every else {}
     eval_fn = (lambda m, step: _evaluate(m, tokenizer, curve_tasks, config, False)) if every else None

@@ -24,7 +24,7 @@ def _require_memory(folder: Path) -> None:
 def background_statistics(folder: Path, config: BackgroundConfig, *, progress: bool = True) -> BackgroundStats:
     """Count which memory rows general text reads in the retrofitted model of `folder`; save them there."""
     from smf.data.sources import general_texts
-    from smf.models import load_tokenizer
+    from smf.models import compute_device, load_tokenizer
 
     folder = Path(folder)
     _require_memory(folder)
@@ -35,7 +35,7 @@ def background_statistics(folder: Path, config: BackgroundConfig, *, progress: b
         raise SmfError(f"background data gives {len(chunks)} sequences of {config.max_length} tokens; "
                        f"{config.batches} batches of {config.batch_size} need {needed}")
     batches = [collate(chunks[i : i + config.batch_size], tokenizer.pad_token_id) for i in range(0, needed, config.batch_size)]
-    stats = collect_background(load_retrofitted(folder), batches, progress=progress)
+    stats = collect_background(load_retrofitted(folder, device=compute_device()), batches, progress=progress)
     stats.save(folder)
     return stats
 

@@ -33,11 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(args):
-    from smf.models import load_model
+    from smf.models import compute_device, load_model
 
     if args.max_new_tokens < 1:
         raise SmfError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    return load_model(args.model)
+    return load_model(args.model, device=compute_device())
 
 
 def _emit(text: str) -> None:
