@@ -54,3 +54,14 @@ def test_readme_results_regenerate_from_results_json(name):
     text = stream_markdown(results) + "\n" if "stream" in results else report_text(results)
     block = dict(blocks())[name]
     assert block.strip() == report_block(text), f"README block {name} is not what results.json renders to"
+
+
+def test_readme_demo_time_is_the_published_runs():
+    """The demo time the README states is the published study's recorded run time."""
+    import json
+
+    found = re.search(r"spent (\d+) s in its (\d+) training runs", README)
+    assert found, "the README's demo time sentence is missing"
+    runs = json.loads((ROOT / "docs" / "results" / "offline" / "results.json").read_text())["runs"]
+    assert int(found.group(2)) == len(runs)
+    assert int(found.group(1)) == round(sum(r["wall_seconds"] + r["eval_seconds"] for r in runs))
