@@ -160,6 +160,8 @@ BAD_CONFIGS = [  # each is refused at load, before any model work, with one line
      "the validation task capitals-val scores items of the reported task capitals"),
     ("evaluation: {task: facts, probes: [{name: pydoc, limit: 8}]}\nvalidation: {task: facts-val, probes: [{name: pydoc, limit: 2}]}\n",
      "the validation task pydoc scores items of the reported task pydoc"),
+    ("evaluation: {task: facts, probes: [world]}\nvalidation: {task: facts-val, probes: [{name: world-val, half: test}]}\n",
+     "the validation task world-val scores items of the reported task world"),
     ("", "the study config is empty"),
     ("name: x\n", "has no 'methods'"),
 ]

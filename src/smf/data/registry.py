@@ -179,6 +179,12 @@ def _capitals_eval(limit=None, n=60, offset=0):
     return _cut(capitals_items(n=n, offset=offset), limit)
 
 
+def _world_eval(limit=None, half="test", per_kind=100):
+    from smf.data.world import world_items
+
+    return _cut(world_items(half=half, per_kind=per_kind), limit)
+
+
 # ------------------------------------------------------------------ the registry
 
 # n_facts, seed, ...; `facts: "a:b"` keeps the facts a..b-1 (a chunk of a stream)
@@ -234,6 +240,11 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
             eval=Form(_capitals_eval, {"n": 60, "offset": 60}, "qa", CHAT)),
     Dataset("capitals-plain", "capitals with lm-eval's plain TriviaQA prompt",
             eval=Form(_capitals_eval, {"n": 60, "offset": 0}, "qa", PLAIN)),
+    Dataset("world", "world knowledge from GeoNames (capitals, continents, currencies, cities' countries; 100 each), "
+                     "chat template, substring match",
+            eval=Form(_world_eval, {"half": "test", "per_kind": 100}, "qa", CHAT)),
+    Dataset("world-val", "the world probe's other half (alternate ranks; for choosing settings), chat template",
+            eval=Form(_world_eval, {"half": "val", "per_kind": 100}, "qa", CHAT)),
 ]}
 
 
