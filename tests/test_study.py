@@ -162,6 +162,8 @@ BAD_CONFIGS = [  # each is refused at load, before any model work, with one line
      "the validation task pydoc scores items of the reported task pydoc"),
     ("evaluation: {task: facts, probes: [world]}\nvalidation: {task: facts-val, probes: [{name: world-val, half: test}]}\n",
      "the validation task world-val scores items of the reported task world"),
+    ("evaluation: {task: facts, probes: [world]}\nvalidation: {task: facts-val, probes: [{name: world, per_kind: 50, as: w}]}\n",
+     "the validation task w scores items of the reported task world"),
     ("", "the study config is empty"),
     ("name: x\n", "has no 'methods'"),
 ]

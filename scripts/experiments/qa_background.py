@@ -6,10 +6,12 @@ selects and trains them, and questions on other topics (the capitals probe) drif
 A background in which the same pydoc paragraphs are wrapped in question-answer formats
 gives those rows a high document frequency.
 
-Writes DIR/bg_qa.jsonl and DIR/study.yaml (offline.yaml with that background, SMF-TF-IDF at
-t = 300 and 1000, capitals-val reported beside the probes). Then:
+Writes DIR/bg_qa.jsonl and DIR/study.yaml: configs/offline-controls.yaml (the sweep's study,
+3 seeds, validation capitals of the next 60 countries) with that background and SMF-TF-IDF
+at t = 300 and 1000 only. Then:
     smf compare --config DIR/study.yaml --out DIR/out
-and compare with the offline sweep's runs of the same settings and seed.
+and compare with the same settings in docs/results/offline-controls (the same study but for
+the background). The published run is in docs/results/qa-background.
 Run: .venv/bin/python scripts/experiments/qa_background.py DIR
 """
 
@@ -41,10 +43,9 @@ def main(folder: Path) -> None:
         rows.append({"text": "\n\n".join(FORMS[(i + j) % len(FORMS)].format(p=p) for j, p in enumerate(paragraphs))})
     data = folder / "bg_qa.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    study = yaml.safe_load((ROOT / "configs" / "offline.yaml").read_text())
-    study.update(name="qa-background", methods={"smf-tfidf": {"top_t": [300, 1000], "lr": 1.0}}, curve={"every": 0})
+    study = yaml.safe_load((ROOT / "configs" / "offline-controls.yaml").read_text())
+    study.update(name="qa-background", methods={"smf-tfidf": {"top_t": [300, 1000], "lr": 1.0}})
     study["background"]["data"] = str(data)
-    study["evaluation"]["extra_tasks"] = [*study["evaluation"]["extra_tasks"], "capitals-val"]
     (folder / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
     print(f"wrote {data} ({len(rows)} documents) and {folder / 'study.yaml'}")
 

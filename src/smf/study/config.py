@@ -307,7 +307,8 @@ class StudyConfig(Config):
 
 def _same_items(a, b) -> bool:
     """Whether two task specs may score the same items: the same loader with the same data
-    options (any limit), or two ranges of the capitals that intersect."""
+    options (any limit), two ranges of the capitals that intersect, or the same half of the
+    world probe (any size)."""
     if a.dataset.eval.load is not b.dataset.eval.load:
         return False
     da, db = dict(a.data_options), dict(b.data_options)
@@ -316,6 +317,8 @@ def _same_items(a, b) -> bool:
         rb = range(db.pop("offset"), db.pop("n") + b.data_options["offset"])
         ra, rb = ra[: a.limit or len(ra)], rb[: b.limit or len(rb)]
         return da == db and bool(set(ra) & set(rb))
+    if "half" in da:  # the world probe: each half's items are the same whatever per_kind and limit keep
+        return da["half"] == db["half"]
     return da == db
 
 
