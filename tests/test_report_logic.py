@@ -94,3 +94,16 @@ def test_perplexity_change_has_a_paired_bootstrap_stderr():
     assert perplexity_change_stderr(mixed[:1], base, "word_perplexity") is None
     assert perplexity_change_stderr(mixed, base, "bits_per_byte") is None
     assert perplexity_change_stderr(list(reversed(mixed)), base, "word_perplexity") == pytest.approx(se, rel=0.5)
+
+
+def test_speed_is_the_median_over_seeds_and_a_disturbed_setting_is_marked():
+    from smf.study.report import _speed
+
+    steady, disturbed = row("smf-tfidf top_t=300", "smf-tfidf", 30, [0, 0]), row("lora", "lora", 30, [0, 0])
+    res = results([steady, disturbed])
+    res["runs"] = ([{"label": steady["label"], "train_tokens_per_s": v} for v in (100.0, 110.0, 104.0)]
+                   + [{"label": "lora", "train_tokens_per_s": v} for v in (60.0, 25.0, 58.0)])
+    assert _speed(res, steady) == "104"
+    assert _speed(res, disturbed) == "58 †"  # 60 / 25 > 2: one run shared the machine
+    res["runs"][-2]["train_tokens_per_s"] = 31.0  # 60 / 31 < 2: not marked
+    assert _speed(res, disturbed) == "58"

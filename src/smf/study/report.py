@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 from smf.io import write_text_atomic
@@ -78,7 +79,7 @@ def markdown(results: dict) -> str:
         cells = [_cell(row, c, kinds[c]) for c in columns]
         lines.append(
             f"| {row['label']}{mark} | " + " | ".join(cells)
-            + f" | {_trainable(row)} | {row['train_tokens_per_s']['mean']:.0f}"
+            + f" | {_trainable(row)} | {_speed(results, row)}"
             + f" | {_bytes(row['peak_memory_bytes']['mean'])} | {_bytes(row['optimizer_state_bytes']['mean'])} |"
         )
     seeds = sorted({s for row in results["summary"] for s in row["seeds"]})
@@ -89,6 +90,9 @@ def markdown(results: dict) -> str:
         f"(points for accuracy, relative % for perplexity). Seeds: {', '.join(map(str, seeds))}; "
         + ("± is the standard deviation over seeds." if len(seeds) > 1 else "± on a change is the paired standard error over items (one seed)."),
         f"Items per task: {n_items}. Memory columns: peak process memory during training (CPU: RSS) and optimizer state.",
+        "train tok/s: the median over seeds"
+        + ("; † = this setting's runs differ in speed by more than 2× (some shared the machine with other work): "
+           "compare speeds only between unmarked rows." if any(_disturbed(results, r) for r in results["summary"]) else "."),
     ]
     if chosen:
         probes_text = ", ".join(f"`{p}`" for p in validation["probes"])
@@ -102,6 +106,26 @@ def markdown(results: dict) -> str:
                     "(else the smallest validation drift)")
         notes.append(f"★ = the family's setting chosen on validation data only: {rule}.")
     return "\n".join(lines + notes)
+
+
+SPEED_SPREAD = 2.0  # a setting whose seeds' speeds differ by more than this factor was disturbed
+
+
+def _speeds(results: dict, row: dict) -> list[float]:
+    return [r["train_tokens_per_s"] for r in results.get("runs", []) if r["label"] == row["label"]]
+
+
+def _disturbed(results: dict, row: dict) -> bool:
+    """Whether the setting's runs differ in speed by more than SPEED_SPREAD: on one machine the
+    same setting trains at the same speed, unless other work shared the machine."""
+    speeds = _speeds(results, row)
+    return len(speeds) > 1 and max(speeds) > SPEED_SPREAD * min(speeds)
+
+
+def _speed(results: dict, row: dict) -> str:
+    speeds = _speeds(results, row)
+    value = statistics.median(speeds) if speeds else row["train_tokens_per_s"]["mean"]
+    return f"{value:.0f}" + (" †" if _disturbed(results, row) else "")
 
 
 def validation_markdown(results: dict) -> str:
