@@ -1,0 +1,212 @@
+"""Benchmark peak memory against the memory's slot count: does training hold one copy of
+the model and its tables, or more?
+
+For each case (a model geometry and a slot count per memory layer: the default model with 3
+memories at layers 8, 14, 20 as in the default study; Qwen2.5-0.5B-Instruct's exact geometry,
+random weights, memories at layers 6, 12, 18 as in the published study), one process
+retrofits the model and saves it with background statistics; a second, fresh process loads
+that folder (`load_retrofitted`, in place) and trains SMF for a few steps (TF-IDF, t = 300,
+lazy Adam, no evaluation). Each process reports its own peak RSS (`ru_maxrss`: loading
+included) and the bytes of the weights it holds; the training process also its tokens/s.
+
+Writes bench/results/memory_scaling.json and the "Memory vs slot count" section of BENCHMARKS.md.
+Run: .venv/bin/python bench/memory_scaling.py [--cases default:65536,default:1048576,...] [--steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from common import RESULTS, ROOT, machine, update_section
+from distributed import GEOMETRY
+
+CASES = "default:65536,default:1048576,qwen2.5-0.5b:16384,qwen2.5-0.5b:1048576"
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _weight_bytes(model) -> dict:
+    """Bytes of distinct parameters and buffers, and of the memory value tables among them."""
+    seen, total, tables = set(), 0, 0
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        total += t.nbytes
+        if name.endswith("memory.values"):
+            tables += t.nbytes
+    return {"weights_bytes": total, "tables_bytes": tables}
+
+
+def prepare(geometry: str, slots: int, folder: str) -> dict:
+    """Retrofit the geometry's model with `slots` slots per layer, save it with background statistics."""
+    import torch
+
+    from smf.data.sources import general_texts
+    from smf.memory import MemoryConfig, retrofit, save_retrofitted
+    from smf.models import load_model, load_tokenizer
+    from smf.selection import collect_background
+    from smf.train import collate, text_chunks
+
+    spec = GEOMETRY[geometry]
+    if "config" in spec:
+        from transformers import AutoModelForCausalLM, Qwen2Config
+
+        tokenizer = load_tokenizer()  # a smaller vocabulary than the geometry's: its ids are valid there
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(Qwen2Config(**spec["config"], pad_token_id=tokenizer.pad_token_id,
+                                                                 eos_token_id=tokenizer.eos_token_id), dtype=torch.float32)
+    else:
+        model, tokenizer = load_model()
+    retrofit(model, MemoryConfig(layers=spec["layers"], slots=slots, heads=4, topk=16, key_dim=256))
+    sizes = _weight_bytes(model)
+    path = save_retrofitted(model, tokenizer, Path(folder) / "memory_model")
+    chunks = text_chunks(general_texts("pydoc"), tokenizer, 128)[:64]
+    stats = collect_background(model, [collate(chunks[i : i + 8], tokenizer.pad_token_id) for i in range(0, 64, 8)], progress=False)
+    stats.save(path)
+    return {"retrofit_peak_rss_bytes": _peak_rss(), **sizes}
+
+
+def train_once(memory_dir: str, out: str, steps: int) -> dict:
+    """Load the folder in place and train SMF for `steps` steps; peak RSS of the whole process."""
+    import torch
+
+    from smf.data.sources import training_examples
+    from smf.memory import load_retrofitted
+    from smf.models import load_tokenizer
+    from smf.train import TrainConfig, train
+
+    import accelerate  # noqa: F401  (the runtime every training process imports, before any weight)
+    import transformers  # noqa: F401
+
+    start_rss = _rss()
+    model, tokenizer = load_retrofitted(memory_dir), load_tokenizer(memory_dir)
+    loaded_rss, load_peak = _rss(), _peak_rss()
+    config = TrainConfig.from_dict({"method": "smf", "rule": "tfidf", "top_t": 300, "lr": 1.0,
+                                    "steps": steps, "batch_size": 16, "max_length": 64})
+    result = train(model, tokenizer, training_examples("facts"), config, out, model_dir=Path(memory_dir),
+                   save_model=False, progress=False)
+    log = [json.loads(line) for line in Path(out, "log.jsonl").read_text().splitlines()]
+    steady = [r for r in log if "loss" in r][2:]  # the first steps warm up allocators and caches
+    return {"tokens_per_s": sum(r["tokens"] for r in steady) / max(sum(r["seconds"] for r in steady), 1e-9),"start_rss_bytes": start_rss, "loaded_rss_bytes": loaded_rss, "load_peak_rss_bytes": load_peak,
+            "train_peak_rss_bytes": _peak_rss(), "optimizer_state_bytes": result.summary["optimizer_state_bytes"],
+            "torch_threads": torch.get_num_threads(), **_weight_bytes(model)}
+
+
+def _child(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit(f"{' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    return json.loads(line[len("RESULT "):])
+
+
+def render(result: dict) -> str:
+    gib = 2**30
+    rows = []
+    for r in result["rows"]:
+        rows.append(f"| {r['geometry']} | {r['slots']:,} | {r['tables_bytes'] / gib:.2f} GiB | {r['weights_bytes'] / gib:.2f} GiB | "
+                    f"{r['start_rss_bytes'] / gib:.2f} GiB | {r['load_peak_rss_bytes'] / gib:.2f} GiB | "
+                    f"{r['train_peak_rss_bytes'] / gib:.2f} GiB | **{r['train_peak_rss_bytes'] / r['weights_bytes']:.2f}×** | "
+                    f"{(r['train_peak_rss_bytes'] - r['start_rss_bytes']) / r['weights_bytes']:.2f}× | "
+                    f"{(r['train_peak_rss_bytes'] - r['weights_bytes']) / gib:.2f} GiB | {r['tokens_per_s']:.0f} | "
+                    f"{r['retrofit_peak_rss_bytes'] / gib:.2f} GiB |")
+    lines = []
+    for geometry in dict.fromkeys(r["geometry"] for r in result["rows"]):
+        mine = [r for r in result["rows"] if r["geometry"] == geometry]
+        if len(mine) < 2:
+            continue
+        small, large = mine[0], mine[-1]
+        marginal = (large["train_peak_rss_bytes"] - small["train_peak_rss_bytes"]) / (large["weights_bytes"] - small["weights_bytes"])
+        lines.append(f"- {geometry}: from {small['slots']:,} to {large['slots']:,} slots the training peak grows by "
+                     f"**{marginal:.2f}** bytes per byte of weights added (one copy: 1.00); the peak is "
+                     f"{small['train_peak_rss_bytes'] / small['weights_bytes']:.2f}× the weights at {small['slots']:,} slots and "
+                     f"{large['train_peak_rss_bytes'] / large['weights_bytes']:.2f}× at {large['slots']:,} (aim ≤ 1.2×); the "
+                     f"tokens/s at {large['slots']:,} slots are {large['tokens_per_s'] / small['tokens_per_s']:.2f}× those at "
+                     f"{small['slots']:,}.")
+    m = result["machine"]
+    return f"""
+`python bench/memory_scaling.py` on {m['cores']} CPU cores, torch {m['torch']}, fp32. Each model retrofitted with
+N slots per memory layer (4 heads, top-16, key width 256): the default at layers 8, 14, 20; Qwen2.5-0.5B-Instruct's
+exact geometry (random weights) at layers 6, 12, 18. A fresh process loads the saved folder in place
+(`load_retrofitted`) and trains SMF-TF-IDF (t = 300, lazy Adam) for {result['steps']} steps of 16 facts, no
+evaluation (tokens/s over the steps after the first two). Peak RSS is the process's own (`ru_maxrss`, loading
+included); "weights" is every distinct parameter and buffer (the model with its memory: keys, values, norms),
+"tables" the value tables among them; "before loading" is the process with Python, torch and transformers
+imported (the runtime every process pays); "above weights" is the training peak minus the weights. One run per case.
+
+| model | slots N per layer | value tables | weights (model + memory) | process before loading | peak while loading | peak, load + train | peak / weights | (peak − before loading) / weights | above weights | train tokens/s | peak while retrofitting |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+{chr(10).join(lines)}
+
+"Above weights" is what the Python and torch runtime, the tokenizer, activations, logits over the vocabulary
+and the optimizer state add to the weights: where it stays level from the smaller to the larger table, loading
+and training hold one copy of the tables, and peak / weights falls toward 1 as they grow; at the smallest
+tables the ratio is mostly that fixed part. Retrofitting (build or load the base, add the tables, save,
+count the background) is a separate, earlier process; its peak is in the last column.
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cases", default=CASES, help="comma-separated geometry:slots cases")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--render", action="store_true", help="rewrite the BENCHMARKS.md section from the JSON")
+    parser.add_argument("--prepare", help=argparse.SUPPRESS)  # internal
+    parser.add_argument("--train", help=argparse.SUPPRESS)  # internal
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.prepare:
+        geometry, slots = args.prepare.split(":")
+        print("RESULT " + json.dumps(prepare(geometry, int(slots), args.folder)))
+        return
+    if args.train:
+        print("RESULT " + json.dumps(train_once(args.train, args.folder, args.steps)))
+        return
+    path = RESULTS / "memory_scaling.json"
+    if args.render:
+        result = json.loads(path.read_text())
+    else:
+        rows = []
+        for case in args.cases.split(","):
+            geometry, slots = case.split(":")
+            with tempfile.TemporaryDirectory() as tmp:
+                made = _child(["--prepare", case, "--folder", tmp])
+                print(f"{case}: retrofit peak {made['retrofit_peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)
+                trained = _child(["--train", str(Path(tmp) / "memory_model"), "--folder", str(Path(tmp) / "run"),
+                                  "--steps", str(args.steps)])
+                rows.append({"geometry": geometry, "slots": int(slots), "retrofit_peak_rss_bytes": made["retrofit_peak_rss_bytes"], **trained})
+                print(f"{case}: {json.dumps(rows[-1])}", flush=True)
+        result = {"machine": machine(), "steps": args.steps, "rows": rows}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        tmp_path = path.with_suffix(".json.tmp")
+        tmp_path.write_text(json.dumps(result, indent=2) + "\n")
+        tmp_path.replace(path)
+    body = render(result)
+    update_section("Memory vs slot count", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "src"))
+    main()

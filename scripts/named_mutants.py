@@ -1,0 +1,133 @@
+"""The mutants issue 14 names, each applied to a copy of the repository and run against the
+tests meant to kill it. A mutant is killed when its tests fail; each test selection is first
+run unmutated and must pass, or the result would mean nothing.
+
+This is the deterministic companion of `make mutants` (mutmut over whole modules, hours on
+2 cores): the mutants here are the breakages the method must never survive.
+
+Writes docs/results/mutants.json and the "Named mutants" section of BENCHMARKS.md.
+Run: .venv/bin/python scripts/named_mutants.py [--only NAME,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+# name: (file, code as written, the mutant, the tests that must kill it)
+MUTANTS = {
+    "selection replaced by the first t rows read": (
+        "src/smf/methods/smf.py", "chosen[memory.values] = self.selector.select(i, rows, counts)",
+        "chosen[memory.values] = rows[: self.selector.top_t]", ["tests/test_selection_end_to_end.py"]),
+    "selection ignored (every row read trained)": (
+        "src/smf/methods/smf.py", "chosen[memory.values] = self.selector.select(i, rows, counts)",
+        "chosen[memory.values] = rows", ["tests/test_selection_end_to_end.py"]),
+    "clip scale dropped": (
+        "src/smf/optim.py", "self._update(p, rows, g * scale if scale != 1.0 else g, group)",
+        "self._update(p, rows, g, group)", ["tests/test_optim.py"]),
+    "weight decay dropped (lazy Adam)": (
+        "src/smf/optim.py", 'w = w * (1 - group["lr"] * group["weight_decay"])', "w = w", ["tests/test_optim.py"]),
+    "accesses from the last micro-batch only": (
+        "src/smf/methods/smf.py", "reads = torch.cat(self._reads[i]).flatten()", "reads = self._reads[i][-1].flatten()",
+        ["tests/test_selection_end_to_end.py"]),
+    "padding counted": (
+        "src/smf/memory/layer.py", "        if mask is None:\n            self.last_rows = rows.reshape",
+        "        if True:\n            self.last_rows = rows.reshape", ["tests/test_memory.py", "tests/test_selection.py"]),
+    "background df swapped for counts": (
+        "src/smf/selection.py", "torch.log(bg.df[layer].double() + 1)", "torch.log(bg.counts[layer].double() + 1)",
+        ["tests/test_selection.py"]),
+    "sign flip in KL": (
+        "src/smf/selection.py", "p * (p.log() - s.log_q(layer)[rows])", "p * (s.log_q(layer)[rows] - p.log())",
+        ["tests/test_selection.py"]),
+    "LoRA trains the base weights": (
+        "src/smf/methods/lora.py", "return get_peft_model(model, config)",
+        "return get_peft_model(model, config).requires_grad_(True)", ["tests/test_train.py::test_lora_trains_only_adapters"]),
+    "verdict's tolerance off by one": (
+        "src/smf/study/report.py", "within = all(abs(pick[p][\"delta\"][\"mean\"]) <= tolerance for p in probes)",
+        "within = all(abs(pick[p][\"delta\"][\"mean\"]) <= tolerance + 1 for p in probes)", ["tests/test_report_logic.py"]),
+    "aggregation drops a seed": (
+        "src/smf/study/results.py", '{"mean": statistics.fmean(values),', '{"mean": statistics.fmean(values[1:] or values),',
+        ["tests/test_report_logic.py"]),
+}
+
+COPY = ("src", "tests", "configs", "scripts", "docs", "bench", "pyproject.toml", "README.md", "BENCHMARKS.md", "Makefile")
+
+
+def _pytest(tree: Path, tests: list[str]) -> tuple[int, float, str]:
+    env = {**os.environ, "PYTHONPATH": str(tree / "src"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                          cwd=tree, env=env, capture_output=True, text=True)
+    tail = (done.stdout + done.stderr).strip().splitlines()
+    return done.returncode, time.perf_counter() - start, tail[-1] if tail else ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", help="comma-separated mutant names (default: all)")
+    args = parser.parse_args()
+    chosen = {k: v for k, v in MUTANTS.items() if not args.only or k in args.only.split(",")}
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "repo"
+        tree.mkdir()
+        for name in COPY:
+            src = ROOT / name
+            (shutil.copytree if src.is_dir() else shutil.copy2)(src, tree / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {}))
+        baselines = {}
+        for file, old, new, tests in chosen.values():
+            text = (tree / file).read_text()
+            if text.count(old) != 1:
+                raise SystemExit(f"{file}: the code this mutant changes appears {text.count(old)} times, not once; update MUTANTS")
+            key = tuple(tests)
+            if key not in baselines:
+                code, seconds, last = _pytest(tree, tests)
+                if code != 0:
+                    raise SystemExit(f"{' '.join(tests)} fail without any mutant: {last}")
+                baselines[key] = seconds
+        rows = []
+        for name, (file, old, new, tests) in chosen.items():
+            path = tree / file
+            original = path.read_text()
+            path.write_text(original.replace(old, new))
+            try:
+                code, seconds, last = _pytest(tree, tests)
+            finally:
+                path.write_text(original)
+            rows.append({"mutant": name, "file": file, "tests": tests, "killed": code != 0, "pytest_exit": code,
+                         "seconds": round(seconds, 1), "pytest_summary": last})
+            print(f"{'killed ' if code else 'SURVIVED'} {name}: {last}", flush=True)
+    out = ROOT / "docs" / "results" / "mutants.json"
+    result = {"mutants": rows, "killed": sum(r["killed"] for r in rows), "total": len(rows)}
+    tmp_out = out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
+    tmp_out.replace(out)
+    from common import update_section
+
+    table = "\n".join(f"| {r['mutant']} | `{r['file']}` | {', '.join(f'`{t}`' for t in r['tests'])} | "
+                      f"{'killed' if r['killed'] else '**survived**'} | {r['pytest_summary']} |" for r in rows)
+    update_section("Named mutants", f"""
+`python scripts/named_mutants.py` (results in `docs/results/mutants.json`): each breakage issue 14 names,
+applied to a copy of the repository, against the tests meant to kill it (each test selection passes
+unmutated first). **{result['killed']} of {result['total']} killed.**
+
+| mutant | file | tests | outcome | pytest |
+|---|---|---|---|---|
+{table}
+""")
+    print(f"{result['killed']} of {result['total']} killed")
+    if result["killed"] != result["total"]:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
