@@ -173,6 +173,18 @@ def _pydoc_text(limit=None):
     return pydoc_texts("background", limit=limit)  # never the held-out or validation parts
 
 
+def _docstrings_eval(limit=None, part="heldout"):
+    from smf.data.docstrings import docstring_documents
+
+    return docstring_documents(part=part, limit=limit)
+
+
+def _docstrings_text(limit=None):
+    from smf.data.docstrings import docstring_texts
+
+    return docstring_texts("background", limit=limit)  # never the held-out or validation modules
+
+
 def _capitals_eval(limit=None, n=60, offset=0):
     from smf.data.capitals import capitals_items
 
@@ -234,6 +246,11 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
             text=Form(_pydoc_text), eval=Form(_pydoc_eval, {"part": "heldout"}, "perplexity")),
     Dataset("pydoc-val", "validation part of pydoc_data.topics (for choosing settings), rolling perplexity",
             eval=Form(_pydoc_eval, {"part": "val"}, "perplexity")),
+    Dataset("docstrings", "the standard library's docstrings (read with ast, one document per module): background "
+                          "modules as general text; held-out modules, rolling perplexity",
+            text=Form(_docstrings_text), eval=Form(_docstrings_eval, {"part": "heldout"}, "perplexity")),
+    Dataset("docstrings-val", "validation modules of the standard library's docstrings, rolling perplexity",
+            eval=Form(_docstrings_eval, {"part": "val"}, "perplexity")),
     Dataset("capitals", "capitals of the most populous countries, asked through the chat template",
             eval=Form(_capitals_eval, {"n": 60, "offset": 0}, "qa", CHAT)),
     Dataset("capitals-val", "capitals of the next 60 countries (for choosing settings), chat template",
