@@ -164,6 +164,11 @@ BAD_CONFIGS = [  # each is refused at load, before any model work, with one line
      "the validation task world-val scores items of the reported task world"),
     ("evaluation: {task: facts, probes: [world]}\nvalidation: {task: facts-val, probes: [{name: world, per_kind: 50, as: w}]}\n",
      "the validation task w scores items of the reported task world"),
+    ("evaluation: {task: facts, probes: [pydoc], probes_apart_from_background: true}\nbackground: {data: pydoc}\n",
+     "the evaluation probe pydoc is drawn from pydoc_data.topics, the text the background statistics count"),
+    ("evaluation: {task: facts, probes: [docstrings], probes_apart_from_background: true}\n"
+     "validation: {task: facts-val, probes: [pydoc-val]}\nbackground: {data: pydoc}\n",
+     "the validation probe pydoc-val is drawn from pydoc_data.topics"),
     ("", "the study config is empty"),
     ("name: x\n", "has no 'methods'"),
 ]
@@ -255,3 +260,15 @@ def test_min_gain_rule_takes_the_least_drift_among_enough_gain_else_largest_gain
     assert chosen == {"smf-tfidf": "smf-tfidf t=1000", "lora": "lora lr=2"}  # none gains 80: the largest gain
     chosen = choose_on_validation(SWEEP, "val", ["ppl", "cap"], tolerance=5.0, min_gain=0.0)
     assert chosen["smf-tfidf"] == "smf-tfidf t=100"  # every setting qualifies: the least drift
+
+
+def test_probes_apart_from_another_background_are_accepted():
+    from smf.errors import SmfError
+    from smf.study.config import StudyConfig
+
+    config = StudyConfig.from_dict({"methods": {"smf-tfidf": {}}, "background": {"data": "docstrings"},
+                                    "evaluation": {"task": "facts", "probes": ["pydoc", "world"], "probes_apart_from_background": True},
+                                    "validation": {"task": "facts-val", "probes": ["pydoc-val", "world-val"]}})
+    config.check("study")
+    with pytest.raises(SmfError, match="probe pydoc is drawn from pydoc_data.topics"):
+        StudyConfig.from_dict({**config.to_dict(), "background": {"data": "pydoc"}}).check("study")

@@ -43,6 +43,10 @@ class Dataset:
     train: Form | None = None
     text: Form | None = None
     eval: Form | None = None
+    origin: str = ""  # where its text comes from, shared by datasets drawn from one source; "" = its name
+
+    def source(self) -> str:
+        return self.origin or self.name
 
     def form(self, which: str) -> Form | None:
         return getattr(self, which)
@@ -229,13 +233,13 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
     Dataset("triviaqa-facts", "TriviaQA question-answer pairs as facts to learn (Lin et al.), 'statement' or 'qa' form",
             train=Form(_triviaqa_facts_train, {"source": None, "split": "train", "form": "statement"})),
     Dataset("wikitext", "WikiText-2 raw (document level): train pages as general text; test pages, rolling perplexity",
-            text=Form(_wikitext_text, {**WIKITEXT, "split": "train"}), eval=Form(_wikitext_eval, WIKITEXT, "perplexity")),
+            text=Form(_wikitext_text, {**WIKITEXT, "split": "train"}), eval=Form(_wikitext_eval, WIKITEXT, "perplexity"), origin='Wikipedia (WikiText)'),
     Dataset("wikitext-103", "WikiText-103 raw test, document-level rolling perplexity",
-            eval=Form(_wikitext_eval, {**WIKITEXT, "version": "wikitext-103-raw-v1"}, "perplexity")),
+            eval=Form(_wikitext_eval, {**WIKITEXT, "version": "wikitext-103-raw-v1"}, "perplexity"), origin='Wikipedia (WikiText)'),
     Dataset("wikitext-103-published", "WikiText-103 (Salesforce/wikitext line rows) as the SMF-on-Qwen study scores it: "
                                       "first rows joined, token perplexity, windows 1024 / stride 512",
             eval=Form(_wikitext_lines_eval, {"source": None, "split": "test", "version": "wikitext-103-v1"}, "perplexity",
-                      {"max_length": 1024, "stride": 512})),
+                      {"max_length": 1024, "stride": 512}), origin='Wikipedia (WikiText)'),
     Dataset("nq-open", "Natural Questions open (google-research-datasets/nq_open) validation: lm-eval's prompt, token F1 "
                        "(Lin et al.'s forgetting probe)",
             eval=Form(_nq_open_eval, HUB, "qa", {"prompt": "nq"})),
@@ -243,25 +247,25 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
                       "as training data the whole text carries the loss",
             train=Form(_oasst1_train, OASST1), text=Form(_oasst1_text, OASST1)),
     Dataset("pydoc", "Python's pydoc_data.topics: background part as general text; held-out part, rolling perplexity",
-            text=Form(_pydoc_text), eval=Form(_pydoc_eval, {"part": "heldout"}, "perplexity")),
+            text=Form(_pydoc_text), eval=Form(_pydoc_eval, {"part": "heldout"}, "perplexity"), origin='pydoc_data.topics'),
     Dataset("pydoc-val", "validation part of pydoc_data.topics (for choosing settings), rolling perplexity",
-            eval=Form(_pydoc_eval, {"part": "val"}, "perplexity")),
+            eval=Form(_pydoc_eval, {"part": "val"}, "perplexity"), origin='pydoc_data.topics'),
     Dataset("docstrings", "the standard library's docstrings (read with ast, one document per module): background "
                           "modules as general text; held-out modules, rolling perplexity",
-            text=Form(_docstrings_text), eval=Form(_docstrings_eval, {"part": "heldout"}, "perplexity")),
+            text=Form(_docstrings_text), eval=Form(_docstrings_eval, {"part": "heldout"}, "perplexity"), origin="the standard library's docstrings"),
     Dataset("docstrings-val", "validation modules of the standard library's docstrings, rolling perplexity",
-            eval=Form(_docstrings_eval, {"part": "val"}, "perplexity")),
+            eval=Form(_docstrings_eval, {"part": "val"}, "perplexity"), origin="the standard library's docstrings"),
     Dataset("capitals", "capitals of the most populous countries, asked through the chat template",
-            eval=Form(_capitals_eval, {"n": 60, "offset": 0}, "qa", CHAT)),
+            eval=Form(_capitals_eval, {"n": 60, "offset": 0}, "qa", CHAT), origin='GeoNames'),
     Dataset("capitals-val", "capitals of the next 60 countries (for choosing settings), chat template",
-            eval=Form(_capitals_eval, {"n": 60, "offset": 60}, "qa", CHAT)),
+            eval=Form(_capitals_eval, {"n": 60, "offset": 60}, "qa", CHAT), origin='GeoNames'),
     Dataset("capitals-plain", "capitals with lm-eval's plain TriviaQA prompt",
-            eval=Form(_capitals_eval, {"n": 60, "offset": 0}, "qa", PLAIN)),
+            eval=Form(_capitals_eval, {"n": 60, "offset": 0}, "qa", PLAIN), origin='GeoNames'),
     Dataset("world", "world knowledge from GeoNames (capitals, continents, currencies, cities' countries; 100 each), "
                      "chat template, substring match",
-            eval=Form(_world_eval, {"half": "test", "per_kind": 100}, "qa", CHAT)),
+            eval=Form(_world_eval, {"half": "test", "per_kind": 100}, "qa", CHAT), origin='GeoNames'),
     Dataset("world-val", "the world probe's other half (alternate ranks; for choosing settings), chat template",
-            eval=Form(_world_eval, {"half": "val", "per_kind": 100}, "qa", CHAT)),
+            eval=Form(_world_eval, {"half": "val", "per_kind": 100}, "qa", CHAT), origin='GeoNames'),
 ]}
 
 

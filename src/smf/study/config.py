@@ -45,6 +45,8 @@ class EvaluationConfig(Config):
     extra_tasks: list[Any] = setting(help="tasks reported beside the headline task", factory=list)
     probes: list[Any] = setting(help="forgetting probes, each a task", factory=lambda: ["pydoc", "capitals"])
     batch_size: int = setting(BATCH_SIZE, "questions or prompts per forward pass")
+    probes_apart_from_background: bool = setting(
+        False, "refuse a forgetting probe (reported or validation) drawn from the same source as the background statistics")
 
     def specs(self) -> list[Any]:
         return [self.task, *self.extra_tasks, *self.probes]
@@ -232,6 +234,8 @@ class StudyConfig(Config):
             for spec in specs:
                 labels.append(resolve_task(spec, where=at(where, section)).label)
         _check_validation_apart(self, where)
+        if self.evaluation.probes_apart_from_background and self.needs_memory():
+            _check_probes_apart(self, where)
         if self.stream.chunks is not None:
             self.stream_chunks(where)
         repeated = sorted({label for label in labels if labels.count(label) > 1})
@@ -333,6 +337,28 @@ def _check_validation_apart(study: "StudyConfig", where: str) -> None:
             if _same_items(v, r):
                 raise SmfError(f"{at(where, 'validation')}: the validation task {v.label} scores items of the reported "
                                f"task {r.label}; validate on items the report does not score (e.g. facts-val, pydoc-val, capitals-val)")
+
+
+def _check_probes_apart(study: "StudyConfig", where: str) -> None:
+    """No forgetting probe may come from the text the background statistics count: TF-IDF steers
+    away from the rows that text reads, so such a probe would flatter selection."""
+    from pathlib import Path
+
+    from smf.data.registry import DATASETS
+    from smf.data.sources import _is_file, _split
+    from smf.evaluate.tasks import resolve_task
+
+    name, _ = _split(study.background.data, at(where, "background.data"))
+    origin = str(Path(name).resolve()) if _is_file(name) else DATASETS[name].source()
+    for section, specs in (("evaluation", study.evaluation.probes), ("validation", study.validation.probes)):
+        for spec in specs:
+            probe = resolve_task(spec, where=at(where, section))
+            source = probe.data_options.get("source")
+            theirs = str(Path(source).resolve()) if source and _is_file(str(source)) else probe.dataset.source()
+            if theirs == origin:
+                raise SmfError(f"{at(where, 'evaluation.probes_apart_from_background')}: the {section} probe {probe.label} "
+                               f"is drawn from {origin}, the text the background statistics count; count the background "
+                               "on other text (e.g. background: {data: docstrings}) or drop the probe")
 
 
 def _sweeps(method: str, key: str, value: list) -> bool:
