@@ -45,8 +45,11 @@ def main() -> None:
     for name in ("report.md", "results.json", "tradeoff.png", "curves.png", "retention.png", "stream.png", "study.json"):
         if (args.study / name).is_file():
             shutil.copy2(args.study / name, target / name)
-    update_readme(args.name, target)
-    print(f"published {args.study} to {target} and README.md")
+    if f"<!-- results:{args.name}:start -->" in (ROOT / "README.md").read_text():
+        update_readme(args.name, target)
+        print(f"published {args.study} to {target} and README.md")
+    else:
+        print(f"published {args.study} to {target} (README.md has no block for it)")
 
 
 def regenerate(name: str) -> None:
