@@ -160,10 +160,12 @@ imported (the runtime every process pays); "above weights" is the training peak 
 {chr(10).join(lines)}
 
 "Above weights" is what the Python and torch runtime, the tokenizer, activations, logits over the vocabulary
-and the optimizer state add to the weights: where it stays level from the smaller to the larger table, loading
-and training hold one copy of the tables, and peak / weights falls toward 1 as they grow; at the smallest
-tables the ratio is mostly that fixed part. Retrofitting (build or load the base, add the tables, save,
-count the background) is a separate, earlier process; its peak is in the last column.
+and the optimizer state add to the weights. Loading memory-maps the saved file (the weights become resident as
+they are first read: "peak while loading" is the runtime plus little more), so table rows that no batch reads
+need never be resident (our reading of why the peak grows by less than one byte per byte of table added). At the
+largest tables the fixed part is a small share and peak / weights nears 1; at the smallest it is most of the
+ratio. Retrofitting (build or load the base, add the tables, save, count the background) is a separate, earlier
+process; its peak is in the last column.
 """
 
 
