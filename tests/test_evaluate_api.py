@@ -32,6 +32,7 @@ def test_registry_names_the_issue_tasks():
         "medmcqa", "triviaqa", "wikitext", "wikitext-103", "facts", "facts-val", "facts-control",
         "facts-qa", "pydoc", "pydoc-val", "capitals", "capitals-val", "capitals-plain",
         "medmcqa-published", "triviaqa-published", "wikitext-103-published", "nq-open",
+        "docstrings", "docstrings-val", "world", "world-val",
     }
     assert DATASETS["facts"].eval.scoring["format"] == "cloze"
     assert DATASETS["capitals"].eval.scoring["prompt"] == "chat"
