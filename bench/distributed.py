@@ -46,24 +46,35 @@ GEOMETRY = {
 }
 
 
-def prepare(geometry: str, folder: Path) -> tuple[Path, Path, int]:
-    """(plain model folder, retrofitted folder with background statistics, parameter count)."""
+def geometry_model(geometry: str):
+    """(model, tokenizer): the default model, or a geometry's from its config with seeded random weights."""
     import torch
 
+    from smf.models import load_model, load_tokenizer
+
+    spec = GEOMETRY[geometry]
+    if "config" not in spec:
+        return load_model()
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    tokenizer = load_tokenizer()  # a smaller vocabulary than the geometry's: its ids are valid there
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(Qwen2Config(**spec["config"], pad_token_id=tokenizer.pad_token_id,
+                                                             eos_token_id=tokenizer.eos_token_id), dtype=torch.float32)
+    return model, tokenizer
+
+
+def prepare(geometry: str, folder: Path) -> tuple[Path, Path, int]:
+    """(plain model folder, retrofitted folder with background statistics, parameter count)."""
     from smf.data.sources import general_texts
     from smf.memory import MemoryConfig, retrofit, save_retrofitted
-    from smf.models import load_model, load_tokenizer, resolve_model
+    from smf.models import load_model, resolve_model
     from smf.selection import collect_background
     from smf.train import collate, text_chunks
 
     spec = GEOMETRY[geometry]
     if "config" in spec:
-        from transformers import AutoModelForCausalLM, Qwen2Config
-
-        tokenizer = load_tokenizer()  # a smaller vocabulary than the geometry's: its ids are valid there
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(Qwen2Config(**spec["config"], pad_token_id=tokenizer.pad_token_id,
-                                                                 eos_token_id=tokenizer.eos_token_id), dtype=torch.float32)
+        model, tokenizer = geometry_model(geometry)
         plain = folder / "plain"
         model.save_pretrained(plain)
         tokenizer.save_pretrained(plain)

@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from common import RESULTS, ROOT, machine, update_section
-from distributed import GEOMETRY
+from distributed import GEOMETRY, geometry_model
 
 CASES = "default:65536,default:1048576,qwen2.5-0.5b:16384,qwen2.5-0.5b:1048576"
 
@@ -57,25 +57,13 @@ def _weight_bytes(model) -> dict:
 
 def prepare(geometry: str, slots: int, folder: str) -> dict:
     """Retrofit the geometry's model with `slots` slots per layer, save it with background statistics."""
-    import torch
-
     from smf.data.sources import general_texts
     from smf.memory import MemoryConfig, retrofit, save_retrofitted
-    from smf.models import load_model, load_tokenizer
     from smf.selection import collect_background
     from smf.train import collate, text_chunks
 
-    spec = GEOMETRY[geometry]
-    if "config" in spec:
-        from transformers import AutoModelForCausalLM, Qwen2Config
-
-        tokenizer = load_tokenizer()  # a smaller vocabulary than the geometry's: its ids are valid there
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(Qwen2Config(**spec["config"], pad_token_id=tokenizer.pad_token_id,
-                                                                 eos_token_id=tokenizer.eos_token_id), dtype=torch.float32)
-    else:
-        model, tokenizer = load_model()
-    retrofit(model, MemoryConfig(layers=spec["layers"], slots=slots, heads=4, topk=16, key_dim=256))
+    model, tokenizer = geometry_model(geometry)
+    retrofit(model, MemoryConfig(layers=GEOMETRY[geometry]["layers"], slots=slots, heads=4, topk=16, key_dim=256))
     sizes = _weight_bytes(model)
     path = save_retrofitted(model, tokenizer, Path(folder) / "memory_model")
     chunks = text_chunks(general_texts("pydoc"), tokenizer, 128)[:64]
@@ -200,10 +188,10 @@ def main() -> None:
                 rows.append({"geometry": geometry, "slots": int(slots), "retrofit_peak_rss_bytes": made["retrofit_peak_rss_bytes"], **trained})
                 print(f"{case}: {json.dumps(rows[-1])}", flush=True)
         result = {"machine": machine(), "steps": args.steps, "rows": rows}
+        from smf.io import write_json_atomic
+
         RESULTS.mkdir(parents=True, exist_ok=True)
-        tmp_path = path.with_suffix(".json.tmp")
-        tmp_path.write_text(json.dumps(result, indent=2) + "\n")
-        tmp_path.replace(path)
+        write_json_atomic(path, result)
     body = render(result)
     update_section("Memory vs slot count", body)
     print(body)

@@ -145,10 +145,10 @@ def main() -> None:
         result = json.loads(path.read_text())
     else:
         result = measure(1 if args.quick else args.rounds, 5 if args.quick else args.steps, 3 if args.quick else 15)
+        from smf.io import write_json_atomic
+
         RESULTS.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(path)
+        write_json_atomic(path, result)
     body = render(result)
     update_section("Training", body)
     print(body)

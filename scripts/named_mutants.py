@@ -12,7 +12,6 @@ Run: .venv/bin/python scripts/named_mutants.py [--only NAME,...]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -73,6 +72,8 @@ def _pytest(tree: Path, tests: list[str]) -> tuple[int, float, str]:
 
 
 def main() -> None:
+    from smf.io import write_json_atomic
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", help="comma-separated mutant names (default: all)")
     args = parser.parse_args()
@@ -108,9 +109,7 @@ def main() -> None:
             print(f"{'killed ' if code else 'SURVIVED'} {name}: {last}", flush=True)
     out = ROOT / "docs" / "results" / "mutants.json"
     result = {"mutants": rows, "killed": sum(r["killed"] for r in rows), "total": len(rows)}
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
-    tmp_out.replace(out)
+    write_json_atomic(out, result)
     from common import update_section
 
     table = "\n".join(f"| {r['mutant']} | `{r['file']}` | {', '.join(f'`{t}`' for t in r['tests'])} | "

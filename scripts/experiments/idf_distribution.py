@@ -39,6 +39,8 @@ def summarise(folder: Path) -> dict:
 
 
 def main(pairs: list[str]) -> None:
+    from smf.io import write_json_atomic
+
     out = ROOT / "docs" / "results" / "idf-distribution.json"
     result = json.loads(out.read_text()) if out.is_file() else {}
     for pair in pairs:
@@ -47,9 +49,7 @@ def main(pairs: list[str]) -> None:
         for layer, s in result[name]["layers"].items():
             print(f"{name} layer {layer}: {s['rows_read']:,} of {s['slots']:,} rows read, {s['rows_saturated']:,} "
                   f"saturated (df = B = {result[name]['batches']}), {s['distinct_idf_values_among_read']} idf values")
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    write_json_atomic(out, result)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ def summary(base: dict, trained: dict) -> dict:
 
 
 def main(folder: Path, memory: Path) -> None:
+    from smf.io import write_json_atomic
+
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "base.json").is_file():
         run("eval", "--model", "default", "--tasks", TASKS, "--out", str(folder / "base.json"))
@@ -70,9 +72,7 @@ def main(folder: Path, memory: Path) -> None:
     result = {"setting": "smf-tfidf t=300, lr 1.0, 40 steps of 16 facts, seed 0", "memory_folder": str(memory),
               "probe": summary(base, trained)}
     out = ROOT / "docs" / "results" / "world-probe.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    write_json_atomic(out, result)
     for label, groups in result["probe"].items():
         for name, g in groups.items():
             run_part = (f"  run {g['run_accuracy']:5.1f}  change {g['change']:+5.1f} (paired SE {g['paired_stderr'] or 0:.1f})"

