@@ -169,6 +169,25 @@ def compute_device() -> torch.device:
     return torch.device("cpu")
 
 
+# Mixed precision, for training (TrainConfig.mixed_precision), evaluation and background counts.
+PRECISIONS = ("auto", "no", "bf16")
+
+
+def uses_bf16(device: torch.device | str, precision: str = "auto") -> bool:
+    """Whether `precision` means bf16 autocast on `device`: always for "bf16", and for "auto" on a
+    GPU (where the published study trained in bf16); never for "no", nor for "auto" on the CPU,
+    where bf16 is slower and the lm-eval parity numbers are fp32."""
+    if precision not in PRECISIONS:
+        raise SmfError(f"mixed precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    return precision == "bf16" or (precision == "auto" and torch.device(device).type == "cuda")
+
+
+def autocast(device: torch.device | str, precision: str = "auto"):
+    """The autocast context for `precision` on `device` (see `uses_bf16`); it can be entered again."""
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, precision))
+
+
 def load_model(
     name: str | os.PathLike | None = None,
     *,

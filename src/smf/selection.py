@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 
-from smf.config import Config, at, setting
+from smf.config import Config, at, choice, setting
 from smf.errors import SmfError
 
 BACKGROUND_FILE = "background.safetensors"
@@ -39,13 +39,16 @@ class BackgroundConfig(Config):
     batches: int = setting(32, "number of batches B (the df of a row counts the batches that read it)")
     batch_size: int = setting(8, "sequences per batch")
     max_length: int = setting(256, "tokens per sequence")
+    mixed_precision: str = setting("auto", "auto (bf16 autocast on a GPU, as training reads there), no, or bf16")
 
     def check(self, where: str) -> None:
         from smf.data.sources import check_source
+        from smf.models import PRECISIONS
 
         for name in ("batches", "batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise SmfError(f"{where}: {name} must be >= 1, got {getattr(self, name)}")
+        choice(self.mixed_precision, PRECISIONS, "mixed precision", at(where, "mixed_precision"))
         check_source(self.data, "text", at(where, "data"))
 
 
@@ -125,25 +128,29 @@ class BackgroundStats:
 
 
 @torch.no_grad()
-def collect_background(model, batches, progress: bool = True) -> BackgroundStats:
+def collect_background(model, batches, progress: bool = True, mixed_precision: str = "auto") -> BackgroundStats:
     """Run `batches` (dicts with input_ids, attention_mask (B, T)) through a retrofitted
-    model and count, per memory layer, which rows their real tokens read."""
+    model and count, per memory layer, which rows their real tokens read (in the
+    precision training reads them: `mixed_precision` as in TrainConfig)."""
     from tqdm.auto import tqdm
 
     from smf.memory.retrofit import memory_layers, set_recording
+    from smf.models import autocast
 
     memories = memory_layers(model)
     if not memories:
         raise SmfError("background statistics need a model with memory layers; run smf retrofit first")
     stats = BackgroundStats.empty({i: m.slots for i, m in memories.items()})
     device = next(model.parameters()).device
+    precision = autocast(device, mixed_precision)
     was_training = model.training
     model.eval()
     set_recording(model, True)
     try:
         for batch in tqdm(batches, desc="background statistics", disable=not progress, unit="batch"):
             # the decoder alone: the memories are inside it, and logits are not needed
-            model.get_decoder()(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+            with precision:
+                model.get_decoder()(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
             stats.add_batch({i: m.last_rows for i, m in memories.items()})
     finally:
         set_recording(model, False)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from smf.errors import SmfError
 from smf.evaluate.evaluator import BATCH_SIZE
+from smf.models import PRECISIONS
 
 
 def register(subparsers) -> None:
@@ -26,6 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--tasks-file", help="YAML file with a 'tasks' list of names or option mappings")
     p.add_argument("--limit", type=int, help="evaluate at most N items per task")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="questions (or prompts) per forward pass (default %(default)s)")
+    p.add_argument("--mixed-precision", default="auto", choices=PRECISIONS,
+                   help="auto (bf16 autocast on a GPU, full precision on the CPU), no, or bf16 (default %(default)s)")
     p.add_argument("--out", help="result JSON file (written atomically)")
     p.add_argument("--no-records", action="store_true", help="leave per-item records out of the JSON")
     p.add_argument("--list", action="store_true", help="list the tasks and exit")
@@ -84,7 +87,8 @@ def run(args) -> int:
     from smf.models import compute_device, load_model
 
     model, tokenizer = load_model(args.model, device=compute_device())
-    result = evaluate(model, tokenizer, tasks, batch_size=args.batch_size, records=not args.no_records)
+    result = evaluate(model, tokenizer, tasks, batch_size=args.batch_size, records=not args.no_records,
+                      mixed_precision=args.mixed_precision)
     result = {"model": str(args.model), **result}
     write_json_atomic(args.out, result)
     for label, r in result["tasks"].items():

@@ -53,14 +53,20 @@ def evaluate(
     batch_size: int = BATCH_SIZE,
     progress: bool = True,
     records: bool = True,
+    mixed_precision: str = "auto",
 ) -> dict:
     """Evaluate `model` on each task (names, option mappings or loaded `Task`s).
 
     `limit` caps items per task where a task sets no limit of its own; `batch_size`
     is questions (or prompts) per forward. Loading every task happens before any
     scoring, so a bad task fails fast. Pass loaded Tasks (`load_task`) to evaluate
-    the same items repeatedly, e.g. during training.
+    the same items repeatedly, e.g. during training. `mixed_precision`: "auto" (bf16
+    autocast on a GPU, full precision on the CPU), "no" or "bf16".
     """
+    from smf.models import autocast
+
+    device = next(model.parameters()).device
+    precision = autocast(device, mixed_precision)  # refuses an unknown precision before any loading
     specs = [t if isinstance(t, Task) else resolve_task(t, limit=limit) for t in tasks]
     labels = [t.label for t in specs]
     duplicate = next((label for label in labels if labels.count(label) > 1), None)
@@ -70,7 +76,8 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        results = {t.label: run_task(model, tokenizer, t, batch_size=batch_size, progress=progress) for t in loaded}
+        with precision:
+            results = {t.label: run_task(model, tokenizer, t, batch_size=batch_size, progress=progress) for t in loaded}
     finally:
         model.train(was_training)
     if not records:

@@ -27,10 +27,10 @@ from torch import nn
 from smf.config import Config, at, check_keys, choice, coerce, field_names, field_types, setting
 from smf.distributed import Comm
 from smf.errors import SmfError
+from smf.models import PRECISIONS
 
 SCHEDULES = ("constant", "linear", "cosine")
 LOSSES = ("target", "text")
-PRECISIONS = ("auto", "no", "bf16")
 
 
 @dataclass

@@ -34,6 +34,7 @@ from smf.memory.config import MemoryConfig
 from smf.methods import METHODS, Family, TrainConfig, families
 from smf.methods.base import option_owners
 from smf.methods.heal import HealConfig
+from smf.models import PRECISIONS
 from smf.selection import BackgroundConfig
 
 
@@ -47,6 +48,7 @@ class EvaluationConfig(Config):
     batch_size: int = setting(BATCH_SIZE, "questions or prompts per forward pass")
     probes_apart_from_background: bool = setting(
         False, "refuse a forgetting probe (reported or validation) drawn from the same source as the background statistics")
+    mixed_precision: str = setting("auto", "auto (bf16 autocast on a GPU, full precision on the CPU), no, or bf16")
 
     def specs(self) -> list[Any]:
         return [self.task, *self.extra_tasks, *self.probes]
@@ -54,6 +56,7 @@ class EvaluationConfig(Config):
     def check(self, where: str) -> None:
         if self.batch_size < 1:
             raise SmfError(f"{at(where, 'batch_size')}: must be >= 1, got {self.batch_size}")
+        choice(self.mixed_precision, PRECISIONS, "mixed precision", at(where, "mixed_precision"))
 
 
 @dataclass

@@ -98,7 +98,8 @@ def _claim(out: Path, config: StudyConfig) -> None:
 def _evaluate(model, tokenizer, tasks: dict, config: StudyConfig, progress: bool) -> dict:
     from smf.evaluate.evaluator import evaluate
 
-    return evaluate(model, tokenizer, list(tasks.values()), batch_size=config.evaluation.batch_size, progress=progress)["tasks"]
+    return evaluate(model, tokenizer, list(tasks.values()), batch_size=config.evaluation.batch_size, progress=progress,
+                    mixed_precision=config.evaluation.mixed_precision)["tasks"]
 
 
 def _base_results(config: StudyConfig, base_dir, tasks: dict, out: Path) -> dict:

@@ -35,6 +35,7 @@ from smf.distributed import Comm, check_split
 from smf.errors import SmfError
 from smf.io import atomic_dir, check_output_path, read_json, reading, write_json_atomic, write_text_atomic
 from smf.methods import TrainConfig, make_method
+from smf.models import autocast as smf_autocast
 
 IGNORE = -100
 CHECKPOINT = "checkpoint"
@@ -266,10 +267,9 @@ def train(
     model = method.prepare(model, model_dir)
     optimizer = method.make_optimizer(model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
-    precision = ("bf16" if cuda else "no") if config.mixed_precision == "auto" else config.mixed_precision
     # Autocast is ours rather than accelerate's: its mixed-precision setting is process-wide
     # and fixed at first use, and one process may train several runs (smf compare).
-    autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    autocast = smf_autocast(accelerator.device, config.mixed_precision)
     # No DistributedDataParallel: the methods sum their gradients over processes themselves
     # (`Method.before_step`; smf.distributed says why).
     loss_module = TargetLoss(model).to(accelerator.device)

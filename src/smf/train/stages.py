@@ -35,7 +35,8 @@ def background_statistics(folder: Path, config: BackgroundConfig, *, progress: b
         raise SmfError(f"background data gives {len(chunks)} sequences of {config.max_length} tokens; "
                        f"{config.batches} batches of {config.batch_size} need {needed}")
     batches = [collate(chunks[i : i + config.batch_size], tokenizer.pad_token_id) for i in range(0, needed, config.batch_size)]
-    stats = collect_background(load_retrofitted(folder, device=compute_device()), batches, progress=progress)
+    stats = collect_background(load_retrofitted(folder, device=compute_device()), batches, progress=progress,
+                               mixed_precision=config.mixed_precision)
     stats.save(folder)
     return stats
 
