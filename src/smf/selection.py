@@ -99,6 +99,14 @@ class BackgroundStats:
             self.counts[layer][rows] += counts
         self.batches += 1
 
+    def add_counts(self, counts: dict[int, torch.Tensor]) -> None:
+        """counts: {layer: (N,) how often the batch's real tokens read each row}."""
+        for layer, dense in counts.items():
+            dense = dense.cpu()
+            self.df[layer] += (dense > 0).long()
+            self.counts[layer] += dense
+        self.batches += 1
+
     def save(self, folder: str | os.PathLike) -> Path:
         from safetensors.torch import save_file
 
@@ -151,7 +159,7 @@ def collect_background(model, batches, progress: bool = True, mixed_precision: s
             # the decoder alone: the memories are inside it, and logits are not needed
             with precision:
                 model.get_decoder()(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-            stats.add_batch({i: m.last_rows for i, m in memories.items()})
+            stats.add_counts({i: m.read_counts() for i, m in memories.items()})
     finally:
         set_recording(model, False)
         model.train(was_training)

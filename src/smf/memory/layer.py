@@ -15,7 +15,10 @@ sparse tensor that names them. Cost per token: O((sqrt(N) + k²)·key_dim) for t
 and O(heads·k·value_dim) for the read, so memory size barely matters.
 
 Each layer can record which rows the real tokens of the last forward pass read
-(`record = True`); positions whose attention mask is 0 (padding) are left out.
+(`record = True`); positions whose attention mask is 0 (padding) are left out. Recording
+keeps the rows and the mask as they are: `read_counts()` turns them into per-row counts
+with fixed-shape operations, so a recorded forward never waits for the device (no host
+sync); `last_rows`, the rows of real tokens, is computed on first use.
 
 This file imports only torch: smf copies it into every model folder it saves, where the
 folder's `modeling_smf.py` uses it (transformers' trust_remote_code), smf or not.
@@ -65,7 +68,8 @@ class ProductKeyMemory(nn.Module):
         # A narrower mask for recording only (B, T), e.g. the positions that predict an answer;
         # the trainer sets it before a forward pass and clears it after.
         self.record_mask: torch.Tensor | None = None
-        self.last_rows: torch.Tensor | None = None
+        self._read: tuple[torch.Tensor, torch.Tensor | None] | None = None  # (rows (B, T, heads*k), mask (B, T))
+        self._last_rows: torch.Tensor | None = None
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -127,14 +131,36 @@ class ProductKeyMemory(nn.Module):
         return out.view(B, T, d)
 
     def _record(self, rows: torch.Tensor) -> None:
-        """rows: (B, T, heads*k). Keep the rows read by real (unpadded) tokens."""
+        """rows: (B, T, heads*k). Keep them with the mask of real (unpadded) tokens; no sync."""
         mask = self.record_mask if self.record_mask is not None else self.token_mask
-        if mask is None:
-            self.last_rows = rows.reshape(-1, rows.shape[-1]).detach()
-            return
-        # With a KV cache the mask spans past and present tokens; this pass is the last T.
-        mask = mask[:, -rows.shape[1] :].to(device=rows.device, dtype=torch.bool)
-        self.last_rows = rows[mask].detach()  # (real tokens, heads*k)
+        if mask is not None:
+            # With a KV cache the mask spans past and present tokens; this pass is the last T.
+            mask = mask[:, -rows.shape[1] :].to(device=rows.device, dtype=torch.bool)
+        self._read = (rows.detach(), mask)
+        self._last_rows = None
+
+    @property
+    def last_rows(self) -> torch.Tensor | None:
+        """Rows read by the real tokens of the last recorded pass: (real tokens, heads*k)."""
+        if self._last_rows is None and self._read is not None:
+            rows, mask = self._read
+            self._last_rows = rows.reshape(-1, rows.shape[-1]) if mask is None else rows[mask]  # syncs (data-sized)
+        return self._last_rows
+
+    @last_rows.setter
+    def last_rows(self, value: torch.Tensor | None) -> None:
+        self._read, self._last_rows = None, value
+
+    def read_counts(self) -> torch.Tensor:
+        """How often the real tokens of the last recorded pass read each row: (slots,) int64,
+        on the device, without a host sync (a scatter-add of the mask over the rows read)."""
+        assert self._read is not None or self._last_rows is not None, "set record = True before the forward pass"
+        if self._read is None:  # rows set by hand
+            rows, weight = self._last_rows, torch.ones_like(self._last_rows)
+        else:
+            rows, mask = self._read
+            weight = torch.ones_like(rows) if mask is None else mask[..., None].expand_as(rows).to(rows.dtype)
+        return torch.zeros(self.slots, dtype=torch.int64, device=rows.device).index_add_(0, rows.flatten(), weight.flatten())
 
     def access_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows read in the last recorded pass and how often: (rows (u,), counts (u,))."""

@@ -34,6 +34,13 @@ SELECT_EVERY = ("step", "micro_batch")
 SELECTED_FILE = "selected.safetensors"  # in a saved SMF delta: the rows its run selected
 
 
+def _read_rows(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) read counts → the rows read (ascending) and their counts. Where a step waits for the
+    device, once per layer: how many rows were read is known only there (ranking runs on the host)."""
+    rows = counts.nonzero().flatten()
+    return rows, counts[rows]
+
+
 def _mask_rows(grad: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """The gradient with every row outside `keep` (N,) bool zeroed; sparse or dense."""
     if grad.is_sparse:
@@ -122,7 +129,7 @@ class SmfMethod(Method):
                     raise SmfError(f"train_scale: memory layer {i} has no output scale; retrofit with a memory scale (e.g. scale: 0.01)")
                 memory.scale.requires_grad_(True)
         set_recording(model, True)
-        self._reads: dict[int, list[torch.Tensor]] = {i: [] for i in self.memories}
+        self._reads: dict[int, torch.Tensor | None] = {i: None for i in self.memories}  # the step's read counts (N,)
         self._selected: dict[int, int] = {}
         self._chosen: dict[int, list[torch.Tensor]] = {}  # per micro-batch choices (select_every: micro_batch)
         self._hooks: list = []
@@ -161,11 +168,11 @@ class SmfMethod(Method):
         per_micro_batch = self.options.select_every == "micro_batch"
         self._remove_hooks()
         for i, memory in self.memories.items():
-            self._reads[i].append(memory.last_rows)
+            counts = memory.read_counts()  # (N,) on the device: no host sync in the forward pass
+            self._reads[i] = counts if self._reads[i] is None else self._reads[i].add_(counts)
             memory.record_mask = None  # only for this micro-batch
             if per_micro_batch:  # select now, and let only the selected rows' gradient through this backward
-                rows, counts = torch.unique(memory.last_rows.flatten(), return_counts=True)
-                chosen = self.selector.select(i, rows, counts)
+                chosen = self.selector.select(i, *_read_rows(counts))
                 self._chosen.setdefault(i, []).append(chosen)
                 keep = torch.zeros(memory.slots, dtype=torch.bool, device=memory.values.device)
                 keep[chosen.to(keep.device)] = True
@@ -190,8 +197,7 @@ class SmfMethod(Method):
         chosen = {}
         self._remove_hooks()
         for i, memory in self.memories.items():
-            reads = torch.cat(self._reads[i]).flatten()
-            self._reads[i] = []
+            reads, self._reads[i] = self._reads[i], None
             if self.options.select_every == "micro_batch":  # the union of the micro-batches' own choices
                 union = torch.cat(self._chosen.pop(i)).unique()
                 if comm.distributed:  # ... over every process's micro-batches
@@ -203,13 +209,10 @@ class SmfMethod(Method):
                 chosen[memory.values] = union
             else:
                 if comm.distributed:
-                    dense = comm.sum_(torch.bincount(reads, minlength=memory.slots).to(device=comm.device, dtype=torch.int32))
-                    rows = dense.nonzero().flatten()
-                    counts = dense[rows].long()
+                    reads = comm.sum_(reads.to(device=comm.device, dtype=torch.int32)).long()
                 else:
                     comm.note(memory.slots * 4)
-                    rows, counts = torch.unique(reads, return_counts=True)
-                chosen[memory.values] = self.selector.select(i, rows, counts)
+                chosen[memory.values] = self.selector.select(i, *_read_rows(reads))
             self._selected[i] = len(chosen[memory.values])
             self._trained[i][chosen[memory.values].cpu()] = True
         if self.dense:  # the published arm: zero the unselected rows' gradient
