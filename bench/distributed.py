@@ -46,8 +46,9 @@ GEOMETRY = {
 }
 
 
-def geometry_model(geometry: str):
-    """(model, tokenizer): the default model, or a geometry's from its config with seeded random weights."""
+def geometry_model(geometry: str, tokenizer_dir: str | None = None):
+    """(model, tokenizer): the default model, or a geometry's from its config with seeded random weights
+    and the default model's tokenizer (or the one in `tokenizer_dir`)."""
     import torch
 
     from smf.models import load_model, load_tokenizer
@@ -57,14 +58,14 @@ def geometry_model(geometry: str):
         return load_model()
     from transformers import AutoModelForCausalLM, Qwen2Config
 
-    tokenizer = load_tokenizer()  # a smaller vocabulary than the geometry's: its ids are valid there
+    tokenizer = load_tokenizer(tokenizer_dir)  # a smaller vocabulary than the geometry's: its ids are valid there
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(Qwen2Config(**spec["config"], pad_token_id=tokenizer.pad_token_id,
                                                              eos_token_id=tokenizer.eos_token_id), dtype=torch.float32)
     return model, tokenizer
 
 
-def prepare(geometry: str, folder: Path) -> tuple[Path, Path, int]:
+def prepare(geometry: str, folder: Path, tokenizer_dir: str | None = None) -> tuple[Path, Path, int]:
     """(plain model folder, retrofitted folder with background statistics, parameter count)."""
     from smf.data.sources import general_texts
     from smf.memory import MemoryConfig, retrofit, save_retrofitted
@@ -74,7 +75,7 @@ def prepare(geometry: str, folder: Path) -> tuple[Path, Path, int]:
 
     spec = GEOMETRY[geometry]
     if "config" in spec:
-        model, tokenizer = geometry_model(geometry)
+        model, tokenizer = geometry_model(geometry, tokenizer_dir)
         plain = folder / "plain"
         model.save_pretrained(plain)
         tokenizer.save_pretrained(plain)
