@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from smf.study.report import dominates, verdict
+from smf.study.report import dominates, noise, verdict
 from smf.study.results import choose_on_validation, delta, mean_std, paired_stderr
 
 
@@ -74,6 +74,41 @@ def test_dominance_needs_an_advantage_beyond_noise():
     text = verdict(results([close, clear, worse, lora]))
     assert "smf-tfidf Pareto-dominates lora beyond noise" in text
     assert "smf-kl Pareto-dominates" not in text
+
+
+def test_noise_is_the_seed_spread_over_sqrt_seeds_else_the_paired_stderr():
+    cell = lambda std, n, se: {"x": {"delta": {"mean": 1.0, "std": std, "n": n}, "delta_stderr": se}}  # noqa: E731
+    assert noise(cell(3.0, 4, 9.0), "x") == pytest.approx(1.5)  # several seeds: std / sqrt(n)
+    assert noise(cell(2.0, 2, 9.0), "x") == pytest.approx(2.0 / math.sqrt(2))  # two seeds are several
+    assert noise(cell(0.0, 1, 1.7), "x") == 1.7  # one seed: its paired standard error
+    assert noise(cell(5.0, 1, 1.7), "x") == 1.7  # (even with a std given)
+    assert noise(cell(None, 3, 1.7), "x") == 1.7
+    assert noise(cell(None, 1, None), "x") == 0.0  # nothing known: no noise
+
+
+def test_dominance_at_its_margins():
+    """No worse on every axis (ties count), and better by more than 2·hypot(se_s, se_o) on one."""
+
+    def one_seed(label, gain, drifts, stderr):
+        r = row(label, label, gain, drifts, std=0.0, n=1)
+        for axis in ("task", "probe0", "probe1"):
+            r[axis]["delta_stderr"] = stderr
+        return r
+
+    lora = one_seed("lora", 10, [3.0, 3.0], 0.3)
+    smf = lambda gain, d0, d1: one_seed("smf-tfidf", gain, [d0, d1], 0.4)  # noqa: E731
+    probes = ["probe0", "probe1"]
+    margin = 2 * math.hypot(0.4, 0.3)  # 1.0: both sides' errors combined (one side alone: 0.8 or 0.6; 3·: 1.5)
+    assert dominates(smf(10, 3.0 - margin - 0.01, 3.0), lora, "task", probes)  # tied on two axes, beyond on one
+    assert not dominates(smf(10, 3.0 - margin + 0.01, 3.0), lora, "task", probes)  # within two combined errors
+    assert dominates(smf(10 + 1.2, 3.0, 3.0), lora, "task", probes)  # gain beyond 1.0 (not beyond 1.5), drifts tied
+    assert not dominates(smf(10 + 0.9, 3.0, 3.0), lora, "task", probes)  # beyond 0.8 but not 1.0
+    assert not dominates(smf(10 + 1.2, 3.0, 3.0 + 1e-9), lora, "task", probes)  # a worse drift, however small
+    assert not dominates(smf(10, 3.0, 3.0), lora, "task", probes)  # equal everywhere: not better
+    exact = one_seed("smf-tfidf", 10.5, [3.0, 3.0], 0.0)  # margin 2·hypot(0, 0.25) = 0.5 exactly
+    for axis in ("task", "probe0", "probe1"):
+        lora[axis]["delta_stderr"] = 0.25
+    assert not dominates(exact, lora, "task", probes)  # better by exactly the margin is not beyond it
 
 
 def test_perplexity_change_has_a_paired_bootstrap_stderr():
