@@ -26,22 +26,23 @@ sys.path.insert(0, str(ROOT / "bench"))
 # name: (file, code as written, the mutant, the tests that must kill it)
 MUTANTS = {
     "selection replaced by the first t rows read": (
-        "src/smf/methods/smf.py", "chosen[memory.values] = self.selector.select(i, rows, counts)",
-        "chosen[memory.values] = rows[: self.selector.top_t]", ["tests/test_selection_end_to_end.py"]),
+        "src/smf/methods/smf.py", "chosen[memory.values] = self.selector.select(i, *_read_rows(reads))",
+        "chosen[memory.values] = _read_rows(reads)[0][: self.selector.top_t]", ["tests/test_selection_end_to_end.py"]),
     "selection ignored (every row read trained)": (
-        "src/smf/methods/smf.py", "chosen[memory.values] = self.selector.select(i, rows, counts)",
-        "chosen[memory.values] = rows", ["tests/test_selection_end_to_end.py"]),
+        "src/smf/methods/smf.py", "chosen[memory.values] = self.selector.select(i, *_read_rows(reads))",
+        "chosen[memory.values] = _read_rows(reads)[0]", ["tests/test_selection_end_to_end.py"]),
     "clip scale dropped": (
         "src/smf/optim.py", "self._update(p, rows, g * scale if scale != 1.0 else g, group)",
         "self._update(p, rows, g, group)", ["tests/test_optim.py"]),
     "weight decay dropped (lazy Adam)": (
         "src/smf/optim.py", 'w = w * (1 - group["lr"] * group["weight_decay"])', "w = w", ["tests/test_optim.py"]),
     "accesses from the last micro-batch only": (
-        "src/smf/methods/smf.py", "reads = torch.cat(self._reads[i]).flatten()", "reads = self._reads[i][-1].flatten()",
+        "src/smf/methods/smf.py", "self._reads[i] = counts if self._reads[i] is None else self._reads[i].add_(counts)",
+        "self._reads[i] = counts",
         ["tests/test_selection_end_to_end.py"]),
     "padding counted": (
-        "src/smf/memory/layer.py", "        if mask is None:\n            self.last_rows = rows.reshape",
-        "        if True:\n            self.last_rows = rows.reshape", ["tests/test_memory.py", "tests/test_selection.py"]),
+        "src/smf/memory/layer.py", "self._read = (rows.detach(), mask)", "self._read = (rows.detach(), None)",
+        ["tests/test_memory.py", "tests/test_selection.py"]),
     "background df swapped for counts": (
         "src/smf/selection.py", "torch.log(bg.df[layer].double() + 1)", "torch.log(bg.counts[layer].double() + 1)",
         ["tests/test_selection.py"]),
