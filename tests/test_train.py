@@ -95,6 +95,24 @@ def test_smf_is_strictly_sparse(smf_folder, tokenizer, tmp_path, monkeypatch, op
         assert result.summary["optimizer_state_bytes"] >= sum(v.shape[0] * 8 for v in values.values()) + rows * 2 * 4 * values[1].shape[1]
 
 
+def test_lora_trains_on_an_adapter_loaded_frozen(tmp_path, tokenizer):
+    """A stream's later chunk starts from the adapter of the earlier ones (PEFT loads it frozen):
+    its LoRA weights train on, the base stays frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    from smf.methods import make_method
+    from smf.models import load_model
+
+    base_dir = _plain_folder(tmp_path, tokenizer)
+    model, _ = load_model(base_dir)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    model.requires_grad_(False)
+    prepared = make_method(cfg(method="lora")).prepare(model, base_dir)
+    trainable = [n for n, p in prepared.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert len(trainable) == 2 * 4  # lora_A and lora_B of q_proj in each of the 4 blocks
+
+
 def test_lora_trains_only_adapters(tmp_path, tokenizer):
     from safetensors import safe_open
 
@@ -211,6 +229,13 @@ def test_config_rejects_bad_values(change, message):
 def test_unknown_config_key():
     with pytest.raises(SmfError, match="unknown key 'stepz'; did you mean 'steps'"):
         TrainConfig.from_dict({"stepz": 3})
+
+
+def test_a_bad_value_names_where_it_was_written():
+    with pytest.raises(SmfError, match=r"^methods.x: unknown method 'smff'; choose one of .*did you mean 'smf'"):
+        TrainConfig.from_dict({"method": "smff"}, where="methods.x")
+    with pytest.raises(SmfError, match=r"^methods.x: unknown mixed precision 'fp16'; choose one of auto, no, bf16"):
+        TrainConfig.from_dict({"mixed_precision": "fp16"}, where="methods.x")
 
 
 def test_smf_needs_memory_and_background(tmp_path, tokenizer):

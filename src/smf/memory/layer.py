@@ -154,12 +154,9 @@ class ProductKeyMemory(nn.Module):
     def read_counts(self) -> torch.Tensor:
         """How often the real tokens of the last recorded pass read each row: (slots,) int64,
         on the device, without a host sync (a scatter-add of the mask over the rows read)."""
-        assert self._read is not None or self._last_rows is not None, "set record = True before the forward pass"
-        if self._read is None:  # rows set by hand
-            rows, weight = self._last_rows, torch.ones_like(self._last_rows)
-        else:
-            rows, mask = self._read
-            weight = torch.ones_like(rows) if mask is None else mask[..., None].expand_as(rows).to(rows.dtype)
+        assert self._read is not None, "set record = True before the forward pass"
+        rows, mask = self._read
+        weight = torch.ones_like(rows) if mask is None else mask[..., None].expand_as(rows).to(rows.dtype)
         return torch.zeros(self.slots, dtype=torch.int64, device=rows.device).index_add_(0, rows.flatten(), weight.flatten())
 
     def access_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
