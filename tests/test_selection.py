@@ -124,3 +124,12 @@ def test_ties_at_the_t_th_place_go_to_the_lower_rows(rule):
     twice = torch.arange(0, n, 7)
     once = torch.tensor([r for r in range(n) if r % 7][: 800 - len(twice)])
     assert torch.equal(chosen, torch.cat([twice, once]).sort().values)
+
+
+def test_background_df_counts_every_row_read_once_or_more():
+    stats = BackgroundStats.empty({0: 6})
+    stats.add_counts({0: torch.tensor([0, 1, 3, 0, 2, 0])})
+    stats.add_counts({0: torch.tensor([0, 1, 0, 0, 0, 0])})
+    assert stats.df[0].tolist() == [0, 2, 1, 0, 1, 0]  # a batch that read a row once counts as one
+    assert stats.counts[0].tolist() == [0, 2, 3, 0, 2, 0]
+    assert stats.batches == 2

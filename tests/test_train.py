@@ -236,6 +236,8 @@ def test_a_bad_value_names_where_it_was_written():
         TrainConfig.from_dict({"method": "smff"}, where="methods.x")
     with pytest.raises(SmfError, match=r"^methods.x: unknown mixed precision 'fp16'; choose one of auto, no, bf16"):
         TrainConfig.from_dict({"mixed_precision": "fp16"}, where="methods.x")
+    with pytest.raises(SmfError, match=r"^methods.x: unknown count 'targets'; choose one of all, target"):
+        TrainConfig.from_dict({"method": "smf", "count": "targets"}, where="methods.x")
 
 
 def test_smf_needs_memory_and_background(tmp_path, tokenizer):
