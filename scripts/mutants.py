@@ -151,9 +151,7 @@ def main() -> None:
         _mutmut("run", *result["survivors"])
         now = statuses()
         result["rechecked"] = {n: now.get(n, "gone") for n in result["survivors"]}
-        write_json_atomic(path, result)
-        update_section("Mutation testing (mutmut)", render(result))
-        print(render(result))
+        _publish(path, result)
         return
     start = time.perf_counter()
     # Generate the mutants and collect which tests cover which function (mutmut needs a name to run:
@@ -195,6 +193,15 @@ def main() -> None:
         "survivors": {n: show(n) for n, s in sampled.items() if s == "survived"},
         "statuses": sampled,
     }
+    _publish(path, result)
+
+
+def _publish(path: Path, result: dict) -> None:
+    """The JSON, and its BENCHMARKS.md section."""
+    from common import update_section
+
+    from smf.io import write_json_atomic
+
     write_json_atomic(path, result)
     body = render(result)
     update_section("Mutation testing (mutmut)", body)

@@ -93,11 +93,7 @@ class BackgroundStats:
 
     def add_batch(self, accesses: dict[int, torch.Tensor]) -> None:
         """accesses: {layer: rows read by the batch's real tokens, any shape}."""
-        for layer, rows in accesses.items():
-            rows, counts = torch.unique(rows.flatten().cpu(), return_counts=True)
-            self.df[layer][rows] += 1
-            self.counts[layer][rows] += counts
-        self.batches += 1
+        self.add_counts({layer: torch.bincount(rows.flatten().cpu(), minlength=len(self.df[layer])) for layer, rows in accesses.items()})
 
     def add_counts(self, counts: dict[int, torch.Tensor]) -> None:
         """counts: {layer: (N,) how often the batch's real tokens read each row}."""
