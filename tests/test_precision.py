@@ -116,3 +116,28 @@ def test_study_and_background_configs_carry_the_precision(monkeypatch):
         StudyConfig.from_dict({"name": "x", "methods": {"full": {}}, "evaluation": {"mixed_precision": "fp16"}})
     with pytest.raises(SmfError, match="unknown mixed precision 'yes'"):
         BackgroundConfig(mixed_precision="yes").check("background")
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("auto", torch.float32)])
+def test_answers_run_in_the_precision_asked(tiny, precision, dtype):
+    from smf.use.chat import answer
+
+    model, tokenizer = tiny
+    dtypes = LinearDtypes(model)
+    try:
+        answer(model, tokenizer, [{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=3,
+               mixed_precision=precision)
+    finally:
+        dtypes.close()
+    assert dtypes.seen == {dtype}
+    assert torch.is_autocast_enabled("cpu") is False
+    with pytest.raises(SmfError, match="mixed precision 'half' is not one of"):
+        answer(model, tokenizer, [{"role": "user", "content": "Hi"}], mixed_precision="half")
+
+
+def test_ask_and_chat_take_the_flag():
+    from smf.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["ask", "hi", "--mixed-precision", "bf16"]).mixed_precision == "bf16"
+    assert parser.parse_args(["chat"]).mixed_precision == "auto"

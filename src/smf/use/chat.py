@@ -46,14 +46,21 @@ class _Stream:
 
 
 @torch.inference_mode()
-def answer(model, tokenizer, turns: list[dict], *, max_new_tokens: int = 128, emit: Callable[[str], None] = lambda s: None) -> str:
-    """The model's greedy answer to the conversation `turns`, streamed piece by piece to `emit`."""
+def answer(model, tokenizer, turns: list[dict], *, max_new_tokens: int = 128, emit: Callable[[str], None] = lambda s: None,
+           mixed_precision: str = "auto") -> str:
+    """The model's greedy answer to the conversation `turns`, streamed piece by piece to `emit`.
+    `mixed_precision`: the rule of training and evaluation (`smf.models.uses_bf16`): "auto" is
+    bf16 autocast on a GPU and fp32 on the CPU."""
+    from smf.models import autocast
+
+    device = next(model.parameters()).device
+    precision = autocast(device, mixed_precision)  # refuses an unknown precision first
     if not turns or turns[-1]["role"] != "user" or not turns[-1]["content"].strip():
         raise SmfError("nothing to answer: give a question")
     prompt = render(tokenizer, turns)
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=not getattr(tokenizer, "chat_template", None))
-    device = next(model.parameters()).device
     stream = _Stream(tokenizer, emit)
-    model.generate(**{k: v.to(device) for k, v in ids.items()}, max_new_tokens=max_new_tokens, do_sample=False,
-                   streamer=stream.streamer, pad_token_id=tokenizer.pad_token_id)
+    with precision:
+        model.generate(**{k: v.to(device) for k, v in ids.items()}, max_new_tokens=max_new_tokens, do_sample=False,
+                       streamer=stream.streamer, pad_token_id=tokenizer.pad_token_id)
     return stream.text.strip()

@@ -18,11 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("question", nargs="?", help="the question (quote it)")
     p.add_argument("--model", default="default", help="model folder, run folder's model, hub id, or 'default'")
     p.add_argument("--max-new-tokens", type=int, default=128, help="longest answer in tokens (default %(default)s)")
+    _precision_flag(p)
     p.set_defaults(run=run_ask)
 
     p = sub.add_parser("chat", help="talk with a model (multi-turn; /reset, /quit)")
     p.add_argument("--model", default="default", help="model folder, run folder's model, hub id, or 'default'")
     p.add_argument("--max-new-tokens", type=int, default=256, help="longest answer in tokens (default %(default)s)")
+    _precision_flag(p)
     p.set_defaults(run=run_chat)
     register_learn(sub)
 
@@ -30,6 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="a run folder, model folder or hub id")
     p.add_argument("--out", required=True, type=Path, help="the new folder (must not exist)")
     p.set_defaults(run=run_export)
+
+
+def _precision_flag(p: argparse.ArgumentParser) -> None:
+    from smf.models import PRECISIONS
+
+    p.add_argument("--mixed-precision", default="auto", choices=PRECISIONS,
+                   help="auto: bf16 autocast on a GPU, fp32 on the CPU (as training and evaluation); default %(default)s")
 
 
 def _load(args):
@@ -51,7 +60,8 @@ def run_ask(args) -> None:
     if not args.question or not args.question.strip():
         raise SmfError('no question; usage: smf ask --model M "your question"')
     model, tokenizer = _load(args)
-    answer(model, tokenizer, [{"role": "user", "content": args.question}], max_new_tokens=args.max_new_tokens, emit=_emit)
+    answer(model, tokenizer, [{"role": "user", "content": args.question}], max_new_tokens=args.max_new_tokens, emit=_emit,
+           mixed_precision=args.mixed_precision)
     print()
 
 
@@ -85,7 +95,8 @@ def run_chat(args) -> None:
         turns.append({"role": "user", "content": text})
         _emit("model> ")
         try:
-            reply = answer(model, tokenizer, turns, max_new_tokens=args.max_new_tokens, emit=_emit)
+            reply = answer(model, tokenizer, turns, max_new_tokens=args.max_new_tokens, emit=_emit,
+                           mixed_precision=args.mixed_precision)
         except KeyboardInterrupt:
             reply = ""
             _emit(" (stopped)")
