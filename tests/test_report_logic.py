@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from smf.study.report import dominates, noise, verdict
+from smf.study.report import dominates, noise, verdict, within_words
 from smf.study.results import choose_on_validation, delta, mean_std, paired_stderr
 
 
@@ -142,3 +142,22 @@ def test_speed_is_the_median_over_seeds_and_a_disturbed_setting_is_marked():
     assert _speed(res, disturbed) == "58 †"  # 60 / 25 > 2: one run shared the machine
     res["runs"][-2]["train_tokens_per_s"] = 31.0  # 60 / 31 < 2: not marked
     assert _speed(res, disturbed) == "58"
+
+
+def test_within_tolerance_means_beyond_the_95_percent_uncertainty():
+    """A probe whose mean change is inside the tolerance but whose 95 % interval reaches past it
+    is not claimed as within; one whose interval fits is; one whose mean is outside is not."""
+    sure = row("smf-tfidf", "smf-tfidf", 30, [0.2, -0.3], std=0.5, n=4)  # bounds 0.2 + 1.96·0.25 = 0.69, 0.79
+    loose = row("smf-tfidf", "smf-tfidf", 30, [0.2, -0.3], std=1.0, n=4)  # probe1: 0.3 + 1.96·0.5 = 1.28 > 1
+    outside = row("smf-tfidf", "smf-tfidf", 30, [1.2, 0.0], std=0.0)
+    assert within_words(sure, ["probe0", "probe1"], 1.0) == "every probe within 1 of base beyond the 95 % uncertainty."
+    assert within_words(loose, ["probe0", "probe1"], 1.0) == (
+        "every probe within 1 of base on the mean, not beyond the 95 % uncertainty (probe1: -0.3 ± 1.0).")
+    assert within_words(outside, ["probe0", "probe1"], 1.0) == "not every probe within 1 of base."
+    # one seed: the paired standard error over items is the noise
+    single = row("smf-tfidf", "smf-tfidf", 30, [0.0, 0.5], n=1)
+    single["probe1"]["delta_stderr"] = 0.3
+    assert "not beyond" in within_words(single, ["probe0", "probe1"], 1.0)
+    single["probe1"]["delta_stderr"] = 0.2
+    assert "beyond the 95 % uncertainty." in within_words(single, ["probe0", "probe1"], 1.0)
+    assert "beyond the 95 % uncertainty" in verdict(results([sure]))

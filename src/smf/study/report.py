@@ -163,6 +163,22 @@ def dominates(s: dict, o: dict, task: str, probes: list[str]) -> bool:
     return no_worse and better
 
 
+Z95 = 1.959964  # two-sided 95 % normal quantile
+
+
+def within_words(row: dict, probes: list[str], tolerance: float) -> str:
+    """Whether every probe's change stays within `tolerance` of base: beyond the 95 % uncertainty
+    (|mean| + 1.96 standard errors, see `noise`), on the mean only, or not at all."""
+    if not all(abs(row[p]["delta"]["mean"]) <= tolerance for p in probes):
+        return f"not every probe within {tolerance:g} of base."
+    bounds = {p: abs(row[p]["delta"]["mean"]) + Z95 * noise(row, p) for p in probes}
+    if all(b <= tolerance for b in bounds.values()):
+        return f"every probe within {tolerance:g} of base beyond the 95 % uncertainty."
+    widest = max(bounds, key=bounds.get)
+    return (f"every probe within {tolerance:g} of base on the mean, not beyond the 95 % uncertainty "
+            f"({widest}: {row[widest]['delta']['mean']:+.1f} ± {Z95 * noise(row, widest):.1f}).")
+
+
 def verdict(results: dict) -> str:
     """The aims, checked against the numbers — whatever they show.
 
@@ -186,10 +202,9 @@ def verdict(results: dict) -> str:
                          "none is picked on the reported numbers.")
             continue
         how = "chosen on validation" if family in chosen else "its only setting"
-        within = all(abs(pick[p]["delta"]["mean"]) <= tolerance for p in probes)
         drift = ", ".join(f"{p} {pick[p]['delta']['mean']:+.1f}" for p in probes)
         lines.append(f"- {family} ({how}: **{pick['label']}**): {pick[task]['delta']['mean']:+.1f} pp on {task}; {drift}: "
-                     + (f"every probe within {tolerance:g} of base." if within else f"not every probe within {tolerance:g} of base."))
+                     + within_words(pick, probes, tolerance))
     for s in smf:
         beaten = [o["label"] for o in others if dominates(s, o, task, probes)]
         if beaten:
