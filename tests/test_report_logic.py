@@ -161,3 +161,6 @@ def test_within_tolerance_means_beyond_the_95_percent_uncertainty():
     single["probe1"]["delta_stderr"] = 0.2
     assert "beyond the 95 % uncertainty." in within_words(single, ["probe0", "probe1"], 1.0)
     assert "beyond the 95 % uncertainty" in verdict(results([sure]))
+    # 42.0 % against 43.0 % is -1.0000000000000009 points in floats: a change of exactly the tolerance is within it
+    exact = row("smf-tfidf", "smf-tfidf", 30, [100 * (0.42 - 0.43), 0.0], std=0.0)
+    assert within_words(exact, ["probe0", "probe1"], 1.0) == "every probe within 1 of base beyond the 95 % uncertainty."

@@ -169,10 +169,11 @@ Z95 = 1.959964  # two-sided 95 % normal quantile
 def within_words(row: dict, probes: list[str], tolerance: float) -> str:
     """Whether every probe's change stays within `tolerance` of base: beyond the 95 % uncertainty
     (|mean| + 1.96 standard errors, see `noise`), on the mean only, or not at all."""
-    if not all(abs(row[p]["delta"]["mean"]) <= tolerance for p in probes):
+    limit = tolerance + 1e-9  # a change of exactly the tolerance (4 items of 400 is 1 point) is within it
+    if not all(abs(row[p]["delta"]["mean"]) <= limit for p in probes):
         return f"not every probe within {tolerance:g} of base."
     bounds = {p: abs(row[p]["delta"]["mean"]) + Z95 * noise(row, p) for p in probes}
-    if all(b <= tolerance for b in bounds.values()):
+    if all(b <= limit for b in bounds.values()):
         return f"every probe within {tolerance:g} of base beyond the 95 % uncertainty."
     widest = max(bounds, key=bounds.get)
     return (f"every probe within {tolerance:g} of base on the mean, not beyond the 95 % uncertainty "
