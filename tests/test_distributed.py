@@ -203,3 +203,19 @@ def test_one_and_two_torch_threads_take_the_same_smf_steps(runs, tmp_path):
             assert (two[name] - w).abs().max() <= (1e-5 if method == "smf-sgd" else 1e-2) * update
         losses = [json.loads((outs[t] / method / "summary.json").read_text())["final_loss"] for t in (1, 2)]
         assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    # the metrics a study reports: their changes from base differ by no more than the uncertainty it states
+    from smf.evaluate import evaluate, load_task
+    from smf.models import load_model
+    from smf.study.results import change_stderr, delta
+
+    net, tokenizer = load_model(model)
+    tasks = [load_task({"name": "pydoc", "limit": 2}), load_task({"name": "facts", "limit": 20})]
+    before = evaluate(net, tokenizer, tasks, progress=False)["tasks"]
+    after = {}
+    for threads in (1, 2):
+        net.load_state_dict(load(outs[threads] / "smf" / "rank0.safetensors"), strict=False)
+        after[threads] = evaluate(net, tokenizer, tasks, progress=False)["tasks"]
+    for label, b in before.items():
+        change = [delta(b["kind"], after[t][label]["headline"]["value"], b["headline"]["value"]) for t in (1, 2)]
+        assert change[0] != 0.0 or b["kind"] != "perplexity"  # the training moved the model
+        assert abs(change[0] - change[1]) <= (change_stderr(after[2][label], b) or 0.0), label

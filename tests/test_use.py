@@ -127,8 +127,10 @@ def test_learn_then_learn_more_then_ask(tiny_folder, tmp_path, capsys):
     more.mkdir()
     txt = more / "more.txt"
     txt.write_text("Blue herons nest on Oshu.\n\nKelbrin has three bridges.\n")
-    assert main(["learn", "--data", str(txt), "--model", str(first), "--out", str(second), *common]) == 0
+    assert main(["learn", "--data", str(txt), "--model", str(first), "--out", str(second), *common,
+                 "--optimizer", "rowwise_adagrad"]) == 0
     assert f"continuing from {first}" in capsys.readouterr().out
+    assert json.loads((second / "learn_run" / "train_config.json").read_text())["optimizer"] == "rowwise_adagrad"
     after = memory_layers(load_retrofitted(second))
     assert set(after) == set(values)  # the same memory layers, trained further
     assert any(not torch.equal(values[i], after[i].values) for i in values)
@@ -159,3 +161,7 @@ def test_learn_refuses_a_non_model_and_a_used_out(tiny_folder, tmp_path, capsys)
     assert main(["learn", "--data", str(facts), "--model", str(tiny_folder), "--out", str(used)]) == 2
     assert "is not empty" in err_line(capsys)
     assert [p.name for p in used.iterdir()] == ["keep.txt"]
+    assert main(["learn", "--data", str(facts), "--model", str(tiny_folder), "--out", str(tmp_path / "o"),
+                 "--optimizer", "adamw_masked"]) == 2
+    assert "optimizer must be one of adam, rowwise_adagrad, sgd, got 'adamw_masked'" in err_line(capsys)
+    assert not (tmp_path / "o").exists()

@@ -8,7 +8,7 @@ Steps: load the model; if it has no memory layers, retrofit it (the offline stud
 memory: 3 layers at about 27 %, 47 % and 67 % of the depth, 65,536 slots, 4 heads,
 top-k 16) and count background statistics on general text (pydoc, or --background);
 train SMF with the settings the offline sweep chose on validation data (TF-IDF rows,
-t = 300, lazy Adam lr 1.0, batches of 16); save; print the answers to a few of the
+t = 300, lazy Adam lr 1.0 (`--optimizer`), batches of 16); save; print the answers to a few of the
 person's own questions before and after. A model folder `smf learn` wrote continues
 where it stopped: same memory, same background statistics, new facts on top.
 
@@ -31,6 +31,7 @@ from smf.data.rows import read_rows_file, read_text
 from smf.data.types import TrainExample
 from smf.errors import SmfError
 
+LEARN_OPTIMIZERS = ("adam", "rowwise_adagrad", "sgd")  # the strictly sparse ones
 LEARN_RUN = "learn_run"  # the training run's files, inside the output folder
 
 
@@ -41,7 +42,8 @@ class LearnConfig(Config):
     epochs: float = setting(10.0, "passes over the facts (steps = epochs × examples / batch size, at least 1)")
     steps: int | None = setting(None, "optimizer steps; overrides epochs")
     top_t: int = setting(300, "memory rows trained per layer and step")
-    lr: float = setting(1.0, "learning rate of the lazy Adam on the memory values")
+    lr: float = setting(1.0, "learning rate on the memory values")
+    optimizer: str = setting("adam", "adam (lazy per-row moments), rowwise_adagrad (one state float per row) or sgd")
     batch_size: int = setting(16, "examples per step")
     max_length: int = setting(128, "tokens per example")
     seed: int = setting(0, "seed of the data order and the retrofit")
@@ -53,6 +55,8 @@ class LearnConfig(Config):
         for name in ("top_t", "batch_size", "max_length", "slots"):
             if getattr(self, name) < 1:
                 raise SmfError(f"{where}: {name} must be >= 1, got {getattr(self, name)}")
+        if self.optimizer not in LEARN_OPTIMIZERS:
+            raise SmfError(f"{where}: optimizer must be one of {', '.join(LEARN_OPTIMIZERS)}, got {self.optimizer!r}")
         if (self.steps is not None and self.steps < 1) or not self.epochs > 0:
             raise SmfError(f"{where}: steps must be >= 1 and epochs > 0")
 
@@ -211,6 +215,7 @@ def _teach(net, tokenizer, where, facts: list[Fact], stage: Path, background, co
     train_examples = examples(facts, tokenizer)
     steps = config.steps or max(1, math.ceil(config.epochs * len(train_examples) / config.batch_size))
     train_config = TrainConfig.from_dict({"method": "smf", "rule": "tfidf", "top_t": config.top_t, "lr": config.lr, "steps": steps,
+                                          "optimizer": config.optimizer,
                                           "count": config.count,
                                           "batch_size": config.batch_size, "max_length": config.max_length, "seed": config.seed})
     model, _ = load_model(memory_dir)
