@@ -272,3 +272,25 @@ def test_probes_apart_from_another_background_are_accepted():
     config.check("study")
     with pytest.raises(SmfError, match="probe pydoc is drawn from pydoc_data.topics"):
         StudyConfig.from_dict({**config.to_dict(), "background": {"data": "pydoc"}}).check("study")
+
+
+EXPERIMENTS = sorted((ROOT / "scripts" / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+def test_experiment_configs_load(path):
+    """The studies kept beside the experiment scripts are valid configs of this version."""
+    assert StudyConfig.load(path).runs()
+
+
+@pytest.mark.parametrize("name, grows", [("independent_equal_gain", True), ("independent_smf_seeds", False)])
+def test_experiments_that_reuse_the_independent_study_share_its_settings(name, grows):
+    """Their comments copy offline-independent's base, memory model and finished runs in: valid only
+    while every setting that decides a run is the same and the copied runs keep their labels and settings."""
+    ours = StudyConfig.load(ROOT / "scripts" / "experiments" / f"{name}.yaml")
+    theirs = StudyConfig.load(ROOT / "configs" / "offline-independent.yaml")
+    mine, source = ours.identity(), theirs.identity()
+    assert {k: v for k, v in mine.items() if k != "methods"} == {k: v for k, v in source.items() if k != "methods"}
+    shared = {r.label: str(r.settings) for r in ours.runs()}.items() & {r.label: str(r.settings) for r in theirs.runs()}.items()
+    assert shared and all(source["methods"].get(label) == mine["methods"][label] for label, _ in shared)
+    assert (set(source["methods"]) <= set(mine["methods"])) == grows  # a grown study takes the copied study.json
