@@ -76,10 +76,11 @@ def test_dominance_needs_an_advantage_beyond_noise():
     assert "smf-kl Pareto-dominates" not in text
 
 
-def test_noise_is_the_seed_spread_over_sqrt_seeds_else_the_paired_stderr():
+def test_noise_is_the_seed_spread_with_the_items_share_else_the_paired_stderr():
     cell = lambda std, n, se: {"x": {"delta": {"mean": 1.0, "std": std, "n": n}, "delta_stderr": se}}  # noqa: E731
-    assert noise(cell(3.0, 4, 9.0), "x") == pytest.approx(1.5)  # several seeds: std / sqrt(n)
-    assert noise(cell(2.0, 2, 9.0), "x") == pytest.approx(2.0 / math.sqrt(2))  # two seeds are several
+    assert noise(cell(3.0, 4, None), "x") == pytest.approx(1.5)  # several seeds: std / sqrt(n)
+    assert noise(cell(3.0, 4, 2.0), "x") == pytest.approx(2.5)  # with the items' share beside it: hypot(1.5, 2)
+    assert noise(cell(2.0, 2, None), "x") == pytest.approx(2.0 / math.sqrt(2))  # two seeds are several
     assert noise(cell(0.0, 1, 1.7), "x") == 1.7  # one seed: its paired standard error
     assert noise(cell(5.0, 1, 1.7), "x") == 1.7  # (even with a std given)
     assert noise(cell(None, 3, 1.7), "x") == 1.7
@@ -164,3 +165,32 @@ def test_within_tolerance_means_beyond_the_95_percent_uncertainty():
     # 42.0 % against 43.0 % is -1.0000000000000009 points in floats: a change of exactly the tolerance is within it
     exact = row("smf-tfidf", "smf-tfidf", 30, [100 * (0.42 - 0.43), 0.0], std=0.0)
     assert within_words(exact, ["probe0", "probe1"], 1.0) == "every probe within 1 of base beyond the 95 % uncertainty."
+
+
+def test_seeds_and_items_combine_in_the_noise():
+    """Several seeds score the same items: the items' share of the uncertainty stays beside the
+    seed spread, and results collected before it was recorded keep the seed spread alone."""
+    r = row("smf-tfidf", "smf-tfidf", 30, [0.5, 0.0], std=1.0, n=3)
+    assert noise(r, "probe0") == pytest.approx(1.0 / math.sqrt(3))
+    r["probe0"]["delta_stderr"] = 0.5
+    assert noise(r, "probe0") == pytest.approx(math.hypot(1.0 / math.sqrt(3), 0.5))
+
+
+def test_seeds_change_stderr_averages_each_item_over_seeds():
+    from smf.study.results import change_stderr, perplexity_change_stderr, seeds_change_stderr
+
+    acc = lambda flags: {"kind": "mcq", "headline": {"metric": "acc"},  # noqa: E731
+                         "records": [{"id": str(i), "correct": bool(f)} for i, f in enumerate(flags)]}
+    base, a, b = acc([1, 0, 1, 0]), acc([1, 1, 1, 0]), acc([1, 1, 0, 0])
+    diffs = [0.0, 1.0, -0.5, 0.0]  # per item: the seeds' mean minus base
+    mean = sum(diffs) / 4
+    expected = 100 * math.sqrt(sum((d - mean) ** 2 for d in diffs) / 3 / 4)
+    assert seeds_change_stderr([a, b], base) == pytest.approx(expected)
+    assert seeds_change_stderr([a], base) == change_stderr(a, base)
+    ppl = lambda lls: {"kind": "perplexity", "headline": {"metric": "word_perplexity"},  # noqa: E731
+                       "records": [{"id": str(i), "loglikelihood": ll, "words": 10} for i, ll in enumerate(lls)]}
+    pb, p1 = ppl([-30.0, -25.0, -40.0]), ppl([-31.0, -25.5, -39.0])
+    # two identical seeds: the same bootstrap draws, so the same number as one seed
+    assert seeds_change_stderr([p1, p1], pb) == pytest.approx(perplexity_change_stderr(p1["records"], pb["records"], "word_perplexity"))
+    p2 = ppl([-29.0, -24.5, -41.0])  # the mirror image of p1 around base: every draw's mean change is about 0
+    assert seeds_change_stderr([p1, p2], pb) < 0.2 * perplexity_change_stderr(p1["records"], pb["records"], "word_perplexity")

@@ -88,7 +88,10 @@ def markdown(results: dict) -> str:
         "",
         f"Accuracies in %, perplexities as word perplexity; in brackets the change from the base model "
         f"(points for accuracy, relative % for perplexity). Seeds: {', '.join(map(str, seeds))}; "
-        + ("± is the standard deviation over seeds." if len(seeds) > 1 else "± on a change is the paired standard error over items (one seed)."),
+        + ("± is the standard deviation over seeds." if len(seeds) > 1 else "± on a change is the paired standard error over items (one seed).")
+        + (" The aims below weigh a change by the seeds' standard error combined with the items' (every seed scores the same items)."
+           if len(seeds) > 1 and any(row[c].get("delta_stderr") is not None for row in results["summary"] for c in columns if c in row)
+           else ""),
         f"Items per task: {n_items}. Memory columns: peak process memory during training (CPU: RSS) and optimizer state.",
         "train tok/s: the median over seeds"
         + ("; † = this setting's runs differ in speed by more than 2× (some shared the machine with other work): "
@@ -142,12 +145,15 @@ def validation_markdown(results: dict) -> str:
 
 
 def noise(row: dict, label: str) -> float:
-    """One standard error of a setting's change on `label`: the seed-to-seed standard deviation
-    over sqrt(seeds) with several seeds, else the paired standard error over items, else 0."""
+    """One standard error of a setting's change on `label`: with several seeds, the seed-to-seed
+    standard deviation over sqrt(seeds) combined with the items' share (`delta_stderr`: every seed
+    scores the same items, so it does not average away; absent from results collected before it
+    was recorded); with one seed the paired standard error over items; else 0."""
     d = row[label]["delta"]
+    items = row[label].get("delta_stderr") or 0.0
     if d["n"] > 1 and d["std"] is not None:
-        return d["std"] / math.sqrt(d["n"])
-    return row[label].get("delta_stderr") or 0.0
+        return math.hypot(d["std"] / math.sqrt(d["n"]), items)
+    return items
 
 
 def dominates(s: dict, o: dict, task: str, probes: list[str]) -> bool:

@@ -73,6 +73,35 @@ def change_stderr(task: dict, base_task: dict) -> float | None:
     return paired_stderr(task.get("records", []), base_task.get("records", []))
 
 
+def seeds_change_stderr(tasks: list[dict], base_task: dict, *, rounds: int = 2000, seed: int = 0) -> float | None:
+    """The items' share of the uncertainty of a change averaged over seeds: every seed scores the
+    same items, so averaging seeds does not shrink it. Accuracies: the standard error over items of
+    each item's change averaged over the seeds (points). Perplexities: a paired bootstrap over
+    documents, the same draw for every seed and the base, each draw's change averaged over the
+    seeds (%). None when any seed lacks records."""
+    if len(tasks) == 1:
+        return change_stderr(tasks[0], base_task)
+    if tasks[0]["kind"] == "perplexity":
+        unit = PERPLEXITY_UNITS.get(tasks[0]["headline"]["metric"])
+        base = {r["id"]: r for r in base_task.get("records", [])}
+        seeds = [{r["id"]: r for r in t.get("records", []) if "loglikelihood" in r} for t in tasks]
+        ids = [i for i in base if all(i in s for s in seeds)]
+        if unit is None or len(ids) < 2 or any(unit not in base[i] for i in ids):
+            return None
+        units = torch.tensor([float(base[i][unit]) for i in ids], dtype=torch.float64)
+        base_ll = torch.tensor([base[i]["loglikelihood"] for i in ids], dtype=torch.float64)
+        draws = torch.randint(len(ids), (rounds, len(ids)), generator=torch.Generator().manual_seed(seed))
+        changes = [100 * torch.expm1((base_ll[draws].sum(1) - torch.tensor([s[i]["loglikelihood"] for i in ids],
+                                      dtype=torch.float64)[draws].sum(1)) / units[draws].sum(1)) for s in seeds]
+        return float(torch.stack(changes).mean(0).std())
+    base = {r["id"]: float(r["correct"]) for r in base_task.get("records", []) if "correct" in r}
+    seeds = [{r["id"]: float(r["correct"]) for r in t.get("records", []) if "correct" in r} for t in tasks]
+    diffs = [statistics.fmean(s[i] for s in seeds) - base[i] for i in base if all(i in s for s in seeds)]
+    if len(diffs) < 2:
+        return None
+    return 100.0 * statistics.stdev(diffs) / math.sqrt(len(diffs))
+
+
 def mean_std(values: list[float]) -> dict:
     values = [v for v in values if v is not None]
     if not values:
@@ -95,12 +124,14 @@ def collect_results(config: StudyConfig, out: Path, base: dict) -> dict:
     validation_probes = [label(p) for p in val.probes]
     base_tasks = base["tasks"]
     runs = []
+    scored: dict[str, list[dict]] = {}  # a setting's evaluated tasks, one per seed (for the items' uncertainty)
     for run in config.runs():
         for seed in config.seeds:
             path = run.folder(out, seed) / RESULT_FILE
             if not path.is_file():
                 continue
             r = read_json(path)
+            scored.setdefault(run.label, []).append(r["tasks"])
             metrics = {}
             for label, t in r["tasks"].items():
                 b = base_tasks[label]
@@ -139,7 +170,8 @@ def collect_results(config: StudyConfig, out: Path, base: dict) -> dict:
         for label in mine[0]["metrics"]:
             row[label] = {"value": mean_std([r["metrics"][label]["value"] for r in mine]),
                           "delta": mean_std([r["metrics"][label]["delta"] for r in mine]),
-                          "delta_stderr": mine[0]["metrics"][label]["delta_stderr"] if len(mine) == 1 else None}
+                          "delta_stderr": (mine[0]["metrics"][label]["delta_stderr"] if len(mine) == 1 else
+                                           seeds_change_stderr([t[label] for t in scored[run.label]], base_tasks[label]))}
         for key in ("train_tokens_per_s", "peak_memory_bytes", "optimizer_state_bytes", "train_seconds", "trainable_parameters"):
             row[key] = mean_std([r[key] for r in mine])
         if any(r.get("parameters_trained") is not None for r in mine):
