@@ -294,3 +294,30 @@ def test_experiments_that_reuse_the_independent_study_share_its_settings(name, g
     shared = {r.label: str(r.settings) for r in ours.runs()}.items() & {r.label: str(r.settings) for r in theirs.runs()}.items()
     assert shared and all(source["methods"].get(label) == mine["methods"][label] for label, _ in shared)
     assert (set(source["methods"]) <= set(mine["methods"])) == grows  # a grown study takes the copied study.json
+
+
+def test_results_of_several_seeds_carry_the_items_share(tiny_folder, tmp_path):
+    """collect_results gives a setting of several seeds the items' standard error of its seed-averaged
+    change (seeds_change_stderr), so the report can weigh it beside the seed spread."""
+    from smf.study.results import RESULT_FILE, collect_results, seeds_change_stderr
+
+    config = StudyConfig.from_dict(dict(shrink(yaml.safe_load((ROOT / "configs" / "offline.yaml").read_text()), tiny_folder),
+                                        seeds=[0, 1]))
+    flags = lambda bits: {"kind": "generate", "n": len(bits), "headline": {"metric": "acc", "value": sum(bits) / len(bits),  # noqa: E731
+                                                                            "stderr": None},
+                          "records": [{"id": str(i), "correct": bool(b)} for i, b in enumerate(bits)]}
+    base = {"tasks": {"facts": flags([0, 0, 1, 1, 0, 1])}}
+    answers = {0: [1, 0, 1, 1, 1, 1], 1: [1, 1, 1, 0, 0, 1]}
+    summary = {"trainable_parameters": 1, "train_tokens_per_s": 1.0, "peak_memory_bytes": 1, "optimizer_state_bytes": 0,
+               "train_seconds": 1.0, "final_loss": 1.0}
+    run = config.runs()[0]
+    for seed, bits in answers.items():
+        folder = run.folder(tmp_path, seed)
+        folder.mkdir(parents=True)
+        (folder / RESULT_FILE).write_text(json.dumps({
+            "label": run.label, "family": run.family.label, "settings": run.settings, "summary": summary,
+            "wall_seconds": 1.0, "eval_seconds": 1.0, "train_config": {}, "tasks": {"facts": flags(bits)}}))
+    row = next(r for r in collect_results(config, tmp_path, base)["summary"] if r["label"] == run.label)
+    expected = seeds_change_stderr([flags(answers[0]), flags(answers[1])], base["tasks"]["facts"])
+    assert row["facts"]["delta"]["n"] == 2 and expected > 0
+    assert row["facts"]["delta_stderr"] == pytest.approx(expected)
