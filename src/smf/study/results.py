@@ -32,13 +32,18 @@ def delta(kind: str, value: float, base: float) -> float:
 
 def paired_stderr(records: list[dict], base_records: list[dict]) -> float | None:
     """Stderr (in points) of the per-item difference in correctness, items matched by id."""
+    return _items_stderr([records], base_records)
+
+
+def _items_stderr(seeds: list[list[dict]], base_records: list[dict]) -> float | None:
+    """Stderr (in points) over items of each item's change in correctness averaged over the seeds'
+    records (items matched by id; one seed: the paired standard error)."""
     base = {r["id"]: float(r["correct"]) for r in base_records if "correct" in r}
-    diffs = [float(r["correct"]) - base[r["id"]] for r in records if "correct" in r and r["id"] in base]
+    scored = [{r["id"]: float(r["correct"]) for r in records if "correct" in r} for records in seeds]
+    diffs = [statistics.fmean(s[i] for s in scored) - base[i] for i in scored[0] if i in base and all(i in s for s in scored)]
     if len(diffs) < 2:
         return None
-    mean = sum(diffs) / len(diffs)
-    var = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
-    return 100.0 * math.sqrt(var / len(diffs))
+    return 100.0 * statistics.stdev(diffs) / math.sqrt(len(diffs))
 
 
 PERPLEXITY_UNITS = {"word_perplexity": "words", "token_perplexity": "tokens", "byte_perplexity": "bytes"}
@@ -52,25 +57,31 @@ def perplexity_change_stderr(records: list[dict], base_records: list[dict], metr
     base; each draw's change is 100·(ppl_run/ppl_base - 1) = 100·(exp((ΣLL_base - ΣLL_run)/Σunits) - 1).
     The draws are seeded, so the same records give the same number.
     """
+    return _bootstrap_stderr([records], base_records, metric, rounds=rounds, seed=seed)
+
+
+def _bootstrap_stderr(seeds: list[list[dict]], base_records: list[dict], metric: str, *, rounds: int, seed: int) -> float | None:
+    """`perplexity_change_stderr` over one or several seeds' records: the same draw of documents for
+    every seed and the base, each draw's change averaged over the seeds."""
     unit = PERPLEXITY_UNITS.get(metric)
     base = {r["id"]: r for r in base_records}
-    pairs = [(r, base[r["id"]]) for r in records if r["id"] in base and "loglikelihood" in r]
-    if unit is None or len(pairs) < 2 or any(unit not in r for r, _ in pairs):
+    scored = [{r["id"]: r for r in records if "loglikelihood" in r} for records in seeds]
+    ids = [i for i in scored[0] if i in base and all(i in s for s in scored)]
+    if unit is None or len(ids) < 2 or any(unit not in scored[0][i] for i in ids):
         return None
-    run_ll = torch.tensor([r["loglikelihood"] for r, _ in pairs], dtype=torch.float64)
-    base_ll = torch.tensor([b["loglikelihood"] for _, b in pairs], dtype=torch.float64)
-    units = torch.tensor([float(r[unit]) for r, _ in pairs], dtype=torch.float64)
-    draws = torch.randint(len(pairs), (rounds, len(pairs)), generator=torch.Generator().manual_seed(seed))
-    change = 100 * torch.expm1((base_ll[draws].sum(1) - run_ll[draws].sum(1)) / units[draws].sum(1))
-    return float(change.std())
+    as_tensor = lambda values: torch.tensor(values, dtype=torch.float64)  # noqa: E731
+    base_ll = as_tensor([base[i]["loglikelihood"] for i in ids])
+    units = as_tensor([float(scored[0][i][unit]) for i in ids])
+    draws = torch.randint(len(ids), (rounds, len(ids)), generator=torch.Generator().manual_seed(seed))
+    changes = [100 * torch.expm1((base_ll[draws].sum(1) - as_tensor([s[i]["loglikelihood"] for i in ids])[draws].sum(1))
+                                 / units[draws].sum(1)) for s in scored]
+    return float(torch.stack(changes).mean(0).std())
 
 
 def change_stderr(task: dict, base_task: dict) -> float | None:
     """The paired standard error of a task's change from base: over items for accuracies
     (points), a bootstrap over documents for perplexities (%)."""
-    if task["kind"] == "perplexity":
-        return perplexity_change_stderr(task.get("records", []), base_task.get("records", []), task["headline"]["metric"])
-    return paired_stderr(task.get("records", []), base_task.get("records", []))
+    return seeds_change_stderr([task], base_task)
 
 
 def seeds_change_stderr(tasks: list[dict], base_task: dict, *, rounds: int = 2000, seed: int = 0) -> float | None:
@@ -78,28 +89,11 @@ def seeds_change_stderr(tasks: list[dict], base_task: dict, *, rounds: int = 200
     same items, so averaging seeds does not shrink it. Accuracies: the standard error over items of
     each item's change averaged over the seeds (points). Perplexities: a paired bootstrap over
     documents, the same draw for every seed and the base, each draw's change averaged over the
-    seeds (%). None when any seed lacks records."""
-    if len(tasks) == 1:
-        return change_stderr(tasks[0], base_task)
+    seeds (%). One task: its paired standard error. None when records are missing."""
+    seeds = [t.get("records", []) for t in tasks]
     if tasks[0]["kind"] == "perplexity":
-        unit = PERPLEXITY_UNITS.get(tasks[0]["headline"]["metric"])
-        base = {r["id"]: r for r in base_task.get("records", [])}
-        seeds = [{r["id"]: r for r in t.get("records", []) if "loglikelihood" in r} for t in tasks]
-        ids = [i for i in base if all(i in s for s in seeds)]
-        if unit is None or len(ids) < 2 or any(unit not in base[i] for i in ids):
-            return None
-        units = torch.tensor([float(base[i][unit]) for i in ids], dtype=torch.float64)
-        base_ll = torch.tensor([base[i]["loglikelihood"] for i in ids], dtype=torch.float64)
-        draws = torch.randint(len(ids), (rounds, len(ids)), generator=torch.Generator().manual_seed(seed))
-        changes = [100 * torch.expm1((base_ll[draws].sum(1) - torch.tensor([s[i]["loglikelihood"] for i in ids],
-                                      dtype=torch.float64)[draws].sum(1)) / units[draws].sum(1)) for s in seeds]
-        return float(torch.stack(changes).mean(0).std())
-    base = {r["id"]: float(r["correct"]) for r in base_task.get("records", []) if "correct" in r}
-    seeds = [{r["id"]: float(r["correct"]) for r in t.get("records", []) if "correct" in r} for t in tasks]
-    diffs = [statistics.fmean(s[i] for s in seeds) - base[i] for i in base if all(i in s for s in seeds)]
-    if len(diffs) < 2:
-        return None
-    return 100.0 * statistics.stdev(diffs) / math.sqrt(len(diffs))
+        return _bootstrap_stderr(seeds, base_task.get("records", []), tasks[0]["headline"]["metric"], rounds=rounds, seed=seed)
+    return _items_stderr(seeds, base_task.get("records", []))
 
 
 def mean_std(values: list[float]) -> dict:
