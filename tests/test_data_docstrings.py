@@ -50,3 +50,26 @@ def test_bad_part_and_limit_are_refused():
     with pytest.raises(SmfError, match="limit must be a non-negative integer"):
         docstring_documents("heldout", limit=-1)
     assert len(docstring_documents("heldout", limit=3)) == 3
+
+
+def test_questions_ask_about_public_documented_names_of_one_part():
+    import ast
+    import sysconfig
+    from pathlib import Path
+
+    from smf.data.docstrings import ASK, docstring_questions
+
+    pairs = docstring_questions("background")
+    assert len(pairs) > 500 and len({q for q, _ in pairs}) == len(pairs)
+    for n, (question, answer) in enumerate(pairs):
+        assert question == ASK[n % len(ASK)].format(question[question.index("`"): question.rindex("`") + 1])
+        assert answer and "\n" not in answer
+    # one checked against the source: textwrap.dedent (a background module), its docstring's first paragraph
+    assert module_part("textwrap") == "background"
+    tree = ast.parse((Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py").read_text())
+    doc = ast.get_docstring(next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "dedent"))
+    assert [a for q, a in pairs if "`textwrap.dedent`" in q] == [" ".join(doc.split("\n\n")[0].split())]
+    names = {q[q.index("`") + 1: q.rindex("`")] for q, _ in pairs}
+    assert "textwrap.dedent" in names and not [n for n in names if n.rsplit(".", 1)[-1].startswith("_")]
+    held = {q[q.index("`") + 1: q.rindex("`")] for q, _ in docstring_questions("heldout")}
+    assert held and not held & names and "textwrap.dedent" not in held

@@ -165,3 +165,28 @@ def test_learn_refuses_a_non_model_and_a_used_out(tiny_folder, tmp_path, capsys)
                  "--optimizer", "adamw_masked"]) == 2
     assert "optimizer must be one of adam, rowwise_adagrad, sgd, got 'adamw_masked'" in err_line(capsys)
     assert not (tmp_path / "o").exists()
+
+
+def test_question_background_is_chats_of_stdlib_questions(tiny_folder, tmp_path):
+    """`smf learn --background docstring-questions`: chats of PER_CHAT questions about the standard
+    library, answered in the assistant's turns, spread over the modules; enough for the statistics."""
+    import json
+
+    from smf.data.docstrings import docstring_questions
+    from smf.models import load_tokenizer
+    from smf.use.learn import PER_CHAT, QUESTIONS, chat_background
+
+    tokenizer = load_tokenizer(tiny_folder)
+    path = chat_background(QUESTIONS, tokenizer, tmp_path / "bg.jsonl")
+    rows = [json.loads(line)["text"] for line in open(path)]
+    assert len(rows) >= 16 * 8  # the background statistics' 16 batches of 8
+    pairs = docstring_questions("background")
+    asked = [(q, a) for q, a in pairs if q in rows[0]]
+    assert len(asked) == PER_CHAT and all(a in rows[0] for _, a in asked)
+    first = [q for q, _ in pairs if q in "".join(rows)]
+    assert first[0] == pairs[0][0] and len({q.split("`")[1].split(".")[0] for q in first}) > 50  # many modules
+    turns = [{"role": "user", "content": asked[0][0]}, {"role": "assistant", "content": asked[0][1]}]
+    assert tokenizer.apply_chat_template(turns, tokenize=False).split(asked[0][1])[0] in rows[0]
+    tokenizer.chat_template = None
+    plain = [json.loads(line)["text"] for line in open(chat_background(QUESTIONS, tokenizer, tmp_path / "plain.jsonl"))]
+    assert plain[0].startswith(f"Question: {pairs[0][0]}\nAnswer: {pairs[0][1]}")

@@ -44,12 +44,11 @@ def _docstrings(tree: ast.Module) -> list[str]:
     return list(dict.fromkeys(out))  # the module node is visited twice
 
 
-@lru_cache(maxsize=1)
-def _all_documents() -> tuple[Document, ...]:
+def _modules():
+    """(module name, parsed source) of every standard-library module smf reads, in path order."""
     root = Path(sysconfig.get_paths()["stdlib"])
     if not root.is_dir():
         raise SmfError(f"the standard library's source is not at {root}; install the full Python (not a minimal build)")
-    documents = []
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root)
         if any(part in SKIP or part.startswith("test_") for part in rel.parts):
@@ -58,13 +57,51 @@ def _all_documents() -> tuple[Document, ...]:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue  # a file this Python cannot parse (e.g. a lib2to3 fixture) is not prose
+        yield ".".join(rel.with_suffix("").parts).removesuffix(".__init__"), tree
+
+
+@lru_cache(maxsize=1)
+def _all_documents() -> tuple[Document, ...]:
+    documents = []
+    for name, tree in _modules():
         text = "\n\n".join(_docstrings(tree))
         if len(text) >= MIN_DOCUMENT:
-            name = ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
             documents.append(Document(id=f"docstrings/{name}", text=text))
     if not documents:
-        raise SmfError(f"no docstrings found under {root}")
+        raise SmfError("no docstrings found in the standard library's source")
     return tuple(documents)
+
+
+ASK = ("What does {} do in Python?", "What is {} for?", "Can you explain {}?", "Tell me what {} does.")
+
+
+@lru_cache(maxsize=2)
+def docstring_questions(part: str = "background") -> tuple[tuple[str, str], ...]:
+    """Questions about the public functions and classes of one part's modules, answered by the
+    first paragraph of their docstrings: ("What does `json.dumps` do in Python?", "Serialize
+    ``obj`` to a JSON formatted ``str``."). Path order; the wording cycles through `ASK`."""
+    if part not in PARTS:
+        raise SmfError(f"unknown docstrings part {part!r}; use one of {', '.join(PARTS)}")
+    out = []
+    for name, tree in _modules():
+        if module_part(name) != part:
+            continue
+        for node in tree.body:
+            if not isinstance(node, (ast.ClassDef, ast.FunctionDef)) or node.name.startswith("_"):
+                continue
+            members = [node] + (list(node.body) if isinstance(node, ast.ClassDef) else [])
+            for member in members:
+                if not isinstance(member, (ast.ClassDef, ast.FunctionDef)) or member.name.startswith("_"):
+                    continue
+                doc = ast.get_docstring(member, clean=True)
+                if not doc or len(doc) < MIN_DOCSTRING:
+                    continue
+                qualname = member.name if member is node else f"{node.name}.{member.name}"
+                question = ASK[len(out) % len(ASK)].format(f"`{name}.{qualname}`")
+                out.append((question, " ".join(doc.split("\n\n")[0].split())))
+    if not out:
+        raise SmfError("no documented functions or classes found in the standard library's source")
+    return tuple(out)
 
 
 def docstring_documents(part: str, limit: int | None = None) -> list[Document]:

@@ -112,6 +112,10 @@ ASKS = ("Tell me about this.", "What does the documentation say here?", "Can you
         "What should I know about this?", "Summarise this part of the reference.")
 
 
+QUESTIONS = "docstring-questions"  # --background: chats of questions about the standard library, answered
+PER_CHAT = 3  # questions per background chat
+
+
 def chat_background(spec: str, tokenizer, path: Path) -> str:
     """General text as the model will be used: each document's paragraphs as answers in chat turns.
 
@@ -120,12 +124,19 @@ def chat_background(spec: str, tokenizer, path: Path) -> str:
     rows look specific, and training them changes every answer the model gives in a chat
     (measured: capitals 66.7 → 3.3 % after 20 facts). With the template in every background
     batch those rows have a high document frequency and are not selected.
+
+    `spec` = "docstring-questions": chats of short questions and answers instead, PER_CHAT
+    questions each about a documented function or class of the standard library (its
+    background part), answered by the docstring's first paragraph, so that the rows read where
+    the model answers a question are common in the background too.
     """
     import json
 
     from smf.data.sources import general_texts
     from smf.use.chat import render
 
+    if spec == QUESTIONS:
+        return _question_background(tokenizer, path)
     texts = general_texts(spec, "background data")
     if not getattr(tokenizer, "chat_template", None):
         return spec
@@ -134,6 +145,27 @@ def chat_background(spec: str, tokenizer, path: Path) -> str:
         for j, paragraph in enumerate(p.strip() for p in text.split("\n\n") if p.strip()):
             turn = render(tokenizer, [{"role": "user", "content": ASKS[(i + j) % len(ASKS)]}])
             rows.append({"text": turn + paragraph + (tokenizer.eos_token or "")})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def _question_background(tokenizer, path: Path) -> str:
+    import json
+
+    from smf.data.docstrings import docstring_questions
+    from smf.data.templates import question_prompt
+
+    pairs = docstring_questions("background")
+    pairs = pairs[:: max(1, len(pairs) // (256 * PER_CHAT))]  # spread over the modules, not the first few
+    rows = []
+    for i in range(0, len(pairs) - PER_CHAT + 1, PER_CHAT):
+        chat = pairs[i : i + PER_CHAT]
+        if getattr(tokenizer, "chat_template", None):
+            turns = [t for q, a in chat for t in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+            rows.append({"text": tokenizer.apply_chat_template(turns, tokenize=False)})
+        else:
+            rows.append({"text": "\n\n".join(f"{question_prompt(q)} {a}" for q, a in chat)})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return str(path)
