@@ -3,11 +3,12 @@
 Sitting 1 teaches tests/fixtures/user_facts/first.jsonl (each fact as one statement and
 one question/answer pair); sitting 2 continues from it with second.jsonl. After each we
 ask, through the chat template as `smf ask` does (greedy, 32 tokens): the taught
-questions, the same facts in a wording never taught (*_heldout.jsonl), and the capitals
-probe (60 questions, as in the study). An answer counts when the taught answer occurs in
+questions, the same facts in a wording never taught (*_heldout.jsonl), the capitals
+probe (60 questions, as in the study) and the world probe (400 questions). An answer counts when the taught answer occurs in
 it (lowercased, punctuation and a leading article dropped).
 Run: .venv/bin/python scripts/experiments/learn_check.py OUT_DIR [KEY=VALUE ...]   (about 15 min on 2 CPU cores)
-KEY=VALUE pairs are `smf learn` settings (LearnConfig), e.g. count=target top_t=100.
+KEY=VALUE pairs are `smf learn` settings (LearnConfig), e.g. count=target top_t=100, and
+background=... (`smf learn --background`, e.g. docstring-questions).
 """
 
 from __future__ import annotations
@@ -39,10 +40,19 @@ def score(model, tokenizer, path: Path) -> tuple[int, int, list[dict]]:
     return sum(o["correct"] for o in out), len(out), out
 
 
-def capitals(model, tokenizer) -> float:
+def probes(model, tokenizer) -> dict:
+    """The knowledge probes' accuracies and per-item records (for the paired standard error)."""
     from smf.evaluate import evaluate
 
-    return evaluate(model, tokenizer, ["capitals"], progress=False)["tasks"]["capitals"]["headline"]["value"]
+    tasks = evaluate(model, tokenizer, ["capitals", "world"], progress=False)["tasks"]
+    return {name: tasks[name]["headline"]["value"] for name in tasks} | {"records": {n: t["records"] for n, t in tasks.items()}}
+
+
+def changes(now: dict, base: dict) -> dict:
+    """Each probe's change from base in points, with its paired standard error over items."""
+    from smf.study.results import paired_stderr
+
+    return {n: [100 * (now[n] - base[n]), 100 * paired_stderr(now["records"][n], base["records"][n])] for n in base["records"]}
 
 
 def main(folder: Path, settings: dict) -> None:
@@ -51,34 +61,42 @@ def main(folder: Path, settings: dict) -> None:
     from smf.models import load_model
     from smf.use.learn import LearnConfig, learn
 
+    background = settings.pop("background", "pydoc")
     config = LearnConfig.from_dict({k: yaml.safe_load(v) for k, v in settings.items()}, where="settings")
 
     folder.mkdir(parents=True, exist_ok=True)
     report: dict = {}
     base, tokenizer = load_model()
-    report["base"] = {"capitals": capitals(base, tokenizer),
+    base_probes = probes(base, tokenizer)
+    report["base"] = {**base_probes,
                       "first_taught": score(base, tokenizer, FACTS / "first.jsonl")[:2]}
-    learn(FACTS / "first.jsonl", folder / "sitting1", config=config, progress=False)
+    learn(FACTS / "first.jsonl", folder / "sitting1", background=background, config=config, progress=False)
     one, _ = load_model(folder / "sitting1")
     t1 = score(one, tokenizer, FACTS / "first.jsonl")
     h1 = score(one, tokenizer, FACTS / "first_heldout.jsonl")
-    report["sitting1"] = {"taught": t1[:2], "heldout": h1[:2], "capitals": capitals(one, tokenizer), "answers": t1[2] + h1[2]}
+    p1 = probes(one, tokenizer)
+    report["sitting1"] = {"taught": t1[:2], "heldout": h1[:2], **p1, "change": changes(p1, base_probes), "answers": t1[2] + h1[2]}
     learn(FACTS / "second.jsonl", folder / "sitting2", model=str(folder / "sitting1"), config=config, progress=False)
     two, _ = load_model(folder / "sitting2")
     t2 = score(two, tokenizer, FACTS / "second.jsonl")
     kept = score(two, tokenizer, FACTS / "first.jsonl")
     right_before = {a["question"] for a in t1[2] if a["correct"]}
     still = sum(a["correct"] for a in kept[2] if a["question"] in right_before)
+    p2 = probes(two, tokenizer)
     report["sitting2"] = {"taught": t2[:2], "first_still_right": [still, len(right_before)],
-                          "heldout": score(two, tokenizer, FACTS / "second_heldout.jsonl")[:2], "capitals": capitals(two, tokenizer)}
-    report["settings"] = config.to_dict()
+                          "heldout": score(two, tokenizer, FACTS / "second_heldout.jsonl")[:2], **p2, "change": changes(p2, base_probes)}
+    report["settings"] = config.to_dict() | {"background": background}
     (folder / "learn_check.json").write_text(json.dumps(report, indent=2) + "\n")
     b, s1, s2 = report["base"], report["sitting1"], report["sitting2"]
-    print("| model | taught questions | new wording | first sitting's facts still right | capitals |")
-    print("|---|---|---|---|---|")
-    print(f"| base | {b['first_taught'][0]}/20 (first sitting's) | – | – | {100 * b['capitals']:.1f} |")
-    print(f"| after sitting 1 | {s1['taught'][0]}/20 | {s1['heldout'][0]}/20 | – | {100 * s1['capitals']:.1f} |")
-    print(f"| after sitting 2 | {s2['taught'][0]}/20 | {s2['heldout'][0]}/20 | {s2['first_still_right'][0]}/{s2['first_still_right'][1]} | {100 * s2['capitals']:.1f} |")
+    def probe(s: dict, name: str) -> str:
+        return f"{100 * s[name]:.1f}" + (f" ({s['change'][name][0]:+.1f} ± {s['change'][name][1]:.1f})" if "change" in s else "")
+
+    print("| model | taught questions | new wording | first sitting's facts still right | capitals | world |")
+    print("|---|---|---|---|---|---|")
+    print(f"| base | {b['first_taught'][0]}/20 (first sitting's) | – | – | {probe(b, 'capitals')} | {probe(b, 'world')} |")
+    print(f"| after sitting 1 | {s1['taught'][0]}/20 | {s1['heldout'][0]}/20 | – | {probe(s1, 'capitals')} | {probe(s1, 'world')} |")
+    print(f"| after sitting 2 | {s2['taught'][0]}/20 | {s2['heldout'][0]}/20 | {s2['first_still_right'][0]}/{s2['first_still_right'][1]} | "
+          f"{probe(s2, 'capitals')} | {probe(s2, 'world')} |")
 
 
 if __name__ == "__main__":
