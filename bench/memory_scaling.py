@@ -7,10 +7,14 @@ random weights, memories at layers 6, 12, 18 as in the published study), one pro
 retrofits the model and saves it with background statistics; a second, fresh process loads
 that folder (`load_retrofitted`, in place) and trains SMF for a few steps (TF-IDF, t = 300,
 lazy Adam, no evaluation). Each process reports its own peak RSS (`ru_maxrss`: loading
-included) and the bytes of the weights it holds; the training process also its tokens/s.
+included) and the bytes of the weights it holds; the training process also its tokens/s, the
+seconds of every step and the page faults taken while training. With --warm, the training
+process first reads every weight once (so a memory-mapped table is resident before the first
+step): the same case without and with it tells first-touch page faults from compute.
 
 Writes bench/results/memory_scaling.json and the "Memory vs slot count" section of BENCHMARKS.md.
 Run: .venv/bin/python bench/memory_scaling.py [--cases default:65536,default:1048576,...] [--steps 5]
+                                             [--warm-cases default:1048576]
 """
 
 from __future__ import annotations
@@ -72,8 +76,14 @@ def prepare(geometry: str, slots: int, folder: str) -> dict:
     return {"retrofit_peak_rss_bytes": _peak_rss(), **sizes}
 
 
-def train_once(memory_dir: str, out: str, steps: int) -> dict:
-    """Load the folder in place and train SMF for `steps` steps; peak RSS of the whole process."""
+def _faults() -> tuple[int, int]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt, usage.ru_majflt
+
+
+def train_once(memory_dir: str, out: str, steps: int, warm: bool = False) -> dict:
+    """Load the folder in place and train SMF for `steps` steps; peak RSS of the whole process.
+    `warm`: read every weight once before training (memory-mapped pages become resident)."""
     import torch
 
     from smf.data.sources import training_examples
@@ -87,13 +97,22 @@ def train_once(memory_dir: str, out: str, steps: int) -> dict:
     start_rss = _rss()
     model, tokenizer = load_retrofitted(memory_dir), load_tokenizer(memory_dir)
     loaded_rss, load_peak = _rss(), _peak_rss()
+    if warm:
+        with torch.no_grad():
+            for t in list(model.parameters()) + list(model.buffers()):
+                t.float().sum().item()
+    warmed_rss = _rss()
+    before = _faults()
     config = TrainConfig.from_dict({"method": "smf", "rule": "tfidf", "top_t": 300, "lr": 1.0,
                                     "steps": steps, "batch_size": 16, "max_length": 64})
     result = train(model, tokenizer, training_examples("facts"), config, out, model_dir=Path(memory_dir),
                    save_model=False, progress=False)
+    after = _faults()
     log = [json.loads(line) for line in Path(out, "log.jsonl").read_text().splitlines()]
     steady = [r for r in log if "loss" in r][2:]  # the first steps warm up allocators and caches
-    return {"tokens_per_s": sum(r["tokens"] for r in steady) / max(sum(r["seconds"] for r in steady), 1e-9),"start_rss_bytes": start_rss, "loaded_rss_bytes": loaded_rss, "load_peak_rss_bytes": load_peak,
+    return {"tokens_per_s": sum(r["tokens"] for r in steady) / max(sum(r["seconds"] for r in steady), 1e-9),
+            "step_seconds": [round(r["seconds"], 3) for r in log if "loss" in r], "warm": warm, "warmed_rss_bytes": warmed_rss,
+            "train_minor_faults": after[0] - before[0], "train_major_faults": after[1] - before[1], "start_rss_bytes": start_rss, "loaded_rss_bytes": loaded_rss, "load_peak_rss_bytes": load_peak,
             "train_peak_rss_bytes": _peak_rss(), "optimizer_state_bytes": result.summary["optimizer_state_bytes"],
             "torch_threads": torch.get_num_threads(), **_weight_bytes(model)}
 
@@ -109,8 +128,8 @@ def _child(args: list[str]) -> dict:
 
 def render(result: dict) -> str:
     gib = 2**30
-    rows = []
-    for r in result["rows"]:
+    rows, cold = [], [r for r in result["rows"] if not r.get("warm")]
+    for r in cold:
         rows.append(f"| {r['geometry']} | {r['slots']:,} | {r['tables_bytes'] / gib:.2f} GiB | {r['weights_bytes'] / gib:.2f} GiB | "
                     f"{r['start_rss_bytes'] / gib:.2f} GiB | {r['load_peak_rss_bytes'] / gib:.2f} GiB | "
                     f"{r['train_peak_rss_bytes'] / gib:.2f} GiB | **{r['train_peak_rss_bytes'] / r['weights_bytes']:.2f}×** | "
@@ -118,8 +137,8 @@ def render(result: dict) -> str:
                     f"{(r['train_peak_rss_bytes'] - r['weights_bytes']) / gib:.2f} GiB | {r['tokens_per_s']:.0f} | "
                     f"{r['retrofit_peak_rss_bytes'] / gib:.2f} GiB |")
     lines = []
-    for geometry in dict.fromkeys(r["geometry"] for r in result["rows"]):
-        mine = [r for r in result["rows"] if r["geometry"] == geometry]
+    for geometry in dict.fromkeys(r["geometry"] for r in cold):
+        mine = [r for r in cold if r["geometry"] == geometry]
         if len(mine) < 2:
             continue
         small, large = mine[0], mine[-1]
@@ -130,6 +149,16 @@ def render(result: dict) -> str:
                      f"{large['train_peak_rss_bytes'] / large['weights_bytes']:.2f}× at {large['slots']:,} (aim ≤ 1.2×); the "
                      f"tokens/s at {large['slots']:,} slots are {large['tokens_per_s'] / small['tokens_per_s']:.2f}× those at "
                      f"{small['slots']:,}.")
+    timed = [r for r in result["rows"] if "step_seconds" in r]
+    steps = ""
+    if timed:
+        steps = ("\nWhere the time goes: the seconds of every step (the tokens/s above count the steps after the first two) "
+                 "and the page faults the process took while training; \"warm\" = the same folder trained again by a process "
+                 "that first read every weight once.\n\n| model | slots N | weights read first | step seconds | minor faults | "
+                 "major faults | train tokens/s |\n|---|---|---|---|---|---|---|\n")
+        steps += "\n".join(f"| {r['geometry']} | {r['slots']:,} | {'yes' if r.get('warm') else 'no'} | "
+                            f"{', '.join(f'{x:.2f}' for x in r['step_seconds'])} | {r['train_minor_faults']:,} | "
+                            f"{r['train_major_faults']:,} | {r['tokens_per_s']:.0f} |" for r in timed) + "\n"
     m = result["machine"]
     return f"""
 `python bench/memory_scaling.py` on {m['cores']} CPU cores, torch {m['torch']}, fp32. Each model retrofitted with
@@ -154,13 +183,15 @@ need never be resident (our reading of why the peak grows by less than one byte 
 largest tables the fixed part is a small share and peak / weights nears 1; at the smallest it is most of the
 ratio. Retrofitting (build or load the base, add the tables, save, count the background) is a separate, earlier
 process; its peak is in the last column.
-"""
+{steps}"""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cases", default=CASES, help="comma-separated geometry:slots cases")
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warm-cases", default="", help="cases also trained after reading every weight once (--warm)")
+    parser.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)  # internal
     parser.add_argument("--render", action="store_true", help="rewrite the BENCHMARKS.md section from the JSON")
     parser.add_argument("--prepare", help=argparse.SUPPRESS)  # internal
     parser.add_argument("--train", help=argparse.SUPPRESS)  # internal
@@ -171,22 +202,31 @@ def main() -> None:
         print("RESULT " + json.dumps(prepare(geometry, int(slots), args.folder)))
         return
     if args.train:
-        print("RESULT " + json.dumps(train_once(args.train, args.folder, args.steps)))
+        print("RESULT " + json.dumps(train_once(args.train, args.folder, args.steps, args.warm)))
         return
     path = RESULTS / "memory_scaling.json"
     if args.render:
         result = json.loads(path.read_text())
     else:
         rows = []
+        warm_cases = set(filter(None, args.warm_cases.split(",")))
         for case in args.cases.split(","):
             geometry, slots = case.split(":")
             with tempfile.TemporaryDirectory() as tmp:
                 made = _child(["--prepare", case, "--folder", tmp])
                 print(f"{case}: retrofit peak {made['retrofit_peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)
-                trained = _child(["--train", str(Path(tmp) / "memory_model"), "--folder", str(Path(tmp) / "run"),
-                                  "--steps", str(args.steps)])
-                rows.append({"geometry": geometry, "slots": int(slots), "retrofit_peak_rss_bytes": made["retrofit_peak_rss_bytes"], **trained})
-                print(f"{case}: {json.dumps(rows[-1])}", flush=True)
+                for warm in [False, True] if case in warm_cases else [False]:
+                    trained = _child(["--train", str(Path(tmp) / "memory_model"), "--folder", str(Path(tmp) / f"run{int(warm)}"),
+                                      "--steps", str(args.steps)] + (["--warm"] if warm else []))
+                    rows.append({"geometry": geometry, "slots": int(slots), "retrofit_peak_rss_bytes": made["retrofit_peak_rss_bytes"], **trained})
+                    print(f"{case}{' (warm)' if warm else ''}: {json.dumps(rows[-1])}", flush=True)
+        if path.is_file():  # cases not run again keep their rows (same steps only)
+            earlier = json.loads(path.read_text())
+            if earlier.get("steps") == args.steps:
+                done = {(r["geometry"], r["slots"]) for r in rows}
+                rows = [r for r in earlier["rows"] if (r["geometry"], r["slots"]) not in done] + rows
+                order = {c: i for i, c in enumerate(CASES.split(","))}
+                rows.sort(key=lambda r: (order.get(f"{r['geometry']}:{r['slots']}", len(order)), bool(r.get("warm"))))
         result = {"machine": machine(), "steps": args.steps, "rows": rows}
         from smf.io import write_json_atomic
 
