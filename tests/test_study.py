@@ -283,7 +283,8 @@ def test_experiment_configs_load(path):
     assert StudyConfig.load(path).runs()
 
 
-@pytest.mark.parametrize("name, grows", [("independent_equal_gain", True), ("independent_smf_seeds", False)])
+@pytest.mark.parametrize("name, grows", [("independent_equal_gain", True), ("independent_smf_seeds", False),
+                                         ("independent_equal_gain_seeds", False)])
 def test_experiments_that_reuse_the_independent_study_share_its_settings(name, grows):
     """Their comments copy offline-independent's base, memory model and finished runs in: valid only
     while every setting that decides a run is the same and the copied runs keep their labels and settings."""
