@@ -52,7 +52,7 @@ def changes(now: dict, base: dict) -> dict:
     """Each probe's change from base in points, with its paired standard error over items."""
     from smf.study.results import paired_stderr
 
-    return {n: [100 * (now[n] - base[n]), 100 * paired_stderr(now["records"][n], base["records"][n])] for n in base["records"]}
+    return {n: [100 * (now[n] - base[n]), paired_stderr(now["records"][n], base["records"][n])] for n in base["records"]}  # points
 
 
 def main(folder: Path, settings: dict) -> None:

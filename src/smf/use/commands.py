@@ -124,7 +124,8 @@ def register_learn(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="the model to teach: default, a hub id or folder, or a folder smf learn wrote (continues it)")
     p.add_argument("--out", required=True, type=Path, help="the new model folder (must be new or empty)")
     p.add_argument("--background", default="pydoc", help="general text for the background statistics: pydoc, wikitext, a file, or docstring-questions "
-                   "(chats of questions about the standard library) (default %(default)s)")
+                   "(chats of questions about the standard library; measured worse than the default, see the README) "
+                   "(default %(default)s)")
     LEARN_FLAGS[:] = add_arguments(p, LearnConfig)
     p.set_defaults(run=run_learn)
 
