@@ -14,7 +14,8 @@ def blocks():
     return re.findall(r"<!-- results:(\S+):start -->\n(.*?)\n<!-- results:\1:end -->", README, re.S)
 
 
-NAMES = {"offline", "offline-sweep", "offline-stream", "offline-controls", "offline-optimizers", "offline-independent", "independent-equal-gain", "independent-smf-seeds"}
+NAMES = {"offline", "offline-sweep", "offline-stream", "offline-controls", "offline-optimizers", "offline-independent", "independent-equal-gain", "independent-smf-seeds",
+         "independent-equal-gain-seeds"}
 
 
 def test_readme_has_its_result_blocks():
