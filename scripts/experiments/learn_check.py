@@ -8,7 +8,10 @@ probe (60 questions, as in the study) and the world probe (400 questions). An an
 it (lowercased, punctuation and a leading article dropped).
 Run: .venv/bin/python scripts/experiments/learn_check.py OUT_DIR [KEY=VALUE ...]   (about 15 min on 2 CPU cores)
 KEY=VALUE pairs are `smf learn` settings (LearnConfig), e.g. count=target top_t=100, and
-background=... (`smf learn --background`, e.g. docstring-questions).
+background=... (`smf learn --background`, e.g. docstring-questions), and replay=N: each sitting's
+facts file also holds N questions about the standard library (docstring_questions("background"))
+with the base model's own chat answers (greedy, cut at the last full sentence), so the training
+also sees the model's own answering style (an experiment, not an `smf learn` option).
 """
 
 from __future__ import annotations
@@ -55,6 +58,25 @@ def changes(now: dict, base: dict) -> dict:
     return {n: [100 * (now[n] - base[n]), paired_stderr(now["records"][n], base["records"][n])] for n in base["records"]}  # points
 
 
+def own_answers(model, tokenizer, n: int) -> list[dict]:
+    """n questions about the standard library with the model's own chat answers, cut at a sentence's end."""
+    from smf.data.docstrings import docstring_questions
+    from smf.use.chat import answer
+
+    pairs = docstring_questions("background")
+    rows = []
+    for question, _ in pairs[:: max(1, len(pairs) // n)][:n]:
+        said = answer(model, tokenizer, [{"role": "user", "content": question}], max_new_tokens=64)
+        cut = said[: said.rfind(".") + 1] if "." in said else said
+        rows.append({"question": question, "answer": cut.strip() or said})
+    return rows
+
+
+def with_rows(path: Path, rows: list[dict], out: Path) -> Path:
+    out.write_text(path.read_text() + "".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
 def main(folder: Path, settings: dict) -> None:
     import yaml
 
@@ -62,21 +84,25 @@ def main(folder: Path, settings: dict) -> None:
     from smf.use.learn import LearnConfig, learn
 
     background = settings.pop("background", "pydoc")
+    replay = int(settings.pop("replay", 0))
     config = LearnConfig.from_dict({k: yaml.safe_load(v) for k, v in settings.items()}, where="settings")
 
     folder.mkdir(parents=True, exist_ok=True)
     report: dict = {}
     base, tokenizer = load_model()
     base_probes = probes(base, tokenizer)
+    own = own_answers(base, tokenizer, replay) if replay else []
+    first = with_rows(FACTS / "first.jsonl", own, folder / "first_taught.jsonl") if own else FACTS / "first.jsonl"
+    second = with_rows(FACTS / "second.jsonl", own, folder / "second_taught.jsonl") if own else FACTS / "second.jsonl"
     report["base"] = {**base_probes,
                       "first_taught": score(base, tokenizer, FACTS / "first.jsonl")[:2]}
-    learn(FACTS / "first.jsonl", folder / "sitting1", background=background, config=config, progress=False)
+    learn(first, folder / "sitting1", background=background, config=config, progress=False)
     one, _ = load_model(folder / "sitting1")
     t1 = score(one, tokenizer, FACTS / "first.jsonl")
     h1 = score(one, tokenizer, FACTS / "first_heldout.jsonl")
     p1 = probes(one, tokenizer)
     report["sitting1"] = {"taught": t1[:2], "heldout": h1[:2], **p1, "change": changes(p1, base_probes), "answers": t1[2] + h1[2]}
-    learn(FACTS / "second.jsonl", folder / "sitting2", model=str(folder / "sitting1"), config=config, progress=False)
+    learn(second, folder / "sitting2", model=str(folder / "sitting1"), config=config, progress=False)
     two, _ = load_model(folder / "sitting2")
     t2 = score(two, tokenizer, FACTS / "second.jsonl")
     kept = score(two, tokenizer, FACTS / "first.jsonl")
@@ -85,7 +111,8 @@ def main(folder: Path, settings: dict) -> None:
     p2 = probes(two, tokenizer)
     report["sitting2"] = {"taught": t2[:2], "first_still_right": [still, len(right_before)],
                           "heldout": score(two, tokenizer, FACTS / "second_heldout.jsonl")[:2], **p2, "change": changes(p2, base_probes)}
-    report["settings"] = config.to_dict() | {"background": background}
+    report["settings"] = config.to_dict() | {"background": background, "replay": replay}
+    report["replayed"] = own
     (folder / "learn_check.json").write_text(json.dumps(report, indent=2) + "\n")
     b, s1, s2 = report["base"], report["sitting1"], report["sitting2"]
     def probe(s: dict, name: str) -> str:
