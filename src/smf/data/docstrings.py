@@ -44,8 +44,9 @@ def _docstrings(tree: ast.Module) -> list[str]:
     return list(dict.fromkeys(out))  # the module node is visited twice
 
 
-def _modules():
-    """(module name, parsed source) of every standard-library module smf reads, in path order."""
+def _modules(part: str | None = None):
+    """(module name, parsed source) of every standard-library module smf reads (of `part` only,
+    when given: the others are not parsed), in path order."""
     root = Path(sysconfig.get_paths()["stdlib"])
     if not root.is_dir():
         raise SmfError(f"the standard library's source is not at {root}; install the full Python (not a minimal build)")
@@ -53,11 +54,14 @@ def _modules():
         rel = path.relative_to(root)
         if any(part in SKIP or part.startswith("test_") for part in rel.parts):
             continue
+        name = ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
+        if part is not None and module_part(name) != part:
+            continue
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue  # a file this Python cannot parse (e.g. a lib2to3 fixture) is not prose
-        yield ".".join(rel.with_suffix("").parts).removesuffix(".__init__"), tree
+        yield name, tree
 
 
 @lru_cache(maxsize=1)
@@ -83,9 +87,7 @@ def docstring_questions(part: str = "background") -> tuple[tuple[str, str], ...]
     if part not in PARTS:
         raise SmfError(f"unknown docstrings part {part!r}; use one of {', '.join(PARTS)}")
     out = []
-    for name, tree in _modules():
-        if module_part(name) != part:
-            continue
+    for name, tree in _modules(part):
         for node in tree.body:
             if not isinstance(node, (ast.ClassDef, ast.FunctionDef)) or node.name.startswith("_"):
                 continue

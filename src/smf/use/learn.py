@@ -130,8 +130,6 @@ def chat_background(spec: str, tokenizer, path: Path) -> str:
     background part), answered by the docstring's first paragraph, so that the rows read where
     the model answers a question are common in the background too.
     """
-    import json
-
     from smf.data.sources import general_texts
     from smf.use.chat import render
 
@@ -145,14 +143,19 @@ def chat_background(spec: str, tokenizer, path: Path) -> str:
         for j, paragraph in enumerate(p.strip() for p in text.split("\n\n") if p.strip()):
             turn = render(tokenizer, [{"role": "user", "content": ASKS[(i + j) % len(ASKS)]}])
             rows.append({"text": turn + paragraph + (tokenizer.eos_token or "")})
+    return _write_rows(path, rows)
+
+
+def _write_rows(path: Path, rows: list[dict]) -> str:
+    """The background rows as a .jsonl file the background statistics read; its path."""
+    import json
+
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return str(path)
 
 
 def _question_background(tokenizer, path: Path) -> str:
-    import json
-
     from smf.data.docstrings import docstring_questions
     from smf.data.templates import question_prompt
 
@@ -166,9 +169,7 @@ def _question_background(tokenizer, path: Path) -> str:
             rows.append({"text": tokenizer.apply_chat_template(turns, tokenize=False)})
         else:
             rows.append({"text": "\n\n".join(f"{question_prompt(q)} {a}" for q, a in chat)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return str(path)
+    return _write_rows(path, rows)
 
 
 def default_layers(num_layers: int) -> tuple[int, ...]:
