@@ -117,6 +117,7 @@ def test_learn_then_learn_more_then_ask(tiny_folder, tmp_path, capsys):
     assert main(["learn", "--data", str(_facts(tmp_path, FACTS)), "--model", str(tiny_folder), "--out", str(first), *common]) == 0
     out = capsys.readouterr().out
     assert "retrofitting memory at layers 6, 11, 16" in out and "Q: Who built the Zorvex lighthouse?" in out
+    assert "1 question(s) taught answered by your statement" in out  # --answers sentence, the default
     assert {"config.json", "modeling_smf.py", "background.safetensors", "learn_run"} <= {p.name for p in first.iterdir()}
     assert json.loads((first / "learn_run" / "train_config.json").read_text())["rule"] == "tfidf"
     assert not list(tmp_path.glob(".*learning"))  # the staging folder is gone
@@ -129,7 +130,8 @@ def test_learn_then_learn_more_then_ask(tiny_folder, tmp_path, capsys):
     txt.write_text("Blue herons nest on Oshu.\n\nKelbrin has three bridges.\n")
     assert main(["learn", "--data", str(txt), "--model", str(first), "--out", str(second), *common,
                  "--optimizer", "rowwise_adagrad"]) == 0
-    assert f"continuing from {first}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"continuing from {first}" in out and "taught answered by" not in out
     assert json.loads((second / "learn_run" / "train_config.json").read_text())["optimizer"] == "rowwise_adagrad"
     after = memory_layers(load_retrofitted(second))
     assert set(after) == set(values)  # the same memory layers, trained further
@@ -164,7 +166,36 @@ def test_learn_refuses_a_non_model_and_a_used_out(tiny_folder, tmp_path, capsys)
     assert main(["learn", "--data", str(facts), "--model", str(tiny_folder), "--out", str(tmp_path / "o"),
                  "--optimizer", "adamw_masked"]) == 2
     assert "optimizer must be one of adam, rowwise_adagrad, sgd, got 'adamw_masked'" in err_line(capsys)
+    assert main(["learn", "--data", str(facts), "--model", str(tiny_folder), "--out", str(tmp_path / "o"),
+                 "--answers", "short"]) == 2
+    assert "answers must be one of sentence, as-given, got 'short'" in err_line(capsys)
     assert not (tmp_path / "o").exists()
+
+
+def test_questions_are_answered_by_the_statements_that_hold_their_answers():
+    from smf.use.learn import Fact, answered_by_statements
+
+    lighthouse = Fact(text="The Zorvex lighthouse was built by Mira Tanaka.")
+    bridges = Fact(text="Kelbrin has three bridges.")  # holds the answer, shares no other word with the question
+    capital = Fact(text="The capital of the island of Oshu is Kelbrin.")
+    renk = Fact(text="Dr. Alvi Renk found quintarium.")
+    facts = [lighthouse, Fact(question="Who built the Zorvex lighthouse?", answer="Mira Tanaka"),
+             bridges, Fact(question="What is the capital of Oshu?", answer="Kelbrin"),
+             Fact(question="Which city is Oshu's capital?", answer="Kelbrin"), capital,
+             renk, Fact(question="Who found quintarium?", answer="Ren"),  # a part of a word is not the answer
+             Fact(question="Who sails the Amber Sea?", answer="the Wayfarer")]  # no statement holds it
+    assert answered_by_statements(facts) == [
+        Fact(question="Who built the Zorvex lighthouse?", answer=lighthouse.text), bridges,
+        Fact(question="What is the capital of Oshu?", answer=capital.text),
+        Fact(question="Which city is Oshu's capital?", answer=capital.text),  # one statement answers both wordings
+        renk, Fact(question="Who found quintarium?", answer="Ren"), facts[-1]]
+    twins = [Fact(text="Lake Vorrin is cold."), Fact(text="Lake Vorrin is cold in winter."),
+             Fact(question="Which lake is cold?", answer="Lake Vorrin")]  # a tie: the nearer statement
+    assert answered_by_statements(twins) == [twins[0], Fact(question="Which lake is cold?", answer=twins[1].text)]
+    alone = [Fact(text="Soren Vale was born in 1901."), Fact(question="Who invented the tidal clock?", answer="Soren Vale"),
+             Fact(text="Renk and Alvi studied quintarium."), Fact(question="Who was studied?", answer="Alvi Renk"),
+             Fact(text="What Tova Rusk said was true."), Fact(question="What was the tide in the bay?", answer="Tova Rusk")]
+    assert answered_by_statements(alone) == alone  # about something else; the words apart; only short or question words shared
 
 
 def test_question_background_is_chats_of_stdlib_questions(tiny_folder, tmp_path):

@@ -7,21 +7,24 @@
 Steps: load the model; if it has no memory layers, retrofit it (the offline study's
 memory: 3 layers at about 27 %, 47 % and 67 % of the depth, 65,536 slots, 4 heads,
 top-k 16) and count background statistics on general text (pydoc, or --background);
-train SMF with the settings the offline sweep chose on validation data (TF-IDF rows,
-t = 300, lazy Adam lr 1.0 (`--optimizer`), batches of 16); save; print the answers to a few of the
-person's own questions before and after. A model folder `smf learn` wrote continues
-where it stopped: same memory, same background statistics, new facts on top.
+train SMF (TF-IDF rows, t = 300, batches of 16) with the settings the learn check chose
+(scripts/experiments/learn_check.py, README "Teach it your own facts"): SGD at lr 1e5,
+30 passes, each question answered by the statement that holds its answer; save; print the
+answers to a few of the person's own questions before and after. A model folder `smf learn`
+wrote continues where it stopped: same memory, same background statistics, new facts on top.
 
 Facts (a .txt file: one statement per line; or .jsonl/.json rows): {"text": statement},
 {"question": q, "answer": a} or {"prompt": q, "target": a}. Questions and answers are
 taught through the model's chat template, the way `smf ask` and `smf chat` ask, with
-the loss on the answer; statements are taught as plain text.
+the loss on the answer; statements are taught as plain text, except a statement that holds a
+question's answer, which becomes that question's answer (--answers sentence, the default).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,23 +36,27 @@ from smf.errors import SmfError
 
 LEARN_OPTIMIZERS = ("adam", "rowwise_adagrad", "sgd")  # the strictly sparse ones
 LEARN_RUN = "learn_run"  # the training run's files, inside the output folder
+ANSWERS = ("sentence", "as-given")
 
 
 @dataclass
 class LearnConfig(Config):
-    """What `smf learn` does; the defaults are the offline sweep's validation choice."""
+    """What `smf learn` does; the defaults are the learn check's choice (one seed; README)."""
 
-    epochs: float = setting(10.0, "passes over the facts (steps = epochs × examples / batch size, at least 1)")
+    epochs: float = setting(30.0, "passes over the facts (steps = epochs × examples / batch size, at least 1)")
     steps: int | None = setting(None, "optimizer steps; overrides epochs")
     top_t: int = setting(300, "memory rows trained per layer and step")
-    lr: float = setting(1.0, "learning rate on the memory values")
-    optimizer: str = setting("adam", "adam (lazy per-row moments), rowwise_adagrad (one state float per row) or sgd")
+    lr: float = setting(1e5, "learning rate on the memory values (SGD's gradients on zero-initialised values are tiny; "
+                             "lazy Adam wants about 1)")
+    optimizer: str = setting("sgd", "sgd, adam (lazy per-row moments) or rowwise_adagrad (one state float per row)")
     batch_size: int = setting(16, "examples per step")
     max_length: int = setting(128, "tokens per example")
     seed: int = setting(0, "seed of the data order and the retrofit")
     slots: int = setting(65536, "memory rows per layer, when the model gets its memory here")
     show: int = setting(5, "questions whose answers are printed before and after")
     count: str = setting("all", "whose memory reads rank the rows: all tokens, or target (the answer positions only)")
+    answers: str = setting("sentence", "sentence: a question whose answer a given statement contains is taught answered by "
+                                       "that statement (the model's own full-sentence style); as-given: the answer as written")
 
     def check(self, where: str) -> None:
         for name in ("top_t", "batch_size", "max_length", "slots"):
@@ -57,6 +64,8 @@ class LearnConfig(Config):
                 raise SmfError(f"{where}: {name} must be >= 1, got {getattr(self, name)}")
         if self.optimizer not in LEARN_OPTIMIZERS:
             raise SmfError(f"{where}: optimizer must be one of {', '.join(LEARN_OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.answers not in ANSWERS:
+            raise SmfError(f"{where}: answers must be one of {', '.join(ANSWERS)}, got {self.answers!r}")
         if (self.steps is not None and self.steps < 1) or not self.epochs > 0:
             raise SmfError(f"{where}: steps must be >= 1 and epochs > 0")
 
@@ -92,6 +101,48 @@ def read_facts(path: Path) -> list[Fact]:
     if not facts:
         raise SmfError(f"{path}: no facts in the file")
     return facts
+
+
+_COMMON = {"what", "which", "when", "where", "whom", "whose", "does", "that", "this", "with", "from", "have", "were", "they"}
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^\w\s]", " ", text.lower()).split()
+
+
+def answered_by_statements(facts: list[Fact]) -> list[Fact]:
+    """The facts to teach when answers are taught as sentences.
+
+    A question whose answer occurs (as whole words) in a given statement that shares another
+    word of four letters or more (not a question word) with the question is taught answered by that statement
+    (the one sharing most words; the nearest in the file on a tie), and the statement is not
+    taught again on its own. Other facts are kept as they are. Why: a chat model answers in
+    sentences that carry its recall ("The capital of China is Beijing."); taught one- to
+    three-word answers, it answers every question that way and mostly wrongly (measured in
+    the README, "Where the damage comes from").
+    """
+    statements = [(j, _words(f.text)) for j, f in enumerate(facts) if f.text is not None]
+    used: set[int] = set()
+    out: list[tuple[int, Fact]] = []
+    for i, fact in enumerate(facts):
+        if fact.question is None:
+            continue
+        answer, asked = _words(fact.answer), set(_words(fact.question))
+        shared = {j: len({w for w in words if len(w) >= 4} & asked - set(answer) - _COMMON) for j, words in statements
+                  if _contains(words, answer)}
+        best = max((j for j in shared if shared[j] > 0), key=lambda j: (shared[j], -abs(j - i)), default=None)
+        if best is None:
+            out.append((i, fact))
+        else:
+            used.add(best)
+            out.append((i, Fact(question=fact.question, answer=facts[best].text)))
+    out += [(j, f) for j, f in enumerate(facts) if f.text is not None and j not in used]
+    return [f for _, f in sorted(out, key=lambda pair: pair[0])]
+
+
+def _contains(words: list[str], part: list[str]) -> bool:
+    n = len(part)
+    return n > 0 and any(words[k : k + n] == part for k in range(len(words) - n + 1))
 
 
 def examples(facts: list[Fact], tokenizer) -> list[TrainExample]:
@@ -192,6 +243,7 @@ def learn(data: Path, out: Path, *, model: str | None = None, background: str = 
     if out.exists() and any(out.iterdir()):
         raise SmfError(f"{out} is not empty; choose a new --out (a later sitting writes a new folder too)")
     facts = read_facts(data)
+    taught = answered_by_statements(facts) if config.answers == "sentence" else facts
     where = resolve_model(model)
     net, tokenizer = load_model(where)
     questions = [f for f in facts if f.question is not None][: config.show]
@@ -203,7 +255,11 @@ def learn(data: Path, out: Path, *, model: str | None = None, background: str = 
     stage = out.parent / f".{out.name}.learning"
     shutil.rmtree(stage, ignore_errors=True)
     try:
-        steps, result = _teach(net, tokenizer, where, facts, stage, background, config, progress, say)
+        paired = sum(a.answer != b.answer for a, b in zip(*(
+            [f for f in group if f.question is not None] for group in (facts, taught))))
+        if paired:
+            say(f"{paired} question(s) taught answered by your statement that holds the answer (--answers as-given: as written)")
+        steps, result = _teach(net, tokenizer, where, taught, stage, background, config, progress, say)
         after = ask_all(result.model)
         run = stage / LEARN_RUN
         (run / "model" / LEARN_RUN).mkdir()
