@@ -11,10 +11,9 @@ KEY=VALUE pairs are `smf learn` settings (LearnConfig), e.g. count=target top_t=
 background=... (`smf learn --background`, e.g. docstring-questions), and replay=N: each sitting's
 facts file also holds N questions about the standard library (docstring_questions("background"))
 with the base model's own chat answers (greedy, cut at the last full sentence), so the training
-also sees the model's own answering style (an experiment, not an `smf learn` option); and
-answers=sentence: each fact is taught as its question answered by its statement (the fixture gives
-them in pairs: a statement row, then its question row), the way the model answers, instead of a
-statement plus a question with the short answer. Scoring still looks for the short answer.
+also sees the model's own answering style (an experiment, not an `smf learn` option).
+answers=sentence (today's default) or answers=as-given is `smf learn --answers`; scoring always looks
+for the short answer. Runs recorded before that option existed taught answers as given.
 """
 
 from __future__ import annotations
@@ -80,15 +79,6 @@ def with_rows(path: Path, rows: list[dict], out: Path) -> Path:
     return out
 
 
-def sentence_answers(path: Path, out: Path) -> Path:
-    """The fixture's (statement, question) pairs as questions answered by the statement."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    pairs = list(zip(rows[::2], rows[1::2]))
-    assert all("text" in s and "question" in q for s, q in pairs), f"{path}: expected statement, question pairs"
-    out.write_text("".join(json.dumps({"question": q["question"], "answer": s["text"]}) + "\n" for s, q in pairs))
-    return out
-
-
 def main(folder: Path, settings: dict) -> None:
     import yaml
 
@@ -97,9 +87,6 @@ def main(folder: Path, settings: dict) -> None:
 
     background = settings.pop("background", "pydoc")
     replay = int(settings.pop("replay", 0))
-    answers = settings.pop("answers", "short")
-    if answers not in ("short", "sentence"):
-        raise SystemExit(f"answers must be short or sentence, got {answers!r}")
     config = LearnConfig.from_dict({k: yaml.safe_load(v) for k, v in settings.items()}, where="settings")
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -109,9 +96,6 @@ def main(folder: Path, settings: dict) -> None:
     own = own_answers(base, tokenizer, replay) if replay else []
     first = with_rows(FACTS / "first.jsonl", own, folder / "first_taught.jsonl") if own else FACTS / "first.jsonl"
     second = with_rows(FACTS / "second.jsonl", own, folder / "second_taught.jsonl") if own else FACTS / "second.jsonl"
-    if answers == "sentence":
-        first = sentence_answers(first, folder / "first_sentences.jsonl")
-        second = sentence_answers(second, folder / "second_sentences.jsonl")
     report["base"] = {**base_probes,
                       "first_taught": score(base, tokenizer, FACTS / "first.jsonl")[:2]}
     learn(first, folder / "sitting1", background=background, config=config, progress=False)
@@ -129,7 +113,7 @@ def main(folder: Path, settings: dict) -> None:
     p2 = probes(two, tokenizer)
     report["sitting2"] = {"taught": t2[:2], "first_still_right": [still, len(right_before)],
                           "heldout": score(two, tokenizer, FACTS / "second_heldout.jsonl")[:2], **p2, "change": changes(p2, base_probes)}
-    report["settings"] = config.to_dict() | {"background": background, "replay": replay, "answers": answers}
+    report["settings"] = config.to_dict() | {"background": background, "replay": replay}
     report["replayed"] = own
     (folder / "learn_check.json").write_text(json.dumps(report, indent=2) + "\n")
     b, s1, s2 = report["base"], report["sitting1"], report["sitting2"]

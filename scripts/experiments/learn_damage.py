@@ -9,11 +9,12 @@ memory layer it also measures, at the position that predicts the answer's first 
   memory/ffn:     the norm of the memory's output over the norm of the layer's FFN output.
 The same two numbers on the taught questions say how much the facts' own reads use those rows.
 Run: .venv/bin/python scripts/experiments/learn_damage.py OUT_DIR [KEY=VALUE ...]   (about 5 min)
-KEY=VALUE: LearnConfig settings, background=... and answers=sentence as in learn_check.py, and
-answers=statements (the statements alone, no question rows). The JSON files in
-docs/results/learn_damage/ were made this way (their "facts" field names the file used:
-qa_sentence.jsonl is answers=sentence, statements_only.jsonl answers=statements, first.jsonl the
-fixture as it is); base.json holds the base model on the same probes.
+KEY=VALUE: LearnConfig settings (answers=sentence|as-given among them) and background=... as in
+learn_check.py, and answers=statements: the statements alone, no question rows. The JSON files in
+docs/results/learn_damage/ were made before `smf learn --answers` existed, with the fixture
+rewritten as a file instead; their "facts" field names it: qa_sentence.jsonl is today's
+answers=sentence (the same examples), statements_only.jsonl answers=statements, first.jsonl
+answers=as-given. base.json holds the base model on the same probes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learn_check import FACTS, score, sentence_answers  # noqa: E402
+from learn_check import FACTS, score  # noqa: E402
 
 
 def reads(model, tokenizer, questions: list[str], changed: dict[int, torch.Tensor]) -> dict:
@@ -68,17 +69,13 @@ def main(folder: Path, settings: dict) -> None:
 
     background = settings.pop("background", "pydoc")
     facts = Path(settings.pop("facts", FACTS / "first.jsonl"))
-    answers = settings.pop("answers", "short")
+    statements = settings.get("answers") == "statements" and settings.pop("answers")
     config = LearnConfig.from_dict({k: yaml.safe_load(v) for k, v in settings.items()}, where="settings")
     folder.mkdir(parents=True, exist_ok=True)
-    if answers == "sentence":
-        facts = sentence_answers(facts, folder / "qa_sentence.jsonl")
-    elif answers == "statements":
-        rows = [line for line in facts.read_text().splitlines() if line.strip() and '"text"' in line]
-        (folder / "statements_only.jsonl").write_text("\n".join(rows) + "\n")
+    if statements:
+        rows = [r for r in map(json.loads, filter(str.strip, facts.read_text().splitlines())) if "text" in r]
         facts = folder / "statements_only.jsonl"
-    elif answers != "short":
-        raise SystemExit(f"answers must be short, sentence or statements, got {answers!r}")
+        facts.write_text("".join(json.dumps(r) + "\n" for r in rows))
     learn(facts, folder / "sitting1", background=background, config=config, progress=False, say=lambda s: None)
     model, tokenizer = load_model(folder / "sitting1")
     model.eval()

@@ -122,8 +122,7 @@ def answered_by_statements(facts: list[Fact]) -> list[Fact]:
     the README, "Where the damage comes from").
     """
     statements = [(j, _words(f.text)) for j, f in enumerate(facts) if f.text is not None]
-    used: set[int] = set()
-    out: list[tuple[int, Fact]] = []
+    answered: dict[int, int] = {}  # question's index -> its statement's index
     for i, fact in enumerate(facts):
         if fact.question is None:
             continue
@@ -131,13 +130,11 @@ def answered_by_statements(facts: list[Fact]) -> list[Fact]:
         shared = {j: len({w for w in words if len(w) >= 4} & asked - set(answer) - _COMMON) for j, words in statements
                   if _contains(words, answer)}
         best = max((j for j in shared if shared[j] > 0), key=lambda j: (shared[j], -abs(j - i)), default=None)
-        if best is None:
-            out.append((i, fact))
-        else:
-            used.add(best)
-            out.append((i, Fact(question=fact.question, answer=facts[best].text)))
-    out += [(j, f) for j, f in enumerate(facts) if f.text is not None and j not in used]
-    return [f for _, f in sorted(out, key=lambda pair: pair[0])]
+        if best is not None:
+            answered[i] = best
+    used = set(answered.values())
+    return [Fact(question=f.question, answer=facts[answered[i]].text) if i in answered else f
+            for i, f in enumerate(facts) if i not in used]
 
 
 def _contains(words: list[str], part: list[str]) -> bool:
@@ -254,11 +251,10 @@ def learn(data: Path, out: Path, *, model: str | None = None, background: str = 
     before = ask_all(net)
     stage = out.parent / f".{out.name}.learning"
     shutil.rmtree(stage, ignore_errors=True)
+    paired = len(set(taught) - set(facts))  # questions now answered by a statement
+    if paired:
+        say(f"{paired} question(s) taught answered by your statement that holds the answer (--answers as-given: as written)")
     try:
-        paired = sum(a.answer != b.answer for a, b in zip(*(
-            [f for f in group if f.question is not None] for group in (facts, taught))))
-        if paired:
-            say(f"{paired} question(s) taught answered by your statement that holds the answer (--answers as-given: as written)")
         steps, result = _teach(net, tokenizer, where, taught, stage, background, config, progress, say)
         after = ask_all(result.model)
         run = stage / LEARN_RUN
