@@ -121,14 +121,19 @@ def answered_by_statements(facts: list[Fact]) -> list[Fact]:
     three-word answers, it answers every question that way and mostly wrongly (measured in
     the README, "Where the damage comes from").
     """
-    statements = [(j, _words(f.text)) for j, f in enumerate(facts) if f.text is not None]
+    statements = {j: _words(f.text) for j, f in enumerate(facts) if f.text is not None}
+    holding: dict[str, list[int]] = {}  # word -> the statements that hold it, in file order
+    for j, words in statements.items():
+        for w in dict.fromkeys(words):
+            holding.setdefault(w, []).append(j)
     answered: dict[int, int] = {}  # question's index -> its statement's index
     for i, fact in enumerate(facts):
         if fact.question is None:
             continue
         answer, asked = _words(fact.answer), set(_words(fact.question))
-        shared = {j: len({w for w in words if len(w) >= 4} & asked - set(answer) - _COMMON) for j, words in statements
-                  if _contains(words, answer)}
+        candidates = holding.get(answer[0], []) if answer else []  # only these can hold the whole answer
+        shared = {j: len({w for w in statements[j] if len(w) >= 4} & asked - set(answer) - _COMMON) for j in candidates
+                  if _contains(statements[j], answer)}
         best = max((j for j in shared if shared[j] > 0), key=lambda j: (shared[j], -abs(j - i)), default=None)
         if best is not None:
             answered[i] = best
