@@ -272,3 +272,40 @@ def test_bf16_autocast_path(method, smf_folder, tmp_path, tokenizer):
     after = dict(result.model.named_parameters())
     moved = [n for n, p in before.items() if n in after and not torch.equal(p, after[n].detach())]
     assert moved and all(torch.isfinite(after[n]).all() for n in moved)  # weights moved, and stayed numbers
+
+
+@pytest.mark.parametrize("method", ["smf", "lora", "full"])
+def test_gradient_checkpointing_recomputes_and_changes_nothing(method, smf_folder, tmp_path, tokenizer):
+    """With gradient_checkpointing the layers that need a backward pass run their FFN twice per micro-batch
+    (forward, then recomputed in the backward), the layers below SMF's first memory once (no
+    backward reaches them), and the run is bit-identical to one without; afterwards checkpointing
+    is off again."""
+    from smf.models import load_model
+
+    folder = smf_folder if method == "smf" else _plain_folder(tmp_path, tokenizer)
+    lr = 0.5 if method == "smf" else 1e-2
+    runs = {}
+    for on in (False, True):
+        model = load(folder) if method == "smf" else load_model(folder)[0]
+        calls = {i: 0 for i in range(len(model.model.layers))}
+        for i, layer in enumerate(model.model.layers):
+            # a pre-hook: inside the checkpoint, and reached by a recompute that stops early (as torch's does
+            # once it has every tensor the backward needs)
+            layer.mlp.register_forward_pre_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+        config = cfg(method=method, steps=3, batch_size=4, grad_accum=2, max_length=64, lr=lr, gradient_checkpointing=on)
+        result = train(model, tokenizer, examples(), config, tmp_path / f"run{on}", model_dir=folder, progress=False, save_model=False)
+        runs[on] = (result, dict(calls))
+        if on:  # checkpointing is off again: a forward and backward in training mode runs each FFN once
+            before = dict(calls)
+            model.train()
+            model.requires_grad_(True)
+            model.model(input_ids=torch.tensor([[1, 2, 3]])).last_hidden_state.sum().backward()
+            assert all(calls[i] == before[i] + 1 for i in calls)
+    (plain, plain_calls), (checkpointed, ck_calls) = runs[False], runs[True]
+    micro_batches = 3 * 2
+    assert set(plain_calls.values()) == {micro_batches}
+    first_trained = min(MEM.layers) if method == "smf" else 0
+    assert [ck_calls[i] for i in sorted(ck_calls)] == [micro_batches * (1 + (i >= first_trained)) for i in sorted(ck_calls)]
+    assert [r["loss"] for r in plain.log] == [r["loss"] for r in checkpointed.log]
+    a, b = plain.model.state_dict(), checkpointed.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -231,6 +231,8 @@ class TrainConfig(Config):
     seed: int = setting(0, "seed of the data order, adapters and random selection")
     checkpoint_every: int = setting(0, "steps between checkpoints for --resume (0 = none)")
     mixed_precision: str = setting("auto", "auto (bf16 autocast on a GPU), no, or bf16")
+    gradient_checkpointing: bool = setting(False, "keep only each decoder layer's input for the backward pass and recompute "
+                                                  "the rest there: less memory for activations, about a third more compute per step")
     options: Any = None  # the method's Options; None = its defaults
 
     RENAMED: ClassVar[dict[str, str]] = {"selection": "rule", "lora_r": "rank", "lora_alpha": "alpha",

@@ -123,11 +123,34 @@ class TargetLoss(nn.Module):
     def forward(self, input_ids, attention_mask, labels) -> tuple[torch.Tensor, torch.Tensor]:
         """input_ids, attention_mask, labels: (B, T) → (loss sum, number of target tokens)."""
         core = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        hidden = core.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, d)
+        hidden = core.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state  # (B, T, d)
         targets = labels[:, 1:]
         keep = targets != IGNORE
         logits = core.get_output_embeddings()(hidden[:, :-1][keep]).float()  # (n, vocab)
         return F.cross_entropy(logits, targets[keep], reduction="sum"), keep.sum()
+
+
+def checkpoint_activations(model: nn.Module, on: bool) -> None:
+    """Switch transformers' activation checkpointing of the decoder layers on or off.
+
+    Non-reentrant checkpoints (torch.utils.checkpoint with use_reentrant=False) give gradients
+    to the parameters inside a layer whatever its inputs, so the inputs need not require
+    grad: transformers' hook that makes the embeddings' output require grad is removed again,
+    or the backward pass would run through every layer below the first trainable one (for
+    SMF, the layers below the first memory). Checkpointing acts in training mode only, so a
+    model left with it on (a run that failed) still evaluates as before.
+    """
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if on:
+        enable = getattr(core, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:  # transformers before the rename
+            core.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        core.disable_input_require_grads()
+    else:
+        disable = getattr(core, "activation_checkpointing_disable", None) or core.gradient_checkpointing_disable
+        disable()
 
 
 # ---------------------------------------------------------------- measurement
@@ -295,6 +318,8 @@ def train(
     micro = share // config.grad_accum
     tokens_done = sum(r.get("tokens", 0) for r in log if "loss" in r)
     train_seconds = sum(r.get("seconds", 0.0) for r in log if "loss" in r)
+    if config.gradient_checkpointing:
+        checkpoint_activations(model, True)
     model.train()
     bar = tqdm(total=config.steps, initial=start_step, desc=f"train {config.method}", disable=not progress or not accelerator.is_main_process, unit="step")
     with PeakMemory(accelerator.device) as memory:
@@ -356,6 +381,8 @@ def train(
     bar.close()
     if log_file:
         log_file.close()
+    if config.gradient_checkpointing:
+        checkpoint_activations(model, False)
     model.eval()
     if save_model and main:
         method.save(model, tokenizer, out / "model", standalone=standalone)
