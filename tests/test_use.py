@@ -221,3 +221,26 @@ def test_question_background_is_chats_of_stdlib_questions(tiny_folder, tmp_path)
     tokenizer.chat_template = None
     plain = [json.loads(line)["text"] for line in open(chat_background(QUESTIONS, tokenizer, tmp_path / "plain.jsonl"))]
     assert plain[0].startswith(f"Question: {pairs[0][0]}\nAnswer: {pairs[0][1]}")
+
+
+def test_learn_protect_counts_the_facts_reads_into_the_background(tiny_folder, tmp_path, capsys):
+    """--protect: the saved background statistics gain one document per taught example, holding
+    every read of its real tokens (heads × top-k per token and layer); without it they stay as counted."""
+    from smf.models import load_tokenizer
+    from smf.selection import BackgroundStats
+    from smf.train import encode_examples
+    from smf.use.learn import answered_by_statements, examples, read_facts
+
+    facts = _facts(tmp_path, FACTS)
+    common = ["--data", str(facts), "--model", str(tiny_folder), "--slots", "256", "--steps", "2", "--batch-size", "2", "--max-length", "48"]
+    assert main(["learn", *common, "--out", str(tmp_path / "plain")]) == 0
+    assert main(["learn", *common, "--out", str(tmp_path / "protected"), "--protect"]) == 0
+    assert "the background statistics now count what your facts read (18 documents)" in capsys.readouterr().out
+    plain, protected = BackgroundStats.load(tmp_path / "plain"), BackgroundStats.load(tmp_path / "protected")
+    taught = examples(answered_by_statements(read_facts(facts)), load_tokenizer(tiny_folder))
+    tokens = sum(len(e.ids) for e in encode_examples(taught, load_tokenizer(tiny_folder), 48))
+    assert plain.batches == 16 and protected.batches == 16 + len(taught) == 18
+    for layer in plain.df:
+        added = protected.df[layer] - plain.df[layer]
+        assert added.min() >= 0 and added.max() <= len(taught) and added.sum() > 0
+        assert int((protected.counts[layer] - plain.counts[layer]).sum()) == tokens * 4 * 16  # heads × top-k reads a token

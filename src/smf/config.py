@@ -254,10 +254,11 @@ def add_arguments(parser, cls, *, skip: tuple[str, ...] = (), only: tuple[str, .
         hint = hints[f.name]
         default = getattr(instance, f.name)
         shown = "none" if default is None else (",".join(map(str, default)) if isinstance(default, (list, tuple)) else default)
+        switch = {"nargs": "?", "const": True} if hint is bool else {}  # --flag alone is true; --flag false still works
         parser.add_argument(
             flag(f.name), dest=f.name, default=None, metavar=f.name.upper(),
             type=lambda text, hint=hint: parse_flag(text, hint),
-            help=f"{prefix}{f.metadata.get('help', '')} (default: {shown})".replace("%", "%%"),
+            help=f"{prefix}{f.metadata.get('help', '')} (default: {shown})".replace("%", "%%"), **switch,
         )
         added.append(f.name)
     return added

@@ -57,6 +57,8 @@ class LearnConfig(Config):
     count: str = setting("all", "whose memory reads rank the rows: all tokens, or target (the answer positions only)")
     answers: str = setting("sentence", "sentence: a question whose answer a given statement contains is taught answered by "
                                        "that statement (the model's own full-sentence style); as-given: the answer as written")
+    protect: bool = setting(False, "add what these facts read to the background statistics saved with the model (one "
+                                   "document per fact), so that a later sitting's TF-IDF ranks their rows as common and trains others")
 
     def check(self, where: str) -> None:
         for name in ("top_t", "batch_size", "max_length", "slots"):
@@ -263,6 +265,9 @@ def learn(data: Path, out: Path, *, model: str | None = None, background: str = 
         steps, result = _teach(net, tokenizer, where, taught, stage, background, config, progress, say)
         after = ask_all(result.model)
         run = stage / LEARN_RUN
+        if config.protect:
+            documents = protect_rows(result.model, tokenizer, taught, run / "model", config.max_length)
+            say(f"the background statistics now count what your facts read ({documents} documents)")
         (run / "model" / LEARN_RUN).mkdir()
         for file in run.iterdir():  # the run's config, log and summary travel with the model
             if file.name != "model":
@@ -276,6 +281,24 @@ def learn(data: Path, out: Path, *, model: str | None = None, background: str = 
         say(f"Q: {fact.question}\n   taught: {fact.answer}\n   before: {a}\n   after:  {b}")
     say(f"model in {out}; ask it: smf ask --model {out} \"...\"")
     return {"facts": len(facts), "steps": steps, "before": before, "after": after, "summary": s}
+
+
+def protect_rows(model, tokenizer, facts: list[Fact], folder: Path, max_length: int) -> int:
+    """Add the memory reads of each taught example, through the trained `model`, to the background
+    statistics in `folder` as one document each (df counts documents); the documents after."""
+    from smf.selection import BackgroundStats, collect_background
+    from smf.train import collate, encode_examples
+
+    stats = BackgroundStats.load(folder)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    encoded = encode_examples(examples(facts, tokenizer), tokenizer, max_length)
+    reads = collect_background(model, [collate([e], pad) for e in encoded], progress=False)
+    for layer in stats.df:
+        stats.df[layer] += reads.df[layer]
+        stats.counts[layer] += reads.counts[layer]
+    stats.batches += reads.batches
+    stats.save(folder)
+    return stats.batches
 
 
 def _teach(net, tokenizer, where, facts: list[Fact], stage: Path, background, config: LearnConfig, progress: bool, say):
