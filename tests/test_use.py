@@ -224,23 +224,57 @@ def test_question_background_is_chats_of_stdlib_questions(tiny_folder, tmp_path)
 
 
 def test_learn_protect_counts_the_facts_reads_into_the_background(tiny_folder, tmp_path, capsys):
-    """--protect: the saved background statistics gain one document per taught example, holding
-    every read of its real tokens (heads × top-k per token and layer); without it they stay as counted."""
+    """--protect reads: the saved background statistics gain one document per taught example, holding
+    every read of its real tokens (heads × top-k per token and layer); --protect off leaves them as
+    counted; --protect trained also gives the rows the sitting changed df = documents (TF-IDF 0) and
+    lists them (with an earlier sitting's) in PROTECTED_FILE, and a later sitting teaching the same
+    facts again, with t below the rows it reads, leaves those rows exactly as they were."""
+    from smf.memory import load_retrofitted, memory_layers
     from smf.models import load_tokenizer
     from smf.selection import BackgroundStats
     from smf.train import encode_examples
-    from smf.use.learn import answered_by_statements, examples, read_facts
+    from safetensors.torch import load_file
+
+    from smf.use.learn import PROTECTED_FILE, answered_by_statements, examples, read_facts
 
     facts = _facts(tmp_path, FACTS)
-    common = ["--data", str(facts), "--model", str(tiny_folder), "--slots", "256", "--steps", "2", "--batch-size", "2", "--max-length", "48"]
-    assert main(["learn", *common, "--out", str(tmp_path / "plain")]) == 0
-    assert main(["learn", *common, "--out", str(tmp_path / "protected"), "--protect"]) == 0
-    assert "the background statistics now count what your facts read (18 documents)" in capsys.readouterr().out
-    plain, protected = BackgroundStats.load(tmp_path / "plain"), BackgroundStats.load(tmp_path / "protected")
+    common = ["--data", str(facts), "--slots", "65536", "--steps", "2", "--batch-size", "2", "--max-length", "48", "--top-t", "8"]
+    for mode in ("off", "reads", "trained"):
+        assert main(["learn", *common, "--model", str(tiny_folder), "--out", str(tmp_path / mode), "--protect", mode]) == 0
+        out = capsys.readouterr().out
+        assert ("the background statistics now count what your facts read (18 documents)" in out) == (mode != "off")
+        assert ("trained rows will not be chosen again" in out) == (mode == "trained")
+    plain, reads, trained = (BackgroundStats.load(tmp_path / m) for m in ("off", "reads", "trained"))
     taught = examples(answered_by_statements(read_facts(facts)), load_tokenizer(tiny_folder))
     tokens = sum(len(e.ids) for e in encode_examples(taught, load_tokenizer(tiny_folder), 48))
-    assert plain.batches == 16 and protected.batches == 16 + len(taught) == 18
+    assert plain.batches == 16 and reads.batches == trained.batches == 16 + len(taught) == 18
+    base = memory_layers(load_retrofitted(tmp_path / "off"))  # the same training in all three folders
     for layer in plain.df:
-        added = protected.df[layer] - plain.df[layer]
+        added = reads.df[layer] - plain.df[layer]
         assert added.min() >= 0 and added.max() <= len(taught) and added.sum() > 0
-        assert int((protected.counts[layer] - plain.counts[layer]).sum()) == tokens * 4 * 16  # heads × top-k reads a token
+        assert int((reads.counts[layer] - plain.counts[layer]).sum()) == tokens * 4 * 16  # heads × top-k reads a token
+        changed = base[layer].values.detach().abs().sum(-1) > 0  # the values start at zero
+        assert changed.sum() > 0 and torch.equal(trained.df[layer][changed], torch.full((int(changed.sum()),), 18))
+        assert torch.equal(trained.df[layer][~changed], reads.df[layer][~changed])
+
+    # The same facts taught again: from the unprotected folder the same rows train (the control), from the
+    # protected one others do, and the first sitting's rows stay exactly as they were.
+    for start, spared in (("off", False), ("trained", True)):
+        assert main(["learn", *common, "--model", str(tmp_path / start), "--out", str(tmp_path / f"again_{start}")]) == 0
+        after = memory_layers(load_retrofitted(tmp_path / f"again_{start}"))
+        assert not (tmp_path / f"again_{start}" / PROTECTED_FILE).exists()  # the default protects reads only
+        for layer, memory in base.items():
+            first = memory.values.detach().abs().sum(-1) > 0
+            assert torch.equal(after[layer].values.detach()[first], memory.values.detach()[first]) == spared
+            assert not torch.equal(after[layer].values.detach(), memory.values.detach())  # the second sitting trained
+    third = tmp_path / "third"
+    (tmp_path / "more").mkdir()
+    more = _facts(tmp_path / "more", [{"question": "Who repaired the Zorvex lighthouse?", "answer": "Ilse Varga"},
+                                      {"text": "Ilse Varga repaired the Zorvex lighthouse in 1990."}])
+    assert main(["learn", *common[2:], "--data", str(more), "--model", str(tmp_path / "trained"), "--out", str(third),
+                 "--protect", "trained"]) == 0
+    first_rows, all_rows = load_file(str(tmp_path / "trained" / PROTECTED_FILE)), load_file(str(third / PROTECTED_FILE))
+    for layer, memory in memory_layers(load_retrofitted(third)).items():
+        changed = (memory.values.detach() != base[layer].values.detach()).any(-1)
+        assert torch.equal(first_rows[f"rows.{layer}"], (base[layer].values.detach().abs().sum(-1) > 0).nonzero().flatten())
+        assert torch.equal(all_rows[f"rows.{layer}"], (changed | (base[layer].values.detach().abs().sum(-1) > 0)).nonzero().flatten())

@@ -28,15 +28,21 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from smf.config import Config, setting
 from smf.data.rows import read_rows_file, read_text
 from smf.data.types import TrainExample
 from smf.errors import SmfError
 
+if TYPE_CHECKING:
+    import torch
+
 LEARN_OPTIMIZERS = ("adam", "rowwise_adagrad", "sgd")  # the strictly sparse ones
 LEARN_RUN = "learn_run"  # the training run's files, inside the output folder
 ANSWERS = ("sentence", "as-given")
+PROTECT = ("reads", "trained", "off")
+PROTECTED_FILE = "protected_rows.safetensors"  # in a folder smf learn wrote with --protect trained: the rows it spares
 
 
 @dataclass
@@ -57,8 +63,10 @@ class LearnConfig(Config):
     count: str = setting("all", "whose memory reads rank the rows: all tokens, or target (the answer positions only)")
     answers: str = setting("sentence", "sentence: a question whose answer a given statement contains is taught answered by "
                                        "that statement (the model's own full-sentence style); as-given: the answer as written")
-    protect: bool = setting(False, "add what these facts read to the background statistics saved with the model (one "
-                                   "document per fact), so that a later sitting's TF-IDF ranks their rows as common and trains others")
+    protect: str = setting("reads", "what a later sitting spares: reads (what these facts read is added to the background "
+                                    "statistics saved with the model, one document per fact, so TF-IDF ranks those rows as common), "
+                                    "trained (that, and the rows this sitting trained count as read by every document: "
+                                    "TF-IDF scores them 0), or off")
 
     def check(self, where: str) -> None:
         for name in ("top_t", "batch_size", "max_length", "slots"):
@@ -66,6 +74,8 @@ class LearnConfig(Config):
                 raise SmfError(f"{where}: {name} must be >= 1, got {getattr(self, name)}")
         if self.optimizer not in LEARN_OPTIMIZERS:
             raise SmfError(f"{where}: optimizer must be one of {', '.join(LEARN_OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.protect not in PROTECT:
+            raise SmfError(f"{where}: protect must be one of {', '.join(PROTECT)}, got {self.protect!r}")
         if self.answers not in ANSWERS:
             raise SmfError(f"{where}: answers must be one of {', '.join(ANSWERS)}, got {self.answers!r}")
         if (self.steps is not None and self.steps < 1) or not self.epochs > 0:
@@ -262,12 +272,14 @@ def learn(data: Path, out: Path, *, model: str | None = None, background: str = 
     if paired:
         say(f"{paired} question(s) taught answered by your statement that holds the answer (--answers as-given: as written)")
     try:
-        steps, result = _teach(net, tokenizer, where, taught, stage, background, config, progress, say)
+        steps, result, memory_dir = _teach(net, tokenizer, where, taught, stage, background, config, progress, say)
         after = ask_all(result.model)
         run = stage / LEARN_RUN
-        if config.protect:
-            documents = protect_rows(result.model, tokenizer, taught, run / "model", config.max_length)
-            say(f"the background statistics now count what your facts read ({documents} documents)")
+        if config.protect != "off":
+            trained = changed_rows(result.model, memory_dir) if config.protect == "trained" else None
+            documents = protect_rows(result.model, tokenizer, taught, run / "model", config.max_length, trained, since=memory_dir)
+            say(f"the background statistics now count what your facts read ({documents} documents)"
+                + (f"; {sum(len(r) for r in trained.values()):,} trained rows will not be chosen again" if trained else ""))
         (run / "model" / LEARN_RUN).mkdir()
         for file in run.iterdir():  # the run's config, log and summary travel with the model
             if file.name != "model":
@@ -283,9 +295,26 @@ def learn(data: Path, out: Path, *, model: str | None = None, background: str = 
     return {"facts": len(facts), "steps": steps, "before": before, "after": after, "summary": s}
 
 
-def protect_rows(model, tokenizer, facts: list[Fact], folder: Path, max_length: int) -> int:
+def changed_rows(model, before: Path) -> dict[int, torch.Tensor]:
+    """Per memory layer, the value rows of `model` that differ from those of the model in `before`."""
+    from smf.memory import memory_layers
+    from smf.models import load_model
+
+    old = memory_layers(load_model(before)[0])
+    return {i: (m.values.detach() != old[i].values.detach()).any(-1).nonzero().flatten() for i, m in memory_layers(model).items()}
+
+
+def protect_rows(model, tokenizer, facts: list[Fact], folder: Path, max_length: int,
+                 trained: dict[int, torch.Tensor] | None = None, since: Path | None = None) -> int:
     """Add the memory reads of each taught example, through the trained `model`, to the background
-    statistics in `folder` as one document each (df counts documents); the documents after."""
+    statistics in `folder` as one document each (df counts documents); the documents after.
+
+    `trained` (rows per layer): these rows, and those earlier sittings protected (PROTECTED_FILE in the
+    folder `since` this sitting started from), get df equal to the documents and are listed in
+    `folder`'s PROTECTED_FILE; TF-IDF scores them log(1) = 0, so a step picks them only when it
+    reads fewer than t rows with a higher score."""
+    import torch
+
     from smf.selection import BackgroundStats, collect_background
     from smf.train import collate, encode_examples
 
@@ -297,12 +326,26 @@ def protect_rows(model, tokenizer, facts: list[Fact], folder: Path, max_length: 
         stats.df[layer] += reads.df[layer]
         stats.counts[layer] += reads.counts[layer]
     stats.batches += reads.batches
+    if trained is not None:
+        from safetensors.torch import load_file, save_file
+
+        before = since / PROTECTED_FILE if since is not None else None
+        earlier = load_file(str(before)) if before is not None and before.is_file() else {}
+        protected = {}
+        for layer, rows in trained.items():
+            rows = torch.cat([earlier.get(f"rows.{layer}", rows[:0]), rows]).unique()
+            stats.df[layer][rows] = stats.batches
+            protected[f"rows.{layer}"] = rows
+        tmp = folder / f".{PROTECTED_FILE}.tmp"
+        save_file(protected, str(tmp))
+        os.replace(tmp, folder / PROTECTED_FILE)
     stats.save(folder)
     return stats.batches
 
 
 def _teach(net, tokenizer, where, facts: list[Fact], stage: Path, background, config: LearnConfig, progress: bool, say):
-    """Retrofit (unless `where` has memory) into `stage`, then train SMF on the facts; (steps, TrainResult)."""
+    """Retrofit (unless `where` has memory) into `stage`, then train SMF on the facts; (steps, TrainResult, the
+    folder it started from)."""
     from smf.memory import MemoryConfig
     from smf.memory.delta import root_folder
     from smf.memory.retrofit import MEMORY_FILE, retrofit, save_retrofitted
@@ -333,4 +376,4 @@ def _teach(net, tokenizer, where, facts: list[Fact], stage: Path, background, co
                                           "batch_size": config.batch_size, "max_length": config.max_length, "seed": config.seed})
     model, _ = load_model(memory_dir)
     return steps, train(model, tokenizer, train_examples, train_config, stage / LEARN_RUN, model_dir=memory_dir,
-                        standalone=True, progress=progress)
+                        standalone=True, progress=progress), memory_dir
