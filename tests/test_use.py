@@ -262,7 +262,7 @@ def test_learn_protect_counts_the_facts_reads_into_the_background(tiny_folder, t
     for start, spared in (("off", False), ("trained", True)):
         assert main(["learn", *common, "--model", str(tmp_path / start), "--out", str(tmp_path / f"again_{start}")]) == 0
         after = memory_layers(load_retrofitted(tmp_path / f"again_{start}"))
-        assert not (tmp_path / f"again_{start}" / PROTECTED_FILE).exists()  # the default protects reads only
+        assert (tmp_path / f"again_{start}" / PROTECTED_FILE).is_file()  # the default protects the trained rows
         for layer, memory in base.items():
             first = memory.values.detach().abs().sum(-1) > 0
             assert torch.equal(after[layer].values.detach()[first], memory.values.detach()[first]) == spared
