@@ -224,18 +224,20 @@ process; its peak is in the last column.
 {steps}"""
 
 
-def run_variants(cases: list[str], steps: int) -> list[dict]:
-    """Each case's folder trained once per variant, one fresh process each, one after another."""
+def run_cases(cases: list[str], steps: int, runs: dict[str | None, tuple[list[str], dict]]) -> list[dict]:
+    """Each case's folder prepared once, then trained once per run (name → extra flags, environment),
+    one fresh process each, one after another; a named run's rows carry its name as "variant"."""
     rows = []
     for case in cases:
+        geometry, slots = case.split(":")
         with tempfile.TemporaryDirectory() as tmp:
             _child(["--prepare", case, "--folder", tmp])
-            for i, (name, (env, checkpointing)) in enumerate(VARIANTS.items()):
-                trained = _child(["--train", str(Path(tmp) / "memory_model"), "--folder", str(Path(tmp) / f"run{i}"), "--steps", str(steps)]
-                                 + (["--checkpointing"] if checkpointing else []), env=env)
-                geometry, slots = case.split(":")
-                rows.append({"geometry": geometry, "slots": int(slots), "variant": name, **trained})
-                print(f"{case} {name}: peak {trained['train_peak_rss_bytes'] / 2**30:.2f} GiB, {trained['tokens_per_s']:.0f} tokens/s", flush=True)
+            for i, (name, (flags, env)) in enumerate(runs.items()):
+                trained = _child(["--train", str(Path(tmp) / "memory_model"), "--folder", str(Path(tmp) / f"run{i}"),
+                                  "--steps", str(steps), *flags], env=env)
+                rows.append({"geometry": geometry, "slots": int(slots), **({"variant": name} if name else {}), **trained})
+                print(f"{case} {name or ''}: peak {trained['train_peak_rss_bytes'] / 2**30:.2f} GiB, "
+                      f"{trained['tokens_per_s']:.0f} tokens/s", flush=True)
     return rows
 
 
@@ -329,24 +331,17 @@ def main() -> None:
         print("RESULT " + json.dumps(train_once(args.train, args.folder, args.steps, args.warm, args.checkpointing, args.profile)))
         return
     path = RESULTS / "memory_scaling.json"
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
     if args.render:
-        result = json.loads(path.read_text())
+        result = earlier
     elif args.profile_cases:
-        result = json.loads(path.read_text())
-        rows = []
-        for case in args.profile_cases.split(","):
-            with tempfile.TemporaryDirectory() as tmp:
-                _child(["--prepare", case, "--folder", tmp])
-                trained = _child(["--train", str(Path(tmp) / "memory_model"), "--folder", str(Path(tmp) / "run"), "--steps", str(args.steps),
-                                  "--warm", "--profile"])
-                geometry, slots = case.split(":")
-                rows.append({"geometry": geometry, "slots": int(slots), **trained})
-                print(f"{case} profiled: {trained['tokens_per_s']:.0f} tokens/s", flush=True)
-        result["profile"] = {"machine": machine(), "steps": args.steps, "rows": rows}
+        rows = run_cases(args.profile_cases.split(","), args.steps, {None: (["--warm", "--profile"], {})})
+        result = earlier | {"profile": {"machine": machine(), "steps": args.steps, "rows": rows}}
         write_json_atomic(path, result)
     elif args.variant_cases:
-        result = json.loads(path.read_text())
-        result["variants"] = {"machine": machine(), "steps": args.steps, "rows": run_variants(args.variant_cases.split(","), args.steps)}
+        runs = {name: (["--checkpointing"] if checkpointing else [], env) for name, (env, checkpointing) in VARIANTS.items()}
+        rows = run_cases(args.variant_cases.split(","), args.steps, runs)
+        result = earlier | {"variants": {"machine": machine(), "steps": args.steps, "rows": rows}}
         write_json_atomic(path, result)
     else:
         rows = []
@@ -361,16 +356,13 @@ def main() -> None:
                                       "--steps", str(args.steps)] + (["--warm"] if warm else []))
                     rows.append({"geometry": geometry, "slots": int(slots), "retrofit_peak_rss_bytes": made["retrofit_peak_rss_bytes"], **trained})
                     print(f"{case}{' (warm)' if warm else ''}: {json.dumps(rows[-1])}", flush=True)
-        if path.is_file():  # cases not run again keep their rows (same steps only)
-            earlier = json.loads(path.read_text())
-            if earlier.get("steps") == args.steps:
-                done = {(r["geometry"], r["slots"]) for r in rows}
-                rows = [r for r in earlier["rows"] if (r["geometry"], r["slots"]) not in done] + rows
-                order = {c: i for i, c in enumerate(CASES.split(","))}
-                rows.sort(key=lambda r: (order.get(f"{r['geometry']}:{r['slots']}", len(order)), bool(r.get("warm"))))
-        result = {"machine": machine(), "steps": args.steps, "rows": rows}
-        if path.is_file() and "variants" in json.loads(path.read_text()):
-            result["variants"] = json.loads(path.read_text())["variants"]
+        if earlier.get("steps") == args.steps:  # cases not run again keep their rows (same steps only)
+            done = {(r["geometry"], r["slots"]) for r in rows}
+            rows = [r for r in earlier["rows"] if (r["geometry"], r["slots"]) not in done] + rows
+            order = {c: i for i, c in enumerate(CASES.split(","))}
+            rows.sort(key=lambda r: (order.get(f"{r['geometry']}:{r['slots']}", len(order)), bool(r.get("warm"))))
+        # the variants and the profile are their own runs: kept as they were
+        result = {k: v for k, v in earlier.items() if k in ("variants", "profile")} | {"machine": machine(), "steps": args.steps, "rows": rows}
         RESULTS.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, result)
     body = (render(result) + (render_variants(result["variants"]) if "variants" in result else "")
