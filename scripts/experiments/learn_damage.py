@@ -9,8 +9,8 @@ memory layer it also measures, at the position that predicts the answer's first 
   memory/ffn:     the norm of the memory's output over the norm of the layer's FFN output.
 The same two numbers on the taught questions say how much the facts' own reads use those rows.
 Run: .venv/bin/python scripts/experiments/learn_damage.py OUT_DIR [KEY=VALUE ...]   (about 5 min)
-KEY=VALUE: LearnConfig settings (answers=sentence|as-given among them) and background=... as in
-learn_check.py, and answers=statements: the statements alone, no question rows. The JSON files in
+KEY=VALUE: LearnConfig settings (answers=sentence|as-given among them), background=... as in
+learn_check.py, model=FOLDER (a model with memory and background statistics to teach, e.g. from healed_keys.py), and answers=statements: the statements alone, no question rows. The JSON files in
 docs/results/learn_damage/ were made before `smf learn --answers` existed, with the fixture
 rewritten as a file instead; their "facts" field names it: qa_sentence.jsonl is today's
 answers=sentence (the same examples), statements_only.jsonl answers=statements, first.jsonl
@@ -68,6 +68,7 @@ def main(folder: Path, settings: dict) -> None:
     from smf.use.learn import LearnConfig, learn
 
     background = settings.pop("background", "pydoc")
+    model_dir = settings.pop("model", None)  # a folder with memory and background statistics (healed_keys.py)
     facts = Path(settings.pop("facts", FACTS / "first.jsonl"))
     statements = settings.get("answers") == "statements" and settings.pop("answers")
     config = LearnConfig.from_dict({k: yaml.safe_load(v) for k, v in settings.items()}, where="settings")
@@ -76,7 +77,7 @@ def main(folder: Path, settings: dict) -> None:
         rows = [r for r in map(json.loads, filter(str.strip, facts.read_text().splitlines())) if "text" in r]
         facts = folder / "statements_only.jsonl"
         facts.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    learn(facts, folder / "sitting1", background=background, config=config, progress=False, say=lambda s: None)
+    learn(facts, folder / "sitting1", model=model_dir, background=background, config=config, progress=False, say=lambda s: None)
     model, tokenizer = load_model(folder / "sitting1")
     model.eval()
     changed = {i: mem.values.detach().abs().sum(-1) > 0 for i, mem in memory_layers(model).items()}
@@ -86,7 +87,7 @@ def main(folder: Path, settings: dict) -> None:
     tasks = evaluate(model, tokenizer, [{"name": "world", "per_kind": 25}, "capitals"], progress=False)["tasks"]
     world = [r["question"] for r in world_rows("test", 25)]
     report = {
-        "settings": config.to_dict() | {"background": background, "facts": str(facts)},
+        "settings": config.to_dict() | {"background": background, "facts": str(facts), "model": model_dir},
         "taught": taught[:2], "heldout": heldout[:2],
         "probes": {n: t["headline"]["value"] for n, t in tasks.items()},
         "rows_changed": {i: int(c.sum()) for i, c in changed.items()},
