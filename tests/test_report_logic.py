@@ -194,3 +194,16 @@ def test_seeds_change_stderr_averages_each_item_over_seeds():
     assert seeds_change_stderr([p1, p1], pb) == pytest.approx(perplexity_change_stderr(p1["records"], pb["records"], "word_perplexity"))
     p2 = ppl([-29.0, -24.5, -41.0])  # the mirror image of p1 around base: every draw's mean change is about 0
     assert seeds_change_stderr([p1, p2], pb) < 0.2 * perplexity_change_stderr(p1["records"], pb["records"], "word_perplexity")
+
+
+def test_a_study_without_forgetting_probes_reports_its_gain_and_draws_no_tradeoff(tmp_path, monkeypatch):
+    """`probes: []` (a study that compares settings on validation only) once crashed after every run had finished,
+    drawing a trade-off plot with no columns."""
+    import smf.study.report as report
+
+    res = results([row("smf-tfidf", "smf-tfidf", 12.5, [])]) | {"probes": [], "runs": [{"curve": None}]}
+    text = verdict(res)
+    assert "+12.5 pp on task" in text and "no forgetting probes" in text and "within" not in text
+    monkeypatch.setattr(report, "report_text", lambda r: "# study\n")
+    report.write_report(res, tmp_path)
+    assert (tmp_path / "report.md").read_text().startswith("# study") and not (tmp_path / "tradeoff.png").exists()

@@ -209,6 +209,10 @@ def verdict(results: dict) -> str:
                          "none is picked on the reported numbers.")
             continue
         how = "chosen on validation" if family in chosen else "its only setting"
+        if not probes:
+            lines.append(f"- {family} ({how}: **{pick['label']}**): {pick[task]['delta']['mean']:+.1f} pp on {task}; "
+                         "no forgetting probes are reported in this study (validation probes, if any, are below).")
+            continue
         drift = ", ".join(f"{p} {pick[p]['delta']['mean']:+.1f}" for p in probes)
         lines.append(f"- {family} ({how}: **{pick['label']}**): {pick[task]['delta']['mean']:+.1f} pp on {task}; {drift}: "
                      + within_words(pick, probes, tolerance))
@@ -227,8 +231,9 @@ def write_report(results: dict, out: Path) -> None:
     out = Path(out)
     plots = []
     if results["summary"]:
-        tradeoff_plot(results, out / "tradeoff.png")
-        plots.append("![gain against forgetting](tradeoff.png)")
+        if results["probes"]:  # gain against forgetting needs a forgetting probe
+            tradeoff_plot(results, out / "tradeoff.png")
+            plots.append("![gain against forgetting](tradeoff.png)")
         if any(r["curve"] for r in results["runs"]):
             curves_plot(results, out / "curves.png")
             plots.append("![training curves](curves.png)")
