@@ -12,7 +12,6 @@ runs/heal_check.json).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 

@@ -10,7 +10,6 @@ differs (what selection ranks). Writes docs/results/topk-flips.json.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
