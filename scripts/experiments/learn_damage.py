@@ -10,7 +10,8 @@ memory layer it also measures, at the position that predicts the answer's first 
 The same two numbers on the taught questions say how much the facts' own reads use those rows.
 Run: .venv/bin/python scripts/experiments/learn_damage.py OUT_DIR [KEY=VALUE ...]   (about 5 min)
 KEY=VALUE: LearnConfig settings (answers=sentence|as-given among them), background=... as in
-learn_check.py, model=FOLDER (a model with memory and background statistics to teach, e.g. from healed_keys.py), and answers=statements: the statements alone, no question rows. The JSON files in
+learn_check.py, model=FOLDER (a model with memory and background statistics to teach, e.g. from
+healed_keys.py), and answers=statements: the statements alone, no question rows. The JSON files in
 docs/results/learn_damage/ were made before `smf learn --answers` existed, with the fixture
 rewritten as a file instead; their "facts" field names it: qa_sentence.jsonl is today's
 answers=sentence (the same examples), statements_only.jsonl answers=statements, first.jsonl
