@@ -18,9 +18,14 @@ import sys
 from pathlib import Path
 
 
+def find(statement: str, answer: str) -> re.Match | None:
+    """Where `answer` occurs in `statement` as whole words, case-insensitive."""
+    return re.search(r"(?<!\w)" + re.escape(answer) + r"(?!\w)", statement, flags=re.IGNORECASE)
+
+
 def variants(statement: str, answer: str) -> list[str]:
-    """The rule-made questions for one statement that holds `answer` (case-insensitive, whole words)."""
-    found = re.search(r"(?<!\w)" + re.escape(answer) + r"(?!\w)", statement, flags=re.IGNORECASE)
+    """The rule-made questions for one statement that holds `answer`."""
+    found = find(statement, answer)
     if found is None:
         return []
     out = []
@@ -39,7 +44,7 @@ def main(src: Path, dst: Path) -> None:
         out.append(row)
         if "question" not in row:
             continue
-        holding = [s for s in statements if re.search(r"(?<!\w)" + re.escape(row["answer"]) + r"(?!\w)", s, flags=re.IGNORECASE)]
+        holding = [s for s in statements if find(s, row["answer"])]
         for question in variants(holding[0], row["answer"]) if holding else []:
             out.append({"question": question, "answer": row["answer"]})
     dst.write_text("".join(json.dumps(r) + "\n" for r in out))
