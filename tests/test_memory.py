@@ -173,3 +173,40 @@ def test_additive_retrofit_keeps_logits_of_default_model(default_model):
         retrofit(model, MemoryConfig(layers=(8, 14, 20), slots=16384, heads=4, topk=16, key_dim=256))
         after = model(**batch).logits
     assert (after - before).abs().max().item() <= 1e-5
+
+
+def test_factored_gradient_equals_the_sparse_one_on_the_rows_chosen(monkeypatch):
+    """factored_grad: V.grad stays None, `selected_grad(rows)` is the sparse gradient's rows, summed
+    over two backward passes (micro-batches), and the gradient below the memory is unchanged
+    (gathered one token at a time here: a chunk smaller than a token's reads)."""
+    from smf.memory import layer
+
+    monkeypatch.setattr(layer._FactoredRead, "CHUNK", 1)
+    grads = {}
+    for factored in (False, True):
+        model = retrofit(tiny_model(), MemoryConfig(**SMALL))
+        model.requires_grad_(False)
+        memories = memory_layers(model)
+        for memory in memories.values():
+            memory.values.requires_grad_(True)
+            memory.factored_grad = factored
+        embeds = model.get_input_embeddings()
+        embeds.weight.requires_grad_(True)  # the gradient below every memory: it flows through the reads' weights
+        torch.manual_seed(1)
+        for _ in range(2):
+            with torch.no_grad():
+                for memory in memories.values():
+                    memory.values.normal_()  # non-zero values: the weights' gradient is not zero
+            model(torch.randint(3, 96, (2, 10))).logits.square().mean().backward()
+        grads[factored] = (embeds.weight.grad.clone(), {i: m.values.grad for i, m in memories.items()}, memories)
+    (embed_sparse, sparse, _), (embed_factored, none, memories) = grads[False], grads[True]
+    torch.testing.assert_close(embed_factored, embed_sparse, rtol=1e-5, atol=1e-7)
+    for i, memory in memories.items():
+        assert none[i] is None and len(memory.grad_parts) == 2
+        full = sparse[i].coalesce()
+        rows = full.indices()[0]
+        chosen = torch.cat([rows[::3], torch.tensor([memory.slots - 1])]).unique()  # some rows read, one perhaps not
+        expected = torch.zeros(len(chosen), memory.value_dim)
+        at = torch.isin(rows, chosen)
+        expected[torch.searchsorted(chosen, rows[at])] = full.values()[at]
+        torch.testing.assert_close(memory.selected_grad(chosen), expected, rtol=1e-5, atol=1e-7)

@@ -309,3 +309,34 @@ def test_gradient_checkpointing_recomputes_and_changes_nothing(method, smf_folde
     assert [r["loss"] for r in plain.log] == [r["loss"] for r in checkpointed.log]
     a, b = plain.model.state_dict(), checkpointed.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_factored_value_gradients_train_as_the_sparse_ones(smf_folder, tokenizer, tmp_path, monkeypatch, optimizer):
+    """SMF keeps V's gradient factored until the step's rows are chosen (memory.factored_grad); the run
+    selects the same rows and ends within float tolerance of one with embedding_bag's sparse gradient."""
+    from smf.methods.smf import SmfMethod
+
+    runs = {}
+    for factored in (True, False):
+        monkeypatch.setattr(SmfMethod, "factored", property(lambda self, f=factored: f))
+        selected = []
+        original = SparseRowOptimizer.set_rows
+        monkeypatch.setattr(SparseRowOptimizer, "set_rows", lambda self, rows: (selected.append([v.clone() for v in rows.values()]), original(self, rows))[1])
+        model = load(smf_folder)
+        if factored:  # the backward pass leaves no V.grad, only its factors
+            seen = []
+            monkeypatch.setattr(SmfMethod, "before_step", lambda self, m, o, bs=SmfMethod.before_step: (
+                seen.append([(x.values.grad, len(x.grad_parts)) for x in self.memories.values()]), bs(self, m, o))[1])
+        config = cfg(method="smf", rule="tfidf", top_t=12, optimizer=optimizer, lr=50.0 if optimizer == "sgd" else 0.5,
+                     steps=6, batch_size=4, grad_accum=2, max_length=64)
+        result = train(model, tokenizer, examples(), config, tmp_path / f"run{factored}", model_dir=smf_folder, progress=False, save_model=False)
+        runs[factored] = (selected, {i: m.values.detach() for i, m in memory_layers(result.model).items()}, result.log)
+        monkeypatch.undo()
+    (rows_f, values_f, log_f), (rows_s, values_s, log_s) = runs[True], runs[False]
+    assert seen and all(grad is None and parts == 2 for step in seen for grad, parts in step)  # 2 micro-batches a step
+    assert len(rows_f) == 6 and all(torch.equal(a, b) for f, s in zip(rows_f, rows_s) for a, b in zip(f, s))
+    for i in values_f:
+        assert (values_f[i] != 0).any()
+        torch.testing.assert_close(values_f[i], values_s[i], rtol=1e-4, atol=1e-5)  # sums in another order (Adam divides by |g|)
+    assert [r["rows_changed"] for r in log_f if "loss" in r] == [r["rows_changed"] for r in log_s if "loss" in r]

@@ -14,6 +14,12 @@ Only the k·heads value rows a token reads receive gradient, and the gradient of
 sparse tensor that names them. Cost per token: O((sqrt(N) + k²)·key_dim) for the lookup
 and O(heads·k·value_dim) for the read, so memory size barely matters.
 
+That sparse gradient still holds one value_dim row per read (heads·k per token: 64 times the
+size of the layer's output gradient). A trainer that updates only rows it chooses after the
+backward pass can ask for the gradient in factored form instead (`factored_grad = True`):
+the backward pass keeps each read's row and weight and the output gradient per token, V.grad
+stays None, and `selected_grad(rows)` sums the gradient of just the rows chosen.
+
 Each layer can record which rows the real tokens of the last forward pass read
 (`record = True`); positions whose attention mask is 0 (padding) are left out. Recording
 keeps the rows and the mask as they are: `read_counts()` turns them into per-row counts
@@ -31,6 +37,35 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class _FactoredRead(torch.autograd.Function):
+    """y = Σ_j w_j · V[r_j] per token, whose backward pass keeps V's gradient factored.
+
+    forward(rows (n, r), weights (n, r), values (N, d), memory) → y (n, d). The backward pass
+    appends (rows, weights, grad_y) to `memory.grad_parts` and gives V no gradient; the weights'
+    gradient (needed below the layer when its input requires grad) is dot(grad_y, V[r_j]),
+    gathered a few tokens at a time so no (n, r, d) tensor is ever whole.
+    """
+
+    CHUNK = 1 << 22  # elements of V's rows gathered at once in the backward pass (16 MiB in fp32)
+
+    @staticmethod
+    def forward(ctx, rows, weights, values, memory):
+        ctx.memory = memory
+        ctx.save_for_backward(rows, weights, values)
+        return F.embedding_bag(rows, values, per_sample_weights=weights, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        rows, weights, values = ctx.saved_tensors
+        ctx.memory.grad_parts.append((rows, weights.detach(), grad_y))
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            step = max(1, _FactoredRead.CHUNK // max(1, rows.shape[1] * values.shape[1]))
+            grad_w = torch.cat([torch.einsum("nrd,nd->nr", values[rows[i : i + step]], grad_y[i : i + step].to(values.dtype))
+                                for i in range(0, rows.shape[0], step)]).to(weights.dtype)
+        return None, grad_w, None, None
 
 
 class ProductKeyMemory(nn.Module):
@@ -61,6 +96,10 @@ class ProductKeyMemory(nn.Module):
         # Row-sparse value gradients (what the sparse optimizers want); dense optimizers
         # such as AdamW (healing, full finetuning) switch this off.
         self.sparse_grad = True
+        # Or no V.grad at all, but its factors per backward pass (see the module docstring):
+        # `selected_grad(rows)` sums them, `grad_parts.clear()` forgets them.
+        self.factored_grad = False
+        self.grad_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         # Access recording (see module docstring). token_mask is set before each forward
         # pass by the retrofit's hook on the decoder: (B, T_total) with 1 for real tokens.
         self.record = False
@@ -116,19 +155,42 @@ class ProductKeyMemory(nn.Module):
         B, T, d = x.shape
         xn = self.normalize(x.reshape(B * T, d))
         rows, weights = self.lookup(xn)
-        y = F.embedding_bag(
-            rows.view(B * T, -1),
-            self.values,
-            per_sample_weights=weights.view(B * T, -1).to(self.values.dtype),
-            mode="sum",
-            sparse=self.sparse_grad,
-        )  # (B*T, value_dim)
+        flat_rows, flat_weights = rows.view(B * T, -1), weights.view(B * T, -1).to(self.values.dtype)
+        if self.factored_grad and self.values.requires_grad and torch.is_grad_enabled():
+            y = _FactoredRead.apply(flat_rows, flat_weights, self.values, self)
+        else:
+            y = F.embedding_bag(flat_rows, self.values, per_sample_weights=flat_weights, mode="sum", sparse=self.sparse_grad)
+        # y: (B*T, value_dim)
         out = self.out_proj(y.to(xn.dtype) * F.silu(self.gate_proj(xn)))
         if self.scale is not None:
             out = out * self.scale.to(out.dtype)
         if self.record:
             self._record(rows.view(B, T, -1))
         return out.view(B, T, d)
+
+    @torch.no_grad()
+    def selected_grad(self, rows: torch.Tensor) -> torch.Tensor:
+        """rows: (t,) sorted, distinct → V's gradient on them (t, value_dim), summed over every
+        backward pass since `grad_parts` was last cleared (factored_grad).
+
+        Per token, the reads of chosen rows become a (tokens, t) matrix of weights, and the
+        gradient is its transpose times the output gradient: fixed shapes (no host sync), and a
+        few tokens at a time, so no (tokens, t) or (tokens, reads, d) tensor is ever whole.
+        """
+        t = len(rows)
+        out = self.values.new_zeros(t, self.values.shape[1])
+        if t == 0:
+            return out
+        rows = rows.to(self.values.device).contiguous()
+        step = max(1, _FactoredRead.CHUNK // (t + 1))
+        for read, weights, grad_y in self.grad_parts:
+            for i in range(0, read.shape[0], step):
+                r = read[i : i + step]
+                at = torch.searchsorted(rows, r).clamp_(max=t - 1)
+                at = torch.where(rows[at] == r, at, t)  # a row not chosen lands in column t, dropped
+                a = out.new_zeros(r.shape[0], t + 1).scatter_add_(1, at, weights[i : i + step].to(out.dtype))
+                out.addmm_(a[:, :t].T, grad_y[i : i + step].to(out.dtype))
+        return out
 
     def _record(self, rows: torch.Tensor) -> None:
         """rows: (B, T, heads*k). Keep them with the mask of real (unpadded) tokens; no sync."""

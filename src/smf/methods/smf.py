@@ -4,7 +4,9 @@ After each micro-batch the memories report which rows the real tokens read; befo
 the step the selection rule ranks the step's rows (tf-idf or KL against background
 statistics, or a control rule) and the strictly sparse optimizer updates the top-t of
 each layer. Nothing else changes: base weights, keys, projections and every
-unselected value row stay bit-identical.
+unselected value row stay bit-identical. Until the rows are chosen the value tables'
+gradient stays factored (each read's row and weight, the layer's output gradient), so
+the step sums the gradient of t rows per layer, never of one row per read.
 """
 
 from __future__ import annotations
@@ -92,6 +94,11 @@ class SmfMethod(Method):
         return self.options.optimizer in DENSE
 
     @property
+    def factored(self) -> bool:
+        """Whether the value gradients stay factored until the step's rows are chosen."""
+        return not self.dense and self.options.select_every == "step"
+
+    @property
     def clips_itself(self) -> bool:  # type: ignore[override]
         return not self.dense  # the sparse optimizers clip their rows; the trainer clips the masked gradient
 
@@ -124,6 +131,10 @@ class SmfMethod(Method):
         for i, memory in self.memories.items():
             memory.values.requires_grad_(True)
             memory.sparse_grad = not self.dense
+            # Rows are chosen after the backward pass: keep V's gradient factored and sum only the
+            # chosen rows' (a sparse gradient holds a row per read; micro_batch selection masks it in a hook).
+            memory.factored_grad = self.factored
+            memory.grad_parts.clear()
             if o.train_scale:
                 if memory.scale is None:
                     raise SmfError(f"train_scale: memory layer {i} has no output scale; retrofit with a memory scale (e.g. scale: 0.01)")
@@ -213,6 +224,11 @@ class SmfMethod(Method):
                 else:
                     comm.note(memory.slots * 4)
                 chosen[memory.values] = self.selector.select(i, *_read_rows(reads))
+            if memory.factored_grad:  # the chosen rows' gradient, and only theirs
+                rows = chosen[memory.values].to(memory.values.device)
+                memory.values.grad = torch.sparse_coo_tensor(rows[None], memory.selected_grad(rows), memory.values.shape,
+                                                             is_coalesced=True, check_invariants=False)
+                memory.grad_parts.clear()
             self._selected[i] = len(chosen[memory.values])
             self._trained[i][chosen[memory.values].cpu()] = True
         if self.dense:  # the published arm: zero the unselected rows' gradient
@@ -285,6 +301,9 @@ class SmfMethod(Method):
 
     def export(self, model):
         set_recording(model, False)  # evaluation needs no access records
+        for memory in self.memories.values():
+            memory.factored_grad = False
+            memory.grad_parts.clear()
         return model
 
     def save(self, model, tokenizer, out: Path, standalone: bool = False) -> None:
