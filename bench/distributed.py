@@ -132,7 +132,7 @@ def main() -> None:
     if args.render:
         update_section("Several processes", render(json.loads((RESULTS / "distributed.json").read_text())))
         return
-    results = {"machine": machine(), "steps": args.steps, "batch_size": args.batch_size, "geometries": {}}
+    results = {"machine": machine(), "steps": args.steps, "batch_size": args.batch_size, "geometries": {}, "factored_value_gradient": True}
     earlier = RESULTS / "distributed.json"
     if earlier.is_file():  # keep the geometries this run does not measure
         kept = json.loads(earlier.read_text())
@@ -165,6 +165,10 @@ def render(results: dict) -> str:
         "the others: every trainable gradient). `python bench/distributed.py` rewrites this section.",
         "",
     ]
+    if not results.get("factored_value_gradient"):
+        lines += ["These runs were measured before SMF kept its value gradient factored until the step's rows are chosen "
+                  "(they used embedding_bag's sparse gradient, a value row per read); \"Memory vs slot count\" below measures "
+                  "the change side by side. The payloads do not depend on it.", ""]
     for geometry, g in results["geometries"].items():
         lines += [f"**{geometry}** ({g['parameters'] / 1e6:.0f}M parameters before the memory):", "",
                   "| method | tokens/s, 1 process | tokens/s, 2 processes | all-reduce payload / step | vs full | peak RSS, 1 process | peak RSS per process, 2 | optimizer state |",

@@ -320,8 +320,8 @@ operators together: {total_a:.0f} ms per step at {small['slots']:,} slots, {tota
 The profiled runs trained at {small['tokens_per_s']:.0f} and {large['tokens_per_s']:.0f} tokens/s
 ({large['tokens_per_s'] / small['tokens_per_s']:.2f}×; one run each). Inside training the operators' time grows by
 {100 * (total_b / total_a - 1):.0f} % from {small['slots']:,} to {large['slots']:,} slots, led by the batched
-sub-key scores (`bmm`) and their top-k, which grow with √N. The warm run above, without the profiler, measured a
-larger gap (0.84×) on the same pair; with one run each, this machine cannot tell the two apart more finely.
+sub-key scores (`bmm`) and their top-k, which grow with √N. The profiled runs predate the factored value gradient
+(they trained with the sparse one); one run each, so this machine cannot tell small gaps apart more finely.
 """
 
 
