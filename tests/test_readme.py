@@ -15,7 +15,8 @@ def blocks():
 
 
 NAMES = {"offline", "offline-sweep", "offline-stream", "offline-controls", "offline-optimizers", "offline-independent", "independent-equal-gain", "independent-smf-seeds",
-         "independent-equal-gain-seeds", "format-probe", "independent-doc-df"}
+         "independent-equal-gain-seeds", "format-probe", "independent-doc-df",
+         "doc-df-equal-gain"}
 
 
 def test_readme_has_its_result_blocks():
