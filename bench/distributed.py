@@ -132,7 +132,7 @@ def main() -> None:
     if args.render:
         update_section("Several processes", render(json.loads((RESULTS / "distributed.json").read_text())))
         return
-    results = {"machine": machine(), "steps": args.steps, "batch_size": args.batch_size, "geometries": {}, "factored_value_gradient": True}
+    results = {"machine": machine(), "steps": args.steps, "batch_size": args.batch_size, "geometries": {}}
     earlier = RESULTS / "distributed.json"
     if earlier.is_file():  # keep the geometries this run does not measure
         kept = json.loads(earlier.read_text())
@@ -150,7 +150,7 @@ def main() -> None:
                           "--batch-size", str(args.batch_size), "--max-length", "64", "--checkpoint-every", "0"]
                 rows[label] = {f"{n} process{'es' if n > 1 else ''}": run(common, n, Path(tmp) / f"{label[:4]}-{n}") for n in (1, 2)}
                 print(geometry, label, json.dumps(rows[label]))
-            results["geometries"][geometry] = {"parameters": parameters, "methods": rows}
+            results["geometries"][geometry] = {"parameters": parameters, "methods": rows, "factored_value_gradient": True}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "distributed.json").write_text(json.dumps(results, indent=2) + "\n")
     update_section("Several processes", render(results))
@@ -165,14 +165,14 @@ def render(results: dict) -> str:
         "the others: every trainable gradient). `python bench/distributed.py` rewrites this section.",
         "",
     ]
-    if not results.get("factored_value_gradient"):
-        lines += ["These runs were measured before SMF kept its value gradient factored until the step's rows are chosen "
-                  "(they used embedding_bag's sparse gradient, a value row per read); \"Memory vs slot count\" below measures "
-                  "the change side by side. The payloads do not depend on it.", ""]
     for geometry, g in results["geometries"].items():
         lines += [f"**{geometry}** ({g['parameters'] / 1e6:.0f}M parameters before the memory):", "",
                   "| method | tokens/s, 1 process | tokens/s, 2 processes | all-reduce payload / step | vs full | peak RSS, 1 process | peak RSS per process, 2 | optimizer state |",
                   "|---|---|---|---|---|---|---|---|"]
+        if not g.get("factored_value_gradient"):
+            lines[-2:-2] = ["These runs were measured before SMF kept its value gradient factored until the step's rows are "
+                            "chosen (they used embedding_bag's sparse gradient, a value row per read); \"Memory vs slot count\" "
+                            "below measures the change side by side. The payloads do not depend on it.", ""]
         methods = g["methods"]
         full = methods["full (AdamW)"]["2 processes"]["allreduce_bytes_per_step"]
         for label, r in methods.items():
