@@ -69,3 +69,17 @@ def test_recording_stays_on_across_a_save(tmp_path):
     method, model = method_and_model()
     method.save(model, load_tokenizer(), tmp_path / "out", standalone=True)
     assert all(m.record for m in memory_layers(model).values())
+
+
+def test_a_layer_no_backward_pass_reached_gives_the_optimizer_no_gradient():
+    """With factored value gradients, a step whose backward pass never reached a memory leaves its V.grad
+    None, as the sparse gradient would (a zero gradient would still move lazy Adam's rows by momentum)."""
+    method, model = method_and_model(optimizer="adam")
+    optimizer = method.make_optimizer(model)
+    b = batch()
+    method.before_forward(model, b)
+    model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+    method.after_forward(model)
+    method.before_step(model, optimizer)
+    assert method.factored and all(m.values.grad is None for m in memory_layers(model).values())
+    assert all(n > 0 for n in method._selected.values())  # rows were chosen; there is no gradient to give them

@@ -224,7 +224,7 @@ class SmfMethod(Method):
                 else:
                     comm.note(memory.slots * 4)
                 chosen[memory.values] = self.selector.select(i, *_read_rows(reads))
-            if memory.factored_grad:  # the chosen rows' gradient, and only theirs
+            if memory.factored_grad and memory.grad_parts:  # the chosen rows' gradient, and only theirs
                 rows = chosen[memory.values].to(memory.values.device)
                 memory.values.grad = torch.sparse_coo_tensor(rows[None], memory.selected_grad(rows), memory.values.shape,
                                                              is_coalesced=True, check_invariants=False)
