@@ -86,3 +86,30 @@ def test_evaluate_rejects_duplicate_labels_before_loading(tiny):
     model, tokenizer = tiny
     with pytest.raises(SmfError, match="both called 'medmcqa'"):
         evaluate(model, tokenizer, [{"name": "medmcqa", "source": "/nonexistent.jsonl"}, "medmcqa"], progress=False)
+
+
+def test_generation_batch_is_its_own_setting_and_leaves_answers_as_they_were(tiny, monkeypatch):
+    """Question answering decodes `generate_batch_size` prompts at a time, multiple choice keeps
+    `batch_size`; the answers are those of one prompt at a time."""
+    import smf.evaluate.loglik as loglik
+    import smf.evaluate.qa as qa
+
+    model, tokenizer = tiny
+    seen = {"generate": [], "score": []}
+    generate, score = qa.greedy_generate, loglik.score_requests
+
+    def spy_generate(*args, **kwargs):
+        seen["generate"].append(kwargs["batch_size"])
+        return generate(*args, **kwargs)
+
+    def spy_score(*args, **kwargs):
+        seen["score"].append(kwargs["batch_size"])
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(qa, "greedy_generate", spy_generate)
+    monkeypatch.setattr("smf.evaluate.mcq.score_requests", spy_score)
+    tasks = [load_task({"name": "capitals", "limit": 7}), load_task({"name": "facts", "limit": 5})]
+    one = evaluate(model, tokenizer, tasks, batch_size=2, generate_batch_size=1, progress=False)["tasks"]
+    many = evaluate(model, tokenizer, tasks, batch_size=2, generate_batch_size=5, progress=False)["tasks"]
+    assert seen == {"generate": [1, 5], "score": [2, 2]}
+    assert [r["output"] for r in one["capitals"]["records"]] == [r["output"] for r in many["capitals"]["records"]]

@@ -141,3 +141,11 @@ def _one_task(folder: Path, spec: dict) -> Path:
     path = folder / "tasks.yaml"
     path.write_text(f"tasks:\n  - {json.dumps(spec)}\n")
     return path
+
+
+@pytest.mark.parametrize("flag", ["--batch-size", "--generate-batch-size"])
+def test_batch_sizes_below_one_are_one_line(tmp_path, capsys, flag):
+    out = tmp_path / "r.json"
+    line = _run_expecting_error(capsys, ["eval", "--tasks", "capitals", flag, "0", "--out", str(out)])
+    assert line == f"smf: error: {flag} must be a positive integer, got 0"
+    assert not out.exists()

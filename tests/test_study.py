@@ -148,6 +148,7 @@ BAD_CONFIGS = [  # each is refused at load, before any model work, with one line
     ("tolerance: -1\n", "tolerance: must be a number of points >= 0"),
     ("tolerance: null\n", "tolerance: expected a number, got nothing"),
     ("background: {batches: 0}\n", "batches must be >= 1"),
+    ("evaluation: {task: facts, generate_batch_size: 0}\n", "evaluation.generate_batch_size: must be >= 1, got 0"),
     ("evaluation: {task: nonsense}\n", "unknown task 'nonsense'"),
     ("data: missing-file.jsonl\n", "missing-file.jsonl: file not found"),
     ("selection_min_gain: 30\n", "selection_min_gain: this key is now 'validation.min_gain'"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from smf.errors import SmfError
-from smf.evaluate.evaluator import BATCH_SIZE
+from smf.evaluate.evaluator import BATCH_SIZE, GENERATE_BATCH_SIZE
 from smf.models import PRECISIONS
 
 
@@ -27,6 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--tasks-file", help="YAML file with a 'tasks' list of names or option mappings")
     p.add_argument("--limit", type=int, help="evaluate at most N items per task")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="questions (or prompts) per forward pass (default %(default)s)")
+    p.add_argument("--generate-batch-size", type=int, default=GENERATE_BATCH_SIZE,
+                   help="prompts per batch of greedy generation, for question-answering tasks (default %(default)s)")
     p.add_argument("--mixed-precision", default="auto", choices=PRECISIONS,
                    help="auto (bf16 autocast on a GPU, full precision on the CPU), no, or bf16 (default %(default)s)")
     p.add_argument("--out", help="result JSON file (written atomically)")
@@ -76,8 +78,9 @@ def run(args) -> int:
         raise SmfError(f"--out {args.out} is a folder; give a file path for the results, e.g. {Path(args.out) / 'results.json'}")
     if args.limit is not None and args.limit < 1:
         raise SmfError(f"--limit must be a positive integer, got {args.limit}")
-    if args.batch_size < 1:
-        raise SmfError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    for flag, value in (("--batch-size", args.batch_size), ("--generate-batch-size", args.generate_batch_size)):
+        if value < 1:
+            raise SmfError(f"{flag} must be a positive integer, got {value}")
     # Check every task, then load its data, before the model: bad input fails in seconds.
     specs = [resolve_task(spec, limit=args.limit) for spec in _task_specs(args)]
     tasks = [load_task(spec) for spec in specs]
@@ -87,7 +90,8 @@ def run(args) -> int:
     from smf.models import compute_device, load_model
 
     model, tokenizer = load_model(args.model, device=compute_device())
-    result = evaluate(model, tokenizer, tasks, batch_size=args.batch_size, records=not args.no_records,
+    result = evaluate(model, tokenizer, tasks, batch_size=args.batch_size, generate_batch_size=args.generate_batch_size,
+                      records=not args.no_records,
                       mixed_precision=args.mixed_precision)
     result = {"model": str(args.model), **result}
     write_json_atomic(args.out, result)

@@ -42,6 +42,11 @@ from smf.evaluate.tasks import Task, load_task, resolve_task
 from smf.evaluate.tokens import encode_text, pad_id, prefix_token_id
 
 BATCH_SIZE = 16  # questions (or prompts) per forward pass: `smf eval` and a study's default
+# Prompts per batch of greedy generation (qa tasks). A decoding step feeds one token a row and
+# keeps only the last position's logits, so a larger batch costs little memory and saves
+# forward calls: the 400-question world probe ran 1.6x as fast at 64 as at 16 on 2 CPU cores,
+# every answer the same (bench/generate_batch.py, BENCHMARKS.md "Generation batch").
+GENERATE_BATCH_SIZE = 64
 
 
 def evaluate(
@@ -51,6 +56,7 @@ def evaluate(
     *,
     limit: int | None = None,
     batch_size: int = BATCH_SIZE,
+    generate_batch_size: int = GENERATE_BATCH_SIZE,
     progress: bool = True,
     records: bool = True,
     mixed_precision: str = "auto",
@@ -58,7 +64,8 @@ def evaluate(
     """Evaluate `model` on each task (names, option mappings or loaded `Task`s).
 
     `limit` caps items per task where a task sets no limit of its own; `batch_size`
-    is questions (or prompts) per forward. Loading every task happens before any
+    is questions (or prompts) per forward, `generate_batch_size` prompts per batch of greedy
+    generation (qa tasks). Loading every task happens before any
     scoring, so a bad task fails fast. Pass loaded Tasks (`load_task`) to evaluate
     the same items repeatedly, e.g. during training. `mixed_precision`: "auto" (bf16
     autocast on a GPU, full precision on the CPU), "no" or "bf16".
@@ -77,7 +84,8 @@ def evaluate(
     model.eval()
     try:
         with precision:
-            results = {t.label: run_task(model, tokenizer, t, batch_size=batch_size, progress=progress) for t in loaded}
+            results = {t.label: run_task(model, tokenizer, t, batch_size=batch_size, generate_batch_size=generate_batch_size,
+                                          progress=progress) for t in loaded}
     finally:
         model.train(was_training)
     if not records:
@@ -86,7 +94,8 @@ def evaluate(
     return {"tasks": results}
 
 
-def run_task(model, tokenizer, task: Task, *, batch_size: int = BATCH_SIZE, progress: bool = True) -> dict:
+def run_task(model, tokenizer, task: Task, *, batch_size: int = BATCH_SIZE, generate_batch_size: int = GENERATE_BATCH_SIZE,
+             progress: bool = True) -> dict:
     """Score one loaded task; see the module doc for the result's shape."""
     opts = task.options
     start = time.perf_counter()
@@ -112,7 +121,7 @@ def run_task(model, tokenizer, task: Task, *, batch_size: int = BATCH_SIZE, prog
     elif task.kind == "qa":
         out = score_qa(
             model, tokenizer, task.items, prompt=opts["prompt"], match=opts["match"], stop=opts["stop"],
-            max_new_tokens=opts["max_new_tokens"], batch_size=batch_size, on_batch=on_batch,
+            max_new_tokens=opts["max_new_tokens"], batch_size=generate_batch_size, on_batch=on_batch,
         )
         metrics, recs = out.metrics, out.records
         headline = QA_HEADLINE[opts["match"]]

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 from smf.config import Config, at, check_keys, choice, coerce, field_types, setting
 from smf.errors import SmfError
-from smf.evaluate.evaluator import BATCH_SIZE
+from smf.evaluate.evaluator import BATCH_SIZE, GENERATE_BATCH_SIZE
 from smf.memory.config import MemoryConfig
 from smf.methods import METHODS, Family, TrainConfig, families
 from smf.methods.base import option_owners
@@ -46,6 +46,7 @@ class EvaluationConfig(Config):
     extra_tasks: list[Any] = setting(help="tasks reported beside the headline task", factory=list)
     probes: list[Any] = setting(help="forgetting probes, each a task", factory=lambda: ["pydoc", "capitals"])
     batch_size: int = setting(BATCH_SIZE, "questions or prompts per forward pass")
+    generate_batch_size: int = setting(GENERATE_BATCH_SIZE, "prompts per batch of greedy generation (qa tasks and probes)")
     probes_apart_from_background: bool = setting(
         False, "refuse a forgetting probe (reported or validation) drawn from the same source as the background statistics")
     mixed_precision: str = setting("auto", "auto (bf16 autocast on a GPU, full precision on the CPU), no, or bf16")
@@ -54,8 +55,9 @@ class EvaluationConfig(Config):
         return [self.task, *self.extra_tasks, *self.probes]
 
     def check(self, where: str) -> None:
-        if self.batch_size < 1:
-            raise SmfError(f"{at(where, 'batch_size')}: must be >= 1, got {self.batch_size}")
+        for name in ("batch_size", "generate_batch_size"):
+            if getattr(self, name) < 1:
+                raise SmfError(f"{at(where, name)}: must be >= 1, got {getattr(self, name)}")
         choice(self.mixed_precision, PRECISIONS, "mixed precision", at(where, "mixed_precision"))
 
 

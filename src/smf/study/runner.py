@@ -98,7 +98,8 @@ def _claim(out: Path, config: StudyConfig) -> None:
 def _evaluate(model, tokenizer, tasks: dict, config: StudyConfig, progress: bool) -> dict:
     from smf.evaluate.evaluator import evaluate
 
-    return evaluate(model, tokenizer, list(tasks.values()), batch_size=config.evaluation.batch_size, progress=progress,
+    return evaluate(model, tokenizer, list(tasks.values()), batch_size=config.evaluation.batch_size,
+                    generate_batch_size=config.evaluation.generate_batch_size, progress=progress,
                     mixed_precision=config.evaluation.mixed_precision)["tasks"]
 
 
