@@ -30,7 +30,7 @@ test: install
 demo: install
 	$(VENV)/bin/smf compare --config configs/offline.yaml --out runs/offline
 
-# The comparison over settings and 3 seeds (about two hours here).
+# The comparison over settings and 3 seeds on the earlier default's background (about two hours here).
 sweep: install
 	$(VENV)/bin/smf compare --config configs/offline-sweep.yaml --out runs/offline-sweep
 
