@@ -91,7 +91,7 @@ def markdown(result: dict) -> str:
         "## Evaluation",
         "",
         f"`bench/evaluate.py` on {result['model']} ({result['dtype']}, {result['device']}, "
-        f"{result['threads']} threads, {result['machine']}), batch size {result['batch_size']}, "
+        f"{result['threads']} threads, {result['machine']}), batch size {result['batch_size']} (generation too), "
         f"{result['date']}, 1-minute load average {result['load_average_before']} before and "
         f"{result['load_average_after']} after. Tokens are those the model processed (padding excluded). Raw forward: "
         f"batch {RAW_SHAPE[0]}x{RAW_SHAPE[1]}, full logits, no cache, measured before and after each "
@@ -153,7 +153,8 @@ def main() -> None:
         tasks = [load_task(spec) for spec in task_specs(Path(tmp))]
         before = raw_forward_tokens_per_s(model)
         for task in tasks:
-            r = run_task(model, tokenizer, task, batch_size=BATCH_SIZE, progress=False)
+            # generation at the same batch as scoring, as recorded (its own batch: bench/generate_batch.py)
+            r = run_task(model, tokenizer, task, batch_size=BATCH_SIZE, generate_batch_size=BATCH_SIZE, progress=False)
             after = raw_forward_tokens_per_s(model)
             raw = (before + after) / 2
             r.pop("records")
