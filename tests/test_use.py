@@ -169,7 +169,26 @@ def test_learn_refuses_a_non_model_and_a_used_out(tiny_folder, tmp_path, capsys)
     assert main(["learn", "--data", str(facts), "--model", str(tiny_folder), "--out", str(tmp_path / "o"),
                  "--answers", "short"]) == 2
     assert "answers must be one of sentence, as-given, got 'short'" in err_line(capsys)
+    assert main(["learn", "--data", str(facts), "--model", str(tiny_folder), "--out", str(tmp_path / "o"),
+                 "--background-batch-size", "0"]) == 2
+    assert "background_batch_size must be >= 1, got 0" in err_line(capsys)
     assert not (tmp_path / "o").exists()
+
+
+def test_learn_counts_the_background_it_is_told_to(tiny_folder, tmp_path):
+    """--background-batches and --background-batch-size reach the background statistics: 5 batches of one
+    sequence are 5 documents (each read row's df at most 5) holding the reads of 5 sequences; the defaults
+    count 16 batches."""
+    from smf.selection import BackgroundStats
+
+    common = ["--data", str(_facts(tmp_path, FACTS)), "--model", str(tiny_folder), "--slots", "256", "--steps", "1",
+              "--batch-size", "2", "--max-length", "32", "--protect", "off"]
+    assert main(["learn", *common, "--out", str(tmp_path / "seq"), "--background-batches", "5", "--background-batch-size", "1"]) == 0
+    stats = BackgroundStats.load(tmp_path / "seq")
+    assert stats.batches == 5 and all(0 < int(df.max()) <= 5 for df in stats.df.values())
+    assert all(int(c.sum()) <= 5 * 128 * 4 * 16 for c in stats.counts.values())  # 5 sequences of <= 128 tokens, heads x top-k reads
+    assert main(["learn", *common, "--out", str(tmp_path / "default")]) == 0
+    assert BackgroundStats.load(tmp_path / "default").batches == 16
 
 
 def test_questions_are_answered_by_the_statements_that_hold_their_answers():

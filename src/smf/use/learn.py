@@ -62,6 +62,9 @@ class LearnConfig(Config):
     max_length: int = setting(128, "tokens per example")
     seed: int = setting(0, "seed of the data order and the retrofit")
     slots: int = setting(65536, "memory rows per layer, when the model gets its memory here")
+    background_batches: int = setting(16, "batches the background statistics count, when the model gets its memory here")
+    background_batch_size: int = setting(8, "background sequences per batch; each batch is one document of the df count, "
+                                            "so 1 counts df per sequence")
     show: int = setting(5, "questions whose answers are printed before and after")
     count: str = setting("all", "whose memory reads rank the rows: all tokens, or target (the answer positions only)")
     answers: str = setting("sentence", "sentence: a question whose answer a given statement contains is taught answered by "
@@ -72,7 +75,7 @@ class LearnConfig(Config):
                                     "TF-IDF scores them 0), or off")
 
     def check(self, where: str) -> None:
-        for name in ("top_t", "batch_size", "max_length", "slots"):
+        for name in ("top_t", "batch_size", "max_length", "slots", "background_batches", "background_batch_size"):
             if getattr(self, name) < 1:
                 raise SmfError(f"{where}: {name} must be >= 1, got {getattr(self, name)}")
         if self.optimizer not in LEARN_OPTIMIZERS:
@@ -370,7 +373,8 @@ def _teach(net, tokenizer, where, facts: list[Fact], stage: Path, background, co
         retrofit(net, MemoryConfig(layers=layers, slots=config.slots, heads=4, topk=16, key_dim=256, seed=config.seed))
         memory_dir = save_retrofitted(net, tokenizer, stage / "memory_model")
         data = chat_background(background, tokenizer, stage / "background.jsonl")
-        background_statistics(memory_dir, BackgroundConfig(data=data, batches=16, batch_size=8, max_length=128), progress=progress)
+        background_statistics(memory_dir, BackgroundConfig(data=data, batches=config.background_batches,
+                                                                batch_size=config.background_batch_size, max_length=128), progress=progress)
     train_examples = examples(facts, tokenizer)
     steps = config.steps or max(1, math.ceil(config.epochs * len(train_examples) / config.batch_size))
     train_config = TrainConfig.from_dict({"method": "smf", "rule": "tfidf", "top_t": config.top_t, "lr": config.lr, "steps": steps,
