@@ -16,7 +16,7 @@ def blocks():
 
 NAMES = {"offline", "offline-sweep", "offline-stream", "offline-controls", "offline-optimizers", "offline-independent", "independent-equal-gain", "independent-smf-seeds",
          "independent-equal-gain-seeds", "format-probe", "independent-doc-df",
-         "doc-df-equal-gain"}
+         "doc-df-equal-gain", "independent-sweep"}
 
 
 def test_readme_has_its_result_blocks():
