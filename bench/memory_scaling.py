@@ -270,7 +270,11 @@ def render_variants(variants: dict) -> str:
                 f"whole process (aim ≤ 1.2×: {verdict(whole)}), {after_runtime:.2f}× above the runtime before loading "
                 f"({verdict(after_runtime)}), and {after_load:.2f}× above the process with the model loaded and no weight read "
                 f"({verdict(after_load)}); loading itself (transformers' model code, the tokenizer, the module objects) adds "
-                f"{(best['loaded_rss_bytes'] - best['start_rss_bytes']) / 2**30:.2f} GiB before any weight is read.")
+                f"{(best['loaded_rss_bytes'] - best['start_rss_bytes']) / 2**30:.2f} GiB before any weight is read. "
+                f"With nothing at all above the weights in training, the whole process would still peak at "
+                f"{1 + best['loaded_rss_bytes'] / w:.2f}× them (the loaded process plus one copy): the whole-process aim is "
+                f"within reach only where the weights are at least 5× that process, "
+                f"{5 * best['loaded_rss_bytes'] / 2**30:.1f} GiB of weights here.")
         for name in ("as is", "both"):
             sparse = mine.get(f"{name}, sparse value gradient")
             if sparse and name in mine:
