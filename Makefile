@@ -30,9 +30,9 @@ test: install
 demo: install
 	$(VENV)/bin/smf compare --config configs/offline.yaml --out runs/offline
 
-# The comparison over settings and 3 seeds on the earlier default's background (about two hours here).
+# The comparison over settings and 3 seeds on the default study's background and probes (about 4 h here).
 sweep: install
-	$(VENV)/bin/smf compare --config configs/offline-sweep.yaml --out runs/offline-sweep
+	$(VENV)/bin/smf compare --config configs/independent-sweep.yaml --out runs/independent-sweep
 
 bench: install
 	$(PY) bench/memory_layer.py
