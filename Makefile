@@ -30,7 +30,7 @@ test: install
 demo: install
 	$(VENV)/bin/smf compare --config configs/offline.yaml --out runs/offline
 
-# The comparison over settings and 3 seeds on the default study's background and probes (about 4 h here).
+# The comparison over settings and 3 seeds on the default study's background and probes (about 5 h here).
 sweep: install
 	$(VENV)/bin/smf compare --config configs/independent-sweep.yaml --out runs/independent-sweep
 
