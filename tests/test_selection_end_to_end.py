@@ -59,7 +59,7 @@ def test_the_optimizer_gets_the_top_t_rows_of_each_step(rule, smf_folder, tokeni
     result = train(model, tokenizer, examples(), config, tmp_path / "run", model_dir=smf_folder, progress=False, save_model=False)
     # the summary counts the rows trained (the union of the selected rows), beside the table size
     union = {layer: set().union(*(set(p["rows"][k].tolist()) for p in chosen)) for k, layer in enumerate(layers)}
-    changed = sum(int((m.values.detach() != values[i]).any(-1).sum()) for i, m in memory_layers(result.model).items())
+    changed = sum(int((m.values.detach().cpu() != values[i]).any(-1).sum()) for i, m in memory_layers(result.model).items())
     assert result.summary["rows_trained"] == sum(len(u) for u in union.values()) >= changed > 0
     dim = next(iter(memory_layers(result.model).values())).value_dim
     assert result.summary["parameters_trained"] == result.summary["rows_trained"] * dim

@@ -59,10 +59,10 @@ def test_smf_is_strictly_sparse(smf_folder, tokenizer, tmp_path, monkeypatch, op
     model = load(smf_folder)
     base = {n: p.detach().clone() for n, p in model.named_parameters() if not n.endswith("memory.values")}
     values = {i: m.values for i, m in memory_layers(model).items()}
-    snapshots = [{i: v.detach().clone() for i, v in values.items()}]
+    snapshots = [{i: v.detach().cpu().clone() for i, v in values.items()}]  # on the CPU, wherever training ran
     config = cfg(method="smf", rule="tfidf", top_t=12, optimizer=optimizer, lr=50.0 if optimizer == "sgd" else 0.5,
                  steps=50, batch_size=4, max_length=64)
-    eval_fn = lambda m, step: snapshots.append({i: v.detach().clone() for i, v in values.items()}) or {}  # noqa: E731
+    eval_fn = lambda m, step: snapshots.append({i: v.detach().cpu().clone() for i, v in values.items()}) or {}  # noqa: E731
     result = train(model, tokenizer, examples(), config, tmp_path / "run", model_dir=smf_folder, eval_fn=eval_fn, eval_every=1,
                    progress=False, save_model=False)
     assert len(selected) == 50 and len(snapshots) == 51
@@ -77,7 +77,7 @@ def test_smf_is_strictly_sparse(smf_folder, tokenizer, tmp_path, monkeypatch, op
     for i, v in values.items():
         never = torch.ones(v.shape[0], dtype=torch.bool)
         never[list(ever[i])] = False
-        assert torch.equal(v.detach()[never], snapshots[0][i][never]), "never-selected rows must be bit-identical"
+        assert torch.equal(v.detach().cpu()[never], snapshots[0][i][never]), "never-selected rows must be bit-identical"
         assert (v.detach() != snapshots[0][i]).any(), "training changed nothing"
     for n, p in model.named_parameters():
         if n in base:
@@ -134,11 +134,11 @@ def test_lora_trains_only_adapters(tmp_path, tokenizer):
     merged = result.model
     for n, p in merged.named_parameters():
         is_target = any(f".{lin}." in n for lin in linears)
-        assert torch.equal(p.detach(), before[n]) != is_target, n
+        assert torch.equal(p.detach().cpu(), before[n]) != is_target, n
     # the adapter folder loads onto its base and merges to the same weights
     reloaded, _ = load_model(tmp_path / "run" / "model")
     for n, p in reloaded.named_parameters():
-        torch.testing.assert_close(p, dict(merged.named_parameters())[n])
+        torch.testing.assert_close(p, dict(merged.named_parameters())[n].cpu())
 
 
 def test_full_trains_every_weight(tmp_path, tokenizer):
@@ -146,7 +146,7 @@ def test_full_trains_every_weight(tmp_path, tokenizer):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     train(model, tokenizer, examples(), cfg(method="full", steps=2, batch_size=4, lr=1e-3, max_length=64),
           tmp_path / "run", progress=False, save_model=False)
-    unchanged = [n for n, p in model.named_parameters() if torch.equal(p.detach(), before[n])]
+    unchanged = [n for n, p in model.named_parameters() if torch.equal(p.detach().cpu(), before[n])]
     assert unchanged == []
 
 
@@ -270,7 +270,7 @@ def test_bf16_autocast_path(method, smf_folder, tmp_path, tokenizer):
     result = train(model, tokenizer, examples(), config, tmp_path / "run", model_dir=folder, progress=False, save_model=False)
     assert all(math.isfinite(x) for x in (result.summary["first_loss"], result.summary["final_loss"]))
     after = dict(result.model.named_parameters())
-    moved = [n for n, p in before.items() if n in after and not torch.equal(p, after[n].detach())]
+    moved = [n for n, p in before.items() if n in after and not torch.equal(p, after[n].detach().cpu())]
     assert moved and all(torch.isfinite(after[n]).all() for n in moved)  # weights moved, and stayed numbers
 
 
@@ -299,7 +299,7 @@ def test_gradient_checkpointing_recomputes_and_changes_nothing(method, smf_folde
             before = dict(calls)
             model.train()
             model.requires_grad_(True)
-            model.model(input_ids=torch.tensor([[1, 2, 3]])).last_hidden_state.sum().backward()
+            model.model(input_ids=torch.tensor([[1, 2, 3]], device=model.device)).last_hidden_state.sum().backward()
             assert all(calls[i] == before[i] + 1 for i in calls)
     (plain, plain_calls), (checkpointed, ck_calls) = runs[False], runs[True]
     micro_batches = 3 * 2

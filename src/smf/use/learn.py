@@ -306,8 +306,8 @@ def changed_rows(model, before: Path) -> dict[int, torch.Tensor]:
     from smf.memory import memory_layers
     from smf.models import load_model
 
-    old = memory_layers(load_model(before)[0])
-    return {i: (m.values.detach() != old[i].values.detach()).any(-1).nonzero().flatten() for i, m in memory_layers(model).items()}
+    old = memory_layers(load_model(before)[0])  # on the CPU; the trained model may be on a GPU
+    return {i: (m.values.detach().cpu() != old[i].values.detach()).any(-1).nonzero().flatten() for i, m in memory_layers(model).items()}
 
 
 def protect_rows(model, tokenizer, facts: list[Fact], folder: Path, max_length: int,
