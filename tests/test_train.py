@@ -141,6 +141,21 @@ def test_lora_trains_only_adapters(tmp_path, tokenizer):
         torch.testing.assert_close(p, dict(merged.named_parameters())[n].cpu())
 
 
+@pytest.mark.parametrize("method", ["smf", "full"])
+def test_the_step_phases_are_named_in_torchs_profiler(method, smf_folder, tmp_path, tokenizer):
+    """Each phase of a step is a range in torch's profiler, once per micro-batch or step (bench/gpu.py
+    reads them); SMF clips its own rows, so only full finetuning has a clip range."""
+    model = load(smf_folder) if method == "smf" else tiny_model(vocab_size=len(tokenizer))
+    config = cfg(method=method, steps=2, batch_size=4, grad_accum=2, max_length=64, lr=0.5 if method == "smf" else 1e-3,
+                 **(dict(top_t=8) if method == "smf" else {}))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        train(model, tokenizer, examples(), config, tmp_path / "run", model_dir=smf_folder if method == "smf" else None,
+              progress=False, save_model=False)
+    counts = {e.key: e.count for e in prof.key_averages() if e.key.startswith("train/")}
+    assert counts == {"train/forward": 4, "train/backward": 4, "train/before_step": 2, "train/optimizer": 2,
+                      **({"train/clip": 2} if method == "full" else {})}
+
+
 def test_full_trains_every_weight(tmp_path, tokenizer):
     model = tiny_model(vocab_size=len(tokenizer))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 from tqdm.auto import tqdm
 
 from smf.data.types import TrainExample
@@ -332,11 +333,13 @@ def train(
             loss_total, tokens = 0.0, 0
             for batch in batches:
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                method.before_forward(model, batch)
-                with autocast:
-                    loss_sum, _ = loss_module(**batch)
-                method.after_forward(model)
-                accelerator.backward(loss_sum / max(step_targets, 1))
+                with record_function("train/forward"):  # the phases name themselves in torch's profiler
+                    method.before_forward(model, batch)
+                    with autocast:
+                        loss_sum, _ = loss_module(**batch)
+                    method.after_forward(model)
+                with record_function("train/backward"):
+                    accelerator.backward(loss_sum / max(step_targets, 1))
                 loss_total += float(loss_sum.detach())
                 tokens += int(batch["attention_mask"].sum())
             if comm.distributed:  # the step's loss and tokens over all processes (for the log, and one verdict on NaN)
@@ -347,12 +350,15 @@ def train(
                     log_file.close()
                 raise SmfError(_not_finite(out, step + 1, loss_total / max(step_targets, 1)))
             comm.take_bytes()
-            method.before_step(model, optimizer)
+            with record_function("train/before_step"):  # smf: choose the rows, gather their gradients
+                method.before_step(model, optimizer)
             sent = comm.take_bytes()
             if config.max_grad_norm and not method.clips_itself:
-                accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+                with record_function("train/clip"):
+                    accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
-            optimizer.step()
+            with record_function("train/optimizer"):
+                optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             seconds = time.perf_counter() - started
