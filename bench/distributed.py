@@ -65,8 +65,9 @@ def geometry_model(geometry: str, tokenizer_dir: str | None = None):
     return model, tokenizer
 
 
-def prepare(geometry: str, folder: Path, tokenizer_dir: str | None = None) -> tuple[Path, Path, int]:
-    """(plain model folder, retrofitted folder with background statistics, parameter count)."""
+def prepare(geometry: str, folder: Path, tokenizer_dir: str | None = None, slots: int = 16384) -> tuple[Path, Path, int]:
+    """(plain model folder, retrofitted folder with `slots` slots per memory layer and background
+    statistics, parameter count)."""
     from smf.data.sources import general_texts
     from smf.memory import MemoryConfig, retrofit, save_retrofitted
     from smf.models import load_model, resolve_model
@@ -83,7 +84,7 @@ def prepare(geometry: str, folder: Path, tokenizer_dir: str | None = None) -> tu
         plain = resolve_model(None)
         model, tokenizer = load_model(plain)
     parameters = sum(p.numel() for p in model.parameters())
-    retrofit(model, MemoryConfig(layers=spec["layers"], slots=16384, heads=4, topk=16, key_dim=256))
+    retrofit(model, MemoryConfig(layers=spec["layers"], slots=slots, heads=4, topk=16, key_dim=256))
     path = save_retrofitted(model, tokenizer, folder / "memory_model")
     chunks = text_chunks(general_texts("pydoc"), tokenizer, 128)[:32]
     stats = collect_background(model, [collate(chunks[i : i + 8], tokenizer.pad_token_id) for i in range(0, 32, 8)], progress=False)
@@ -113,7 +114,8 @@ def run(args: list[str], processes: int, out: Path) -> dict:
     s = json.loads((out / "summary.json").read_text())
     return {"tokens_per_s": sum(r["tokens"] for r in steady) / sum(r["seconds"] for r in steady),
             "allreduce_bytes_per_step": s["allreduce_bytes_per_step"], "peak_rss_bytes": s["peak_memory_bytes"],
-            "optimizer_state_bytes": s["optimizer_state_bytes"], "final_loss": s["final_loss"]}
+            "optimizer_state_bytes": s["optimizer_state_bytes"], "final_loss": s["final_loss"],
+            "step_seconds": [round(r["seconds"], 4) for r in log if "loss" in r]}
 
 
 def main() -> None:

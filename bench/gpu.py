@@ -13,7 +13,7 @@ at Qwen2.5-0.5B geometry"). In order, each part recorded as it finishes:
    Qwen2.5-0.5B-Instruct's exact geometry (random weights, memory 3 × 16,384 slots at layers
    6, 12, 18 as in the published study) in one process: tokens/s, the CUDA allocator's peak,
    optimizer state; with two or more GPUs also in two processes (torchrun, NCCL), with the
-   all-reduce payload per step.
+   all-reduce payload per step. Then smf alone at 3 × 1,048,576 slots (`--slots`).
 
 Writes bench/results/gpu.json and the "On a GPU" section of BENCHMARKS.md. Without a GPU it
 says so and exits 3, writing nothing. Run: .venv/bin/python bench/gpu.py [--steps 8]
@@ -21,9 +21,9 @@ says so and exits 3, writing nothing. Run: .venv/bin/python bench/gpu.py [--step
 the script itself, not a GPU measurement).
 
 Every model here has random weights, so only a tokenizer must travel: on a lent machine that
-cannot install smf or reach a hub, copy the default model's tokenizer files (tokenizer.json,
-tokenizer_config.json, chat_template.jinja from ~/.cache/smf/models/smollm2-135m-instruct, about
-3.5 MB) into a folder, and run `PYTHONPATH=src python3 bench/gpu.py --tokenizer FOLDER` with the
+cannot install smf or reach a hub, copy the default model's tokenizer files and its config
+(tokenizer.json, tokenizer_config.json, chat_template.jinja and config.json from
+~/.cache/smf/models/smollm2-135m-instruct, about 3.5 MB) into a folder, and run `PYTHONPATH=src python3 bench/gpu.py --tokenizer FOLDER` with the
 machine's own torch, transformers, accelerate and peft.
 """
 
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -63,8 +64,8 @@ def sync_free(device) -> dict:
     from smf.memory import MemoryConfig, ProductKeyMemory
 
     memory = ProductKeyMemory(896, MemoryConfig(layers=[0], slots=16384, heads=4, topk=16, key_dim=256))
-    memory.to_empty(device=device)
-    memory.reset_parameters()
+    memory.reset_parameters()  # initialises on the CPU (the same numbers on every device)
+    memory.to(device)
     memory.record = True
     memory.token_mask = torch.ones(4, 256, dtype=torch.long, device=device)
     memory.token_mask[1, 200:] = 0
@@ -114,23 +115,101 @@ def bf16_evaluation(device, tokenizer_dir: str | None) -> dict:
     return out
 
 
-def train(steps: int, batch_size: int, gpus: int, folder: Path, tokenizer_dir: str | None) -> dict:
+def train(steps: int, batch_size: int, gpus: int, folder: Path, tokenizer_dir: str | None, slots: list[int], saved) -> dict:
+    """The three methods, then smf again at each further slot count in `slots` (the first is
+    the published study's 16,384); `saved(partial)` after each row, so a run cut short keeps
+    what it measured."""
     from distributed import METHODS, prepare, run
 
-    plain, memory, parameters = prepare("qwen2.5-0.5b", folder, tokenizer_dir)
+    plain, memory, parameters = prepare("qwen2.5-0.5b", folder, tokenizer_dir, slots=slots[0])
     rows = {}
-    for label, flags in METHODS.items():
-        model = memory if flags[1] == "smf" else plain
+    partial = {"geometry": "qwen2.5-0.5b", "parameters": parameters, "steps": steps, "batch_size": batch_size, "methods": rows}
+    jobs = [(label, flags, memory if flags[1] == "smf" else plain) for label, flags in METHODS.items()]
+    smf_label, smf_flags = next((label, flags) for label, flags in METHODS.items() if flags[1] == "smf")
+    for n_slots in slots[1:]:
+        jobs.append((smf_label.replace("(", f"({n_slots:,} slots, ", 1), smf_flags, ("prepare", n_slots)))
+    for index, (label, flags, model) in enumerate(jobs):
+        if isinstance(model, tuple):  # retrofit the geometry again with more slots, only when it is reached
+            try:
+                _, model, _ = prepare("qwen2.5-0.5b", folder / f"slots{model[1]}", tokenizer_dir, slots=model[1])
+            except Exception as e:  # a row's failure is recorded as the row's, and the rows so far are kept
+                rows[label] = {"1 process": {"error": f"{type(e).__name__}: {e}"}}
+                continue
         common = ["train", "--model", str(model), "--data", "facts", *flags, "--steps", str(steps),
                   "--batch-size", str(batch_size), "--max-length", "64", "--checkpoint-every", "0"]
         rows[label] = {}
         for n in (1, 2) if gpus >= 2 else (1,):
             try:
-                rows[label][f"{n} process{'es' if n > 1 else ''}"] = run(common, n, folder / f"{label[:4]}-{n}")
+                rows[label][f"{n} process{'es' if n > 1 else ''}"] = run(common, n, folder / f"run{index}-{n}")
             except SystemExit as e:  # run() raises SystemExit with the command's stderr
                 rows[label][f"{n} process{'es' if n > 1 else ''}"] = {"error": str(e)[-1500:]}
             print("train", label, n, json.dumps(rows[label]), flush=True)
-    return {"geometry": "qwen2.5-0.5b", "parameters": parameters, "steps": steps, "batch_size": batch_size, "methods": rows}
+            saved({"ok": False, "error": "cut short: the rows so far", **partial})
+    return partial
+
+
+PHASES = ("train/forward", "train/backward", "train/before_step", "train/clip", "train/optimizer")
+
+
+def profile(device, folder: Path, tokenizer_dir: str | None, steps: int, batch_size: int) -> dict:
+    """smf (16,384 slots) and full finetuning trained in this process under torch's profiler (CPU and
+    CUDA) over the steps after the first two: per step, the time of each phase of the step (the
+    trainer's `record_function` ranges) and the operators with the most time of their own."""
+    import torch
+
+    from distributed import METHODS, prepare
+    from smf.data.sources import training_examples
+    from smf.models import load_model
+    from smf.train import TrainConfig, train
+
+    plain, memory = folder / "plain", folder / "memory_model"
+    if not memory.is_dir():
+        plain, memory, _ = prepare("qwen2.5-0.5b", folder, tokenizer_dir)
+    cuda = torch.device(device).type == "cuda"
+    out = {}
+    settings = {"smf": {"method": "smf", "rule": "tfidf", "top_t": 512, "lr": 1.0}, "full": {"method": "full", "lr": 1e-5}}
+    for label, flags in METHODS.items():  # the settings of the train part's rows
+        method = flags[1]
+        if method not in settings:
+            continue
+        config = TrainConfig.from_dict({**settings[method], "steps": steps, "batch_size": batch_size, "max_length": 64})
+        model, tokenizer = load_model(memory if method == "smf" else plain)
+        activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+        prof = torch.profiler.profile(activities=activities)
+
+        def after_step(_model, step: int, prof=prof) -> dict:  # the trainer's evaluation hook, after every step
+            if step == 2:
+                torch.cuda.synchronize() if cuda else None
+                prof.start()
+            return {}
+
+        run = folder / f"profiled-{method}"
+        train(model, tokenizer, training_examples("facts"), config, run, model_dir=memory if method == "smf" else plain,
+              save_model=False, progress=False, eval_fn=after_step, eval_every=1)
+        torch.cuda.synchronize() if cuda else None
+        prof.stop()
+        n = steps - 2
+        events = prof.key_averages()
+        own = lambda e: getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)  # noqa: E731
+        total = lambda e: getattr(e, "device_time_total", 0) or getattr(e, "cuda_time_total", 0)  # noqa: E731
+        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        out[label] = {
+            "step_seconds": [round(r["seconds"], 4) for r in log if "loss" in r],
+            "phases_ms_per_step": {e.key: {"cpu": round(e.cpu_time_total / 1e3 / n, 2), "device": round(total(e) / 1e3 / n, 2)}
+                                   for e in events if e.key in PHASES},
+            "top_cpu_ms_per_step": {e.key: round(e.self_cpu_time_total / 1e3 / n, 2)
+                                    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:20]},
+            "top_device_ms_per_step": {e.key: round(own(e) / 1e3 / n, 2) for e in sorted(events, key=lambda e: -own(e))[:20]},
+        }
+        print("profile", label, json.dumps(out[label]), flush=True)
+        model = prof = None  # before the next method's model is loaded
+        torch.cuda.empty_cache() if cuda else None
+    return {"steps": steps, "batch_size": batch_size, "methods": out}
+
+
+def _median_step(r: dict) -> float | None:
+    steps = r.get("step_seconds", [])[2:]
+    return statistics.median(steps) if steps else None
 
 
 def render(result: dict) -> str:
@@ -138,32 +217,77 @@ def render(result: dict) -> str:
     lines = [f"`python bench/gpu.py` on {m['cuda'] or 'no GPU'} ({result['gpus']} GPU(s)), torch {m['torch']}; "
              "one run of each part. `smf train` gives tokens/s over the steps after the first two and the CUDA "
              "allocator's peak (`peak_memory_bytes`).", ""]
+    if result.get("calls"):
+        lines += ["Run on a lent machine (its own torch, transformers, accelerate and peft; `PYTHONPATH=src`, the tokenizer "
+                  "folder as the module docstring says): " + "; then ".join(f"`{c}`" for c in result["calls"].values()) + ".", ""]
     s = result.get("sync_free", {})
     lines.append(f"- Host syncs in a recorded memory forward, read counts and backward ({s.get('checked_with', '-')}): "
                  + ("none" if s.get("ok") else f"**{s.get('error', 'not run')}**") + ".")
     b = result.get("bf16_evaluation", {})
     if b.get("ok"):
         auto, full = b["auto"], b["no"]
-        lines.append(f"- Evaluation with `mixed_precision: auto`: linear layers in {', '.join(auto['linear_dtypes'])} "
-                     f"({auto['seconds']} s; fp32 {full['seconds']} s; random weights, Qwen2.5-0.5B geometry): pydoc word perplexity "
-                     f"{auto['pydoc']:.3f} vs fp32 {full['pydoc']:.3f}, facts-control accuracy {auto['facts-control']:.3f} vs "
-                     f"{full['facts-control']:.3f}.")
+        lines.append(f"- Evaluation with `mixed_precision: auto`{b.get('when', '')}: linear layers in {', '.join(auto['linear_dtypes'])} "
+                     f"({auto['seconds']} s, run first; fp32 {full['seconds']} s, run second; random weights, Qwen2.5-0.5B geometry): "
+                     f"pydoc word perplexity {auto['pydoc']:.3f} vs fp32 {full['pydoc']:.3f}, facts-control accuracy "
+                     f"{auto['facts-control']:.3f} vs {full['facts-control']:.3f}.")
     else:
         lines.append(f"- bf16 evaluation: **{b.get('error', 'not run')}**.")
     t = result.get("train", {})
-    if t.get("ok"):
+    if t.get("methods"):
         lines += ["", f"Training at Qwen2.5-0.5B geometry ({t['parameters'] / 1e6:.0f}M parameters before the memory), "
-                      f"{t['steps']} steps of {t['batch_size']} facts, max length 64:", "",
-                  "| method | processes | tokens/s | peak memory | optimizer state | all-reduce payload / step |", "|---|---|---|---|---|---|"]
+                      f"{t['steps']} steps of {t['batch_size']} facts, max length 64, in the order below (each its own process):", "",
+                  "| method | processes | tokens/s | median step | slowest steps (s) | peak memory | optimizer state | all-reduce payload / step |",
+                  "|---|---|---|---|---|---|---|---|"]
         for label, runs in t["methods"].items():
             for n, r in runs.items():
                 if "error" in r:
-                    lines.append(f"| {label} | {n} | failed: {r['error'].splitlines()[-1][:120]} | | | |")
+                    lines.append(f"| {label} | {n} | failed: {r['error'].splitlines()[-1][:120]} | | | | | |")
                 else:
-                    lines.append(f"| {label} | {n} | {r['tokens_per_s']:.0f} | {r['peak_rss_bytes'] / 2**30:.2f} GiB | "
-                                 f"{r['optimizer_state_bytes'] / 2**20:.1f} MiB | {r['allreduce_bytes_per_step'] / 2**20:.2f} MiB |")
+                    median = _median_step(r)
+                    slowest = ", ".join(f"{x:.2f}" for x in sorted(r.get("step_seconds", [])[2:], reverse=True)[:3]) or "-"
+                    lines.append(f"| {label} | {n} | {r['tokens_per_s']:.0f} | {f'{median:.3f} s' if median else '-'} | {slowest} | "
+                                 f"{r['peak_rss_bytes'] / 2**30:.2f} GiB | {r['optimizer_state_bytes'] / 2**20:.1f} MiB | "
+                                 f"{r['allreduce_bytes_per_step'] / 2**20:.2f} MiB |")
+        one = {label: runs.get("1 process", {}) for label, runs in t["methods"].items()}
+        smf = [(label, r) for label, r in one.items() if label.startswith("smf") and "tokens_per_s" in r]
+        full = next((r for label, r in one.items() if label.startswith("full") and "tokens_per_s" in r), None)
+        if smf and full:
+            (label, first), rest = smf[0], smf[1:]
+            lines += ["", f"In one process {label} trains at **{first['tokens_per_s'] / full['tokens_per_s']:.2f}×** full "
+                          f"finetuning's tokens/s with **{first['peak_rss_bytes'] / full['peak_rss_bytes']:.2f}×** its peak memory"
+                      + "".join(f"; {other} at {r['tokens_per_s'] / first['tokens_per_s']:.2f}× the tokens/s of 16,384 slots"
+                                for other, r in rest) + " (one run each)."]
+            if _median_step(first) and _median_step(full):
+                paired = [f / x for f, x in zip(full["step_seconds"][2:], first["step_seconds"][2:])]  # the same batches, step by step
+                lines[-1] += (f" Step by step (the same batches in every run), smf's median step takes {_median_step(first):.3f} s "
+                              f"against full finetuning's {_median_step(full):.3f} s: full's time over smf's is "
+                              f"{statistics.median(paired):.2f}× at the median step; the tokens/s over all steps count a "
+                              "few slow steps (the column of slowest steps).")
+        if not t.get("ok"):
+            lines += ["", f"The training part did not finish: {t.get('error', 'not run').splitlines()[0][:200]}."]
     else:
         lines.append(f"- Training: **{t.get('error', 'not run')}**.")
+    p = result.get("profile", {})
+    if p.get("methods"):
+        lines += ["", f"Profiled in one process, after the runs above (`torch.profiler`, CPU and CUDA; {p['steps']} steps, "
+                      "each operator's own time per step over the steps after the first two; the profiler slows every step):", ""]
+        for label, r in p["methods"].items():
+            cpu = ", ".join(f"`{k[:48]}` {v:.1f}" for k, v in list(r["top_cpu_ms_per_step"].items())[:6])
+            dev = ", ".join(f"`{k[:48]}` {v:.1f}" for k, v in list(r["top_device_ms_per_step"].items())[:6])
+            lines.append(f"- {label}: steps {', '.join(f'{x:.2f}' for x in r['step_seconds'])} s; most CPU ms per step: {cpu}; "
+                         f"most GPU ms per step: {dev}.")
+        cudnn = {label: round(sum(v for k, v in r["top_cpu_ms_per_step"].items() if "cudnn_attention" in k), 1)
+                 for label, r in p["methods"].items()}
+        lines += ["", "A GPU annotation's time (`train/...`) spans the kernels issued under it, so those overlap the operators'. "
+                      "CPU time per step in cuDNN's attention (`aten::_cudnn_attention_*`; 0 where it is not among the 20 operators "
+                      "with the most): " + ", ".join(f"{label} {ms} ms" for label, ms in cudnn.items()) + "."]
+    elif p:
+        lines.append(f"- Profile: **{p.get('error', 'not run')}**.")
+    if t.get("methods"):
+        slow = {label: [(i + 1, x) for i, x in enumerate(r.get("step_seconds", [])) if i >= 2 and _median_step(r) and x > 5 * _median_step(r)]
+                for label, runs in t["methods"].items() for r in [runs.get("1 process", {})]}
+        lines += ["", "Steps over 5× their run's median (after the first two): " + "; ".join(
+            f"{label}: " + (", ".join(f"step {i} {x:.2f} s" for i, x in steps) or "none") for label, steps in slow.items()) + "."]
     return "\n".join(lines)
 
 
@@ -175,7 +299,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--allow-cpu", action="store_true", help="run the parts on the CPU (a check of this script)")
     parser.add_argument("--out", help="write gpu.json here instead of bench/results (and leave BENCHMARKS.md alone)")
-    parser.add_argument("--parts", default="sync_free,bf16_evaluation,train")
+    parser.add_argument("--parts", default="sync_free,bf16_evaluation,train,profile")
+    parser.add_argument("--profile-steps", type=int, default=8)
+    parser.add_argument("--slots", default="16384,1048576",
+                        help="memory slots per layer for smf: the first for all three methods' table, the rest smf alone")
     parser.add_argument("--tokenizer", help="a folder with the tokenizer to use (default: smf's default model's)")
     parser.add_argument("--render", action="store_true", help="rewrite the BENCHMARKS.md section from bench/results/gpu.json")
     args = parser.parse_args()
@@ -191,18 +318,28 @@ def main() -> None:
     device = "cuda" if gpus else "cpu"
     result = {"machine": machine(), "gpus": gpus}
     parts = args.parts.split(",")
-    if "sync_free" in parts:
-        _part(result, "sync_free", lambda: sync_free(device))
-    if "bf16_evaluation" in parts:
-        _part(result, "bf16_evaluation", lambda: bf16_evaluation(device, args.tokenizer))
-    if "train" in parts:
-        with tempfile.TemporaryDirectory() as tmp:
-            _part(result, "train", lambda: train(args.steps, args.batch_size, gpus, Path(tmp), args.tokenizer))
     from smf.io import write_json_atomic
 
     out = Path(args.out) if args.out else RESULTS
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "gpu.json", result)
+
+    def saved(train_so_far: dict | None = None) -> None:  # after every part, so a run cut short keeps what it measured
+        write_json_atomic(out / "gpu.json", {**result, **({"train": train_so_far} if train_so_far else {})})
+
+    if "sync_free" in parts:
+        _part(result, "sync_free", lambda: sync_free(device))
+        saved()
+    if "bf16_evaluation" in parts:
+        _part(result, "bf16_evaluation", lambda: bf16_evaluation(device, args.tokenizer))
+        saved()
+    with tempfile.TemporaryDirectory() as tmp:
+        if "train" in parts:
+            slots = [int(n) for n in args.slots.split(",")]
+            _part(result, "train", lambda: train(args.steps, args.batch_size, gpus, Path(tmp), args.tokenizer, slots, saved))
+            saved()
+        if "profile" in parts:
+            _part(result, "profile", lambda: profile(device, Path(tmp), args.tokenizer, args.profile_steps, args.batch_size))
+    saved()
     body = render(result)
     if not args.out:
         update_section("On a GPU", body)
