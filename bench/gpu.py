@@ -24,7 +24,8 @@ Every model here has random weights, so only a tokenizer must travel: on a lent 
 cannot install smf or reach a hub, copy the default model's tokenizer files and its config
 (tokenizer.json, tokenizer_config.json, chat_template.jinja and config.json from
 ~/.cache/smf/models/smollm2-135m-instruct, about 3.5 MB) into a folder, and run `PYTHONPATH=src python3 bench/gpu.py --tokenizer FOLDER` with the
-machine's own torch, transformers, accelerate and peft.
+machine's own torch, transformers, accelerate and peft. `scripts/gpu_tests.sh FOLDER $OUT` runs the
+quick tests there the same way (on a GPU they train and evaluate on it).
 """
 
 from __future__ import annotations
