@@ -169,19 +169,23 @@ def profile(device, folder: Path, tokenizer_dir: str | None, steps: int, batch_s
     from distributed import METHODS, prepare
     from smf.data.sources import training_examples
     from smf.models import load_model
-    from smf.train import TrainConfig, train
+    from smf.cli import build_parser
+    from smf.train import train
+    from smf.train.commands import train_settings
 
     plain, memory = folder / "plain", folder / "memory_model"
     if not memory.is_dir():
         plain, memory, _ = prepare("qwen2.5-0.5b", folder, tokenizer_dir)
     cuda = torch.device(device).type == "cuda"
     out = {}
-    settings = {"smf": {"method": "smf", "rule": "tfidf", "top_t": 512, "lr": 1.0}, "full": {"method": "full", "lr": 1e-5}}
-    for label, flags in METHODS.items():  # the settings of the train part's rows
+    for label, flags in METHODS.items():
         method = flags[1]
-        if method not in settings:
+        if method not in ("smf", "full"):
             continue
-        config = TrainConfig.from_dict({**settings[method], "steps": steps, "batch_size": batch_size, "max_length": 64})
+        # the train part's settings, read by `smf train`'s own parser
+        args = build_parser().parse_args(["train", "--model", "-", "--out", "-", "--data", "facts", *flags, "--steps", str(steps),
+                                          "--batch-size", str(batch_size), "--max-length", "64"])
+        _, config = train_settings(args)
         model, tokenizer = load_model(memory if method == "smf" else plain)
         activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
         prof = torch.profiler.profile(activities=activities)
@@ -294,8 +298,11 @@ def render(result: dict) -> str:
     elif p:
         lines.append(f"- Profile: **{p.get('error', 'not run')}**.")
     if t.get("methods"):
-        slow = {label: [(i + 1, x) for i, x in enumerate(r.get("step_seconds", [])) if i >= 2 and _median_step(r) and x > 5 * _median_step(r)]
-                for label, runs in t["methods"].items() for r in [runs.get("1 process", {})]}
+        slow = {}
+        for label, runs in t["methods"].items():
+            r = runs.get("1 process", {})
+            median = _median_step(r)
+            slow[label] = [(i + 1, x) for i, x in enumerate(r.get("step_seconds", [])) if i >= 2 and median and x > 5 * median]
         lines += ["", "Steps over 5× their run's median (after the first two): " + "; ".join(
             f"{label}: " + (", ".join(f"step {i} {x:.2f} s" for i, x in steps) or "none") for label, steps in slow.items()) + "."]
     return "\n".join(lines)
