@@ -11,7 +11,9 @@ KEY=VALUE pairs are `smf learn` settings (LearnConfig), e.g. count=target top_t=
 background=... (`smf learn --background`, e.g. docstring-questions), and replay=N: each sitting's
 facts file also holds N questions about the standard library (docstring_questions("background"))
 with the base model's own chat answers (greedy, cut at the last full sentence), so the training
-also sees the model's own answering style (an experiment, not an `smf learn` option).
+also sees the model's own answering style (an experiment, not an `smf learn` option); anchor_rows=N: each
+sitting's facts file also holds N questions per question about made-up subjects (scripts/experiments/anchors.py)
+with the base model's own answers, taught (anchors=N, `smf learn --anchors`, counts them as background instead).
 answers=sentence (today's default) or answers=as-given is `smf learn --answers`; scoring always looks
 for the short answer. Runs recorded before that option existed taught answers as given.
 """
@@ -25,6 +27,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 FACTS = ROOT / "tests" / "fixtures" / "user_facts"
 
 
@@ -87,6 +90,7 @@ def main(folder: Path, settings: dict) -> None:
 
     background = settings.pop("background", "pydoc")
     replay = int(settings.pop("replay", 0))
+    n_anchors = int(settings.pop("anchor_rows", 0))
     config = LearnConfig.from_dict({k: yaml.safe_load(v) for k, v in settings.items()}, where="settings")
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -94,8 +98,14 @@ def main(folder: Path, settings: dict) -> None:
     base, tokenizer = load_model()
     base_probes = probes(base, tokenizer)
     own = own_answers(base, tokenizer, replay) if replay else []
-    first = with_rows(FACTS / "first.jsonl", own, folder / "first_taught.jsonl") if own else FACTS / "first.jsonl"
-    second = with_rows(FACTS / "second.jsonl", own, folder / "second_taught.jsonl") if own else FACTS / "second.jsonl"
+    anchored = {}
+    if n_anchors:
+        from anchors import anchor_rows
+
+        anchored = {name: anchor_rows(base, tokenizer, FACTS / f"{name}.jsonl", n_anchors) for name in ("first", "second")}
+    extra = {name: own + anchored.get(name, []) for name in ("first", "second")}
+    first = with_rows(FACTS / "first.jsonl", extra["first"], folder / "first_taught.jsonl") if extra["first"] else FACTS / "first.jsonl"
+    second = with_rows(FACTS / "second.jsonl", extra["second"], folder / "second_taught.jsonl") if extra["second"] else FACTS / "second.jsonl"
     report["base"] = {**base_probes,
                       "first_taught": score(base, tokenizer, FACTS / "first.jsonl")[:2]}
     learn(first, folder / "sitting1", background=background, config=config, progress=False)
@@ -113,8 +123,9 @@ def main(folder: Path, settings: dict) -> None:
     p2 = probes(two, tokenizer)
     report["sitting2"] = {"taught": t2[:2], "first_still_right": [still, len(right_before)],
                           "heldout": score(two, tokenizer, FACTS / "second_heldout.jsonl")[:2], **p2, "change": changes(p2, base_probes)}
-    report["settings"] = config.to_dict() | {"background": background, "replay": replay}
+    report["settings"] = config.to_dict() | {"background": background, "replay": replay, "anchor_rows": n_anchors}
     report["replayed"] = own
+    report["anchor_rows"] = anchored
     (folder / "learn_check.json").write_text(json.dumps(report, indent=2) + "\n")
     b, s1, s2 = report["base"], report["sitting1"], report["sitting2"]
     def probe(s: dict, name: str) -> str:
