@@ -73,6 +73,9 @@ class LearnConfig(Config):
                                     "statistics saved with the model, one document per fact, so TF-IDF ranks those rows as common), "
                                     "trained (that, and the rows this sitting trained count as read by every document: "
                                     "TF-IDF scores them 0), or off")
+    anchors: int = setting(0, "per question with a subject, questions about made-up subjects (\"What is the capital of "
+                                 "Mirilber?\") answered by the model itself, whose reads count as background for this sitting, "
+                                 "so rows that any subject of the relation reads score low (smf.use.anchors)")
 
     def check(self, where: str) -> None:
         for name in ("top_t", "batch_size", "max_length", "slots", "background_batches", "background_batch_size"):
@@ -84,6 +87,8 @@ class LearnConfig(Config):
             raise SmfError(f"{where}: protect must be one of {', '.join(PROTECT)}, got {self.protect!r}")
         if self.answers not in ANSWERS:
             raise SmfError(f"{where}: answers must be one of {', '.join(ANSWERS)}, got {self.answers!r}")
+        if self.anchors < 0:
+            raise SmfError(f"{where}: anchors must be >= 0, got {self.anchors}")
         if (self.steps is not None and self.steps < 1) or not self.epochs > 0:
             raise SmfError(f"{where}: steps must be >= 1 and epochs > 0")
 
@@ -382,5 +387,26 @@ def _teach(net, tokenizer, where, facts: list[Fact], stage: Path, background, co
                                           "count": config.count,
                                           "batch_size": config.batch_size, "max_length": config.max_length, "seed": config.seed})
     model, _ = load_model(memory_dir)
+    background = _anchored_background(model, tokenizer, memory_dir, facts, config, say) if config.anchors else None
     return steps, train(model, tokenizer, train_examples, train_config, stage / LEARN_RUN, model_dir=memory_dir,
-                        standalone=True, progress=progress), memory_dir
+                        standalone=True, background=background, progress=progress), memory_dir
+
+
+def _anchored_background(model, tokenizer, memory_dir: Path, facts: list[Fact], config: LearnConfig, say):
+    """The background statistics of `memory_dir` with this sitting's anchors added (smf.use.anchors); None without any."""
+    from safetensors.torch import load_file
+
+    from smf.memory.delta import root_folder
+    from smf.selection import BackgroundStats
+    from smf.use.anchors import add_anchor_reads, anchor_examples, anchor_questions
+
+    questions = anchor_questions([f.question for f in facts if f.question is not None], config.anchors, seed=config.seed)
+    if not questions:
+        say("no question names a subject to swap (a capitalised name after its first word): no anchors")
+        return None
+    protected = memory_dir / PROTECTED_FILE
+    stats = add_anchor_reads(BackgroundStats.load(root_folder(memory_dir)), model, tokenizer, anchor_examples(model, tokenizer, questions),
+                             config.max_length, load_file(str(protected)) if protected.is_file() else None)
+    say(f"{len(questions)} question(s) about made-up subjects (such as \"{questions[0]}\"), answered by the model, "
+        "count as background for this sitting")
+    return stats
