@@ -217,6 +217,20 @@ def test_questions_are_answered_by_the_statements_that_hold_their_answers():
     assert answered_by_statements(alone) == alone  # about something else; the words apart; only short or question words shared
 
 
+def test_answers_end_the_turn_unless_told_not_to(tiny_folder):
+    """A question's target ends with the chat's end-of-turn token (the model learns to stop there); with stop=False it
+    is the answer alone; a statement never gets one."""
+    from smf.models import load_tokenizer
+    from smf.use.learn import Fact, examples
+
+    tokenizer = load_tokenizer(tiny_folder)
+    facts = [Fact(question="Who built the Zorvex lighthouse?", answer="Mira Tanaka built it."), Fact(text="Kelbrin has bridges.")]
+    stopping, open_ended = examples(facts, tokenizer), examples(facts, tokenizer, stop=False)
+    assert tokenizer.eos_token and stopping[0].target == "Mira Tanaka built it." + tokenizer.eos_token
+    assert open_ended[0].target == "Mira Tanaka built it." and open_ended[0].prompt == stopping[0].prompt
+    assert stopping[1] == open_ended[1] and stopping[1].target == "Kelbrin has bridges."
+
+
 def test_question_background_is_chats_of_stdlib_questions(tiny_folder, tmp_path):
     """`smf learn --background docstring-questions`: chats of PER_CHAT questions about the standard
     library, answered in the assistant's turns, spread over the modules; enough for the statistics."""

@@ -73,6 +73,8 @@ class LearnConfig(Config):
                                     "statistics saved with the model, one document per fact, so TF-IDF ranks those rows as common), "
                                     "trained (that, and the rows this sitting trained count as read by every document: "
                                     "TF-IDF scores them 0), or off")
+    stop: bool = setting(True, "teach the end of each answer (the chat's end-of-turn token after it); false leaves where the "
+                               "model stops answering to the model")
     anchors: int = setting(0, "per question with a subject, questions about made-up subjects (\"What is the capital of "
                                  "Mirilber?\") answered by the model itself, whose reads count as background for this sitting, "
                                  "so rows that any subject of the relation reads score low (smf.use.anchors)")
@@ -170,14 +172,15 @@ def _contains(words: list[str], part: list[str]) -> bool:
     return n > 0 and any(words[k : k + n] == part for k in range(len(words) - n + 1))
 
 
-def examples(facts: list[Fact], tokenizer) -> list[TrainExample]:
-    """Training examples: questions through the chat template (loss on the answer), statements as text."""
+def examples(facts: list[Fact], tokenizer, stop: bool = True) -> list[TrainExample]:
+    """Training examples: questions through the chat template (loss on the answer, and with `stop` on the end-of-turn
+    token after it), statements as text."""
     from smf.use.chat import render
 
     out = []
     for fact in facts:
         if fact.question is not None:
-            eos = tokenizer.eos_token if getattr(tokenizer, "chat_template", None) and tokenizer.eos_token else ""
+            eos = tokenizer.eos_token if stop and getattr(tokenizer, "chat_template", None) and tokenizer.eos_token else ""
             out.append(TrainExample(render(tokenizer, [{"role": "user", "content": fact.question}]), fact.answer + eos))
         else:
             out.append(TrainExample("", fact.text))
@@ -288,7 +291,8 @@ def learn(data: Path, out: Path, *, model: str | None = None, background: str = 
         run = stage / LEARN_RUN
         if config.protect != "off":
             trained = changed_rows(result.model, memory_dir) if config.protect == "trained" else None
-            documents = protect_rows(result.model, tokenizer, taught, run / "model", config.max_length, trained, since=memory_dir)
+            documents = protect_rows(result.model, tokenizer, taught, run / "model", config.max_length, trained, since=memory_dir,
+                                     stop=config.stop)
             say(f"the background statistics now count what your facts read ({documents} documents)"
                 + (f"; {sum(len(r) for r in trained.values()):,} trained rows will not be chosen again" if trained else ""))
         (run / "model" / LEARN_RUN).mkdir()
@@ -316,7 +320,7 @@ def changed_rows(model, before: Path) -> dict[int, torch.Tensor]:
 
 
 def protect_rows(model, tokenizer, facts: list[Fact], folder: Path, max_length: int,
-                 trained: dict[int, torch.Tensor] | None = None, since: Path | None = None) -> int:
+                 trained: dict[int, torch.Tensor] | None = None, since: Path | None = None, stop: bool = True) -> int:
     """Add the memory reads of each taught example, through the trained `model`, to the background
     statistics in `folder` as one document each (df counts documents); the documents after.
 
@@ -331,7 +335,7 @@ def protect_rows(model, tokenizer, facts: list[Fact], folder: Path, max_length: 
 
     stats = BackgroundStats.load(folder)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    encoded = encode_examples(examples(facts, tokenizer), tokenizer, max_length)
+    encoded = encode_examples(examples(facts, tokenizer, stop), tokenizer, max_length)
     reads = collect_background(model, [collate([e], pad) for e in encoded], progress=False)
     for layer in stats.df:
         stats.df[layer] += reads.df[layer]
@@ -380,7 +384,7 @@ def _teach(net, tokenizer, where, facts: list[Fact], stage: Path, background, co
         data = chat_background(background, tokenizer, stage / "background.jsonl")
         background_statistics(memory_dir, BackgroundConfig(data=data, batches=config.background_batches,
                                                                 batch_size=config.background_batch_size, max_length=128), progress=progress)
-    train_examples = examples(facts, tokenizer)
+    train_examples = examples(facts, tokenizer, config.stop)
     steps = config.steps or max(1, math.ceil(config.epochs * len(train_examples) / config.batch_size))
     train_config = TrainConfig.from_dict({"method": "smf", "rule": "tfidf", "top_t": config.top_t, "lr": config.lr, "steps": steps,
                                           "optimizer": config.optimizer,
