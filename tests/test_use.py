@@ -231,6 +231,29 @@ def test_answers_end_the_turn_unless_told_not_to(tiny_folder):
     assert stopping[1] == open_ended[1] and stopping[1].target == "Kelbrin has bridges."
 
 
+def test_answers_lead_gives_the_words_before_the_answer_as_context(tiny_folder):
+    """--answers lead: a question answered by a statement is split where its short answer starts; the words before
+    end the prompt (no loss), the rest is the target. A statement that starts with the answer, a question no statement
+    answers and a statement alone stay as they are."""
+    from smf.models import load_tokenizer
+    from smf.use.learn import Fact, _originals, answered_by_statements, examples, given_lead
+
+    facts = [Fact(text="The capital of the island of Oshu is Kelbrin."), Fact(question="What is the capital of Oshu?", answer="kelbrin"),
+             Fact(text="Mira Tanaka built the Zorvex lighthouse."), Fact(question="Who built the Zorvex lighthouse?", answer="Mira Tanaka"),
+             Fact(question="Who sails the Amber Sea?", answer="the Wayfarer"), Fact(text="Kelbrin has three bridges.")]
+    taught = answered_by_statements(facts)
+    led = [given_lead(f, g.answer) for f, g in zip(taught, _originals(facts, taught))]
+    assert led == [Fact(question="What is the capital of Oshu?", answer=" Kelbrin.", lead="The capital of the island of Oshu is"),
+                   Fact(question="Who built the Zorvex lighthouse?", answer="Mira Tanaka built the Zorvex lighthouse."),
+                   facts[4], facts[5]]
+    tokenizer = load_tokenizer(tiny_folder)
+    example = examples(led[:1], tokenizer)[0]
+    assert example.prompt.endswith("assistant\nThe capital of the island of Oshu is")
+    assert example.target == " Kelbrin." + tokenizer.eos_token
+    whole = tokenizer(example.prompt + example.target).input_ids  # split at a word's start: the tokens of the whole
+    assert whole == tokenizer(example.prompt).input_ids + tokenizer(example.target, add_special_tokens=False).input_ids
+
+
 def test_question_background_is_chats_of_stdlib_questions(tiny_folder, tmp_path):
     """`smf learn --background docstring-questions`: chats of PER_CHAT questions about the standard
     library, answered in the assistant's turns, spread over the modules; enough for the statistics."""

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 LEARN_OPTIMIZERS = ("adam", "rowwise_adagrad", "sgd")  # the strictly sparse ones
 LEARN_RUN = "learn_run"  # the training run's files, inside the output folder
-ANSWERS = ("sentence", "as-given")
+ANSWERS = ("sentence", "lead", "as-given")
 PROTECT = ("trained", "reads", "off")
 PROTECTED_FILE = "protected_rows.safetensors"  # in a folder smf learn wrote with --protect trained: the rows it spares
 
@@ -68,7 +68,9 @@ class LearnConfig(Config):
     show: int = setting(5, "questions whose answers are printed before and after")
     count: str = setting("all", "whose memory reads rank the rows: all tokens, or target (the answer positions only)")
     answers: str = setting("sentence", "sentence: a question whose answer a given statement contains is taught answered by "
-                                       "that statement (the model's own full-sentence style); as-given: the answer as written")
+                                       "that statement (the model's own full-sentence style); lead: the same, but the "
+                                       "statement's words before the answer are context, not taught; as-given: the answer as "
+                                       "written")
     protect: str = setting("trained", "what a later sitting spares: reads (what these facts read is added to the background "
                                     "statistics saved with the model, one document per fact, so TF-IDF ranks those rows as common), "
                                     "trained (that, and the rows this sitting trained count as read by every document: "
@@ -102,6 +104,7 @@ class Fact:
     text: str | None = None
     question: str | None = None
     answer: str | None = None
+    lead: str = ""  # the answer's first words, given as context and not taught (--answers lead)
 
 
 def read_facts(path: Path) -> list[Fact]:
@@ -167,6 +170,24 @@ def answered_by_statements(facts: list[Fact]) -> list[Fact]:
             for i, f in enumerate(facts) if i not in used]
 
 
+def _originals(facts: list[Fact], taught: list[Fact]) -> list[Fact]:
+    """For each fact of answered_by_statements(facts), the fact as given (a question's short answer)."""
+    given = {f.question: f for f in facts if f.question is not None}
+    return [given.get(f.question, f) if f.question is not None else f for f in taught]
+
+
+def given_lead(fact: Fact, short: str | None) -> Fact:
+    """A question answered by a statement, split where its short answer starts: the words before become the lead
+    (context, not taught), the rest the answer. Other facts, and a statement that starts with the answer, as they are."""
+    if fact.question is None or short is None or fact.answer == short:
+        return fact
+    found = re.search(r"(?<!\w)" + re.escape(short) + r"(?!\w)", fact.answer, flags=re.IGNORECASE)
+    if found is None or not fact.answer[: found.start()].strip():
+        return fact
+    cut = len(fact.answer[: found.start()].rstrip())
+    return Fact(question=fact.question, answer=fact.answer[cut:], lead=fact.answer[:cut])
+
+
 def _contains(words: list[str], part: list[str]) -> bool:
     n = len(part)
     return n > 0 and any(words[k : k + n] == part for k in range(len(words) - n + 1))
@@ -181,7 +202,7 @@ def examples(facts: list[Fact], tokenizer, stop: bool = True) -> list[TrainExamp
     for fact in facts:
         if fact.question is not None:
             eos = tokenizer.eos_token if stop and getattr(tokenizer, "chat_template", None) and tokenizer.eos_token else ""
-            out.append(TrainExample(render(tokenizer, [{"role": "user", "content": fact.question}]), fact.answer + eos))
+            out.append(TrainExample(render(tokenizer, [{"role": "user", "content": fact.question}]) + fact.lead, fact.answer + eos))
         else:
             out.append(TrainExample("", fact.text))
     return out
@@ -271,7 +292,9 @@ def learn(data: Path, out: Path, *, model: str | None = None, background: str = 
     if out.exists() and any(out.iterdir()):
         raise SmfError(f"{out} is not empty; choose a new --out (a later sitting writes a new folder too)")
     facts = read_facts(data)
-    taught = answered_by_statements(facts) if config.answers == "sentence" else facts
+    taught = facts if config.answers == "as-given" else answered_by_statements(facts)
+    if config.answers == "lead":
+        taught = [given_lead(f, q.answer) for f, q in zip(taught, _originals(facts, taught))]
     where = resolve_model(model)
     net, tokenizer = load_model(where)
     questions = [f for f in facts if f.question is not None][: config.show]
