@@ -103,6 +103,14 @@ class BackgroundStats:
             self.counts[layer] += dense
         self.batches += 1
 
+    def add(self, other: "BackgroundStats") -> "BackgroundStats":
+        """These statistics with `other`'s documents added (the same layers and rows); self, changed."""
+        for layer in self.df:
+            self.df[layer] += other.df[layer]
+            self.counts[layer] += other.counts[layer]
+        self.batches += other.batches
+        return self
+
     def save(self, folder: str | os.PathLike) -> Path:
         from safetensors.torch import save_file
 

@@ -86,11 +86,7 @@ def add_anchor_reads(stats, model, tokenizer, examples, max_length: int, protect
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     encoded = encode_examples(examples, tokenizer, max_length)
-    reads = collect_background(model, [collate([e], pad) for e in encoded], progress=False)
-    for layer in stats.df:
-        stats.df[layer] += reads.df[layer]
-        stats.counts[layer] += reads.counts[layer]
-    stats.batches += reads.batches
+    stats.add(collect_background(model, [collate([e], pad) for e in encoded], progress=False))
     for key, rows in (protected or {}).items():
         stats.df[int(key.split(".")[1])][rows] = stats.batches
     return stats

@@ -359,11 +359,7 @@ def protect_rows(model, tokenizer, facts: list[Fact], folder: Path, max_length: 
     stats = BackgroundStats.load(folder)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     encoded = encode_examples(examples(facts, tokenizer, stop), tokenizer, max_length)
-    reads = collect_background(model, [collate([e], pad) for e in encoded], progress=False)
-    for layer in stats.df:
-        stats.df[layer] += reads.df[layer]
-        stats.counts[layer] += reads.counts[layer]
-    stats.batches += reads.batches
+    stats.add(collect_background(model, [collate([e], pad) for e in encoded], progress=False))
     if trained is not None:
         from safetensors.torch import load_file, save_file
 
