@@ -21,6 +21,8 @@ Facts (a .txt file: one statement per line; or .jsonl/.json rows): {"text": stat
 taught through the model's chat template, the way `smf ask` and `smf chat` ask, with
 the loss on the answer; statements are taught as plain text, except a statement that holds a
 question's answer, which becomes that question's answer (--answers sentence, the default).
+Options the learn check measured and did not choose (README, "Teach it your own facts"):
+--answers lead|as-given, --stop false, --anchors N, --count target, --background.
 """
 
 from __future__ import annotations
