@@ -96,3 +96,15 @@ def test_learn_with_anchors_selects_against_them_for_this_sitting_only(tiny_fold
     assert seen[-1] is None and "made-up subjects" not in capsys.readouterr().out
     assert main(["learn", *common, "--out", str(tmp_path / "bad"), "--anchors", "-1"]) == 2
     assert "anchors must be >= 0" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_a_question_answered_with_nothing_is_no_anchor(monkeypatch):
+    """An empty answer would be an example without a target; it is left out (and learn says there are no anchors)."""
+    import smf.use.chat
+    from smf.use.anchors import anchor_examples
+
+    said = iter(["", "The capital of Mirilber is Sana. It is old."])
+    monkeypatch.setattr(smf.use.chat, "answer", lambda *a, **k: next(said))
+    monkeypatch.setattr(smf.use.chat, "render", lambda tokenizer, turns: turns[0]["content"] + " ")
+    out = anchor_examples(None, None, ["Who built the Dorvel lighthouse?", "What is the capital of Mirilber?"])
+    assert [(e.prompt, e.target) for e in out] == [("What is the capital of Mirilber? ", "The capital of Mirilber is Sana.")]

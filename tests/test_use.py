@@ -168,7 +168,7 @@ def test_learn_refuses_a_non_model_and_a_used_out(tiny_folder, tmp_path, capsys)
     assert "optimizer must be one of adam, rowwise_adagrad, sgd, got 'adamw_masked'" in err_line(capsys)
     assert main(["learn", "--data", str(facts), "--model", str(tiny_folder), "--out", str(tmp_path / "o"),
                  "--answers", "short"]) == 2
-    assert "answers must be one of sentence, as-given, got 'short'" in err_line(capsys)
+    assert "answers must be one of sentence, lead, as-given, got 'short'" in err_line(capsys)
     assert main(["learn", "--data", str(facts), "--model", str(tiny_folder), "--out", str(tmp_path / "o"),
                  "--background-batch-size", "0"]) == 2
     assert "background_batch_size must be >= 1, got 0" in err_line(capsys)

@@ -67,14 +67,16 @@ def first_sentence(text: str) -> str:
 
 def anchor_examples(model, tokenizer, questions: list[str], max_new_tokens: int = 32):
     """Anchor questions as training-shaped examples: the question through the chat template, the model's own greedy
-    answer (its first sentence) as the target."""
+    answer (its first sentence) as the target; a question the model answers with nothing is left out."""
     from smf.data.types import TrainExample
     from smf.use.chat import answer, render
 
     out = []
     for question in questions:
         turns = [{"role": "user", "content": question}]
-        out.append(TrainExample(render(tokenizer, turns), first_sentence(answer(model, tokenizer, turns, max_new_tokens=max_new_tokens))))
+        said = first_sentence(answer(model, tokenizer, turns, max_new_tokens=max_new_tokens))
+        if said:
+            out.append(TrainExample(render(tokenizer, turns), said))
     return out
 
 

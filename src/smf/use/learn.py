@@ -426,12 +426,14 @@ def _anchored_background(model, tokenizer, memory_dir: Path, facts: list[Fact], 
     from smf.use.anchors import add_anchor_reads, anchor_examples, anchor_questions
 
     questions = anchor_questions([f.question for f in facts if f.question is not None], config.anchors, seed=config.seed)
-    if not questions:
-        say("no question names a subject to swap (a capitalised name after its first word): no anchors")
+    anchors = anchor_examples(model, tokenizer, questions)
+    if not anchors:
+        say("no question names a subject to swap (a capitalised name after its first word), or the model answered none "
+            "of them: no anchors")
         return None
     protected = memory_dir / PROTECTED_FILE
-    stats = add_anchor_reads(BackgroundStats.load(root_folder(memory_dir)), model, tokenizer, anchor_examples(model, tokenizer, questions),
+    stats = add_anchor_reads(BackgroundStats.load(root_folder(memory_dir)), model, tokenizer, anchors,
                              config.max_length, load_file(str(protected)) if protected.is_file() else None)
-    say(f"{len(questions)} question(s) about made-up subjects (such as \"{questions[0]}\"), answered by the model, "
+    say(f"{len(anchors)} question(s) about made-up subjects (such as \"{questions[0]}\"), answered by the model, "
         "count as background for this sitting")
     return stats
