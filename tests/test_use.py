@@ -236,13 +236,12 @@ def test_answers_lead_gives_the_words_before_the_answer_as_context(tiny_folder):
     end the prompt (no loss), the rest is the target. A statement that starts with the answer, a question no statement
     answers and a statement alone stay as they are."""
     from smf.models import load_tokenizer
-    from smf.use.learn import Fact, _originals, answered_by_statements, examples, given_lead
+    from smf.use.learn import Fact, answered_by_statements, examples
 
     facts = [Fact(text="The capital of the island of Oshu is Kelbrin."), Fact(question="What is the capital of Oshu?", answer="kelbrin"),
              Fact(text="Mira Tanaka built the Zorvex lighthouse."), Fact(question="Who built the Zorvex lighthouse?", answer="Mira Tanaka"),
              Fact(question="Who sails the Amber Sea?", answer="the Wayfarer"), Fact(text="Kelbrin has three bridges.")]
-    taught = answered_by_statements(facts)
-    led = [given_lead(f, g.answer) for f, g in zip(taught, _originals(facts, taught))]
+    led = answered_by_statements(facts, lead=True)
     assert led == [Fact(question="What is the capital of Oshu?", answer=" Kelbrin.", lead="The capital of the island of Oshu is"),
                    Fact(question="Who built the Zorvex lighthouse?", answer="Mira Tanaka built the Zorvex lighthouse."),
                    facts[4], facts[5]]

@@ -20,13 +20,14 @@ import json
 import sys
 from pathlib import Path
 
-from smf.use.anchors import anchor_questions  # noqa: E402  (the same made-up subjects as smf learn --anchors)
+from smf.use.anchors import anchor_questions  # the same made-up subjects as smf learn --anchors
 
 
-def own_answer(model, tokenizer, question: str) -> str:
+def own_answer(model, tokenizer, question: str, max_new_tokens: int = 48) -> str:
+    """The model's greedy chat answer, cut at its last full sentence."""
     from smf.use.chat import answer
 
-    said = answer(model, tokenizer, [{"role": "user", "content": question}], max_new_tokens=48)
+    said = answer(model, tokenizer, [{"role": "user", "content": question}], max_new_tokens=max_new_tokens)
     cut = said[: said.rfind(".") + 1] if "." in said else said
     return cut.strip() or said.strip()
 

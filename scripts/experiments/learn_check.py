@@ -65,16 +65,11 @@ def changes(now: dict, base: dict) -> dict:
 
 def own_answers(model, tokenizer, n: int) -> list[dict]:
     """n questions about the standard library with the model's own chat answers, cut at a sentence's end."""
+    from anchors import own_answer
     from smf.data.docstrings import docstring_questions
-    from smf.use.chat import answer
 
     pairs = docstring_questions("background")
-    rows = []
-    for question, _ in pairs[:: max(1, len(pairs) // n)][:n]:
-        said = answer(model, tokenizer, [{"role": "user", "content": question}], max_new_tokens=64)
-        cut = said[: said.rfind(".") + 1] if "." in said else said
-        rows.append({"question": question, "answer": cut.strip() or said})
-    return rows
+    return [{"question": q, "answer": own_answer(model, tokenizer, q, max_new_tokens=64)} for q, _ in pairs[:: max(1, len(pairs) // n)][:n]]
 
 
 def with_rows(path: Path, rows: list[dict], out: Path) -> Path:

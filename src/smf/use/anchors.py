@@ -83,12 +83,9 @@ def anchor_examples(model, tokenizer, questions: list[str], max_new_tokens: int 
 def add_anchor_reads(stats, model, tokenizer, examples, max_length: int, protected: dict | None = None):
     """`stats` (BackgroundStats) with the reads of each anchor example added as one document. Rows in `protected`
     ({"rows.LAYER": rows}, from an earlier sitting) keep df equal to the documents, so they still score 0."""
-    from smf.selection import collect_background
-    from smf.train import collate, encode_examples
+    from smf.selection import reads_as_documents
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    encoded = encode_examples(examples, tokenizer, max_length)
-    stats.add(collect_background(model, [collate([e], pad) for e in encoded], progress=False))
+    stats.add(reads_as_documents(model, tokenizer, examples, max_length))
     for key, rows in (protected or {}).items():
         stats.df[int(key.split(".")[1])][rows] = stats.batches
     return stats

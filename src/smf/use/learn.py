@@ -140,7 +140,7 @@ def _words(text: str) -> list[str]:
     return re.sub(r"[^\w\s]", " ", text.lower()).split()
 
 
-def answered_by_statements(facts: list[Fact]) -> list[Fact]:
+def answered_by_statements(facts: list[Fact], lead: bool = False) -> list[Fact]:
     """The facts to teach when answers are taught as sentences.
 
     A question whose answer occurs (as whole words) in a given statement that shares another
@@ -168,14 +168,10 @@ def answered_by_statements(facts: list[Fact]) -> list[Fact]:
         if best is not None:
             answered[i] = best
     used = set(answered.values())
-    return [Fact(question=f.question, answer=facts[answered[i]].text) if i in answered else f
-            for i, f in enumerate(facts) if i not in used]
-
-
-def _originals(facts: list[Fact], taught: list[Fact]) -> list[Fact]:
-    """For each fact of answered_by_statements(facts), the fact as given (a question's short answer)."""
-    given = {f.question: f for f in facts if f.question is not None}
-    return [given.get(f.question, f) if f.question is not None else f for f in taught]
+    paired = {i: Fact(question=facts[i].question, answer=facts[j].text) for i, j in answered.items()}
+    if lead:  # --answers lead: the statement's words before the answer become context
+        paired = {i: given_lead(f, facts[i].answer) for i, f in paired.items()}
+    return [paired.get(i, f) for i, f in enumerate(facts) if i not in used]
 
 
 def given_lead(fact: Fact, short: str | None) -> Fact:
@@ -294,9 +290,7 @@ def learn(data: Path, out: Path, *, model: str | None = None, background: str = 
     if out.exists() and any(out.iterdir()):
         raise SmfError(f"{out} is not empty; choose a new --out (a later sitting writes a new folder too)")
     facts = read_facts(data)
-    taught = facts if config.answers == "as-given" else answered_by_statements(facts)
-    if config.answers == "lead":
-        taught = [given_lead(f, q.answer) for f, q in zip(taught, _originals(facts, taught))]
+    taught = facts if config.answers == "as-given" else answered_by_statements(facts, lead=config.answers == "lead")
     where = resolve_model(model)
     net, tokenizer = load_model(where)
     questions = [f for f in facts if f.question is not None][: config.show]
@@ -355,13 +349,9 @@ def protect_rows(model, tokenizer, facts: list[Fact], folder: Path, max_length: 
     reads fewer than t rows with a higher score."""
     import torch
 
-    from smf.selection import BackgroundStats, collect_background
-    from smf.train import collate, encode_examples
+    from smf.selection import BackgroundStats, reads_as_documents
 
-    stats = BackgroundStats.load(folder)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    encoded = encode_examples(examples(facts, tokenizer, stop), tokenizer, max_length)
-    stats.add(collect_background(model, [collate([e], pad) for e in encoded], progress=False))
+    stats = BackgroundStats.load(folder).add(reads_as_documents(model, tokenizer, examples(facts, tokenizer, stop), max_length))
     if trained is not None:
         from safetensors.torch import load_file, save_file
 
