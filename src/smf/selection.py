@@ -170,14 +170,6 @@ def collect_background(model, batches, progress: bool = True, mixed_precision: s
     return stats
 
 
-def reads_as_documents(model, tokenizer, examples, max_length: int) -> BackgroundStats:
-    """The memory reads of each example (TrainExample) through `model`, each example one document."""
-    from smf.train import collate, encode_examples
-
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return collect_background(model, [collate([e], pad) for e in encode_examples(examples, tokenizer, max_length)], progress=False)
-
-
 class RowSelector:
     """Chooses the top-t memory rows per layer from a step's access counts."""
 

@@ -13,7 +13,7 @@ from smf.errors import SmfError
 from smf.memory.retrofit import MEMORY_FILE, load_retrofitted
 from smf.methods.heal import HealConfig
 from smf.selection import BackgroundConfig, BackgroundStats, collect_background
-from smf.train.loop import TrainResult, collate, text_chunks, train
+from smf.train.loop import TrainResult, collate, encode_examples, text_chunks, train
 
 
 def _require_memory(folder: Path) -> None:
@@ -39,6 +39,12 @@ def background_statistics(folder: Path, config: BackgroundConfig, *, progress: b
                                mixed_precision=config.mixed_precision)
     stats.save(folder)
     return stats
+
+
+def reads_as_documents(model, tokenizer, examples, max_length: int) -> BackgroundStats:
+    """The memory reads of each example (TrainExample) through `model`, each example one document."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return collect_background(model, [collate([e], pad) for e in encode_examples(examples, tokenizer, max_length)], progress=False)
 
 
 def heal(folder: Path, config: HealConfig, out: Path, *, resume: bool = False, progress: bool = True) -> TrainResult:

@@ -83,7 +83,7 @@ def anchor_examples(model, tokenizer, questions: list[str], max_new_tokens: int 
 def add_anchor_reads(stats, model, tokenizer, examples, max_length: int, protected: dict | None = None):
     """`stats` (BackgroundStats) with the reads of each anchor example added as one document. Rows in `protected`
     ({"rows.LAYER": rows}, from an earlier sitting) keep df equal to the documents, so they still score 0."""
-    from smf.selection import reads_as_documents
+    from smf.train.stages import reads_as_documents
 
     stats.add(reads_as_documents(model, tokenizer, examples, max_length))
     for key, rows in (protected or {}).items():

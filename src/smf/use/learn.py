@@ -349,7 +349,8 @@ def protect_rows(model, tokenizer, facts: list[Fact], folder: Path, max_length: 
     reads fewer than t rows with a higher score."""
     import torch
 
-    from smf.selection import BackgroundStats, reads_as_documents
+    from smf.selection import BackgroundStats
+    from smf.train.stages import reads_as_documents
 
     stats = BackgroundStats.load(folder).add(reads_as_documents(model, tokenizer, examples(facts, tokenizer, stop), max_length))
     if trained is not None:
