@@ -252,6 +252,7 @@ def train(
     save_model: bool = True,
     standalone: bool = False,
     background=None,
+    keep=None,
     progress: bool = True,
 ) -> TrainResult:
     """Train `model` on `examples` with `config`; write the run to the folder `out`.
@@ -262,6 +263,7 @@ def train(
     The model is saved in OUT/model: compact where the method can (an SMF delta over
     `model_dir`, a LoRA adapter), or a folder that loads by itself with `standalone`.
     `background`: SMF's background statistics, instead of those beside `model_dir`.
+    `keep` (smf.train.keep.Keep): outputs each step holds near where they were, a KL term added to the loss.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -342,9 +344,17 @@ def train(
                     accelerator.backward(loss_sum / max(step_targets, 1))
                 loss_total += float(loss_sum.detach())
                 tokens += int(batch["attention_mask"].sum())
+            kept = None
+            # The kept outputs' forward passes come after the step's last after_forward: the method never counts
+            # their reads (SMF chooses rows from the facts alone). Every process computes the whole term and the
+            # gradients are summed over the processes, hence 1 / world.
+            if keep is not None:
+                with record_function("train/keep"):
+                    kept = keep.backward(loss_module.model, pad_id, accelerator.device, accelerator.backward, autocast,
+                                         scale=1 / comm.world)
             if comm.distributed:  # the step's loss and tokens over all processes (for the log, and one verdict on NaN)
                 loss_total, tokens = _sum_over(comm, loss_total, tokens)
-            if not math.isfinite(loss_total):
+            if not math.isfinite(loss_total) or (kept is not None and not math.isfinite(kept)):
                 bar.close()
                 if log_file:
                     log_file.close()
@@ -367,6 +377,8 @@ def train(
             record = {"step": step + 1, "loss": loss_total / max(step_targets, 1), "lr": lr, "tokens": tokens,
                       "target_tokens": step_targets, "seconds": seconds, "tokens_per_s": tokens / seconds,
                       "allreduce_bytes": sent, **method.step_stats(optimizer)}
+            if kept is not None:
+                record["keep_kl"] = kept
             log.append(record)
             if log_file:
                 log_file.write(json.dumps(record) + "\n")

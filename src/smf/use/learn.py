@@ -22,7 +22,7 @@ taught through the model's chat template, the way `smf ask` and `smf chat` ask, 
 the loss on the answer; statements are taught as plain text, except a statement that holds a
 question's answer, which becomes that question's answer (--answers sentence, the default).
 Options the learn check measured and did not choose (README, "Teach it your own facts"):
---answers lead|as-given, --stop false, --anchors N, --count target, --background.
+--answers lead|as-given, --stop false, --anchors N, --keep N, --count target, --background.
 """
 
 from __future__ import annotations
@@ -82,6 +82,10 @@ class LearnConfig(Config):
     anchors: int = setting(0, "per question with a subject, questions about made-up subjects (\"What is the capital of "
                                  "Mirilber?\") answered by the model itself, whose reads count as background for this sitting, "
                                  "so rows that any subject of the relation reads score low (smf.use.anchors)")
+    keep: int = setting(0, "per question with a subject, questions about made-up subjects answered by the model before the "
+                           "sitting, whose answers the training keeps: it adds keep_weight × the KL divergence of the model's "
+                           "next-token distributions along them from the ones before the sitting to the loss (smf.train.keep)")
+    keep_weight: float = setting(1.0, "the weight of the --keep term in the loss (the facts' loss has weight 1)")
 
     def check(self, where: str) -> None:
         for name in ("top_t", "batch_size", "max_length", "slots", "background_batches", "background_batch_size"):
@@ -93,8 +97,11 @@ class LearnConfig(Config):
             raise SmfError(f"{where}: protect must be one of {', '.join(PROTECT)}, got {self.protect!r}")
         if self.answers not in ANSWERS:
             raise SmfError(f"{where}: answers must be one of {', '.join(ANSWERS)}, got {self.answers!r}")
-        if self.anchors < 0:
-            raise SmfError(f"{where}: anchors must be >= 0, got {self.anchors}")
+        for name in ("anchors", "keep"):
+            if getattr(self, name) < 0:
+                raise SmfError(f"{where}: {name} must be >= 0, got {getattr(self, name)}")
+        if not self.keep_weight > 0:
+            raise SmfError(f"{where}: keep_weight must be > 0, got {self.keep_weight}")
         if (self.steps is not None and self.steps < 1) or not self.epochs > 0:
             raise SmfError(f"{where}: steps must be >= 1 and epochs > 0")
 
@@ -404,8 +411,35 @@ def _teach(net, tokenizer, where, facts: list[Fact], stage: Path, background, co
                                           "batch_size": config.batch_size, "max_length": config.max_length, "seed": config.seed})
     model, _ = load_model(memory_dir)
     background = _anchored_background(model, tokenizer, memory_dir, facts, config, say) if config.anchors else None
+    keep = _kept_answers(model, tokenizer, facts, config, say) if config.keep else None
     return steps, train(model, tokenizer, train_examples, train_config, stage / LEARN_RUN, model_dir=memory_dir,
-                        standalone=True, background=background, progress=progress), memory_dir
+                        standalone=True, background=background, keep=keep, progress=progress), memory_dir
+
+
+def _anchors(model, tokenizer, facts: list[Fact], n: int, seed: int, say, use: str):
+    """(questions, examples): `n` anchors per question with a subject (smf.use.anchors), answered by `model`; both
+    empty, said, when there are none."""
+    from smf.use.anchors import anchor_examples, anchor_questions
+
+    questions = anchor_questions([f.question for f in facts if f.question is not None], n, seed=seed)
+    anchors = anchor_examples(model, tokenizer, questions)
+    if not anchors:
+        say("no question names a subject to swap (a capitalised name after its first word), or the model answered none "
+            f"of them: nothing {use}")
+    return questions, anchors
+
+
+def _kept_answers(model, tokenizer, facts: list[Fact], config: LearnConfig, say):
+    """The model's answers to this sitting's anchors, as a kept-output term for training (smf.train.keep); None without any."""
+    from smf.train.keep import Keep
+
+    questions, anchors = _anchors(model, tokenizer, facts, config.keep, config.seed + 1, say, "to keep")
+    if not anchors:
+        return None
+    keep = Keep.of(model, tokenizer, anchors, config.max_length, config.keep_weight, batch=config.batch_size)
+    say(f"keeping the model's answers to {len(anchors)} question(s) about made-up subjects (such as \"{questions[0]}\"; "
+        f"{keep.positions} tokens, weight {config.keep_weight:g})")
+    return keep
 
 
 def _anchored_background(model, tokenizer, memory_dir: Path, facts: list[Fact], config: LearnConfig, say):
@@ -414,13 +448,10 @@ def _anchored_background(model, tokenizer, memory_dir: Path, facts: list[Fact], 
 
     from smf.memory.delta import root_folder
     from smf.selection import BackgroundStats
-    from smf.use.anchors import add_anchor_reads, anchor_examples, anchor_questions
+    from smf.use.anchors import add_anchor_reads
 
-    questions = anchor_questions([f.question for f in facts if f.question is not None], config.anchors, seed=config.seed)
-    anchors = anchor_examples(model, tokenizer, questions)
+    questions, anchors = _anchors(model, tokenizer, facts, config.anchors, config.seed, say, "counts as background")
     if not anchors:
-        say("no question names a subject to swap (a capitalised name after its first word), or the model answered none "
-            "of them: no anchors")
         return None
     protected = memory_dir / PROTECTED_FILE
     stats = add_anchor_reads(BackgroundStats.load(root_folder(memory_dir)), model, tokenizer, anchors,

@@ -1,0 +1,137 @@
+"""Kept outputs (smf.train.keep, `smf learn --keep`): a KL term to the model's own answers before training."""
+
+import json
+
+import pytest
+import torch
+
+from smf.cli import main
+from smf.data.types import TrainExample
+from smf.memory import load_retrofitted, memory_layers
+from smf.optim import SparseRowOptimizer
+from smf.train import TrainConfig, train
+from smf.train.keep import Keep, kept_logprobs
+from smf.train.loop import collate
+from test_train import examples, smf_folder, tokenizer  # noqa: F401  (fixtures)
+
+KEPT = [TrainExample("Question: what follows gamma delta?\nAnswer:", " zeta eta theta"),
+        TrainExample("Question: what follows mu alpha?\nAnswer:", " beta")]
+
+
+def config(steps=3):
+    return TrainConfig.from_dict({"method": "smf", "rule": "tfidf", "top_t": 6, "lr": 0.5, "steps": steps, "batch_size": 4,
+                                  "max_length": 48, "optimizer": "sgd"})
+
+
+def kl_now(model, keep: Keep, pad: int) -> float:
+    """Mean KL(reference ‖ model) over the kept positions, computed here directly."""
+    total = 0.0
+    with torch.no_grad():
+        for chunk, ref in zip(keep.chunks, keep.reference):
+            logp = kept_logprobs(model, collate(chunk, pad))
+            p = ref.float().exp()
+            total += float((p * (ref.float() - logp)).sum())
+    return total / keep.positions
+
+
+def test_the_reference_is_the_models_distribution_at_the_answers_positions(smf_folder, tokenizer):  # noqa: F811
+    model = load_retrofitted(smf_folder)
+    keep = Keep.of(model, tokenizer, KEPT, 48, batch=1)
+    answer_tokens = [len(tokenizer(e.target, add_special_tokens=False).input_ids) for e in KEPT]
+    assert [len(r) for r in keep.reference] == answer_tokens and keep.positions == sum(answer_tokens)
+    assert keep.reference[0].shape[1] == model.config.vocab_size and keep.reference[0].dtype == torch.float16
+    assert torch.allclose(keep.reference[0].float().exp().sum(-1), torch.ones(answer_tokens[0]), atol=2e-2)
+    assert kl_now(model, keep, tokenizer.pad_token_id) < 1e-4  # unchanged model: nothing to pay
+    with torch.no_grad():  # a changed memory moves the kept answers
+        for memory in memory_layers(model).values():
+            memory.values.normal_(0, 5.0)
+    assert kl_now(model, keep, tokenizer.pad_token_id) > 1e-2
+
+
+def test_keep_adds_its_gradient_to_the_chosen_rows_and_chooses_none(smf_folder, tokenizer, tmp_path, monkeypatch):  # noqa: F811
+    """With a kept term the first step selects the same rows (the kept answers' reads are not counted), the update
+    on them differs, the rows not chosen stay bit-identical, and the log holds the term."""
+    chosen: list = []
+    original = SparseRowOptimizer.set_rows
+    monkeypatch.setattr(SparseRowOptimizer, "set_rows", lambda self, rows: chosen.append([r.clone() for r in rows.values()]) or original(self, rows))
+
+    def run(name, keep_weight):
+        model = load_retrofitted(smf_folder)
+        before = {i: m.values.detach().clone() for i, m in memory_layers(model).items()}
+        keep = Keep.of(model, tokenizer, KEPT, 48, weight=keep_weight) if keep_weight else None
+        result = train(model, tokenizer, examples(), config(), tmp_path / name, model_dir=smf_folder, progress=False,
+                       save_model=False, keep=keep)
+        return before, {i: m.values.detach().clone() for i, m in memory_layers(result.model).items()}, result, keep
+
+    _, plain, plain_result, _ = run("plain", 0)
+    plain_rows = list(chosen)
+    chosen.clear()
+    before, kept, kept_result, keep = run("kept", 1000.0)
+    assert len(chosen) == len(plain_rows) == 3
+    # the first step reads the same (later ones read through memory the term changed): the same rows chosen
+    assert all(torch.equal(x, y) for x, y in zip(plain_rows[0], chosen[0]))
+    assert any(not torch.equal(plain[i], kept[i]) for i in plain)  # but the keep term moved them differently
+    for i in kept:
+        rows = torch.cat([step[list(kept).index(i)] for step in chosen]).unique()
+        untouched = torch.ones(len(kept[i]), dtype=torch.bool)
+        untouched[rows] = False
+        assert torch.equal(kept[i][untouched], before[i][untouched])
+    logged = [r["keep_kl"] for r in kept_result.log if "loss" in r]
+    assert len(logged) == 3 and logged[0] < 1e-4 and all("keep_kl" not in r for r in plain_result.log)
+
+
+def test_keeping_holds_the_kept_answers_closer_than_training_without(smf_folder, tokenizer, tmp_path):  # noqa: F811
+    kl = {}
+    for weight in (0, 100.0):
+        model = load_retrofitted(smf_folder)
+        keep = Keep.of(model, tokenizer, KEPT, 48, weight=weight or 1.0)
+        result = train(model, tokenizer, examples(), config(steps=12), tmp_path / f"w{weight}", model_dir=smf_folder,
+                       progress=False, save_model=False, keep=keep if weight else None)
+        kl[weight] = kl_now(result.model, keep, tokenizer.pad_token_id)
+    assert kl[100.0] < 0.5 * kl[0] and kl[0] > 1e-3  # measured: 0.00025 against 0.0022
+
+
+def test_learn_keep_builds_the_term_from_anchors_and_refuses_a_bad_weight(tiny_folder, tmp_path, capsys, monkeypatch):
+    import smf.train
+
+    seen = []
+    real = smf.train.train
+    monkeypatch.setattr(smf.train, "train", lambda *a, **k: seen.append(k["keep"]) or real(*a, **k))
+    facts = tmp_path / "facts.jsonl"
+    facts.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"question": "Who built the Zorvex lighthouse?", "answer": "Mira Tanaka"},
+        {"question": "What is the capital of Oshu?", "answer": "Kelbrin"},
+        {"question": "Who invented the tidal clock?", "answer": "Soren Vale"}]))
+    common = ["--data", str(facts), "--model", str(tiny_folder), "--slots", "256", "--steps", "1", "--batch-size", "2",
+              "--max-length", "48", "--protect", "off"]
+    assert main(["learn", *common, "--out", str(tmp_path / "kept"), "--keep", "2", "--keep-weight", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "keeping the model's answers to 4 question(s) about made-up subjects" in out and "weight 3" in out
+    assert isinstance(seen[-1], Keep) and sum(len(c) for c in seen[-1].chunks) == 4 and seen[-1].weight == 3.0
+    assert main(["learn", *common, "--out", str(tmp_path / "plain")]) == 0
+    assert seen[-1] is None
+    for flag, value, message in [("--keep-weight", "0", "keep_weight must be > 0"), ("--keep", "-1", "keep must be >= 0")]:
+        assert main(["learn", *common, "--out", str(tmp_path / "bad"), "--keep", "1", flag, value]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("weight", [0.5])
+def test_the_term_the_loop_adds_is_the_weighted_mean_kl(smf_folder, tokenizer, weight):  # noqa: F811
+    """Keep.backward's gradient is weight × the gradient of the mean KL computed directly."""
+    model = load_retrofitted(smf_folder)
+    keep = Keep.of(model, tokenizer, KEPT, 48, weight=weight)
+    memory = next(iter(memory_layers(model).values()))
+    with torch.no_grad():
+        memory.values.normal_(0, 1.0)
+    memory.sparse_grad = False
+    memory.values.requires_grad_(True)
+    mean = keep.backward(model, tokenizer.pad_token_id, "cpu", lambda loss: loss.backward())
+    got = memory.values.grad.clone()
+    memory.values.grad = None
+    total = 0.0
+    for chunk, ref in zip(keep.chunks, keep.reference):
+        logp = kept_logprobs(model, collate(chunk, tokenizer.pad_token_id))
+        total = total + (ref.float().exp() * (ref.float() - logp)).sum()
+    (total / keep.positions).backward()
+    assert mean == pytest.approx(float(total.detach()) / keep.positions, rel=1e-5)
+    assert torch.allclose(got, weight * memory.values.grad, atol=1e-6 * float(memory.values.grad.abs().max()))
