@@ -108,9 +108,14 @@ def test_learn_keep_builds_the_term_from_anchors_and_refuses_a_bad_weight(tiny_f
     out = capsys.readouterr().out
     assert "keeping the model's answers to 4 question(s) about made-up subjects" in out and "weight 3" in out
     assert isinstance(seen[-1], Keep) and sum(len(c) for c in seen[-1].chunks) == 4 and seen[-1].weight == 3.0
+    assert main(["learn", *common, "--out", str(tmp_path / "general"), "--keep-general", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "keeping the model's answers to 3 general question(s) (such as \"What does" in out and "made-up" not in out
+    assert sum(len(c) for c in seen[-1].chunks) == 3
     assert main(["learn", *common, "--out", str(tmp_path / "plain")]) == 0
     assert seen[-1] is None
-    for flag, value, message in [("--keep-weight", "0", "keep_weight must be > 0"), ("--keep", "-1", "keep must be >= 0")]:
+    for flag, value, message in [("--keep-weight", "0", "keep_weight must be > 0"), ("--keep", "-1", "keep must be >= 0"),
+                                 ("--keep-general", "-2", "keep_general must be >= 0")]:
         assert main(["learn", *common, "--out", str(tmp_path / "bad"), "--keep", "1", flag, value]) == 2
         assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()
 

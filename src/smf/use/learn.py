@@ -22,7 +22,7 @@ taught through the model's chat template, the way `smf ask` and `smf chat` ask, 
 the loss on the answer; statements are taught as plain text, except a statement that holds a
 question's answer, which becomes that question's answer (--answers sentence, the default).
 Options the learn check measured and did not choose (README, "Teach it your own facts"):
---answers lead|as-given, --stop false, --anchors N, --keep N, --count target, --background.
+--answers lead|as-given, --stop false, --anchors N, --keep N, --keep-general N, --count target, --background.
 """
 
 from __future__ import annotations
@@ -85,7 +85,10 @@ class LearnConfig(Config):
     keep: int = setting(0, "per question with a subject, questions about made-up subjects answered by the model before the "
                            "sitting, whose answers the training keeps: it adds keep_weight × the KL divergence of the model's "
                            "next-token distributions along them from the ones before the sitting to the loss (smf.train.keep)")
-    keep_weight: float = setting(1.0, "the weight of the --keep term in the loss (the facts' loss has weight 1)")
+    keep_general: int = setting(0, "general questions (about the standard library's functions: smf.data.docstrings, offline, "
+                                   "no probe's) answered by the model before the sitting, whose answers the training keeps "
+                                   "as --keep keeps its own")
+    keep_weight: float = setting(1.0, "the weight of the kept answers' term in the loss (the facts' loss has weight 1)")
 
     def check(self, where: str) -> None:
         for name in ("top_t", "batch_size", "max_length", "slots", "background_batches", "background_batch_size"):
@@ -97,7 +100,7 @@ class LearnConfig(Config):
             raise SmfError(f"{where}: protect must be one of {', '.join(PROTECT)}, got {self.protect!r}")
         if self.answers not in ANSWERS:
             raise SmfError(f"{where}: answers must be one of {', '.join(ANSWERS)}, got {self.answers!r}")
-        for name in ("anchors", "keep"):
+        for name in ("anchors", "keep", "keep_general"):
             if getattr(self, name) < 0:
                 raise SmfError(f"{where}: {name} must be >= 0, got {getattr(self, name)}")
         if not self.keep_weight > 0:
@@ -411,7 +414,7 @@ def _teach(net, tokenizer, where, facts: list[Fact], stage: Path, background, co
                                           "batch_size": config.batch_size, "max_length": config.max_length, "seed": config.seed})
     model, _ = load_model(memory_dir)
     background = _anchored_background(model, tokenizer, memory_dir, facts, config, say) if config.anchors else None
-    keep = _kept_answers(model, tokenizer, facts, config, say) if config.keep else None
+    keep = _kept_answers(model, tokenizer, facts, config, say) if config.keep or config.keep_general else None
     return steps, train(model, tokenizer, train_examples, train_config, stage / LEARN_RUN, model_dir=memory_dir,
                         standalone=True, background=background, keep=keep, progress=progress), memory_dir
 
@@ -431,14 +434,26 @@ def _anchors(model, tokenizer, facts: list[Fact], n: int, seed: int, say, use: s
 
 def _kept_answers(model, tokenizer, facts: list[Fact], config: LearnConfig, say):
     """The model's answers to this sitting's anchors, as a kept-output term for training (smf.train.keep); None without any."""
+    from smf.data.docstrings import docstring_questions
     from smf.train.keep import Keep
+    from smf.use.anchors import anchor_examples
 
-    questions, anchors = _anchors(model, tokenizer, facts, config.keep, config.seed + 1, say, "to keep")
-    if not anchors:
+    kept, said = [], []
+    if config.keep:
+        questions, anchors = _anchors(model, tokenizer, facts, config.keep, config.seed + 1, say, "to keep")
+        kept += anchors
+        if anchors:
+            said.append(f"{len(anchors)} question(s) about made-up subjects (such as \"{questions[0]}\")")
+    if config.keep_general:
+        pairs = docstring_questions("background")
+        questions = [q for q, _ in pairs[:: max(1, len(pairs) // config.keep_general)][: config.keep_general]]
+        general = anchor_examples(model, tokenizer, questions)
+        kept += general
+        said.append(f"{len(general)} general question(s) (such as \"{questions[0]}\")")
+    if not kept:
         return None
-    keep = Keep.of(model, tokenizer, anchors, config.max_length, config.keep_weight, batch=config.batch_size)
-    say(f"keeping the model's answers to {len(anchors)} question(s) about made-up subjects (such as \"{questions[0]}\"; "
-        f"{keep.positions} tokens, weight {config.keep_weight:g})")
+    keep = Keep.of(model, tokenizer, kept, config.max_length, config.keep_weight, batch=config.batch_size)
+    say(f"keeping the model's answers to {' and '.join(said)}: {keep.positions} tokens, weight {config.keep_weight:g}")
     return keep
 
 
