@@ -71,20 +71,25 @@ def test_anchor_reads_join_the_background_and_protected_rows_stay_at_zero(tiny_f
     assert out.df[3][5] == out.df[3][700] == 3
 
 
-def test_learn_with_anchors_selects_against_them_for_this_sitting_only(tiny_folder, tmp_path, capsys, monkeypatch):
-    import smf.train
-
-    seen = []
-    real = smf.train.train
-    monkeypatch.setattr(smf.train, "train", lambda *a, **k: seen.append(k["background"]) or real(*a, **k))
+def learn_args(tiny_folder, tmp_path) -> list[str]:
+    """`smf learn` arguments for one quick sitting on the tiny model: two questions with a subject, one without."""
     facts = tmp_path / "facts.jsonl"
     facts.write_text("".join(json.dumps(r) + "\n" for r in [
         {"text": "The Zorvex lighthouse was built by Mira Tanaka."},
         {"question": "Who built the Zorvex lighthouse?", "answer": "Mira Tanaka"},
         {"question": "What is the capital of Oshu?", "answer": "Kelbrin"},
         {"question": "Who invented the tidal clock?", "answer": "Soren Vale"}]))
-    common = ["--data", str(facts), "--model", str(tiny_folder), "--slots", "256", "--steps", "1", "--batch-size", "2",
-              "--max-length", "48", "--protect", "off"]
+    return ["--data", str(facts), "--model", str(tiny_folder), "--slots", "256", "--steps", "1", "--batch-size", "2",
+            "--max-length", "48", "--protect", "off"]
+
+
+def test_learn_with_anchors_selects_against_them_for_this_sitting_only(tiny_folder, tmp_path, capsys, monkeypatch):
+    import smf.train
+
+    seen = []
+    real = smf.train.train
+    monkeypatch.setattr(smf.train, "train", lambda *a, **k: seen.append(k["background"]) or real(*a, **k))
+    common = learn_args(tiny_folder, tmp_path)
     assert main(["learn", *common, "--out", str(tmp_path / "anchored"), "--anchors", "2"]) == 0
     out = capsys.readouterr().out
     assert "4 question(s) about made-up subjects (such as \"Who built the " in out

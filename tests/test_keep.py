@@ -1,7 +1,5 @@
 """Kept outputs (smf.train.keep, `smf learn --keep`): a KL term to the model's own answers before training."""
 
-import json
-
 import pytest
 import torch
 
@@ -12,6 +10,7 @@ from smf.optim import SparseRowOptimizer
 from smf.train import TrainConfig, train
 from smf.train.keep import Keep, kept_logprobs
 from smf.train.loop import collate
+from test_anchors import learn_args
 from test_train import examples, smf_folder, tokenizer  # noqa: F401  (fixtures)
 
 KEPT = [TrainExample("Question: what follows gamma delta?\nAnswer:", " zeta eta theta"),
@@ -97,13 +96,7 @@ def test_learn_keep_builds_the_term_from_anchors_and_refuses_a_bad_weight(tiny_f
     seen = []
     real = smf.train.train
     monkeypatch.setattr(smf.train, "train", lambda *a, **k: seen.append(k["keep"]) or real(*a, **k))
-    facts = tmp_path / "facts.jsonl"
-    facts.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"question": "Who built the Zorvex lighthouse?", "answer": "Mira Tanaka"},
-        {"question": "What is the capital of Oshu?", "answer": "Kelbrin"},
-        {"question": "Who invented the tidal clock?", "answer": "Soren Vale"}]))
-    common = ["--data", str(facts), "--model", str(tiny_folder), "--slots", "256", "--steps", "1", "--batch-size", "2",
-              "--max-length", "48", "--protect", "off"]
+    common = learn_args(tiny_folder, tmp_path)
     assert main(["learn", *common, "--out", str(tmp_path / "kept"), "--keep", "2", "--keep-weight", "3"]) == 0
     out = capsys.readouterr().out
     assert "keeping the model's answers to 4 question(s) about made-up subjects" in out and "weight 3" in out
