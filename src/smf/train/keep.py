@@ -1,16 +1,16 @@
 """Kept outputs: a term in the training loss that holds some answers where the model had them.
 
 `smf learn --keep N` asks the model, before a sitting, N questions per taught question about
-made-up subjects ("What is the capital of Mirilber?", smf.use.anchors) and takes its own greedy
-answers. `Keep.of` stores the model's next-token distributions along those answers (the
+made-up subjects ("What is the capital of Mirilber?", smf.use.anchors), and `--keep-general N`
+N questions about the standard library, and takes its own greedy answers. `Keep.of` stores the model's next-token distributions along those answers (the
 reference); each training step then adds
 
     weight × mean over the kept positions of KL(reference ‖ model)
 
 to the loss, so a change that would move the model's answers about other subjects of the same
 relation costs as much as the taught answer gains. The term is zero at the first step and its
-gradient reaches only what the method trains: with SMF, only the rows the facts chose (the kept
-sequences' reads are not recorded, so they choose no rows).
+gradient reaches only what the method trains: with SMF, only the rows the facts chose (the loop
+runs the kept sequences after the step's reads are counted, so they choose no rows).
 
 The reference is taken from the model the caller passes, before training: a resumed run must
 pass the same reference (smf learn does not resume). Its log-probabilities are stored in float16

@@ -433,7 +433,8 @@ def _anchors(model, tokenizer, facts: list[Fact], n: int, seed: int, say, use: s
 
 
 def _kept_answers(model, tokenizer, facts: list[Fact], config: LearnConfig, say):
-    """The model's answers to this sitting's anchors, as a kept-output term for training (smf.train.keep); None without any."""
+    """The model's answers to this sitting's anchors (--keep) and to general questions (--keep-general), as a kept-output
+    term for training (smf.train.keep); None without any."""
     from smf.data.docstrings import docstring_questions
     from smf.train.keep import Keep
     from smf.use.anchors import anchor_examples
