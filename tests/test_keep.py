@@ -5,7 +5,7 @@ import torch
 
 from smf.cli import main
 from smf.data.types import TrainExample
-from smf.memory import load_retrofitted, memory_layers
+from smf.memory import load_retrofitted, memory_layers, memory_reading_zeros
 from smf.optim import SparseRowOptimizer
 from smf.train import TrainConfig, train
 from smf.train.keep import Keep, kept_logprobs
@@ -99,16 +99,18 @@ def test_learn_keep_builds_the_term_from_anchors_and_refuses_a_bad_weight(tiny_f
     common = learn_args(tiny_folder, tmp_path)
     assert main(["learn", *common, "--out", str(tmp_path / "kept"), "--keep", "2", "--keep-weight", "3"]) == 0
     out = capsys.readouterr().out
-    assert "keeping the model's answers to 4 question(s) about made-up subjects" in out and "weight 3" in out
+    assert "keeping the base model's (its memory reading zeros) answers to 4 question(s) about made-up subjects" in out
+    assert "weight 3" in out
     assert isinstance(seen[-1], Keep) and sum(len(c) for c in seen[-1].chunks) == 4 and seen[-1].weight == 3.0
     assert main(["learn", *common, "--out", str(tmp_path / "general"), "--keep-general", "3"]) == 0
     out = capsys.readouterr().out
-    assert "keeping the model's answers to 3 general question(s) (such as \"What does" in out and "made-up" not in out
+    assert "answers to 3 general question(s) (such as \"What does" in out and "made-up" not in out
     assert sum(len(c) for c in seen[-1].chunks) == 3
     assert main(["learn", *common, "--out", str(tmp_path / "plain")]) == 0
     assert seen[-1] is None
     for flag, value, message in [("--keep-weight", "0", "keep_weight must be > 0"), ("--keep", "-1", "keep must be >= 0"),
-                                 ("--keep-general", "-2", "keep_general must be >= 0")]:
+                                 ("--keep-general", "-2", "keep_general must be >= 0"),
+                                 ("--keep-from", "later", "keep_from must be one of base, start")]:
         assert main(["learn", *common, "--out", str(tmp_path / "bad"), "--keep", "1", flag, value]) == 2
         assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
@@ -133,3 +135,76 @@ def test_the_term_the_loop_adds_is_the_weighted_mean_kl(smf_folder, tokenizer, w
     (total / keep.positions).backward()
     assert mean == pytest.approx(float(total.detach()) / keep.positions, rel=1e-5)
     assert torch.allclose(got, weight * memory.values.grad, atol=1e-6 * float(memory.values.grad.abs().max()))
+
+
+def test_memory_reading_zeros_gives_the_pretrained_logits_and_restores_the_values(tiny_folder, tmp_path):
+    from smf.errors import SmfError
+    from smf.memory import MemoryConfig, retrofit
+    from smf.models import load_model
+
+    ids = torch.tensor([[5, 17, 300, 42, 9, 1000]])
+    base, _ = load_model(tiny_folder)
+    with torch.no_grad():
+        expected = base(ids).logits
+    model = retrofit(load_model(tiny_folder)[0], MemoryConfig(layers=(3, 10), slots=64, heads=2, topk=4, key_dim=16))
+    with torch.no_grad():
+        for memory in memory_layers(model).values():
+            memory.values.normal_(0, 3.0)
+        trained = {i: m.values.clone() for i, m in memory_layers(model).items()}
+        moved = model(ids).logits
+        with memory_reading_zeros(model) as zeroed:
+            inside = zeroed(ids).logits
+        after = model(ids).logits
+    assert not torch.allclose(moved, expected, atol=1e-3)  # the memory changes the outputs
+    assert torch.allclose(inside, expected, atol=1e-6)  # reading zeros, the model is the pretrained one
+    assert all(torch.equal(m.values, trained[i]) for i, m in memory_layers(model).items()) and torch.equal(after, moved)
+    replacing = retrofit(load_model(tiny_folder)[0], MemoryConfig(layers=(3,), slots=64, heads=2, topk=4, key_dim=16, mode="replacement"))
+    with pytest.raises(SmfError, match="--keep-from start"), memory_reading_zeros(replacing):
+        pass
+
+
+def test_a_later_sitting_keeps_the_base_models_answers_and_the_earlier_ones(tiny_folder, tmp_path, monkeypatch):
+    """--keep-from base (the default): the first sitting saves its kept answers with the model; the second keeps them
+    and its own, with the pretrained model's distributions as the reference. --keep-from start keeps this sitting's
+    answers only, with the distributions of the model the sitting starts from."""
+    import json
+
+    import smf.train
+    from smf.models import load_model
+    from smf.use.learn import KEPT_FILE, read_kept
+
+    seen, built = [], []
+    real, real_of = smf.train.train, Keep.of.__func__
+    monkeypatch.setattr(smf.train, "train", lambda *a, **k: seen.append(k["keep"]) or real(*a, **k))
+    monkeypatch.setattr(Keep, "of", classmethod(lambda cls, model, tok, kept, *a, **k: built.append(list(kept)) or real_of(cls, model, tok, kept, *a, **k)))
+    common = learn_args(tiny_folder, tmp_path)
+    first, second, third = tmp_path / "first", tmp_path / "second", tmp_path / "third"
+    assert main(["learn", *common, "--out", str(first), "--keep", "1"]) == 0
+    kept_first = read_kept(first)
+    assert kept_first == built[-1] and len(kept_first) == 2  # the two questions with a subject, one anchor each
+    more = tmp_path / "more.jsonl"
+    more.write_text("".join(json.dumps(r) + "\n" for r in [{"question": "Who painted the Velmor bridge?", "answer": "Ana Roy"},
+                                                            {"question": "Which river runs through Drava?", "answer": "the Tesk"}]))
+    later = ["--data", str(more), "--model", str(first), *common[4:]]
+    tokenizer = load_model(tiny_folder)[1]
+
+    def reference(folder, kept):
+        return real_of(Keep, load_model(folder)[0], tokenizer, kept, 48, batch=2).reference
+
+    def same(a, b):
+        return len(a) == len(b) and all(torch.allclose(x.float(), y.float(), atol=1e-3) for x, y in zip(a, b))
+
+    assert main(["learn", *later, "--out", str(second), "--keep", "1"]) == 0
+    kept = built[-1]
+    assert kept[:2] == kept_first and len(kept) == 4 and read_kept(second) == kept
+    assert same(seen[-1].reference, reference(tiny_folder, kept))  # the pretrained model's distributions
+    assert not same(reference(first, kept), reference(tiny_folder, kept))  # which the first sitting moved
+    assert main(["learn", *later, "--out", str(third), "--keep", "1", "--keep-from", "start"]) == 0
+    kept = built[-1]
+    assert len(kept) == 2 and kept[0] not in kept_first and same(seen[-1].reference, reference(first, kept))
+    assert read_kept(third)[:2] == kept_first  # the earlier answers still travel with the model
+    assert main(["learn", *later, "--out", str(tmp_path / "fourth")]) == 0  # without --keep: the file is carried on
+    assert (tmp_path / "fourth" / KEPT_FILE).read_text() == (first / KEPT_FILE).read_text()
+    again = ["--data", common[1], "--model", str(first), *common[4:]]  # the first sitting's facts again: the same anchors
+    assert main(["learn", *again, "--out", str(tmp_path / "again"), "--keep", "1"]) == 0
+    assert built[-1] == kept_first and read_kept(tmp_path / "again") == kept_first  # each kept once

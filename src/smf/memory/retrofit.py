@@ -16,6 +16,7 @@ architecture, retrofits it with the same config and loads the weights: identical
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -56,6 +57,28 @@ def memory_layers(model: nn.Module) -> dict[int, ProductKeyMemory]:
 
 def memory_config(model: nn.Module) -> MemoryConfig | None:
     return getattr(model, "smf_memory_config", None)
+
+
+@contextlib.contextmanager
+def memory_reading_zeros(model: nn.Module):
+    """Within the block, every additive memory of `model` reads zeros: the model gives its pretrained outputs
+    (mem(x) is out_proj(read · gate), without a bias). The values are restored after, bit for bit."""
+    blocks = [b.mlp for b in decoder_layers(model) if isinstance(b.mlp, MemoryMLP)]
+    if any(b.ffn is None for b in blocks):
+        raise SmfError("the model's memory replaces its FFNs, so without the memory it is not the pretrained model; "
+                       "keep the answers of the model as it is instead (smf learn --keep-from start)")
+    saved = {}
+    with torch.no_grad():
+        for i, b in enumerate(blocks):
+            if b.memory.values.any():
+                saved[i] = b.memory.values.detach().clone()
+                b.memory.values.zero_()
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for i, values in saved.items():
+                blocks[i].memory.values.copy_(values)
 
 
 def retrofit(model: nn.Module, config: MemoryConfig, initialise: bool = True) -> nn.Module:

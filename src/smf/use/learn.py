@@ -23,10 +23,14 @@ the loss on the answer; statements are taught as plain text, except a statement 
 question's answer, which becomes that question's answer (--answers sentence, the default).
 Options the learn check measured and did not choose (README, "Teach it your own facts"):
 --answers lead|as-given, --stop false, --anchors N, --keep N, --keep-general N, --count target, --background.
+With --keep or --keep-general a folder also holds the kept answers (KEPT_FILE), which a later sitting keeps too
+(--keep-from base: the answers of the model before any sitting, its memory reading zeros).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 import re
@@ -48,6 +52,8 @@ LEARN_RUN = "learn_run"  # the training run's files, inside the output folder
 ANSWERS = ("sentence", "lead", "as-given")
 PROTECT = ("trained", "reads", "off")
 PROTECTED_FILE = "protected_rows.safetensors"  # in a folder smf learn wrote with --protect trained: the rows it spares
+KEPT_FILE = "kept_answers.jsonl"  # in a folder smf learn wrote with --keep or --keep-general: every sitting's kept answers
+KEEP_FROM = ("base", "start")
 
 
 @dataclass
@@ -89,6 +95,10 @@ class LearnConfig(Config):
                                    "no probe's) answered by the model before the sitting, whose answers the training keeps "
                                    "as --keep keeps its own")
     keep_weight: float = setting(1.0, "the weight of the kept answers' term in the loss (the facts' loss has weight 1)")
+    keep_from: str = setting("base", "whose answers --keep and --keep-general keep: base (the model before any sitting, i.e. "
+                                     "with its memory reading zeros; a later sitting also keeps the earlier sittings' kept "
+                                     "answers, saved with the model) or start (the model this sitting starts from, this "
+                                     "sitting's questions only); the same in a first sitting")
 
     def check(self, where: str) -> None:
         for name in ("top_t", "batch_size", "max_length", "slots", "background_batches", "background_batch_size"):
@@ -103,6 +113,8 @@ class LearnConfig(Config):
         for name in ("anchors", "keep", "keep_general"):
             if getattr(self, name) < 0:
                 raise SmfError(f"{where}: {name} must be >= 0, got {getattr(self, name)}")
+        if self.keep_from not in KEEP_FROM:
+            raise SmfError(f"{where}: keep_from must be one of {', '.join(KEEP_FROM)}, got {self.keep_from!r}")
         if not self.keep_weight > 0:
             raise SmfError(f"{where}: keep_weight must be > 0, got {self.keep_weight}")
         if (self.steps is not None and self.steps < 1) or not self.epochs > 0:
@@ -256,8 +268,6 @@ def chat_background(spec: str, tokenizer, path: Path) -> str:
 
 def _write_rows(path: Path, rows: list[dict]) -> str:
     """The background rows as a .jsonl file the background statistics read; its path."""
-    import json
-
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return str(path)
@@ -315,7 +325,7 @@ def learn(data: Path, out: Path, *, model: str | None = None, background: str = 
     if paired:
         say(f"{paired} question(s) taught answered by your statement that holds the answer (--answers as-given: as written)")
     try:
-        steps, result, memory_dir = _teach(net, tokenizer, where, taught, stage, background, config, progress, say)
+        steps, result, memory_dir, kept = _teach(net, tokenizer, where, taught, stage, background, config, progress, say)
         after = ask_all(result.model)
         run = stage / LEARN_RUN
         if config.protect != "off":
@@ -324,6 +334,8 @@ def learn(data: Path, out: Path, *, model: str | None = None, background: str = 
                                      stop=config.stop)
             say(f"the background statistics now count what your facts read ({documents} documents)"
                 + (f"; {sum(len(r) for r in trained.values()):,} trained rows will not be chosen again" if trained else ""))
+        if kept:  # for a later sitting's --keep-from base
+            write_kept(run / "model", kept)
         (run / "model" / LEARN_RUN).mkdir()
         for file in run.iterdir():  # the run's config, log and summary travel with the model
             if file.name != "model":
@@ -414,9 +426,12 @@ def _teach(net, tokenizer, where, facts: list[Fact], stage: Path, background, co
                                           "batch_size": config.batch_size, "max_length": config.max_length, "seed": config.seed})
     model, _ = load_model(memory_dir)
     background = _anchored_background(model, tokenizer, memory_dir, facts, config, say) if config.anchors else None
-    keep = _kept_answers(model, tokenizer, facts, config, say) if config.keep or config.keep_general else None
-    return steps, train(model, tokenizer, train_examples, train_config, stage / LEARN_RUN, model_dir=memory_dir,
-                        standalone=True, background=background, keep=keep, progress=progress), memory_dir
+    keep, kept = _kept_answers(model, tokenizer, facts, config, memory_dir, say) if config.keep or config.keep_general else (None, [])
+    result = train(model, tokenizer, train_examples, train_config, stage / LEARN_RUN, model_dir=memory_dir,
+                   standalone=True, background=background, keep=keep, progress=progress)
+    saved = read_kept(memory_dir)  # every sitting's kept answers travel with the model
+    known = set(saved)
+    return steps, result, memory_dir, saved + [k for k in kept if k not in known]
 
 
 def _anchors(model, tokenizer, facts: list[Fact], n: int, seed: int, say, use: str):
@@ -432,30 +447,57 @@ def _anchors(model, tokenizer, facts: list[Fact], n: int, seed: int, say, use: s
     return questions, anchors
 
 
-def _kept_answers(model, tokenizer, facts: list[Fact], config: LearnConfig, say):
-    """The model's answers to this sitting's anchors (--keep) and to general questions (--keep-general), as a kept-output
-    term for training (smf.train.keep); None without any."""
+def _kept_answers(model, tokenizer, facts: list[Fact], config: LearnConfig, memory_dir: Path, say):
+    """(Keep or None, the kept examples): the answers of the model before any sitting (--keep-from base: its memory
+    reading zeros; with the earlier sittings' kept answers from `memory_dir`) or of `model` as it is (start) to this
+    sitting's anchors (--keep) and general questions (--keep-general), as a kept-output term for training
+    (smf.train.keep); (None, []) without any."""
     from smf.data.docstrings import docstring_questions
+    from smf.memory import memory_reading_zeros
     from smf.train.keep import Keep
     from smf.use.anchors import anchor_examples
 
-    kept, said = [], []
-    if config.keep:
-        questions, anchors = _anchors(model, tokenizer, facts, config.keep, config.seed + 1, say, "to keep")
-        kept += anchors
-        if anchors:
-            said.append(f"{len(anchors)} question(s) about made-up subjects (such as \"{questions[0]}\")")
-    if config.keep_general:
-        pairs = docstring_questions("background")
-        questions = [q for q, _ in pairs[:: max(1, len(pairs) // config.keep_general)][: config.keep_general]]
-        general = anchor_examples(model, tokenizer, questions)
-        kept += general
-        said.append(f"{len(general)} general question(s) (such as \"{questions[0]}\")")
-    if not kept:
-        return None
-    keep = Keep.of(model, tokenizer, kept, config.max_length, config.keep_weight, batch=config.batch_size)
-    say(f"keeping the model's answers to {' and '.join(said)}: {keep.positions} tokens, weight {config.keep_weight:g}")
-    return keep
+    earlier = read_kept(memory_dir) if config.keep_from == "base" else []
+    kept, said = [], [f"{len(earlier)} earlier sittings' question(s)"] if earlier else []
+    with memory_reading_zeros(model) if config.keep_from == "base" else contextlib.nullcontext(model):
+        if config.keep:
+            questions, anchors = _anchors(model, tokenizer, facts, config.keep, config.seed + 1, say, "to keep")
+            kept += anchors
+            if anchors:
+                said.append(f"{len(anchors)} question(s) about made-up subjects (such as \"{questions[0]}\")")
+        if config.keep_general:
+            pairs = docstring_questions("background")
+            questions = [q for q, _ in pairs[:: max(1, len(pairs) // config.keep_general)][: config.keep_general]]
+            general = anchor_examples(model, tokenizer, questions)
+            kept += general
+            said.append(f"{len(general)} general question(s) (such as \"{questions[0]}\")")
+        known = set(earlier)
+        kept = earlier + [k for k in kept if k not in known]  # a question asked again is kept once
+        if not kept:
+            return None, []
+        keep = Keep.of(model, tokenizer, kept, config.max_length, config.keep_weight, batch=config.batch_size)
+    whose = "the base model's (its memory reading zeros)" if config.keep_from == "base" else "the model's"
+    say(f"keeping {whose} answers to {' and '.join(said)}: {keep.positions} tokens, weight {config.keep_weight:g}")
+    return keep, kept
+
+
+def read_kept(folder: Path) -> list[TrainExample]:
+    """The kept answers saved in `folder` (KEPT_FILE, by an earlier sitting), as examples; [] without the file."""
+    path = Path(folder) / KEPT_FILE
+    if not path.is_file():
+        return []
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [TrainExample(r["prompt"], r["target"]) for r in rows]
+    except (ValueError, KeyError, TypeError) as e:
+        raise SmfError(f"{path} is damaged ({e}); delete it to keep only this sitting's answers") from None
+
+
+def write_kept(folder: Path, examples: list[TrainExample]) -> None:
+    """Save the kept answers in `folder` (KEPT_FILE, atomically), for later sittings."""
+    from smf.io import write_text_atomic
+
+    write_text_atomic(Path(folder) / KEPT_FILE, "".join(json.dumps({"prompt": e.prompt, "target": e.target}) + "\n" for e in examples))
 
 
 def _anchored_background(model, tokenizer, memory_dir: Path, facts: list[Fact], config: LearnConfig, say):
