@@ -97,7 +97,7 @@ def test_learn_with_anchors_selects_against_them_for_this_sitting_only(tiny_fold
     from smf.selection import BackgroundStats
 
     assert BackgroundStats.load(tmp_path / "anchored").batches == 16  # not saved with the model
-    assert main(["learn", *common, "--out", str(tmp_path / "plain")]) == 0
+    assert main(["learn", *common, "--out", str(tmp_path / "plain"), "--keep", "0"]) == 0  # no anchors of any kind
     assert seen[-1] is None and "made-up subjects" not in capsys.readouterr().out
     assert main(["learn", *common, "--out", str(tmp_path / "bad"), "--anchors", "-1"]) == 2
     assert "anchors must be >= 0" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -97,16 +97,18 @@ def test_learn_keep_builds_the_term_from_anchors_and_refuses_a_bad_weight(tiny_f
     real = smf.train.train
     monkeypatch.setattr(smf.train, "train", lambda *a, **k: seen.append(k["keep"]) or real(*a, **k))
     common = learn_args(tiny_folder, tmp_path)
-    assert main(["learn", *common, "--out", str(tmp_path / "kept"), "--keep", "2", "--keep-weight", "3"]) == 0
+    assert main(["learn", *common, "--out", str(tmp_path / "kept"), "--keep", "2", "--keep-weight", "5"]) == 0
     out = capsys.readouterr().out
     assert "keeping the base model's (its memory reading zeros) answers to 4 question(s) about made-up subjects" in out
-    assert "weight 3" in out
-    assert isinstance(seen[-1], Keep) and sum(len(c) for c in seen[-1].chunks) == 4 and seen[-1].weight == 3.0
-    assert main(["learn", *common, "--out", str(tmp_path / "general"), "--keep-general", "3"]) == 0
+    assert "weight 5" in out
+    assert isinstance(seen[-1], Keep) and sum(len(c) for c in seen[-1].chunks) == 4 and seen[-1].weight == 5.0
+    assert main(["learn", *common, "--out", str(tmp_path / "general"), "--keep-general", "3", "--keep", "0"]) == 0
     out = capsys.readouterr().out
     assert "answers to 3 general question(s) (such as \"What does" in out and "made-up" not in out
     assert sum(len(c) for c in seen[-1].chunks) == 3
-    assert main(["learn", *common, "--out", str(tmp_path / "plain")]) == 0
+    assert main(["learn", *common, "--out", str(tmp_path / "default")]) == 0  # the default keeps one anchor per question
+    assert sum(len(c) for c in seen[-1].chunks) == 2 and seen[-1].weight == 3.0
+    assert main(["learn", *common, "--out", str(tmp_path / "plain"), "--keep", "0"]) == 0
     assert seen[-1] is None
     for flag, value, message in [("--keep-weight", "0", "keep_weight must be > 0"), ("--keep", "-1", "keep must be >= 0"),
                                  ("--keep-general", "-2", "keep_general must be >= 0"),
@@ -203,7 +205,7 @@ def test_a_later_sitting_keeps_the_base_models_answers_and_the_earlier_ones(tiny
     kept = built[-1]
     assert len(kept) == 2 and kept[0] not in kept_first and same(seen[-1].reference, reference(first, kept))
     assert read_kept(third)[:2] == kept_first  # the earlier answers still travel with the model
-    assert main(["learn", *later, "--out", str(tmp_path / "fourth")]) == 0  # without --keep: the file is carried on
+    assert main(["learn", *later, "--out", str(tmp_path / "fourth"), "--keep", "0"]) == 0  # without: the file is carried on
     assert (tmp_path / "fourth" / KEPT_FILE).read_text() == (first / KEPT_FILE).read_text()
     again = ["--data", common[1], "--model", str(first), *common[4:]]  # the first sitting's facts again: the same anchors
     assert main(["learn", *again, "--out", str(tmp_path / "again"), "--keep", "1"]) == 0

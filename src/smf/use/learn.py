@@ -9,8 +9,10 @@ memory: 3 layers at about 27 %, 47 % and 67 % of the depth, 65,536 slots, 4 head
 top-k 16) and count background statistics on general text (pydoc, or --background);
 train SMF (TF-IDF rows, t = 300, batches of 16) with the settings the learn check chose
 (scripts/experiments/learn_check.py, README "Teach it your own facts"): SGD at lr 1e5,
-30 passes, each question answered by the statement that holds its answer; save; print the
-answers to a few of the person's own questions before and after. A model folder `smf learn`
+60 passes, each question answered by the statement that holds its answer, keeping the base
+model's own answers to one question about a made-up subject per question (--keep 1 at weight 3:
+a KL term, smf.train.keep); save; print the answers to a few of the person's own questions
+before and after. A model folder `smf learn`
 wrote continues where it stopped: same memory, same background statistics, new facts on top.
 What a sitting trained is spared by the later ones (--protect trained, the default): its facts'
 reads join the saved background statistics and the rows it changed get TF-IDF 0, so a later
@@ -22,9 +24,10 @@ taught through the model's chat template, the way `smf ask` and `smf chat` ask, 
 the loss on the answer; statements are taught as plain text, except a statement that holds a
 question's answer, which becomes that question's answer (--answers sentence, the default).
 Options the learn check measured and did not choose (README, "Teach it your own facts"):
---answers lead|as-given, --stop false, --anchors N, --keep N, --keep-general N, --count target, --background.
-With --keep or --keep-general a folder also holds the kept answers (KEPT_FILE), which a later sitting keeps too
-(--keep-from base: the answers of the model before any sitting, its memory reading zeros).
+--answers lead|as-given, --stop false, --anchors N, --keep-general N, --count target, --background; --keep 0
+trains without the kept answers (the earlier default, at 30 passes). A folder also holds its kept answers
+(KEPT_FILE), which a later sitting keeps too (--keep-from base: the answers of the model before any sitting,
+its memory reading zeros; --keep-from start keeps the answers of the model the sitting starts from).
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ KEEP_FROM = ("base", "start")
 class LearnConfig(Config):
     """What `smf learn` does; the defaults are the learn check's choice (one seed; README)."""
 
-    epochs: float = setting(30.0, "passes over the facts (steps = epochs × examples / batch size, at least 1)")
+    epochs: float = setting(60.0, "passes over the facts (steps = epochs × examples / batch size, at least 1)")
     steps: int | None = setting(None, "optimizer steps; overrides epochs")
     top_t: int = setting(300, "memory rows trained per layer and step")
     lr: float = setting(1e5, "learning rate on the memory values (SGD's gradients on zero-initialised values are tiny; "
@@ -88,13 +91,13 @@ class LearnConfig(Config):
     anchors: int = setting(0, "per question with a subject, questions about made-up subjects (\"What is the capital of "
                                  "Mirilber?\") answered by the model itself, whose reads count as background for this sitting, "
                                  "so rows that any subject of the relation reads score low (smf.use.anchors)")
-    keep: int = setting(0, "per question with a subject, questions about made-up subjects answered by the model before the "
+    keep: int = setting(1, "per question with a subject, questions about made-up subjects answered by the model before the "
                            "sitting, whose answers the training keeps: it adds keep_weight × the KL divergence of the model's "
                            "next-token distributions along them from the ones before the sitting to the loss (smf.train.keep)")
     keep_general: int = setting(0, "general questions (about the standard library's functions: smf.data.docstrings, offline, "
                                    "no probe's) answered by the model before the sitting, whose answers the training keeps "
                                    "as --keep keeps its own")
-    keep_weight: float = setting(1.0, "the weight of the kept answers' term in the loss (the facts' loss has weight 1)")
+    keep_weight: float = setting(3.0, "the weight of the kept answers' term in the loss (the facts' loss has weight 1)")
     keep_from: str = setting("base", "whose answers --keep and --keep-general keep: base (the model before any sitting, i.e. "
                                      "with its memory reading zeros; a later sitting also keeps the earlier sittings' kept "
                                      "answers, saved with the model) or start (the model this sitting starts from, this "
