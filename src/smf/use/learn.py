@@ -429,12 +429,12 @@ def _teach(net, tokenizer, where, facts: list[Fact], stage: Path, background, co
                                           "batch_size": config.batch_size, "max_length": config.max_length, "seed": config.seed})
     model, _ = load_model(memory_dir)
     background = _anchored_background(model, tokenizer, memory_dir, facts, config, say) if config.anchors else None
-    keep, kept = _kept_answers(model, tokenizer, facts, config, memory_dir, say) if config.keep or config.keep_general else (None, [])
+    saved = read_kept(memory_dir)  # every sitting's kept answers travel with the model
+    keep, kept = (_kept_answers(model, tokenizer, facts, config, saved if config.keep_from == "base" else [], say)
+                  if config.keep or config.keep_general else (None, []))
     result = train(model, tokenizer, train_examples, train_config, stage / LEARN_RUN, model_dir=memory_dir,
                    standalone=True, background=background, keep=keep, progress=progress)
-    saved = read_kept(memory_dir)  # every sitting's kept answers travel with the model
-    known = set(saved)
-    return steps, result, memory_dir, saved + [k for k in kept if k not in known]
+    return steps, result, memory_dir, list(dict.fromkeys(saved + kept))  # an answer kept again is saved once
 
 
 def _anchors(model, tokenizer, facts: list[Fact], n: int, seed: int, say, use: str):
@@ -450,9 +450,9 @@ def _anchors(model, tokenizer, facts: list[Fact], n: int, seed: int, say, use: s
     return questions, anchors
 
 
-def _kept_answers(model, tokenizer, facts: list[Fact], config: LearnConfig, memory_dir: Path, say):
+def _kept_answers(model, tokenizer, facts: list[Fact], config: LearnConfig, earlier: list[TrainExample], say):
     """(Keep or None, the kept examples): the answers of the model before any sitting (--keep-from base: its memory
-    reading zeros; with the earlier sittings' kept answers from `memory_dir`) or of `model` as it is (start) to this
+    reading zeros; after the `earlier` sittings' kept answers) or of `model` as it is (start) to this
     sitting's anchors (--keep) and general questions (--keep-general), as a kept-output term for training
     (smf.train.keep); (None, []) without any."""
     from smf.data.docstrings import docstring_questions
@@ -460,7 +460,6 @@ def _kept_answers(model, tokenizer, facts: list[Fact], config: LearnConfig, memo
     from smf.train.keep import Keep
     from smf.use.anchors import anchor_examples
 
-    earlier = read_kept(memory_dir) if config.keep_from == "base" else []
     kept, said = [], [f"{len(earlier)} earlier sittings' question(s)"] if earlier else []
     with memory_reading_zeros(model) if config.keep_from == "base" else contextlib.nullcontext(model):
         if config.keep:
@@ -474,8 +473,7 @@ def _kept_answers(model, tokenizer, facts: list[Fact], config: LearnConfig, memo
             general = anchor_examples(model, tokenizer, questions)
             kept += general
             said.append(f"{len(general)} general question(s) (such as \"{questions[0]}\")")
-        known = set(earlier)
-        kept = earlier + [k for k in kept if k not in known]  # a question asked again is kept once
+        kept = list(dict.fromkeys(earlier + kept))  # a question asked again is kept once
         if not kept:
             return None, []
         keep = Keep.of(model, tokenizer, kept, config.max_length, config.keep_weight, batch=config.batch_size)
@@ -489,10 +487,10 @@ def read_kept(folder: Path) -> list[TrainExample]:
     path = Path(folder) / KEPT_FILE
     if not path.is_file():
         return []
+    rows = read_rows_file(path, hint="smf learn's kept answers")
     try:
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         return [TrainExample(r["prompt"], r["target"]) for r in rows]
-    except (ValueError, KeyError, TypeError) as e:
+    except (KeyError, TypeError) as e:
         raise SmfError(f"{path} is damaged ({e}); delete it to keep only this sitting's answers") from None
 
 
