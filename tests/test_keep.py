@@ -210,3 +210,36 @@ def test_a_later_sitting_keeps_the_base_models_answers_and_the_earlier_ones(tiny
     again = ["--data", common[1], "--model", str(first), *common[4:]]  # the first sitting's facts again: the same anchors
     assert main(["learn", *again, "--out", str(tmp_path / "again"), "--keep", "1"]) == 0
     assert built[-1] == kept_first and read_kept(tmp_path / "again") == kept_first  # each kept once
+
+
+
+DAMAGED = [('{"prompt": "Q", "target": "A"}\n{"prompt": "Q2", "tar', "line 2: not valid JSON"),
+           ('{"prompt": "Q", "target": "A"}\n{"prompt": "Q2"}\n', "line 2: not a"),
+           ('{"prompt": "Q", "target": 7}\n', "line 1: not a"),
+           ('{"prompt": "Q", "target": ""}\n', "line 1: not a"),
+           ('["Q", "A"]\n', "line 1: not a"),
+           ("\n", "no rows"),
+           (b"\xff\xfe", "not UTF-8")]
+
+
+def test_a_damaged_kept_answers_file_stops_the_next_sitting_with_one_line(tiny_folder, tmp_path, capsys):
+    import shutil
+
+    from smf.use.learn import KEPT_FILE
+
+    common = learn_args(tiny_folder, tmp_path)
+    first = tmp_path / "first"
+    assert main(["learn", *common, "--out", str(first), "--keep", "1"]) == 0
+    for n, (text, why) in enumerate(DAMAGED):
+        model, out = tmp_path / f"model{n}", tmp_path / f"second{n}"
+        shutil.copytree(first, model)
+        kept = model / KEPT_FILE
+        kept.write_bytes(text if isinstance(text, bytes) else text.encode())
+        later = ["learn", "--data", common[1], "--model", str(model), *common[4:], "--out", str(out)]
+        capsys.readouterr()
+        assert main(later) == 2, why
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{kept} is damaged ({why}" in err and "delete it" in err, err
+        assert not out.exists() and not any(p.name.startswith(f".{out.name}") for p in tmp_path.iterdir())
+    kept.unlink()  # the fix the message names
+    assert main(later) == 0 and (out / KEPT_FILE).is_file()

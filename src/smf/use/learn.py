@@ -487,11 +487,29 @@ def read_kept(folder: Path) -> list[TrainExample]:
     path = Path(folder) / KEPT_FILE
     if not path.is_file():
         return []
-    rows = read_rows_file(path, hint="smf learn's kept answers")
+
+    def damaged(why: str) -> SmfError:
+        return SmfError(f"{path} is damaged ({why}); delete it to keep only this sitting's answers")
+
     try:
-        return [TrainExample(r["prompt"], r["target"]) for r in rows]
-    except (KeyError, TypeError) as e:
-        raise SmfError(f"{path} is damaged ({e}); delete it to keep only this sitting's answers") from None
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise damaged(f"not UTF-8 text, byte {e.start}") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise damaged(f"line {n}: not valid JSON, {e.msg}") from None
+        if not (isinstance(row, dict) and isinstance(row.get("prompt"), str) and isinstance(row.get("target"), str)
+                and row["target"]):
+            raise damaged(f'line {n}: not a {{"prompt": text, "target": text}} row')
+        out.append(TrainExample(row["prompt"], row["target"]))
+    if not out:
+        raise damaged("no rows")
+    return out
 
 
 def write_kept(folder: Path, examples: list[TrainExample]) -> None:
