@@ -108,11 +108,18 @@ def test_learn_keep_builds_the_term_from_anchors_and_refuses_a_bad_weight(tiny_f
     assert sum(len(c) for c in seen[-1].chunks) == 3
     assert main(["learn", *common, "--out", str(tmp_path / "default")]) == 0  # the default keeps one anchor per question
     assert sum(len(c) for c in seen[-1].chunks) == 2 and seen[-1].weight == 3.0
+    assert seen[-1].per_step == 32  # at most 64 kept answers a step, in batches of --batch-size 2
+    steps, backward = [], Keep.backward
+    monkeypatch.setattr(Keep, "backward", lambda self, *a, **k: steps.append(self.at(k.get("step", 0))) or backward(self, *a, **k))
+    assert main(["learn", *common, "--out", str(tmp_path / "capped"), "--keep", "3", "--keep-per-step", "2", "--steps", "4"]) == 0
+    assert seen[-1].per_step == 1 and len(seen[-1].chunks) == 3 and "2 a step in turn" in capsys.readouterr().out
+    assert steps == [[0], [1], [2], [0]]  # the loop hands each step its index
     assert main(["learn", *common, "--out", str(tmp_path / "plain"), "--keep", "0"]) == 0
     assert seen[-1] is None
     for flag, value, message in [("--keep-weight", "0", "keep_weight must be > 0"), ("--keep", "-1", "keep must be >= 0"),
                                  ("--keep-general", "-2", "keep_general must be >= 0"),
-                                 ("--keep-from", "later", "keep_from must be one of base, start")]:
+                                 ("--keep-from", "later", "keep_from must be one of base, start"),
+                                 ("--keep-per-step", "-1", "keep_per_step must be >= 0")]:
         assert main(["learn", *common, "--out", str(tmp_path / "bad"), "--keep", "1", flag, value]) == 2
         assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
@@ -137,6 +144,36 @@ def test_the_term_the_loop_adds_is_the_weighted_mean_kl(smf_folder, tokenizer, w
     (total / keep.positions).backward()
     assert mean == pytest.approx(float(total.detach()) / keep.positions, rel=1e-5)
     assert torch.allclose(got, weight * memory.values.grad, atol=1e-6 * float(memory.values.grad.abs().max()))
+
+
+def test_a_capped_term_takes_the_chunks_in_turn_and_is_their_mean_kl(smf_folder, tokenizer):  # noqa: F811
+    """Keep.of(most=...): each step's term is the mean KL over that step's chunks only, and every chunk comes in turn."""
+    model = load_retrofitted(smf_folder)
+    kept = [TrainExample(f"Question: what follows {a} {b}?\nAnswer:", f" {c}") for a, b, c in
+            [("alpha", "beta", "gamma"), ("beta", "gamma", "delta"), ("mu", "nu", "xi"), ("rho", "sigma", "tau"),
+             ("phi", "chi", "psi")]]
+    assert Keep.of(model, tokenizer, kept, 48, batch=1).per_step == 0  # uncapped: all five every step
+    assert Keep.of(model, tokenizer, kept, 48, batch=2, most=3).per_step == 1  # whole chunks: 3 // 2
+    assert Keep.of(model, tokenizer, kept, 48, batch=4, most=1).per_step == 1  # at least one
+    keep = Keep.of(model, tokenizer, kept, 48, weight=2.0, batch=1, most=2)
+    assert [keep.at(s) for s in range(5)] == [[0, 1], [2, 3], [4, 0], [1, 2], [3, 4]]  # each twice in five steps
+    assert Keep.of(model, tokenizer, kept, 48, batch=1, most=5).at(3) == [0, 1, 2, 3, 4]
+    memory = next(iter(memory_layers(model).values()))
+    with torch.no_grad():
+        memory.values.normal_(0, 1.0)
+    memory.sparse_grad = False
+    memory.values.requires_grad_(True)
+    mean = keep.backward(model, tokenizer.pad_token_id, "cpu", lambda loss: loss.backward(), step=2)
+    got = memory.values.grad.clone()
+    memory.values.grad = None
+    total, n = 0.0, 0
+    for i in (4, 0):
+        logp = kept_logprobs(model, collate(keep.chunks[i], tokenizer.pad_token_id))
+        total = total + (keep.reference[i].float().exp() * (keep.reference[i].float() - logp)).sum()
+        n += len(keep.reference[i])
+    (total / n).backward()
+    assert mean == pytest.approx(float(total.detach()) / n, rel=1e-5)
+    assert torch.allclose(got, 2.0 * memory.values.grad, atol=1e-6 * float(memory.values.grad.abs().max()))
 
 
 def test_memory_reading_zeros_gives_the_pretrained_logits_and_restores_the_values(tiny_folder, tmp_path):

@@ -45,11 +45,14 @@ class Keep:
     chunks: list[list[Encoded]]  # forward passes of at most `batch` sequences
     reference: list[torch.Tensor]  # per chunk (kept positions, vocab) float16 log-probabilities, on the CPU
     weight: float
+    per_step: int = 0  # chunks in each step's term, taken in turn; 0: all of them every step
 
     @classmethod
     @torch.no_grad()
-    def of(cls, model, tokenizer, examples: list[TrainExample], max_length: int, weight: float = 1.0, batch: int = 16) -> Keep:
-        """The reference: `model`'s distributions along each example's target, as it is now (eval mode)."""
+    def of(cls, model, tokenizer, examples: list[TrainExample], max_length: int, weight: float = 1.0, batch: int = 16,
+           most: int = 0) -> Keep:
+        """The reference: `model`'s distributions along each example's target, as it is now (eval mode). `most` > 0:
+        each step's term takes at most that many sequences (whole chunks of `batch`, at least one), the chunks in turn."""
         data = encode_examples(examples, tokenizer, max_length)
         chunks = [data[i : i + batch] for i in range(0, len(data), batch)]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -60,17 +63,28 @@ class Keep:
             reference = [kept_logprobs(model, _on(collate(c, pad), device)).clamp_(min=-60).half().cpu() for c in chunks]
         finally:
             model.train(was_training)
-        return cls(chunks, reference, weight)
+        return cls(chunks, reference, weight, max(1, most // batch) if most else 0)
 
     @property
     def positions(self) -> int:
         return sum(len(r) for r in self.reference)
 
-    def backward(self, model, pad_id: int, device, backward, autocast=contextlib.nullcontext(), scale: float = 1.0) -> float:
-        """Add weight × mean KL(reference ‖ model) over the kept positions to the gradients (through `backward`,
-        the accelerator's), one chunk at a time, times `scale`; the mean KL (before the weight)."""
-        total, n = 0.0, self.positions
-        for chunk, ref in zip(self.chunks, self.reference):
+    def at(self, step: int) -> list[int]:
+        """The chunks in step `step`'s term (0-based): all of them, or `per_step` in turn, so that every chunk comes
+        once in each len(chunks) / per_step steps (wrapping round)."""
+        n = len(self.chunks)
+        if not self.per_step or self.per_step >= n:
+            return list(range(n))
+        return [(step * self.per_step + i) % n for i in range(self.per_step)]
+
+    def backward(self, model, pad_id: int, device, backward, autocast=contextlib.nullcontext(), scale: float = 1.0,
+                 step: int = 0) -> float:
+        """Add weight × mean KL(reference ‖ model) over the kept positions of step `step`'s chunks (`at`) to the
+        gradients (through `backward`, the accelerator's), one chunk at a time, times `scale`; the mean KL (before
+        the weight)."""
+        which = self.at(step)
+        total, n = 0.0, sum(len(self.reference[i]) for i in which)
+        for chunk, ref in ((self.chunks[i], self.reference[i]) for i in which):
             with autocast:
                 logp = kept_logprobs(model, _on(collate(chunk, pad_id), device))
             ref = ref.to(device=logp.device, dtype=torch.float32)

@@ -351,7 +351,7 @@ def train(
             if keep is not None:
                 with record_function("train/keep"):
                     kept = keep.backward(loss_module.model, pad_id, accelerator.device, accelerator.backward, autocast,
-                                         scale=1 / comm.world)
+                                         scale=1 / comm.world, step=step)
             if comm.distributed:  # the step's loss and tokens over all processes (for the log, and one verdict on NaN)
                 loss_total, tokens = _sum_over(comm, loss_total, tokens)
             if not math.isfinite(loss_total) or (kept is not None and not math.isfinite(kept)):

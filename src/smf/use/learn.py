@@ -102,6 +102,9 @@ class LearnConfig(Config):
                                      "with its memory reading zeros; a later sitting also keeps the earlier sittings' kept "
                                      "answers, saved with the model) or start (the model this sitting starts from, this "
                                      "sitting's questions only); the same in a first sitting")
+    keep_per_step: int = setting(64, "at most this many kept answers enter each step's term, in whole batches of batch_size "
+                                     "taken in turn (0: all, every step), so that a model taught in many sittings keeps "
+                                     "all their answers at a bounded cost per step")
 
     def check(self, where: str) -> None:
         for name in ("top_t", "batch_size", "max_length", "slots", "background_batches", "background_batch_size"):
@@ -113,7 +116,7 @@ class LearnConfig(Config):
             raise SmfError(f"{where}: protect must be one of {', '.join(PROTECT)}, got {self.protect!r}")
         if self.answers not in ANSWERS:
             raise SmfError(f"{where}: answers must be one of {', '.join(ANSWERS)}, got {self.answers!r}")
-        for name in ("anchors", "keep", "keep_general"):
+        for name in ("anchors", "keep", "keep_general", "keep_per_step"):
             if getattr(self, name) < 0:
                 raise SmfError(f"{where}: {name} must be >= 0, got {getattr(self, name)}")
         if self.keep_from not in KEEP_FROM:
@@ -476,9 +479,12 @@ def _kept_answers(model, tokenizer, facts: list[Fact], config: LearnConfig, earl
         kept = list(dict.fromkeys(earlier + kept))  # a question asked again is kept once
         if not kept:
             return None, []
-        keep = Keep.of(model, tokenizer, kept, config.max_length, config.keep_weight, batch=config.batch_size)
+        keep = Keep.of(model, tokenizer, kept, config.max_length, config.keep_weight, batch=config.batch_size,
+                       most=config.keep_per_step)
     whose = "the base model's (its memory reading zeros)" if config.keep_from == "base" else "the model's"
-    say(f"keeping {whose} answers to {' and '.join(said)}: {keep.positions} tokens, weight {config.keep_weight:g}")
+    turns = (f", {keep.per_step * config.batch_size} a step in turn" if keep.per_step and keep.per_step < len(keep.chunks)
+             else "")
+    say(f"keeping {whose} answers to {' and '.join(said)}: {keep.positions} tokens, weight {config.keep_weight:g}{turns}")
     return keep, kept
 
 
