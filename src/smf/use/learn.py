@@ -27,7 +27,9 @@ Options the learn check measured and did not choose (README, "Teach it your own 
 --answers lead|as-given, --stop false, --anchors N, --keep-general N, --count target, --background; --keep 0
 trains without the kept answers (the earlier default, at 30 passes). A folder also holds its kept answers
 (KEPT_FILE), which a later sitting keeps too (--keep-from base: the answers of the model before any sitting,
-its memory reading zeros; --keep-from start keeps the answers of the model the sitting starts from).
+its memory reading zeros; --keep-from start keeps the answers of the model the sitting starts from). Each step's
+term takes at most --keep-per-step of them (64, whole batches in turn; 0: all), so its cost stops growing with the
+sittings (bench/keep_cost.py).
 """
 
 from __future__ import annotations
