@@ -88,7 +88,7 @@ def main(folder: Path, settings: dict) -> None:
     from smf.models import load_model
     from smf.use.anchors import anchor_examples
     from smf.use.chat import render
-    from smf.use.learn import KEPT_FILE, LearnConfig, learn
+    from smf.use.learn import LearnConfig, learn, read_kept
 
     model_dir = settings.pop("model", None)
     config = LearnConfig.from_dict({k: yaml.safe_load(v) for k, v in settings.items()}, where="settings")
@@ -99,8 +99,7 @@ def main(folder: Path, settings: dict) -> None:
     model_dir = Path(model_dir)
     taught, tokenizer = load_model(model_dir)
     base, _ = load_model()
-    rows = [json.loads(line) for line in (model_dir / KEPT_FILE).read_text().splitlines() if line.strip()]
-    kept = [TrainExample(r["prompt"], r["target"]) for r in rows]
+    kept = read_kept(model_dir)
     capitals = anchor_examples(base, tokenizer, [r["question"] for r in capitals_rows(60)])
     facts = [r for r in map(json.loads, filter(str.strip, (FACTS / "first.jsonl").read_text().splitlines())) if "question" in r]
     questions = [TrainExample(render(tokenizer, [{"role": "user", "content": r["question"]}]), r["answer"]) for r in facts]

@@ -69,11 +69,16 @@ class Keep:
     def positions(self) -> int:
         return sum(len(r) for r in self.reference)
 
+    @property
+    def in_turn(self) -> bool:
+        """Whether each step's term takes only some of the chunks (`per_step` of them, fewer than all)."""
+        return 0 < self.per_step < len(self.chunks)
+
     def at(self, step: int) -> list[int]:
-        """The chunks in step `step`'s term (0-based): all of them, or `per_step` in turn, so that every chunk comes
-        once in each len(chunks) / per_step steps (wrapping round)."""
+        """The chunks in step `step`'s term (0-based): all of them, or `per_step` in turn (wrapping round), so that
+        every chunk comes at least once in any ⌈len(chunks) / per_step⌉ steps in a row."""
         n = len(self.chunks)
-        if not self.per_step or self.per_step >= n:
+        if not self.in_turn:
             return list(range(n))
         return [(step * self.per_step + i) % n for i in range(self.per_step)]
 

@@ -484,8 +484,7 @@ def _kept_answers(model, tokenizer, facts: list[Fact], config: LearnConfig, earl
         keep = Keep.of(model, tokenizer, kept, config.max_length, config.keep_weight, batch=config.batch_size,
                        most=config.keep_per_step)
     whose = "the base model's (its memory reading zeros)" if config.keep_from == "base" else "the model's"
-    turns = (f", {keep.per_step * config.batch_size} a step in turn" if keep.per_step and keep.per_step < len(keep.chunks)
-             else "")
+    turns = f", {keep.per_step * config.batch_size} a step in turn" if keep.in_turn else ""
     say(f"keeping {whose} answers to {' and '.join(said)}: {keep.positions} tokens, weight {config.keep_weight:g}{turns}")
     return keep, kept
 
