@@ -333,3 +333,37 @@ def test_learn_protect_counts_the_facts_reads_into_the_background(tiny_folder, t
         changed = (memory.values.detach() != base[layer].values.detach()).any(-1)
         assert torch.equal(first_rows[f"rows.{layer}"], (base[layer].values.detach().abs().sum(-1) > 0).nonzero().flatten())
         assert torch.equal(all_rows[f"rows.{layer}"], (changed | (base[layer].values.detach().abs().sum(-1) > 0)).nonzero().flatten())
+
+
+def test_ask_about_teaches_each_paired_answer_after_questions_about_its_subject():
+    """--ask-about N: each question answered by a statement gets N more questions about its subject, answered by the
+    same statement (lead and all); a question without a subject, or not answered by a statement, gets none."""
+    from smf.use.learn import ABOUT, Fact, about_questions
+
+    paired = [Fact(question="What is the capital of Oshu?", answer=" Kelbrin.", lead="The capital of the island of Oshu is"),
+              Fact(question="Who invented the tidal clock?", answer="Soren Vale invented the tidal clock.")]
+    assert about_questions(paired, 0) == []
+    assert about_questions(paired, 2) == [
+        Fact(question="Tell me about Oshu.", answer=" Kelbrin.", lead="The capital of the island of Oshu is"),
+        Fact(question="What do you know about Oshu?", answer=" Kelbrin.", lead="The capital of the island of Oshu is")]
+    assert [f.question for f in about_questions(paired[:1], len(ABOUT))] == [form.format("Oshu") for form in ABOUT]
+
+
+def test_ask_about_through_smf_learn(tiny_folder, tmp_path, capsys, monkeypatch):
+    """The flag reaches the training examples; the kept answers are still asked from the person's own questions only."""
+    import smf.train
+
+    seen = []
+    real = smf.train.train
+    monkeypatch.setattr(smf.train, "train", lambda *a, **k: seen.append([e.prompt for e in a[2]]) or real(*a, **k))
+    common = ["--data", str(_facts(tmp_path, FACTS)), "--model", str(tiny_folder), "--slots", "256", "--steps", "1",
+              "--batch-size", "2", "--max-length", "48", "--protect", "off"]
+    assert main(["learn", *common, "--out", str(tmp_path / "about"), "--ask-about", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "1 question(s) taught answered by your statement that holds the answer" in out and "2 more about their subjects" in out
+    assert "answers to 2 question(s) about made-up subjects" in out  # Zorvex and Oshu, not the questions about Zorvex
+    assert len(seen[-1]) == 4 and sum("Tell me about Zorvex." in p or "What do you know about Zorvex?" in p for p in seen[-1]) == 2
+    assert main(["learn", *common, "--out", str(tmp_path / "plain")]) == 0
+    assert len(seen[-1]) == 2 and "more about their subjects" not in capsys.readouterr().out
+    assert main(["learn", *common, "--out", str(tmp_path / "bad"), "--ask-about", "6"]) == 2
+    assert "ask_about must be between 0 and 5" in err_line(capsys) and not (tmp_path / "bad").exists()

@@ -25,7 +25,9 @@ the loss on the answer; statements are taught as plain text, except a statement 
 question's answer, which becomes that question's answer (--answers sentence, the default).
 Options the learn check measured and did not choose (README, "Teach it your own facts"):
 --answers lead|as-given, --stop false, --anchors N, --keep-general N, --count target, --background; --keep 0
-trains without the kept answers (the earlier default, at 30 passes). A folder also holds its kept answers
+trains without the kept answers (the earlier default, at 30 passes). --ask-about N also teaches each answer after N
+questions about its subject ("Tell me about Oshu."), so that the same fact asked in other words is answered more often
+(measured on one or two seeds, not yet the default). A folder also holds its kept answers
 (KEPT_FILE), which a later sitting keeps too (--keep-from base: the answers of the model before any sitting,
 its memory reading zeros; --keep-from start keeps the answers of the model the sitting starts from). Each step's
 term takes at most --keep-per-step of them (64, whole batches in turn; 0: all), so its cost stops growing with the
@@ -40,7 +42,7 @@ import math
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,6 +58,8 @@ LEARN_OPTIMIZERS = ("adam", "rowwise_adagrad", "sgd")  # the strictly sparse one
 LEARN_RUN = "learn_run"  # the training run's files, inside the output folder
 ANSWERS = ("sentence", "lead", "as-given")
 PROTECT = ("trained", "reads", "off")
+ABOUT = ("Tell me about {}.", "What do you know about {}?", "Tell me a fact about {}.", "What can you tell me about {}?",
+         "Give me one fact about {}.")  # --ask-about's questions, in this order
 PROTECTED_FILE = "protected_rows.safetensors"  # in a folder smf learn wrote with --protect trained: the rows it spares
 KEPT_FILE = "kept_answers.jsonl"  # in a folder smf learn wrote with --keep or --keep-general: every sitting's kept answers
 KEEP_FROM = ("base", "start")
@@ -104,6 +108,10 @@ class LearnConfig(Config):
                                      "with its memory reading zeros; a later sitting also keeps the earlier sittings' kept "
                                      "answers, saved with the model) or start (the model this sitting starts from, this "
                                      "sitting's questions only); the same in a first sitting")
+    ask_about: int = setting(0, "per question taught answered by a statement, this many more questions about its subject "
+                                "(\"Tell me about Oshu.\", \"What do you know about Oshu?\"; at most "
+                                f"{len(ABOUT)}) taught answered by the same statement, so the answer does not hang on the "
+                                "question's wording; with --answers sentence or lead (about_questions)")
     keep_per_step: int = setting(64, "at most this many kept answers enter each step's term, in whole batches of batch_size "
                                      "taken in turn (0: all, every step), so that a model taught in many sittings keeps "
                                      "all their answers at a bounded cost per step")
@@ -118,6 +126,8 @@ class LearnConfig(Config):
             raise SmfError(f"{where}: protect must be one of {', '.join(PROTECT)}, got {self.protect!r}")
         if self.answers not in ANSWERS:
             raise SmfError(f"{where}: answers must be one of {', '.join(ANSWERS)}, got {self.answers!r}")
+        if not 0 <= self.ask_about <= len(ABOUT):
+            raise SmfError(f"{where}: ask_about must be between 0 and {len(ABOUT)}, got {self.ask_about}")
         for name in ("anchors", "keep", "keep_general", "keep_per_step"):
             if getattr(self, name) < 0:
                 raise SmfError(f"{where}: {name} must be >= 0, got {getattr(self, name)}")
@@ -202,6 +212,24 @@ def answered_by_statements(facts: list[Fact], lead: bool = False) -> list[Fact]:
     if lead:  # --answers lead: the statement's words before the answer become context
         paired = {i: given_lead(f, facts[i].answer) for i, f in paired.items()}
     return [paired.get(i, f) for i, f in enumerate(facts) if i not in used]
+
+
+def about_questions(paired: list[Fact], n: int) -> list[Fact]:
+    """`n` questions about the subject of each question in `paired` (answered by a statement) that names one
+    (smf.use.anchors.subject: "Oshu" in "What is the capital of Oshu?"), each answered as that question is:
+    "Tell me about Oshu." → "The capital of the island of Oshu is Kelbrin." Why: taught under one question, the
+    answer is read at positions whose memory reads hang on that question's words, and the same fact asked in other
+    words reads other rows (README, "Teach it your own facts"); the same answer after other questions about the
+    subject trains the rows that the answer's own words read."""
+    from smf.use.anchors import subject
+
+    out = []
+    for fact in paired:
+        where = subject(fact.question) if n else None
+        if where is not None:
+            name = fact.question[where[0] : where[1]]
+            out += [replace(fact, question=form.format(name)) for form in ABOUT[:n]]
+    return out
 
 
 def given_lead(fact: Fact, short: str | None) -> Fact:
@@ -319,6 +347,9 @@ def learn(data: Path, out: Path, *, model: str | None = None, background: str = 
         raise SmfError(f"{out} is not empty; choose a new --out (a later sitting writes a new folder too)")
     facts = read_facts(data)
     taught = facts if config.answers == "as-given" else answered_by_statements(facts, lead=config.answers == "lead")
+    paired = [f for f in taught if f not in facts]  # questions now answered by a statement
+    about = about_questions(paired, config.ask_about)
+    taught = taught + about
     where = resolve_model(model)
     net, tokenizer = load_model(where)
     questions = [f for f in facts if f.question is not None][: config.show]
@@ -329,11 +360,11 @@ def learn(data: Path, out: Path, *, model: str | None = None, background: str = 
     before = ask_all(net)
     stage = out.parent / f".{out.name}.learning"
     shutil.rmtree(stage, ignore_errors=True)
-    paired = len(set(taught) - set(facts))  # questions now answered by a statement
     if paired:
-        say(f"{paired} question(s) taught answered by your statement that holds the answer (--answers as-given: as written)")
+        say(f"{len(paired)} question(s) taught answered by your statement that holds the answer (--answers as-given: as written)"
+            + (f"; {len(about)} more about their subjects (--ask-about {config.ask_about})" if about else ""))
     try:
-        steps, result, memory_dir, kept = _teach(net, tokenizer, where, taught, stage, background, config, progress, say)
+        steps, result, memory_dir, kept = _teach(net, tokenizer, where, taught, facts, stage, background, config, progress, say)
         after = ask_all(result.model)
         run = stage / LEARN_RUN
         if config.protect != "off":
@@ -400,9 +431,10 @@ def protect_rows(model, tokenizer, facts: list[Fact], folder: Path, max_length: 
     return stats.batches
 
 
-def _teach(net, tokenizer, where, facts: list[Fact], stage: Path, background, config: LearnConfig, progress: bool, say):
-    """Retrofit (unless `where` has memory) into `stage`, then train SMF on the facts; (steps, TrainResult, the
-    folder it started from)."""
+def _teach(net, tokenizer, where, facts: list[Fact], asked: list[Fact], stage: Path, background, config: LearnConfig,
+           progress: bool, say):
+    """Retrofit (unless `where` has memory) into `stage`, then train SMF on the facts (anchors and kept answers from
+    the person's own questions, `asked`); (steps, TrainResult, the folder it started from, the kept examples)."""
     from smf.memory import MemoryConfig
     from smf.memory.delta import root_folder
     from smf.memory.retrofit import MEMORY_FILE, retrofit, save_retrofitted
@@ -433,9 +465,9 @@ def _teach(net, tokenizer, where, facts: list[Fact], stage: Path, background, co
                                           "count": config.count,
                                           "batch_size": config.batch_size, "max_length": config.max_length, "seed": config.seed})
     model, _ = load_model(memory_dir)
-    background = _anchored_background(model, tokenizer, memory_dir, facts, config, say) if config.anchors else None
+    background = _anchored_background(model, tokenizer, memory_dir, asked, config, say) if config.anchors else None
     saved = read_kept(memory_dir)  # every sitting's kept answers travel with the model
-    keep, kept = (_kept_answers(model, tokenizer, facts, config, saved if config.keep_from == "base" else [], say)
+    keep, kept = (_kept_answers(model, tokenizer, asked, config, saved if config.keep_from == "base" else [], say)
                   if config.keep or config.keep_general else (None, []))
     result = train(model, tokenizer, train_examples, train_config, stage / LEARN_RUN, model_dir=memory_dir,
                    standalone=True, background=background, keep=keep, progress=progress)
