@@ -224,8 +224,8 @@ def about_questions(paired: list[Fact], n: int) -> list[Fact]:
     from smf.use.anchors import subject
 
     out = []
-    for fact in paired:
-        where = subject(fact.question) if n else None
+    for fact in paired if n else []:
+        where = subject(fact.question)
         if where is not None:
             name = fact.question[where[0] : where[1]]
             out += [replace(fact, question=form.format(name)) for form in ABOUT[:n]]
@@ -347,7 +347,8 @@ def learn(data: Path, out: Path, *, model: str | None = None, background: str = 
         raise SmfError(f"{out} is not empty; choose a new --out (a later sitting writes a new folder too)")
     facts = read_facts(data)
     taught = facts if config.answers == "as-given" else answered_by_statements(facts, lead=config.answers == "lead")
-    paired = [f for f in taught if f not in facts]  # questions now answered by a statement
+    given = set(facts)
+    paired = [f for f in taught if f not in given]  # questions now answered by a statement
     about = about_questions(paired, config.ask_about)
     taught = taught + about
     where = resolve_model(model)
