@@ -116,19 +116,23 @@ def test_learn_keep_builds_the_term_from_anchors_and_refuses_a_bad_weight(tiny_f
     assert steps == [[0], [1], [2], [0]]  # the loop hands each step its index
     assert main(["learn", *common, "--out", str(tmp_path / "plain"), "--keep", "0"]) == 0
     assert seen[-1] is None
+    assert main(["learn", *common, "--out", str(tmp_path / "both"), "--keep-divergence", "symmetric", "--steps", "1"]) == 0
+    assert seen[-1].divergence == "symmetric" and "weight 3, symmetric KL" in capsys.readouterr().out
     for flag, value, message in [("--keep-weight", "0", "keep_weight must be > 0"), ("--keep", "-1", "keep must be >= 0"),
                                  ("--keep-general", "-2", "keep_general must be >= 0"),
                                  ("--keep-from", "later", "keep_from must be one of base, start"),
-                                 ("--keep-per-step", "-1", "keep_per_step must be >= 0")]:
+                                 ("--keep-per-step", "-1", "keep_per_step must be >= 0"),
+                                 ("--keep-divergence", "reverse", "keep_divergence must be one of forward, symmetric")]:
         assert main(["learn", *common, "--out", str(tmp_path / "bad"), "--keep", "1", flag, value]) == 2
         assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
-@pytest.mark.parametrize("weight", [0.5])
-def test_the_term_the_loop_adds_is_the_weighted_mean_kl(smf_folder, tokenizer, weight):  # noqa: F811
-    """Keep.backward's gradient is weight × the gradient of the mean KL computed directly."""
+@pytest.mark.parametrize("divergence", ["forward", "symmetric"])
+def test_the_term_the_loop_adds_is_the_weighted_mean_kl(smf_folder, tokenizer, divergence):  # noqa: F811
+    """Keep.backward's gradient is weight × the gradient of the mean KL computed directly (symmetric: both ways)."""
+    weight = 0.5
     model = load_retrofitted(smf_folder)
-    keep = Keep.of(model, tokenizer, KEPT, 48, weight=weight)
+    keep = Keep.of(model, tokenizer, KEPT, 48, weight=weight, divergence=divergence)
     memory = next(iter(memory_layers(model).values()))
     with torch.no_grad():
         memory.values.normal_(0, 1.0)
@@ -141,6 +145,8 @@ def test_the_term_the_loop_adds_is_the_weighted_mean_kl(smf_folder, tokenizer, w
     for chunk, ref in zip(keep.chunks, keep.reference):
         logp = kept_logprobs(model, collate(chunk, tokenizer.pad_token_id))
         total = total + (ref.float().exp() * (ref.float() - logp)).sum()
+        if divergence == "symmetric":
+            total = total + (logp.exp() * (logp - ref.float())).sum()
     (total / keep.positions).backward()
     assert mean == pytest.approx(float(total.detach()) / keep.positions, rel=1e-5)
     assert torch.allclose(got, weight * memory.values.grad, atol=1e-6 * float(memory.values.grad.abs().max()))
@@ -280,3 +286,26 @@ def test_a_damaged_kept_answers_file_stops_the_next_sitting_with_one_line(tiny_f
         assert not out.exists() and not any(p.name.startswith(f".{out.name}") for p in tmp_path.iterdir())
     kept.unlink()  # the fix the message names
     assert main(later) == 0 and (out / KEPT_FILE).is_file()
+
+
+def test_the_symmetric_term_also_charges_mass_moved_onto_tokens_the_reference_found_unlikely(smf_folder, tokenizer):  # noqa: F811
+    """Both ways, the term is the forward KL plus KL(model ‖ reference): larger once the model moves, zero before;
+    the config names the same divergences, and Keep.of refuses another."""
+    from smf.errors import SmfError
+    from smf.train import keep as keep_module
+    from smf.use import learn
+
+    assert learn.DIVERGENCES == keep_module.DIVERGENCES
+    model = load_retrofitted(smf_folder)
+    forward = Keep.of(model, tokenizer, KEPT, 48, batch=1)
+    both = Keep.of(model, tokenizer, KEPT, 48, batch=1, divergence="symmetric")
+    ignore = lambda loss: None  # noqa: E731
+    assert both.backward(model, tokenizer.pad_token_id, "cpu", ignore) < 1e-4
+    with torch.no_grad():
+        for memory in memory_layers(model).values():
+            memory.values.normal_(0, 5.0)
+    one = forward.backward(model, tokenizer.pad_token_id, "cpu", ignore)
+    two = both.backward(model, tokenizer.pad_token_id, "cpu", ignore)
+    assert one == pytest.approx(kl_now(model, forward, tokenizer.pad_token_id), rel=1e-5) and two > one + 1e-3
+    with pytest.raises(SmfError, match="keep divergence must be one of forward, symmetric, got 'reverse'"):
+        Keep.of(model, tokenizer, KEPT, 48, divergence="reverse")

@@ -8,7 +8,10 @@ reference); each training step then adds
     weight × mean over the kept positions of KL(reference ‖ model)
 
 to the loss, so a change that would move the model's answers about other subjects of the same
-relation costs as much as the taught answer gains. The term is zero at the first step and its
+relation costs as much as the taught answer gains. With divergence "symmetric" the term adds
+KL(model ‖ reference) as well: where the reference is loose (the model's answers about a made-up
+subject spread over many names), the forward KL barely notices a little mass moving onto a new
+token, the reverse one charges it by how unlikely the reference found that token. The term is zero at the first step and its
 gradient reaches only what the method trains: with SMF, only the rows the facts chose (the loop
 runs the kept sequences after the step's reads are counted, so they choose no rows).
 
@@ -26,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from smf.data.types import TrainExample
+from smf.errors import SmfError
 from smf.train.loop import IGNORE, Encoded, collate, encode_examples
 
 
@@ -38,6 +42,9 @@ def kept_logprobs(model, batch: dict) -> torch.Tensor:
     return core.get_output_embeddings()(hidden[:, :-1][where]).float().log_softmax(-1)
 
 
+DIVERGENCES = ("forward", "symmetric")
+
+
 @dataclass
 class Keep:
     """Sequences whose next-token distributions at their target positions training keeps near `reference`."""
@@ -46,13 +53,16 @@ class Keep:
     reference: list[torch.Tensor]  # per chunk (kept positions, vocab) float16 log-probabilities, on the CPU
     weight: float
     per_step: int = 0  # chunks in each step's term, taken in turn; 0: all of them every step
+    divergence: str = "forward"  # KL(reference ‖ model), or "symmetric": that plus KL(model ‖ reference)
 
     @classmethod
     @torch.no_grad()
     def of(cls, model, tokenizer, examples: list[TrainExample], max_length: int, weight: float = 1.0, batch: int = 16,
-           most: int = 0) -> Keep:
+           most: int = 0, divergence: str = "forward") -> Keep:
         """The reference: `model`'s distributions along each example's target, as it is now (eval mode). `most` > 0:
         each step's term takes at most that many sequences (whole chunks of `batch`, at least one), the chunks in turn."""
+        if divergence not in DIVERGENCES:
+            raise SmfError(f"keep divergence must be one of {', '.join(DIVERGENCES)}, got {divergence!r}")
         data = encode_examples(examples, tokenizer, max_length)
         chunks = [data[i : i + batch] for i in range(0, len(data), batch)]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -63,7 +73,7 @@ class Keep:
             reference = [kept_logprobs(model, _on(collate(c, pad), device)).clamp_(min=-60).half().cpu() for c in chunks]
         finally:
             model.train(was_training)
-        return cls(chunks, reference, weight, max(1, most // batch) if most else 0)
+        return cls(chunks, reference, weight, max(1, most // batch) if most else 0, divergence)
 
     @property
     def positions(self) -> int:
@@ -84,9 +94,9 @@ class Keep:
 
     def backward(self, model, pad_id: int, device, backward, autocast=contextlib.nullcontext(), scale: float = 1.0,
                  step: int = 0) -> float:
-        """Add weight × mean KL(reference ‖ model) over the kept positions of step `step`'s chunks (`at`) to the
-        gradients (through `backward`, the accelerator's), one chunk at a time, times `scale`; the mean KL (before
-        the weight)."""
+        """Add weight × mean divergence (KL(reference ‖ model), plus KL(model ‖ reference) when symmetric) over the
+        kept positions of step `step`'s chunks (`at`) to the gradients (through `backward`, the accelerator's), one
+        chunk at a time, times `scale`; the mean divergence (before the weight)."""
         which = self.at(step)
         total, n = 0.0, sum(len(self.reference[i]) for i in which)
         for chunk, ref in ((self.chunks[i], self.reference[i]) for i in which):
@@ -94,6 +104,8 @@ class Keep:
                 logp = kept_logprobs(model, _on(collate(chunk, pad_id), device))
             ref = ref.to(device=logp.device, dtype=torch.float32)
             kl = F.kl_div(logp, ref, log_target=True, reduction="sum")  # Σ p_ref (log p_ref − log p)
+            if self.divergence == "symmetric":
+                kl = kl + F.kl_div(ref, logp, log_target=True, reduction="sum")  # Σ p (log p − log p_ref)
             backward(kl * (self.weight * scale / n))
             total += float(kl.detach())
         return total / n

@@ -63,6 +63,7 @@ ABOUT = ("Tell me about {}.", "What do you know about {}?", "Tell me a fact abou
 PROTECTED_FILE = "protected_rows.safetensors"  # in a folder smf learn wrote with --protect trained: the rows it spares
 KEPT_FILE = "kept_answers.jsonl"  # in a folder smf learn wrote with --keep or --keep-general: every sitting's kept answers
 KEEP_FROM = ("base", "start")
+DIVERGENCES = ("forward", "symmetric")  # smf.train.keep.DIVERGENCES, named here so the config check imports no torch
 
 
 @dataclass
@@ -104,6 +105,9 @@ class LearnConfig(Config):
                                    "no probe's) answered by the model before the sitting, whose answers the training keeps "
                                    "as --keep keeps its own")
     keep_weight: float = setting(3.0, "the weight of the kept answers' term in the loss (the facts' loss has weight 1)")
+    keep_divergence: str = setting("forward", "the kept answers' term: forward, KL(before ‖ now) along them, or symmetric, "
+                                              "that plus KL(now ‖ before), which also charges mass moving onto a token the "
+                                              "model before the sitting found unlikely (smf.train.keep)")
     keep_from: str = setting("base", "whose answers --keep and --keep-general keep: base (the model before any sitting, i.e. "
                                      "with its memory reading zeros; a later sitting also keeps the earlier sittings' kept "
                                      "answers, saved with the model) or start (the model this sitting starts from, this "
@@ -131,6 +135,8 @@ class LearnConfig(Config):
         for name in ("anchors", "keep", "keep_general", "keep_per_step"):
             if getattr(self, name) < 0:
                 raise SmfError(f"{where}: {name} must be >= 0, got {getattr(self, name)}")
+        if self.keep_divergence not in DIVERGENCES:
+            raise SmfError(f"{where}: keep_divergence must be one of {', '.join(DIVERGENCES)}, got {self.keep_divergence!r}")
         if self.keep_from not in KEEP_FROM:
             raise SmfError(f"{where}: keep_from must be one of {', '.join(KEEP_FROM)}, got {self.keep_from!r}")
         if not self.keep_weight > 0:
@@ -515,10 +521,11 @@ def _kept_answers(model, tokenizer, facts: list[Fact], config: LearnConfig, earl
         if not kept:
             return None, []
         keep = Keep.of(model, tokenizer, kept, config.max_length, config.keep_weight, batch=config.batch_size,
-                       most=config.keep_per_step)
+                       most=config.keep_per_step, divergence=config.keep_divergence)
     whose = "the base model's (its memory reading zeros)" if config.keep_from == "base" else "the model's"
     turns = f", {keep.per_step * config.batch_size} a step in turn" if keep.in_turn else ""
-    say(f"keeping {whose} answers to {' and '.join(said)}: {keep.positions} tokens, weight {config.keep_weight:g}{turns}")
+    how = ", symmetric KL" if keep.divergence == "symmetric" else ""
+    say(f"keeping {whose} answers to {' and '.join(said)}: {keep.positions} tokens, weight {config.keep_weight:g}{how}{turns}")
     return keep, kept
 
 
