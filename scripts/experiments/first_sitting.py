@@ -4,9 +4,11 @@ questions, the new wordings (first_heldout.jsonl) and both knowledge probes, aga
 Run: .venv/bin/python scripts/experiments/first_sitting.py OUT_DIR [KEY=VALUE ...]   (15-50 min on 2 CPU cores)
 KEY=VALUE pairs are `smf learn` settings (LearnConfig), e.g. ask_about=2 epochs=30 seed=1, and about_rows=N: the
 facts file also holds N questions about each question's subject ("Tell me about Oshu.", learn.ABOUT) as rows of
-the person's own, so the kept answers (--keep) are asked about them too (how --ask-about was first tried).
-Writes OUT_DIR/first_sitting.json: the counts, every answer, each probe's change from base in points with its
-paired standard error, and the training time.
+the person's own, so the kept answers (--keep) are asked about them too (how --ask-about was first tried);
+base_from=FILE takes the base model's probe answers from an earlier first_sitting.json or learn_check.json instead of
+asking them again (greedy answers, the same on one machine; saves a few minutes).
+Writes OUT_DIR/first_sitting.json: the counts, every answer (the probes' too, base's and the sitting's), each probe's
+change from base in points with its paired standard error, and the training time.
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ def about_rows(path: Path, n: int) -> list[dict]:
     return rows + extra
 
 
+def base_probes(path: Path) -> dict:
+    """The base model's probe accuracies and records as an earlier run recorded them (first_sitting or learn_check JSON)."""
+    base = json.loads(path.read_text())["base"]
+    if "records" not in base:
+        raise SystemExit(f"{path}: no base probe records in it (written before first_sitting.py kept them); drop base_from")
+    return {n: base[n] for n in base["records"]} | {"records": base["records"]}
+
+
 def main(folder: Path, settings: dict) -> None:
     import yaml
 
@@ -41,6 +51,7 @@ def main(folder: Path, settings: dict) -> None:
     from smf.use.learn import LearnConfig, learn
 
     n_about = int(settings.pop("about_rows", 0))
+    base_from = settings.pop("base_from", None)
     config = LearnConfig.from_dict({k: yaml.safe_load(v) for k, v in settings.items()}, where="settings")
     folder.mkdir(parents=True, exist_ok=True)
     facts = FACTS / "first.jsonl"
@@ -52,11 +63,10 @@ def main(folder: Path, settings: dict) -> None:
     took = time.time() - start
     one, tokenizer = load_model(folder / "sitting1")
     taught, heldout = score(one, tokenizer, FACTS / "first.jsonl"), score(one, tokenizer, FACTS / "first_heldout.jsonl")
-    base, _ = load_model()
-    before, after = probes(base, tokenizer), probes(one, tokenizer)
+    after = probes(one, tokenizer)
+    before = base_probes(Path(base_from)) if base_from else probes(load_model()[0], tokenizer)
     report = {"settings": config.to_dict() | {"about_rows": n_about}, "seconds": round(took), "taught": taught[:2],
-              "heldout": heldout[:2], "base": {n: before[n] for n in before["records"]},
-              "sitting1": {n: after[n] for n in after["records"]}, "change": changes(after, before),
+              "heldout": heldout[:2], "base": before, "sitting1": after, "change": changes(after, before),
               "answers": taught[2] + heldout[2]}
     (folder / "first_sitting.json").write_text(json.dumps(report, indent=2) + "\n")
     c = report["change"]

@@ -16,6 +16,9 @@ sitting's facts file also holds N questions per question about made-up subjects 
 with the base model's own answers, taught (anchors=N, `smf learn --anchors`, counts them as background instead).
 answers=sentence (today's default) or answers=as-given is `smf learn --answers`; scoring always looks
 for the short answer. Runs recorded before that option existed taught answers as given.
+base_from=FILE takes the base model's answers (probes and the first sitting's questions) from an earlier
+learn_check.json instead of asking them again; sitting1=DIR starts from a first sitting already taught with the same
+settings (e.g. by first_sitting.py, OUT/sitting1) and teaches the second only.
 """
 
 from __future__ import annotations
@@ -86,12 +89,15 @@ def main(folder: Path, settings: dict) -> None:
     background = settings.pop("background", "pydoc")
     replay = int(settings.pop("replay", 0))
     n_anchors = int(settings.pop("anchor_rows", 0))
+    base_from = settings.pop("base_from", None)
+    taught_first = settings.pop("sitting1", None)
     config = LearnConfig.from_dict({k: yaml.safe_load(v) for k, v in settings.items()}, where="settings")
 
     folder.mkdir(parents=True, exist_ok=True)
     report: dict = {}
     base, tokenizer = load_model()
-    base_probes = probes(base, tokenizer)
+    earlier = json.loads(Path(base_from).read_text())["base"] if base_from else None
+    base_probes = {n: earlier[n] for n in earlier["records"]} | {"records": earlier["records"]} if earlier else probes(base, tokenizer)
     own = own_answers(base, tokenizer, replay) if replay else []
     anchored = {}
     if n_anchors:
@@ -102,14 +108,16 @@ def main(folder: Path, settings: dict) -> None:
     first = with_rows(FACTS / "first.jsonl", extra["first"], folder / "first_taught.jsonl") if extra["first"] else FACTS / "first.jsonl"
     second = with_rows(FACTS / "second.jsonl", extra["second"], folder / "second_taught.jsonl") if extra["second"] else FACTS / "second.jsonl"
     report["base"] = {**base_probes,
-                      "first_taught": score(base, tokenizer, FACTS / "first.jsonl")[:2]}
-    learn(first, folder / "sitting1", background=background, config=config, progress=False)
-    one, _ = load_model(folder / "sitting1")
+                      "first_taught": earlier["first_taught"] if earlier else score(base, tokenizer, FACTS / "first.jsonl")[:2]}
+    sitting1 = Path(taught_first) if taught_first else folder / "sitting1"
+    if not taught_first:
+        learn(first, sitting1, background=background, config=config, progress=False)
+    one, _ = load_model(sitting1)
     t1 = score(one, tokenizer, FACTS / "first.jsonl")
     h1 = score(one, tokenizer, FACTS / "first_heldout.jsonl")
     p1 = probes(one, tokenizer)
     report["sitting1"] = {"taught": t1[:2], "heldout": h1[:2], **p1, "change": changes(p1, base_probes), "answers": t1[2] + h1[2]}
-    learn(second, folder / "sitting2", model=str(folder / "sitting1"), config=config, progress=False)
+    learn(second, folder / "sitting2", model=str(sitting1), config=config, progress=False)
     two, _ = load_model(folder / "sitting2")
     t2 = score(two, tokenizer, FACTS / "second.jsonl")
     kept = score(two, tokenizer, FACTS / "first.jsonl")
@@ -118,7 +126,8 @@ def main(folder: Path, settings: dict) -> None:
     p2 = probes(two, tokenizer)
     report["sitting2"] = {"taught": t2[:2], "first_still_right": [still, len(right_before)],
                           "heldout": score(two, tokenizer, FACTS / "second_heldout.jsonl")[:2], **p2, "change": changes(p2, base_probes)}
-    report["settings"] = config.to_dict() | {"background": background, "replay": replay, "anchor_rows": n_anchors}
+    report["settings"] = config.to_dict() | {"background": background, "replay": replay, "anchor_rows": n_anchors,
+                                             "sitting1": taught_first}
     report["replayed"] = own
     report["anchor_rows"] = anchored
     (folder / "learn_check.json").write_text(json.dumps(report, indent=2) + "\n")
