@@ -24,8 +24,8 @@ taught through the model's chat template, the way `smf ask` and `smf chat` ask, 
 the loss on the answer; statements are taught as plain text, except a statement that holds a
 question's answer, which becomes that question's answer (--answers sentence, the default).
 Options the learn check measured and did not choose (README, "Teach it your own facts"):
---answers lead|as-given, --stop false, --anchors N, --keep-general N, --count target, --background; --keep 0
-trains without the kept answers (the earlier default, at 30 passes). --ask-about N also teaches each answer after N
+--answers lead|as-given, --stop false, --anchors N, --keep-general N, --keep-divergence symmetric, --count target,
+--background; --keep 0 trains without the kept answers (the earlier default, at 30 passes). --ask-about N also teaches each answer after N
 questions about its subject ("Tell me about Oshu."), so that the same fact asked in other words is answered more often
 (measured on one or two seeds, not yet the default). A folder also holds its kept answers
 (KEPT_FILE), which a later sitting keeps too (--keep-from base: the answers of the model before any sitting,
