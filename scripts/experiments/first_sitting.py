@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learn_check import FACTS, changes, probes, score  # noqa: E402
+from learn_check import FACTS, changes, probes, recorded_base, score  # noqa: E402
 
 
 def about_rows(path: Path, n: int) -> list[dict]:
@@ -34,14 +34,6 @@ def about_rows(path: Path, n: int) -> list[dict]:
         if where is not None:
             extra += [{"question": form.format(row["question"][where[0] : where[1]]), "answer": row["answer"]} for form in ABOUT[:n]]
     return rows + extra
-
-
-def base_probes(path: Path) -> dict:
-    """The base model's probe accuracies and records as an earlier run recorded them (first_sitting or learn_check JSON)."""
-    base = json.loads(path.read_text())["base"]
-    if "records" not in base:
-        raise SystemExit(f"{path}: no base probe records in it (written before first_sitting.py kept them); drop base_from")
-    return {n: base[n] for n in base["records"]} | {"records": base["records"]}
 
 
 def main(folder: Path, settings: dict) -> None:
@@ -64,7 +56,7 @@ def main(folder: Path, settings: dict) -> None:
     one, tokenizer = load_model(folder / "sitting1")
     taught, heldout = score(one, tokenizer, FACTS / "first.jsonl"), score(one, tokenizer, FACTS / "first_heldout.jsonl")
     after = probes(one, tokenizer)
-    before = base_probes(Path(base_from)) if base_from else probes(load_model()[0], tokenizer)
+    before = recorded_base(Path(base_from)) if base_from else probes(load_model()[0], tokenizer)
     report = {"settings": config.to_dict() | {"about_rows": n_about}, "seconds": round(took), "taught": taught[:2],
               "heldout": heldout[:2], "base": before, "sitting1": after, "change": changes(after, before),
               "answers": taught[2] + heldout[2]}

@@ -66,6 +66,15 @@ def changes(now: dict, base: dict) -> dict:
     return {n: [100 * (now[n] - base[n]), paired_stderr(now["records"][n], base["records"][n])] for n in base["records"]}  # points
 
 
+def recorded_base(path: Path) -> dict:
+    """The base model's probe accuracies and records (and, from a learn_check.json, its answers to the first sitting's
+    questions) as an earlier run recorded them: greedy answers, the same on one machine."""
+    base = json.loads(Path(path).read_text())["base"]
+    if "records" not in base:
+        raise SystemExit(f"{path}: no base probe records in it (written before they were kept); drop base_from")
+    return {n: base[n] for n in base["records"]} | {k: base[k] for k in ("records", "first_taught") if k in base}
+
+
 def own_answers(model, tokenizer, n: int) -> list[dict]:
     """n questions about the standard library with the model's own chat answers, cut at a sentence's end."""
     from anchors import own_answer
@@ -96,8 +105,8 @@ def main(folder: Path, settings: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     report: dict = {}
     base, tokenizer = load_model()
-    earlier = json.loads(Path(base_from).read_text())["base"] if base_from else None
-    base_probes = {n: earlier[n] for n in earlier["records"]} | {"records": earlier["records"]} if earlier else probes(base, tokenizer)
+    earlier = recorded_base(base_from) if base_from else None
+    base_probes = {k: v for k, v in earlier.items() if k != "first_taught"} if earlier else probes(base, tokenizer)
     own = own_answers(base, tokenizer, replay) if replay else []
     anchored = {}
     if n_anchors:

@@ -11,9 +11,10 @@ to the loss, so a change that would move the model's answers about other subject
 relation costs as much as the taught answer gains. With divergence "symmetric" the term adds
 KL(model ‖ reference) as well: where the reference is loose (the model's answers about a made-up
 subject spread over many names), the forward KL barely notices a little mass moving onto a new
-token, the reverse one charges it by how unlikely the reference found that token. The term is zero at the first step and its
-gradient reaches only what the method trains: with SMF, only the rows the facts chose (the loop
-runs the kept sequences after the step's reads are counted, so they choose no rows).
+token, the reverse one charges it by how unlikely the reference found that token. The term is
+zero at the first step and its gradient reaches only what the method trains: with SMF, only the
+rows the facts chose (the loop runs the kept sequences after the step's reads are counted, so
+they choose no rows).
 
 The reference is taken from the model the caller passes, before training: a resumed run must
 pass the same reference (smf learn does not resume). Its log-probabilities are stored in float16
