@@ -16,8 +16,8 @@ sitting's facts file also holds N questions per question about made-up subjects 
 with the base model's own answers, taught (anchors=N, `smf learn --anchors`, counts them as background instead).
 answers=sentence (today's default) or answers=as-given is `smf learn --answers`; scoring always looks
 for the short answer. Runs recorded before that option existed taught answers as given.
-base_from=FILE takes the base model's answers (probes and the first sitting's questions) from an earlier
-learn_check.json instead of asking them again; sitting1=DIR starts from a first sitting already taught with the same
+base_from=FILE takes the base model's answers (probes, and the first sitting's questions where recorded) from an earlier
+learn_check.json or first_sitting.json instead of asking them again; sitting1=DIR starts from a first sitting already taught with the same
 settings (e.g. by first_sitting.py, OUT/sitting1) and teaches the second only.
 """
 
@@ -105,8 +105,7 @@ def main(folder: Path, settings: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     report: dict = {}
     base, tokenizer = load_model()
-    earlier = recorded_base(base_from) if base_from else None
-    base_probes = {k: v for k, v in earlier.items() if k != "first_taught"} if earlier else probes(base, tokenizer)
+    base_probes = recorded_base(base_from) if base_from else probes(base, tokenizer)
     own = own_answers(base, tokenizer, replay) if replay else []
     anchored = {}
     if n_anchors:
@@ -117,7 +116,7 @@ def main(folder: Path, settings: dict) -> None:
     first = with_rows(FACTS / "first.jsonl", extra["first"], folder / "first_taught.jsonl") if extra["first"] else FACTS / "first.jsonl"
     second = with_rows(FACTS / "second.jsonl", extra["second"], folder / "second_taught.jsonl") if extra["second"] else FACTS / "second.jsonl"
     report["base"] = {**base_probes,
-                      "first_taught": earlier["first_taught"] if earlier else score(base, tokenizer, FACTS / "first.jsonl")[:2]}
+                      "first_taught": base_probes.get("first_taught") or score(base, tokenizer, FACTS / "first.jsonl")[:2]}
     sitting1 = Path(taught_first) if taught_first else folder / "sitting1"
     if not taught_first:
         learn(first, sitting1, background=background, config=config, progress=False)
