@@ -360,7 +360,7 @@ def test_ask_about_through_smf_learn(tiny_folder, tmp_path, capsys, monkeypatch)
               "--batch-size", "2", "--max-length", "48", "--protect", "off"]
     assert main(["learn", *common, "--out", str(tmp_path / "about"), "--ask-about", "2"]) == 0
     out = capsys.readouterr().out
-    assert "1 question(s) taught answered by your statement that holds the answer" in out and "2 more about their subjects" in out
+    assert "1 question(s) taught answered by your statement that holds the answer (--answers sentence;" in out and "2 more about their subjects" in out
     assert "answers to 2 question(s) about made-up subjects" in out  # Zorvex and Oshu, not the questions about Zorvex
     assert len(seen[-1]) == 4 and sum("Tell me about Zorvex." in p or "What do you know about Zorvex?" in p for p in seen[-1]) == 2
     assert main(["learn", *common, "--out", str(tmp_path / "plain")]) == 0

@@ -368,7 +368,8 @@ def learn(data: Path, out: Path, *, model: str | None = None, background: str = 
     stage = out.parent / f".{out.name}.learning"
     shutil.rmtree(stage, ignore_errors=True)
     if paired:
-        say(f"{len(paired)} question(s) taught answered by your statement that holds the answer (--answers as-given: as written)"
+        say(f"{len(paired)} question(s) taught answered by your statement that holds the answer (--answers {config.answers}; "
+            "--answers as-given teaches them as written)"
             + (f"; {len(about)} more about their subjects (--ask-about {config.ask_about})" if about else ""))
     try:
         steps, result, memory_dir, kept = _teach(net, tokenizer, where, taught, facts, stage, background, config, progress, say)
