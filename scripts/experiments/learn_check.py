@@ -132,8 +132,9 @@ def main(folder: Path, settings: dict) -> None:
     right_before = {a["question"] for a in t1[2] if a["correct"]}
     still = sum(a["correct"] for a in kept[2] if a["question"] in right_before)
     p2 = probes(two, tokenizer)
-    report["sitting2"] = {"taught": t2[:2], "first_still_right": [still, len(right_before)],
-                          "heldout": score(two, tokenizer, FACTS / "second_heldout.jsonl")[:2], **p2, "change": changes(p2, base_probes)}
+    h2 = score(two, tokenizer, FACTS / "second_heldout.jsonl")
+    report["sitting2"] = {"taught": t2[:2], "first_still_right": [still, len(right_before)], "heldout": h2[:2], **p2,
+                          "change": changes(p2, base_probes), "answers": t2[2] + h2[2], "first_answers": kept[2]}
     report["settings"] = config.to_dict() | {"background": background, "replay": replay, "anchor_rows": n_anchors,
                                              "sitting1": taught_first}
     report["replayed"] = own
