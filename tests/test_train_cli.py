@@ -210,3 +210,26 @@ def test_background_and_heal_share_the_study_defaults(monkeypatch, folders, tmp_
         main(["heal", "--model", str(retro), "--out", str(tmp_path / "h")])
     assert seen["bg"] == BackgroundConfig() == StudyConfig().background
     assert seen["heal"] == HealConfig() and seen["heal"].steps == 200
+
+
+def test_background_reads_each_document_from_its_start_unless_packed(folders, tmp_path, capsys):
+    """--pack false: each document is one sequence from its first token (as a chat is read when the model is
+    used): six short documents fill 3 batches of 2, and the counts hold exactly their tokens' reads (heads ×
+    top-k per token and layer); packed into 32-token sequences they make one, and the one line says so."""
+    import shutil
+
+    from smf.models import load_tokenizer
+    from smf.selection import BackgroundStats
+
+    retro = shutil.copytree(folders[1], tmp_path / "retro")
+    texts = [f"document number {k} is short" for k in range(6)]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    argv = ["background", "--model", str(retro), "--data", str(tmp_path / "docs.jsonl"), "--batches", "3",
+            "--batch-size", "2", "--max-length", "32", "--pack"]
+    assert main([*argv, "false"]) == 0
+    tokens = sum(len(load_tokenizer(retro)(t).input_ids) for t in texts)
+    stats = BackgroundStats.load(retro)
+    assert stats.batches == 3 and all(int(c.sum()) == tokens * 2 * 4 for c in stats.counts.values())
+    capsys.readouterr()
+    assert main([*argv, "true"]) == 2
+    assert "background data gives 1 sequences of 32 tokens; 3 batches of 2 need 6" in err_line(capsys)

@@ -278,6 +278,40 @@ def test_question_background_is_chats_of_stdlib_questions(tiny_folder, tmp_path)
     assert plain[0].startswith(f"Question: {pairs[0][0]}\nAnswer: {pairs[0][1]}")
 
 
+def test_learn_counts_each_background_chat_from_its_first_token(tiny_folder, tmp_path):
+    """Facts are taught, and the model asked, in chats that start a sequence, so the background chats start one
+    too: the rows a chat's first tokens read (the system prompt's, the same in every chat) are read in every
+    background batch (df = batches, TF-IDF 0), and the sitting leaves them at zero. Packed into 128-token
+    sequences as general text is, the chats sit mid-sequence and read other rows there (the bug this guards:
+    on the default model a sitting trained 6 to 15 of the 64 rows each system-prompt token read at layer 8)."""
+    from smf.memory import memory_layers
+    from smf.memory.retrofit import set_recording
+    from smf.models import load_model
+    from smf.selection import BackgroundStats, collect_background
+    from smf.train.loop import collate, document_sequences, text_chunks
+
+    common = ["--data", str(_facts(tmp_path, FACTS)), "--model", str(tiny_folder), "--slots", "65536", "--steps", "2",
+              "--batch-size", "2", "--max-length", "48", "--top-t", "8", "--protect", "off", "--keep", "0"]
+    assert main(["learn", *common, "--out", str(tmp_path / "out")]) == 0
+    model, tokenizer = load_model(tmp_path / "out")
+    start = tokenizer(render(tokenizer, [{"role": "user", "content": "What is the capital of Mirilber?"}])).input_ids[:6]
+    set_recording(model, True)
+    with torch.no_grad():
+        model.get_decoder()(input_ids=torch.tensor([start]))
+    first = {i: m.last_rows.flatten().unique() for i, m in memory_layers(model).items()}
+    set_recording(model, False)
+    stats = BackgroundStats.load(tmp_path / "out")
+    assert all(bool((stats.df[i][rows] == stats.batches).all()) for i, rows in first.items())
+    assert all(float(m.values.detach()[first[i]].abs().sum()) == 0.0 for i, m in memory_layers(model).items())
+    assert any(float(m.values.detach().abs().sum()) > 0 for m in memory_layers(model).values())  # the sitting trained other rows
+    chats = [render(tokenizer, [{"role": "user", "content": f"Question {k}?"}]) + f"Answer {k}." for k in range(16)]
+    pad = tokenizer.pad_token_id
+    for build, read_by_all in ((document_sequences, True), (text_chunks, False)):
+        sequences = build(chats, tokenizer, 32)
+        stats = collect_background(model, [collate(sequences[k : k + 2], pad) for k in range(0, 8, 2)], progress=False)
+        assert all(bool((stats.df[i][rows] == 4).all()) for i, rows in first.items()) == read_by_all
+
+
 def test_learn_protect_counts_the_facts_reads_into_the_background(tiny_folder, tmp_path, capsys):
     """--protect reads: the saved background statistics gain one document per taught example, holding
     every read of its real tokens (heads × top-k per token and layer); --protect off leaves them as

@@ -39,6 +39,10 @@ class BackgroundConfig(Config):
     batches: int = setting(32, "number of batches B (the df of a row counts the batches that read it)")
     batch_size: int = setting(8, "sequences per batch")
     max_length: int = setting(256, "tokens per sequence")
+    pack: bool = setting(True, "join the documents with EOS and cut them into max_length sequences (general text); "
+                               "false: each document is one sequence from its first token, cut at max_length (chats: "
+                               "a chat starts a sequence when the model is used, and the rows its first tokens read "
+                               "are those of no packed sequence)")
     mixed_precision: str = setting("auto", "auto (bf16 autocast on a GPU, as training reads there), no, or bf16")
 
     def check(self, where: str) -> None:

@@ -86,6 +86,12 @@ def text_chunks(texts: list[str], tokenizer, length: int) -> list[Encoded]:
     return chunks
 
 
+def document_sequences(texts: list[str], tokenizer, length: int) -> list[Encoded]:
+    """Each document its own sequence from its first token (tokenized as a prompt is), cut at `length` tokens:
+    how a chat is read when the model is used, where `text_chunks` puts documents mid-sequence."""
+    return [Encoded(ids[:length], 0) for ids in (tokenizer(t).input_ids for t in texts) if ids]
+
+
 def step_indices(n: int, step: int, batch_size: int, seed: int) -> list[int]:
     """Example indices of optimizer step `step`: epochs of seeded permutations, back to back."""
     out = []

@@ -13,7 +13,7 @@ from smf.errors import SmfError
 from smf.memory.retrofit import MEMORY_FILE, load_retrofitted
 from smf.methods.heal import HealConfig
 from smf.selection import BackgroundConfig, BackgroundStats, collect_background
-from smf.train.loop import TrainResult, collate, encode_examples, text_chunks, train
+from smf.train.loop import TrainResult, collate, document_sequences, encode_examples, text_chunks, train
 
 
 def _require_memory(folder: Path) -> None:
@@ -29,11 +29,12 @@ def background_statistics(folder: Path, config: BackgroundConfig, *, progress: b
     folder = Path(folder)
     _require_memory(folder)
     tokenizer = load_tokenizer(folder)
-    chunks = text_chunks(general_texts(config.data, "background data"), tokenizer, config.max_length)
+    texts = general_texts(config.data, "background data")
+    chunks = (text_chunks if config.pack else document_sequences)(texts, tokenizer, config.max_length)
     needed = config.batches * config.batch_size
     if len(chunks) < needed:
-        raise SmfError(f"background data gives {len(chunks)} sequences of {config.max_length} tokens; "
-                       f"{config.batches} batches of {config.batch_size} need {needed}")
+        made = f"{len(chunks)} sequences of {config.max_length} tokens" if config.pack else f"{len(chunks)} documents"
+        raise SmfError(f"background data gives {made}; {config.batches} batches of {config.batch_size} need {needed}")
     batches = [collate(chunks[i : i + config.batch_size], tokenizer.pad_token_id) for i in range(0, needed, config.batch_size)]
     stats = collect_background(load_retrofitted(folder, device=compute_device()), batches, progress=progress,
                                mixed_precision=config.mixed_precision)

@@ -285,7 +285,12 @@ def chat_background(spec: str, tokenizer, path: Path) -> str:
     taught through the chat template, so a background of plain prose makes the template's own
     rows look specific, and training them changes every answer the model gives in a chat
     (measured: capitals 66.7 → 3.3 % after 20 facts). With the template in every background
-    batch those rows have a high document frequency and are not selected.
+    batch those rows have a high document frequency and are not selected. Each chat is its own
+    sequence from its first token (BackgroundConfig pack=False), as the facts and every question
+    are read: packed into longer sequences, a chat's opening tokens (the system prompt) sit after
+    other text and read other rows than they do at the start of a chat, and those rows were
+    trained (on the default model 6 to 15 of the 64 each system-prompt token reads at layer 8,
+    their values' norms up to 480, on every chat after).
 
     `spec` = "docstring-questions": chats of short questions and answers instead, PER_CHAT
     questions each about a documented function or class of the standard library (its
@@ -464,8 +469,10 @@ def _teach(net, tokenizer, where, facts: list[Fact], asked: list[Fact], stage: P
         retrofit(net, MemoryConfig(layers=layers, slots=config.slots, heads=4, topk=16, key_dim=256, seed=config.seed))
         memory_dir = save_retrofitted(net, tokenizer, stage / "memory_model")
         data = chat_background(background, tokenizer, stage / "background.jsonl")
+        chats = bool(getattr(tokenizer, "chat_template", None))  # each chat its own sequence, as it is read when used
         background_statistics(memory_dir, BackgroundConfig(data=data, batches=config.background_batches,
-                                                                batch_size=config.background_batch_size, max_length=128), progress=progress)
+                                                           batch_size=config.background_batch_size, max_length=128,
+                                                           pack=not chats), progress=progress)
     train_examples = examples(facts, tokenizer, config.stop)
     steps = config.steps or max(1, math.ceil(config.epochs * len(train_examples) / config.batch_size))
     train_config = TrainConfig.from_dict({"method": "smf", "rule": "tfidf", "top_t": config.top_t, "lr": config.lr, "steps": steps,
