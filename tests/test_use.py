@@ -283,7 +283,7 @@ def test_learn_counts_each_background_chat_from_its_first_token(tiny_folder, tmp
     too: the rows a chat's first tokens read (the system prompt's, the same in every chat) are read in every
     background batch (df = batches, TF-IDF 0), and the sitting leaves them at zero. Packed into 128-token
     sequences as general text is, the chats sit mid-sequence and read other rows there (the bug this guards:
-    on the default model a sitting trained 6 to 15 of the 64 rows each system-prompt token read at layer 8)."""
+    on the default model a sitting trained 4 to 15 of the 64 rows each of its first 8 tokens read at layer 8)."""
     from smf.memory import memory_layers
     from smf.memory.retrofit import set_recording
     from smf.models import load_model

@@ -289,7 +289,7 @@ def chat_background(spec: str, tokenizer, path: Path) -> str:
     sequence from its first token (BackgroundConfig pack=False), as the facts and every question
     are read: packed into longer sequences, a chat's opening tokens (the system prompt) sit after
     other text and read other rows than they do at the start of a chat, and those rows were
-    trained (on the default model 6 to 15 of the 64 each system-prompt token reads at layer 8,
+    trained (on the default model 4 to 15 of the 64 each of its first 8 tokens reads at layer 8,
     their values' norms up to 480, on every chat after).
 
     `spec` = "docstring-questions": chats of short questions and answers instead, PER_CHAT
