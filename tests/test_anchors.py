@@ -70,6 +70,12 @@ def test_anchor_reads_join_the_background_and_protected_rows_stay_at_zero(tiny_f
     assert read.max() <= 2 and read.sum() > 0
     assert out.df[3][5] == out.df[3][700] == 3
 
+    fresh = BackgroundStats.empty({3: 1024})
+    fresh.add_counts({3: torch.zeros(1024, dtype=torch.long)})
+    excluded = add_anchor_reads(fresh, model, tokenizer, anchors, 48, protected, exclude=True)
+    assert torch.equal(excluded.df[3] == 3, (read > 0) | torch.isin(torch.arange(1024), protected["rows.3"]))
+    assert set(excluded.df[3].unique().tolist()) == {0, 3}  # every row an anchor read, and only those, scores 0
+
 
 def learn_args(tiny_folder, tmp_path) -> list[str]:
     """`smf learn` arguments for one quick sitting on the tiny model: two questions with a subject, one without."""
@@ -96,7 +102,18 @@ def test_learn_with_anchors_selects_against_them_for_this_sitting_only(tiny_fold
     assert seen[-1] is not None and seen[-1].batches == 16 + 4  # the background's 16 documents and the anchors
     from smf.selection import BackgroundStats
 
-    assert BackgroundStats.load(tmp_path / "anchored").batches == 16  # not saved with the model
+    saved = BackgroundStats.load(tmp_path / "anchored")
+    assert saved.batches == 16  # not saved with the model
+    assert main(["learn", *common, "--out", str(tmp_path / "excluded"), "--anchors", "2", "--anchor-reads", "exclude"]) == 0
+    assert "answered by the model, the rows they read are not trained in this sitting" in capsys.readouterr().out
+    documented, excluded = seen[-2], seen[-1]
+    assert excluded.batches == 20 and excluded.df.keys() == documented.df.keys()
+    for layer, df in excluded.df.items():  # every row an anchor read (its df grew) now counts as read by all 20
+        read = documented.df[layer] > saved.df[layer]
+        assert read.any() and torch.equal(df == 20, read | (documented.df[layer] == 20))
+    assert main(["learn", *common, "--out", str(tmp_path / "bad"), "--anchors", "2", "--anchor-reads", "all"]) == 2
+    assert "anchor_reads must be one of document, exclude, got 'all'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
     assert main(["learn", *common, "--out", str(tmp_path / "plain"), "--keep", "0"]) == 0  # no anchors of any kind
     assert seen[-1] is None and "made-up subjects" not in capsys.readouterr().out
     assert main(["learn", *common, "--out", str(tmp_path / "bad"), "--anchors", "-1"]) == 2

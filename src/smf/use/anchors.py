@@ -9,7 +9,9 @@ person's questions with its subject swapped for a made-up name ("What is the cap
 Mirilber?"), answered by the model itself (greedy, its first sentence). `smf learn --anchors N`
 counts the reads of N anchors per question as documents of the background statistics for that
 sitting only: rows that any subject of the relation reads become common and score low; rows the
-taught subject reads alone keep their score.
+taught subject reads alone keep their score. `--anchor-reads exclude` goes further: every row an
+anchor reads counts as read by every document, so TF-IDF scores it 0 and the sitting trains only
+rows that no anchor reads (README, "Rows the anchors read, left out").
 
 A subject is the first run of capitalised words after a question's first word, or a word with a
 digit or hyphen ("Kestrel-9"); a question without one gets no anchor.
@@ -80,12 +82,17 @@ def anchor_examples(model, tokenizer, questions: list[str], max_new_tokens: int 
     return out
 
 
-def add_anchor_reads(stats, model, tokenizer, examples, max_length: int, protected: dict | None = None):
-    """`stats` (BackgroundStats) with the reads of each anchor example added as one document. Rows in `protected`
+def add_anchor_reads(stats, model, tokenizer, examples, max_length: int, protected: dict | None = None,
+                     exclude: bool = False):
+    """`stats` (BackgroundStats) with the reads of each anchor example added as one document; with `exclude`, every
+    row an anchor reads gets df equal to the documents instead, so TF-IDF scores it 0. Rows in `protected`
     ({"rows.LAYER": rows}, from an earlier sitting) keep df equal to the documents, so they still score 0."""
     from smf.train.stages import reads_as_documents
 
-    stats.add(reads_as_documents(model, tokenizer, examples, max_length))
-    for key, rows in (protected or {}).items():
-        stats.df[int(key.split(".")[1])][rows] = stats.batches
+    reads = reads_as_documents(model, tokenizer, examples, max_length)
+    stats.add(reads)
+    marked = [(layer, df > 0) for layer, df in reads.df.items()] if exclude else []
+    marked += [(int(key.split(".")[1]), rows) for key, rows in (protected or {}).items()]
+    for layer, rows in marked:
+        stats.df[layer][rows] = stats.batches
     return stats

@@ -24,7 +24,7 @@ taught through the model's chat template, the way `smf ask` and `smf chat` ask, 
 the loss on the answer; statements are taught as plain text, except a statement that holds a
 question's answer, which becomes that question's answer (--answers sentence, the default).
 Options the learn check measured and did not choose (README, "Teach it your own facts"):
---answers lead|as-given, --stop false, --anchors N, --keep-general N, --keep-divergence symmetric, --count target,
+--answers lead|as-given, --stop false, --anchors N [--anchor-reads exclude], --keep-general N, --keep-divergence symmetric, --count target,
 --background; --keep 0 trains without the kept answers (the earlier default, at 30 passes). --ask-about N also teaches each answer after N
 questions about its subject ("Tell me about Oshu."), so that the same fact asked in other words is answered more often
 (measured on one or two seeds, not yet the default). A folder also holds its kept answers
@@ -58,6 +58,7 @@ LEARN_OPTIMIZERS = ("adam", "rowwise_adagrad", "sgd")  # the strictly sparse one
 LEARN_RUN = "learn_run"  # the training run's files, inside the output folder
 ANSWERS = ("sentence", "lead", "as-given")
 PROTECT = ("trained", "reads", "off")
+ANCHOR_READS = ("document", "exclude")  # how --anchors' reads count in the background statistics (smf.use.anchors)
 ABOUT = ("Tell me about {}.", "What do you know about {}?", "Tell me a fact about {}.", "What can you tell me about {}?",
          "Give me one fact about {}.")  # --ask-about's questions, in this order
 PROTECTED_FILE = "protected_rows.safetensors"  # in a folder smf learn wrote with --protect trained: the rows it spares
@@ -98,6 +99,9 @@ class LearnConfig(Config):
     anchors: int = setting(0, "per question with a subject, questions about made-up subjects (\"What is the capital of "
                                  "Mirilber?\") answered by the model itself, whose reads count as background for this sitting, "
                                  "so rows that any subject of the relation reads score low (smf.use.anchors)")
+    anchor_reads: str = setting("document", "how the anchors' reads count: document (each anchor one document of the "
+                                           "background statistics) or exclude (every row an anchor reads counts as read by "
+                                           "every document: TF-IDF scores it 0, so this sitting does not train it)")
     keep: int = setting(1, "per question with a subject, questions about made-up subjects answered by the model before the "
                            "sitting, whose answers the training keeps: it adds keep_weight × the KL divergence of the model's "
                            "next-token distributions along them from the ones before the sitting to the loss (smf.train.keep)")
@@ -128,6 +132,8 @@ class LearnConfig(Config):
             raise SmfError(f"{where}: optimizer must be one of {', '.join(LEARN_OPTIMIZERS)}, got {self.optimizer!r}")
         if self.protect not in PROTECT:
             raise SmfError(f"{where}: protect must be one of {', '.join(PROTECT)}, got {self.protect!r}")
+        if self.anchor_reads not in ANCHOR_READS:
+            raise SmfError(f"{where}: anchor_reads must be one of {', '.join(ANCHOR_READS)}, got {self.anchor_reads!r}")
         if self.answers not in ANSWERS:
             raise SmfError(f"{where}: answers must be one of {', '.join(ANSWERS)}, got {self.answers!r}")
         if not 0 <= self.ask_about <= len(ABOUT):
@@ -587,7 +593,9 @@ def _anchored_background(model, tokenizer, memory_dir: Path, facts: list[Fact], 
         return None
     protected = memory_dir / PROTECTED_FILE
     stats = add_anchor_reads(BackgroundStats.load(root_folder(memory_dir)), model, tokenizer, anchors,
-                             config.max_length, load_file(str(protected)) if protected.is_file() else None)
+                             config.max_length, load_file(str(protected)) if protected.is_file() else None,
+                             exclude=config.anchor_reads == "exclude")
+    how = "the rows they read are not trained in" if config.anchor_reads == "exclude" else "count as background for"
     say(f"{len(anchors)} question(s) about made-up subjects (such as \"{questions[0]}\"), answered by the model, "
-        "count as background for this sitting")
+        f"{how} this sitting")
     return stats
