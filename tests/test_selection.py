@@ -80,6 +80,15 @@ def test_top_t_larger_than_rows_read_takes_them_all(background):
     assert RowSelector("tfidf", 100, background).select(3, ROWS, COUNTS).tolist() == [0, 1, 3, 4]
 
 
+def test_tfidf_never_chooses_a_row_every_background_document_read(background):
+    """Rows at idf 0 are not used to fill t: with row 0 read in all 4 documents, t = 3 of the rows [0, 2, 5] gives 2."""
+    background.df[3][0] = 4
+    rows, counts = torch.tensor([0, 2, 5]), torch.tensor([9, 1, 1])
+    assert RowSelector("tfidf", 3, background).select(3, rows, counts).tolist() == [2, 5]
+    assert RowSelector("tfidf", 3, background).select(3, rows[:1], counts[:1]).tolist() == []
+    assert RowSelector("tf", 3, background).select(3, rows, counts).tolist() == [0, 2, 5]  # other rules unchanged
+
+
 @pytest.mark.parametrize("rule, t, message", [("bm25", 5, "unknown selection rule"), ("tf", 0, "top-t must be a positive")])
 def test_bad_rule_or_t(rule, t, message):
     with pytest.raises(SmfError, match=message):
