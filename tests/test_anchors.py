@@ -2,12 +2,14 @@
 
 import json
 import random
+import re
 
 import pytest
 import torch
 
 from smf.cli import main
 from smf.use.anchors import anchor_questions, first_sentence, made_up, subject
+from smf.use.learn import untrained_warning
 
 
 @pytest.mark.parametrize("question, expected", [
@@ -96,7 +98,7 @@ def test_learn_with_anchors_selects_against_them_for_this_sitting_only(tiny_fold
     real = smf.train.train
     monkeypatch.setattr(smf.train, "train", lambda *a, **k: seen.append(k["background"]) or real(*a, **k))
     common = learn_args(tiny_folder, tmp_path)
-    assert main(["learn", *common, "--out", str(tmp_path / "anchored"), "--anchors", "2"]) == 0
+    assert main(["learn", *common, "--out", str(tmp_path / "anchored"), "--anchors", "2", "--anchor-reads", "document"]) == 0
     out = capsys.readouterr().out
     assert "4 question(s) about made-up subjects (such as \"Who built the " in out
     assert seen[-1] is not None and seen[-1].batches == 16 + 4  # the background's 16 documents and the anchors
@@ -104,9 +106,20 @@ def test_learn_with_anchors_selects_against_them_for_this_sitting_only(tiny_fold
 
     saved = BackgroundStats.load(tmp_path / "anchored")
     assert saved.batches == 16  # not saved with the model
-    assert main(["learn", *common, "--out", str(tmp_path / "excluded"), "--anchors", "2", "--anchor-reads", "exclude"]) == 0
-    assert "answered by the model, the rows they read are not trained in this sitting" in capsys.readouterr().out
+    assert main(["learn", *common, "--out", str(tmp_path / "excluded"), "--anchors", "2"]) == 0  # exclude: the default
+    out = capsys.readouterr().out
     documented, excluded = seen[-2], seen[-1]
+    zero = " / ".join(f"{int((excluded.df[i] == 20).sum()):,}" for i in sorted(excluded.df))
+    assert f"answered by the model, the rows they read are not trained in this sitting (rows at TF-IDF 0: {zero} of 256" in out
+    trained = json.loads((tmp_path / "excluded" / "learn_run" / "summary.json").read_text())["rows_trained"]
+    assert trained > 0 and "warning: no memory row was trained" not in out
+    # 5 anchors a question read all but a few of the 256 rows: what is left trains, and when nothing is, learn says so
+    assert main(["learn", *common, "--out", str(tmp_path / "most"), "--anchors", "5"]) == 0
+    zero = re.search(r"rows at TF-IDF 0: (\d+) / (\d+) / (\d+) of 256 at layers 6, 11, 16", capsys.readouterr().out)
+    left = sum(256 - int(z) for z in zero.groups())  # 4 on this machine
+    assert 0 < json.loads((tmp_path / "most" / "learn_run" / "summary.json").read_text())["rows_trained"] <= left < 3 * 256 // 10
+    assert untrained_warning({"rows_trained": 4}) is None
+    assert untrained_warning({"rows_trained": 0}).startswith("warning: no memory row was trained: every row your facts")
     assert excluded.batches == 20 and excluded.df.keys() == documented.df.keys()
     for layer, df in excluded.df.items():  # every row an anchor read (its df grew) now counts as read by all 20
         read = documented.df[layer] > saved.df[layer]
@@ -114,7 +127,7 @@ def test_learn_with_anchors_selects_against_them_for_this_sitting_only(tiny_fold
     assert main(["learn", *common, "--out", str(tmp_path / "bad"), "--anchors", "2", "--anchor-reads", "all"]) == 2
     assert "anchor_reads must be one of document, exclude, got 'all'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
-    assert main(["learn", *common, "--out", str(tmp_path / "plain"), "--keep", "0"]) == 0  # no anchors of any kind
+    assert main(["learn", *common, "--out", str(tmp_path / "plain"), "--keep", "0", "--anchors", "0"]) == 0  # no anchors of any kind
     assert seen[-1] is None and "made-up subjects" not in capsys.readouterr().out
     assert main(["learn", *common, "--out", str(tmp_path / "bad"), "--anchors", "-1"]) == 2
     assert "anchors must be >= 0" in capsys.readouterr().err and not (tmp_path / "bad").exists()

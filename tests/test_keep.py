@@ -102,7 +102,7 @@ def test_learn_keep_builds_the_term_from_anchors_and_refuses_a_bad_weight(tiny_f
     assert "keeping the base model's (its memory reading zeros) answers to 4 question(s) about made-up subjects" in out
     assert "weight 5" in out
     assert isinstance(seen[-1], Keep) and sum(len(c) for c in seen[-1].chunks) == 4 and seen[-1].weight == 5.0
-    assert main(["learn", *common, "--out", str(tmp_path / "general"), "--keep-general", "3", "--keep", "0"]) == 0
+    assert main(["learn", *common, "--out", str(tmp_path / "general"), "--keep-general", "3", "--keep", "0", "--anchors", "0"]) == 0
     out = capsys.readouterr().out
     assert "answers to 3 general question(s) (such as \"What does" in out and "made-up" not in out
     assert sum(len(c) for c in seen[-1].chunks) == 3

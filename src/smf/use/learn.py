@@ -11,7 +11,9 @@ train SMF (TF-IDF rows, t = 300, batches of 16) with the settings the learn chec
 (scripts/experiments/learn_check.py, README "Teach it your own facts"): SGD at lr 1e5,
 60 passes, each question answered by the statement that holds its answer, keeping the base
 model's own answers to one question about a made-up subject per question (--keep 1 at weight 3:
-a KL term, smf.train.keep); save; print the answers to a few of the person's own questions
+a KL term, smf.train.keep), and leaving out every row that one question per question about a
+made-up subject reads ("What is the capital of Mirilber?", answered by the model: --anchors 1
+--anchor-reads exclude; smf.use.anchors); save; print the answers to a few of the person's own questions
 before and after. A model folder `smf learn`
 wrote continues where it stopped: same memory, same background statistics, new facts on top.
 What a sitting trained is spared by the later ones (--protect trained, the default): its facts'
@@ -24,7 +26,7 @@ taught through the model's chat template, the way `smf ask` and `smf chat` ask, 
 the loss on the answer; statements are taught as plain text, except a statement that holds a
 question's answer, which becomes that question's answer (--answers sentence, the default).
 Options the learn check measured and did not choose (README, "Teach it your own facts"):
---answers lead|as-given, --stop false, --anchors N [--anchor-reads exclude], --keep-general N, --keep-divergence symmetric, --count target,
+--answers lead|as-given, --stop false, --anchor-reads document, --anchors 0, --keep-general N, --keep-divergence symmetric, --count target,
 --background; --keep 0 trains without the kept answers (the earlier default, at 30 passes). --ask-about N also teaches each answer after N
 questions about its subject ("Tell me about Oshu."), so that the same fact asked in other words is answered more often
 (measured on one or two seeds, not yet the default). A folder also holds its kept answers
@@ -96,12 +98,13 @@ class LearnConfig(Config):
                                     "TF-IDF scores them 0), or off")
     stop: bool = setting(True, "teach the end of each answer (the chat's end-of-turn token after it); false leaves where the "
                                "model stops answering to the model")
-    anchors: int = setting(0, "per question with a subject, questions about made-up subjects (\"What is the capital of "
-                                 "Mirilber?\") answered by the model itself, whose reads count as background for this sitting, "
-                                 "so rows that any subject of the relation reads score low (smf.use.anchors)")
-    anchor_reads: str = setting("document", "how the anchors' reads count: document (each anchor one document of the "
-                                           "background statistics) or exclude (every row an anchor reads counts as read by "
-                                           "every document: TF-IDF scores it 0, so this sitting does not train it)")
+    anchors: int = setting(1, "per question with a subject, questions about made-up subjects (\"What is the capital of "
+                                 "Mirilber?\") answered by the model itself, whose reads count as background for this sitting "
+                                 "(--anchor-reads; smf.use.anchors); 0: none")
+    anchor_reads: str = setting("exclude", "how the anchors' reads count: exclude (every row an anchor reads counts as read "
+                                          "by every document: TF-IDF scores it 0, so this sitting does not train it) or "
+                                          "document (each anchor one document of the background statistics: rows that any "
+                                          "subject of the relation reads score low)")
     keep: int = setting(1, "per question with a subject, questions about made-up subjects answered by the model before the "
                            "sitting, whose answers the training keeps: it adds keep_weight × the KL divergence of the model's "
                            "next-token distributions along them from the ones before the sitting to the loss (smf.train.keep)")
@@ -402,11 +405,21 @@ def learn(data: Path, out: Path, *, model: str | None = None, background: str = 
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     s = result.summary
+    if warning := untrained_warning(s):
+        say(warning)
     say(f"learned {len(facts)} facts in {steps} steps ({s['train_seconds']:.0f} s): loss {s['first_loss']:.3f} → {s['final_loss']:.3f}")
     for fact, a, b in zip(questions, before, after):
         say(f"Q: {fact.question}\n   taught: {fact.answer}\n   before: {a}\n   after:  {b}")
     say(f"model in {out}; ask it: smf ask --model {out} \"...\"")
     return {"facts": len(facts), "steps": steps, "before": before, "after": after, "summary": s}
+
+
+def untrained_warning(summary: dict) -> str | None:
+    """The line to print when a sitting's training (its summary) changed no memory row."""
+    if summary.get("rows_trained") != 0:
+        return None
+    return ("warning: no memory row was trained: every row your facts read scores TF-IDF 0 (read by an anchor, spared for an "
+            "earlier sitting, or read by every background document); try --anchor-reads document, --anchors 0 or more --slots")
 
 
 def changed_rows(model, before: Path) -> dict[int, torch.Tensor]:
@@ -425,8 +438,7 @@ def protect_rows(model, tokenizer, facts: list[Fact], folder: Path, max_length: 
 
     `trained` (rows per layer): these rows, and those earlier sittings protected (PROTECTED_FILE in the
     folder `since` this sitting started from), get df equal to the documents and are listed in
-    `folder`'s PROTECTED_FILE; TF-IDF scores them log(1) = 0, so a step picks them only when it
-    reads fewer than t rows with a higher score."""
+    `folder`'s PROTECTED_FILE; TF-IDF scores them log(1) = 0, so no later step picks them (smf.selection)."""
     import torch
 
     from smf.selection import BackgroundStats
@@ -596,6 +608,9 @@ def _anchored_background(model, tokenizer, memory_dir: Path, facts: list[Fact], 
                              config.max_length, load_file(str(protected)) if protected.is_file() else None,
                              exclude=config.anchor_reads == "exclude")
     how = "the rows they read are not trained in" if config.anchor_reads == "exclude" else "count as background for"
+    layers = sorted(stats.df)
+    zero = " / ".join(f"{int((stats.df[i] == stats.batches).sum()):,}" for i in layers)
     say(f"{len(anchors)} question(s) about made-up subjects (such as \"{questions[0]}\"), answered by the model, "
-        f"{how} this sitting")
+        f"{how} this sitting (rows at TF-IDF 0: {zero} of {len(stats.df[layers[0]]):,} at layers "
+        f"{', '.join(map(str, layers))})")
     return stats
