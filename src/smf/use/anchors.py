@@ -6,12 +6,13 @@ France's capital with the taught one (README, "Where the damage comes from"). TF
 rows a batch reads that the background seldom reads; a background of general text holds few
 such questions, so those shared rows look specific to the facts. An anchor is one of the
 person's questions with its subject swapped for a made-up name ("What is the capital of
-Mirilber?"), answered by the model itself (greedy, its first sentence). `smf learn --anchors N`
-counts the reads of N anchors per question as documents of the background statistics for that
-sitting only: rows that any subject of the relation reads become common and score low; rows the
-taught subject reads alone keep their score. `--anchor-reads exclude` goes further: every row an
-anchor reads counts as read by every document, so TF-IDF scores it 0 and the sitting trains only
-rows that no anchor reads (README, "Rows the anchors read, left out").
+Mirilber?"), answered by the model itself (greedy, its first sentence). `smf learn` asks N anchors
+per question (--anchors, 1 by default) and, for that sitting only, counts every row they read as
+read by every document of the background statistics (--anchor-reads exclude, the default): TF-IDF
+scores it 0 and the sitting trains only rows that no anchor reads, the rows the taught subject
+reads alone (README, "Rows the anchors read, left out"). `--anchor-reads document` counts each
+anchor as one document instead: rows that any subject of the relation reads become common and
+score low, but can still be chosen.
 
 A subject is the first run of capitalised words after a question's first word, or a word with a
 digit or hyphen ("Kestrel-9"); a question without one gets no anchor.
