@@ -113,6 +113,10 @@ def test_learn_with_anchors_selects_against_them_for_this_sitting_only(tiny_fold
     assert f"answered by the model, the rows they read are not trained in this sitting (rows at TF-IDF 0: {zero} of 256" in out
     trained = json.loads((tmp_path / "excluded" / "learn_run" / "summary.json").read_text())["rows_trained"]
     assert trained > 0 and "warning: no memory row was trained" not in out
+    assert excluded.batches == 20 and excluded.df.keys() == documented.df.keys()
+    for layer, df in excluded.df.items():  # every row an anchor read (its df grew) now counts as read by all 20
+        read = documented.df[layer] > saved.df[layer]
+        assert read.any() and torch.equal(df == 20, read | (documented.df[layer] == 20))
     # 5 anchors a question read all but a few of the 256 rows: what is left trains, and when nothing is, learn says so
     assert main(["learn", *common, "--out", str(tmp_path / "most"), "--anchors", "5"]) == 0
     zero = re.search(r"rows at TF-IDF 0: (\d+) / (\d+) / (\d+) of 256 at layers 6, 11, 16", capsys.readouterr().out)
@@ -120,10 +124,6 @@ def test_learn_with_anchors_selects_against_them_for_this_sitting_only(tiny_fold
     assert 0 < json.loads((tmp_path / "most" / "learn_run" / "summary.json").read_text())["rows_trained"] <= left < 3 * 256 // 10
     assert untrained_warning({"rows_trained": 4}) is None
     assert untrained_warning({"rows_trained": 0}).startswith("warning: no memory row was trained: every row your facts")
-    assert excluded.batches == 20 and excluded.df.keys() == documented.df.keys()
-    for layer, df in excluded.df.items():  # every row an anchor read (its df grew) now counts as read by all 20
-        read = documented.df[layer] > saved.df[layer]
-        assert read.any() and torch.equal(df == 20, read | (documented.df[layer] == 20))
     assert main(["learn", *common, "--out", str(tmp_path / "bad"), "--anchors", "2", "--anchor-reads", "all"]) == 2
     assert "anchor_reads must be one of document, exclude, got 'all'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

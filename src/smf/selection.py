@@ -218,18 +218,17 @@ class RowSelector:
             chosen = rows[torch.randperm(len(rows), generator=self.generator)[: self.top_t]]
         else:
             scores = self.scores(layer, rows.cpu(), counts.cpu())
-            if self.rule == "tfidf":
-                # A row read in every background document (idf 0: common, or marked so by `smf learn`'s
-                # --protect and --anchor-reads exclude) scores 0 however often the batch reads it: it is
-                # never chosen, even when fewer than t rows score above 0.
-                specific = scores > 0
-                rows, scores = rows[specific.to(rows.device)], scores[specific]
             # Equal scores at the t-th place go to the lower row index (`rows` ascend), not to
             # topk's build-dependent order: every score above the t-th, then the lowest tied rows.
             # O(u), where a stable sort of all u scores costs 13x topk's time at u = 50,000.
             k = min(self.top_t, len(rows))
+            if self.rule == "tfidf":
+                # A row read in every background document (idf 0: common, or marked so by `smf learn`'s
+                # --protect and --anchor-reads exclude) scores 0 however often the batch reads it: it is
+                # never chosen, even when fewer than t rows score above 0 (TF-IDF scores are >= 0).
+                k = min(k, int((scores > 0).sum()))
             if k == 0:
-                return rows
+                return rows[:0]
             threshold = scores.topk(k).values[-1]
             above = (scores > threshold).nonzero().flatten()
             tied = (scores == threshold).nonzero().flatten()[: k - len(above)]
