@@ -171,7 +171,7 @@ def profile(device, folder: Path, tokenizer_dir: str | None, steps: int, batch_s
     from smf.models import load_model
     from smf.cli import build_parser
     from smf.train import train
-    from smf.train.commands import train_settings
+    from smf.cli.train import train_settings
 
     plain, memory = folder / "plain", folder / "memory_model"
     if not memory.is_dir():

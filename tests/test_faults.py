@@ -225,7 +225,7 @@ def test_files_smf_writes_have_the_usual_modes(tmp_path):
 
 
 def test_info_does_not_count_background_statistics_as_parameters(world, capsys):
-    from smf.memory.commands import parameter_counts
+    from smf.cli.memory import parameter_counts
 
     counts = parameter_counts(world["retro"])
     assert (world["retro"] / "background.safetensors").is_file()
@@ -244,7 +244,7 @@ def test_info_does_not_count_background_statistics_as_parameters(world, capsys):
 def test_an_unforeseen_os_error_is_one_line(error, message, monkeypatch, capsys, tmp_path):
     """Read-only folders cannot be tested as root (root writes anyway): the CLI's last line of
     defence turns any OSError into one line naming the path, checked here by raising it."""
-    import smf.memory.commands as commands
+    import smf.cli.memory as commands
 
     def boom(args):
         raise error

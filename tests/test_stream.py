@@ -1,4 +1,4 @@
-"""Continual streams (`stream:` in a study, smf.study.stream) and `smf inspect` (smf.memory.inspect).
+"""Continual streams (`stream:` in a study, smf.study.stream) and `smf inspect` (smf.use.inspect).
 
 A tiny random Llama learns 3 chunks of 7 fictional facts with SMF (background
 accumulated over the chunks), LoRA (merged after each chunk) and full finetuning; the

@@ -1,4 +1,5 @@
-"""The `smf` command. Each subcommand lives beside the code it drives.
+"""The `smf` command: the top layer, above every package it drives (one module per group
+of subcommands: `smf.cli.memory`, `smf.cli.train`, ...).
 
 A module listed in COMMANDS defines `register(subparsers)`, which adds its
 subcommands with `set_defaults(run=callable)`; the callable takes the parsed
@@ -15,11 +16,11 @@ import sys
 from smf.errors import SmfError
 
 COMMANDS = [
-    "smf.memory.commands",
-    "smf.evaluate.commands",
-    "smf.train.commands",
-    "smf.study.commands",
-    "smf.use.commands",
+    "smf.cli.memory",
+    "smf.cli.evaluate",
+    "smf.cli.train",
+    "smf.cli.study",
+    "smf.cli.use",
 ]
 
 

@@ -144,7 +144,7 @@ def describe(path: Path) -> str:
 
 def run_inspect(args: argparse.Namespace) -> None:
     from smf.io import check_output_path
-    from smf.memory.inspect import inspect
+    from smf.use.inspect import inspect
 
     if (args.question is None) != (args.answer is None):
         raise SmfError("--question and --answer go together: the rows the answer's tokens read are reported")
