@@ -1,9 +1,26 @@
-"""The layout holds: no import circles among smf's modules, every CLI module in smf.cli."""
+"""The layout holds: packages import only the packages below them, no import circles among
+smf's modules, every CLI module in smf.cli."""
 
 import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
+
+# The package order of docs/ARCHITECTURE.md, lowest first: a package may import the packages of
+# earlier steps; packages on one step may import each other, but not in a circle. `smf` is the
+# root package (the version and the error), `__main__` is `python -m smf`.
+LAYERS = [
+    ["smf", "errors", "io", "config", "names", "stats"],
+    ["memory"],
+    ["data"],
+    ["models"],
+    ["optim", "distributed", "selection"],
+    ["methods"],
+    ["evaluate"],
+    ["train"],
+    ["study", "use"],
+    ["cli", "__main__"],
+]
 
 
 def _module_name(path: Path) -> str:
@@ -32,6 +49,34 @@ def import_graph() -> dict[str, set[str]]:
                 if target and target != name:
                     graph[name].add(target)
     return graph
+
+
+def package(module: str) -> str:
+    """`smf.memory.layer` → `memory`; a single module (`smf.selection`) is its own package."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        out.setdefault(package(module), set()).update(package(t) for t in targets if package(t) != package(module))
+    return out
+
+
+def layer_violations(graph: dict[str, set[str]], layers: list[list[str]]) -> list[str]:
+    """Every import from a package to one on a later step, every package missing from `layers`,
+    and every circle among packages (which catches two packages of one step importing each other)."""
+    step = {name: i for i, names in enumerate(layers) for name in names}
+    out = [f"{p}: not in LAYERS; add it to the order (here and in docs/ARCHITECTURE.md)"
+           for p in sorted({package(m) for m in graph} - set(step))]
+    for module in sorted(graph):
+        for target in sorted(graph[module]):
+            a, b = package(module), package(target)
+            if a in step and b in step and step[b] > step[a]:
+                out.append(f"{module} imports {target}: {a} (step {step[a]}) may not import {b} (step {step[b]})")
+    out += [f"package circle: {' <-> '.join(c)}" for c in cycles(package_graph(graph))]
+    return out
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -71,6 +116,26 @@ def test_graph_sees_imports():
     assert "smf.methods.base" in graph["smf.methods.smf"]
     assert "smf.train.loop" in graph["smf.train.stages"]
     assert cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]  # the check itself can fail
+
+
+def test_layer_check_can_fail():
+    graph = {"smf.memory.layer": {"smf.models"}, "smf.models": {"smf.memory.layer"}, "smf.optim": {"smf.selection"},
+             "smf.selection": {"smf.optim"}, "smf.extra": set()}
+    found = layer_violations(graph, [["memory"], ["models"], ["optim", "selection"]])
+    assert found == [
+        "extra: not in LAYERS; add it to the order (here and in docs/ARCHITECTURE.md)",
+        "smf.memory.layer imports smf.models: memory (step 0) may not import models (step 1)",
+        "package circle: memory <-> models",
+        "package circle: optim <-> selection",
+    ]
+
+
+def test_packages_import_only_packages_below_them():
+    """Imports inside functions count as much as those at the top (a lazy import is still a
+    dependency); so do `if TYPE_CHECKING:` blocks, since a type named in a lower package's
+    signature ties it to the package above."""
+    found = layer_violations(import_graph(), LAYERS)
+    assert not found, "imports against the package order of docs/ARCHITECTURE.md:\n" + "\n".join(found)
 
 
 def test_no_import_circles():
