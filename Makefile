@@ -32,7 +32,7 @@ demo: install
 
 # The comparison over settings and 3 seeds on the default study's background and probes (about 5 h here).
 sweep: install
-	$(VENV)/bin/smf compare --config configs/independent-sweep.yaml --out runs/independent-sweep
+	$(VENV)/bin/smf compare --config studies/sweep/config.yaml --out runs/independent-sweep
 
 bench: install
 	$(PY) bench/memory_layer.py

@@ -61,7 +61,7 @@ def main() -> None:
         "| optimizer | state | of full finetuning's | rows trained | final loss |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         "Row-wise Adagrad keeps one fp32 per row whatever the run; LazyAdam keeps an int64 index per row and two "
         "moments per row ever selected, in buffers that grow by doubling. How they learn and forget on the study, "
-        "3 seeds each: README.md, \"Optimizers: row-wise Adagrad against lazy Adam\" (docs/results/offline-optimizers)."
+        "3 seeds each: studies/optimizers/README.md."
     )
     update_section("Optimizer state", body)
     print(body)

@@ -207,7 +207,7 @@ def render(result: dict) -> str:
     )
     state_40 = _study_state("smf-tfidf top_t=300")
     longer = (f" (the 40-step controls study's t = 300 runs end at {state_40 / 2**20:.1f} MiB, "
-              "docs/results/offline-controls)" if state_40 else "")
+              "studies/controls/results)" if state_40 else "")
     m = result["machine"]
     return f"""
 `python bench/train.py` on {m['cores']} CPU cores, torch {m['torch']}, {m['torch_threads']} threads, fp32. Same data

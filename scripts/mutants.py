@@ -12,7 +12,7 @@ change made the code hang or crawl; counted as detected), survived (every coveri
 passed), no tests (no test in the selection runs that function: undetected by construction).
 The survival rate counts survived and no-tests mutants as undetected.
 
-Writes docs/results/mutmut.json and the "Mutation testing (mutmut)" section of BENCHMARKS.md.
+Writes docs/mutants/mutmut.json and the "Mutation testing (mutmut)" section of BENCHMARKS.md.
 Run: .venv/bin/python scripts/mutants.py [--sample 150] [--seed 0]
 """
 
@@ -138,11 +138,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sample", type=int, default=150, help="mutants to run (0: all)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--render", action="store_true", help="rewrite the BENCHMARKS.md section from docs/results/mutmut.json")
+    parser.add_argument("--render", action="store_true", help="rewrite the BENCHMARKS.md section from docs/mutants/mutmut.json")
     parser.add_argument("--recheck-survivors", action="store_true",
                         help="run the recorded survivors again against today's tests and record which are killed now")
     args = parser.parse_args()
-    path = ROOT / "docs" / "results" / "mutmut.json"
+    path = ROOT / "docs" / "mutants" / "mutmut.json"
     if args.render:
         update_section("Mutation testing (mutmut)", render(read_json(path)))
         return

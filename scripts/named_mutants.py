@@ -5,7 +5,7 @@ run unmutated and must pass, or the result would mean nothing.
 This is the deterministic companion of `make mutants` (mutmut over whole modules, hours on
 2 cores): the mutants here are the breakages the method must never survive.
 
-Writes docs/results/mutants.json and the "Named mutants" section of BENCHMARKS.md.
+Writes docs/mutants/named.json and the "Named mutants" section of BENCHMARKS.md.
 Run: .venv/bin/python scripts/named_mutants.py [--only NAME,...]
 """
 
@@ -60,7 +60,7 @@ MUTANTS = {
         ["tests/test_report_logic.py"]),
 }
 
-COPY = ("src", "tests", "configs", "scripts", "docs", "bench", "pyproject.toml", "README.md", "BENCHMARKS.md", "Makefile")
+COPY = ("src", "tests", "configs", "studies", "scripts", "docs", "bench", "pyproject.toml", "README.md", "BENCHMARKS.md", "Makefile")
 
 
 def _pytest(tree: Path, tests: list[str]) -> tuple[int, float, str]:
@@ -108,7 +108,7 @@ def main() -> None:
             rows.append({"mutant": name, "file": file, "tests": tests, "killed": code != 0, "pytest_exit": code,
                          "seconds": round(seconds, 1), "pytest_summary": last})
             print(f"{'killed ' if code else 'SURVIVED'} {name}: {last}", flush=True)
-    out = ROOT / "docs" / "results" / "mutants.json"
+    out = ROOT / "docs" / "mutants" / "named.json"
     result = {"mutants": rows, "killed": sum(r["killed"] for r in rows), "total": len(rows)}
     write_json_atomic(out, result)
     from common import update_section
@@ -116,7 +116,7 @@ def main() -> None:
     table = "\n".join(f"| {r['mutant']} | `{r['file']}` | {', '.join(f'`{t}`' for t in r['tests'])} | "
                       f"{'killed' if r['killed'] else '**survived**'} | {r['pytest_summary']} |" for r in rows)
     update_section("Named mutants", f"""
-`python scripts/named_mutants.py` (results in `docs/results/mutants.json`): each breakage issue 14 names,
+`python scripts/named_mutants.py` (results in `docs/mutants/named.json`): each breakage issue 14 names,
 applied to a copy of the repository, against the tests meant to kill it (each test selection passes
 unmutated first). **{result['killed']} of {result['total']} killed.**
 

@@ -20,7 +20,8 @@ from smf.study.runner import run_study
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
-CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+# Every starting config, and each study's own (studies/offline/config.yaml links to configs/offline.yaml: run once).
+CONFIGS = sorted({p.resolve(): p for p in [*(ROOT / "studies").glob("*/config.yaml"), *(ROOT / "configs").rglob("*.yaml")]}.values())
 HUB_FILES = {
     "medmcqa": FIXTURES / "medmcqa_validation.jsonl",
     "triviaqa": FIXTURES / "trivia_qa_rc_nocontext_validation.jsonl",
@@ -77,7 +78,7 @@ def shrink(raw: dict, model: Path) -> dict:
     return raw
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT / "configs").with_suffix("")) for p in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT).with_suffix("")) for p in CONFIGS])
 def test_config_runs_end_to_end(path, tiny_folder, tmp_path):
     raw = yaml.safe_load(path.read_text())
     config = StudyConfig.from_dict(shrink(raw, tiny_folder))
@@ -275,22 +276,21 @@ def test_probes_apart_from_another_background_are_accepted():
         StudyConfig.from_dict({**config.to_dict(), "background": {"data": "pydoc"}}).check("study")
 
 
-EXPERIMENTS = sorted((ROOT / "scripts" / "experiments").glob("*.yaml"))
+EXPERIMENTS = sorted(p for p in (ROOT / "studies").glob("*/*.yaml") if p.name != "config.yaml")
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=[str(p.relative_to(ROOT / "studies").with_suffix("")) for p in EXPERIMENTS])
 def test_experiment_configs_load(path):
-    """The studies kept beside the experiment scripts are valid configs of this version."""
+    """A study's further configs (beside its config.yaml) are valid configs of this version."""
     assert StudyConfig.load(path).runs()
 
 
-@pytest.mark.parametrize("name, grows", [("independent_equal_gain", True), ("independent_smf_seeds", False),
-                                         ("independent_equal_gain_seeds", False)])
+@pytest.mark.parametrize("name, grows", [("equal-gain", True), ("smf-seeds", False), ("equal-gain-seeds", False)])
 def test_experiments_that_reuse_the_independent_study_share_its_settings(name, grows):
     """Their comments copy offline-independent's base, memory model and finished runs in: valid only
     while every setting that decides a run is the same and the copied runs keep their labels and settings."""
-    ours = StudyConfig.load(ROOT / "scripts" / "experiments" / f"{name}.yaml")
-    theirs = StudyConfig.load(ROOT / "configs" / "offline-independent.yaml")
+    ours = StudyConfig.load(ROOT / "studies" / "probes" / f"{name}.yaml")
+    theirs = StudyConfig.load(ROOT / "studies" / "probes" / "config.yaml")
     mine, source = ours.identity(), theirs.identity()
     assert {k: v for k, v in mine.items() if k != "methods"} == {k: v for k, v in source.items() if k != "methods"}
     shared = {r.label: str(r.settings) for r in ours.runs()}.items() & {r.label: str(r.settings) for r in theirs.runs()}.items()
