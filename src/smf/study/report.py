@@ -240,11 +240,14 @@ def write_report(results: dict, out: Path) -> None:
     write_text_atomic(out / "report.md", report_text(results) + "\n\n".join(plots) + "\n")
 
 
-def report_text(results: dict) -> str:
-    """report.md without its figures: title, table, aims checked, validation."""
-    text = f"# {results['study']}: gain against forgetting\n\n{markdown(results)}\n\n## Aims, checked\n\n{verdict(results) if results['summary'] else '- no finished runs yet'}\n\n"
+def report_text(results: dict, level: int = 1) -> str:
+    """report.md without its figures: title, table, aims checked, validation. `level` is the
+    title's heading level and its sections sit one below, so a page can embed the report under
+    a heading of its own (a block under `###` asks for 3: its sections are `####`)."""
+    title, section = "#" * level, "#" * (level + 1)
+    text = f"{title} {results['study']}: gain against forgetting\n\n{markdown(results)}\n\n{section} Aims, checked\n\n{verdict(results) if results['summary'] else '- no finished runs yet'}\n\n"
     if results["validation"]["task"] and results["summary"]:
-        text += f"## Validation (chooses the ★ settings; not a result)\n\n{validation_markdown(results)}\n\n"
+        text += f"{section} Validation (chooses the ★ settings; not a result)\n\n{validation_markdown(results)}\n\n"
     return text
 
 

@@ -295,11 +295,12 @@ def _pm(d: dict, digits: int = 1, scale: float = 1.0, signed: bool = False) -> s
     return text + (f" ± {d['std'] * scale:.{digits}f}" if d["n"] > 1 else "")
 
 
-def stream_markdown(results: dict) -> str:
+def stream_markdown(results: dict, level: int = 1) -> str:
+    """report.md of a stream; `level` is the title's heading level (as `report.report_text`'s)."""
     chunks = results["chunks"]
     probes = results["probes"] + results["extra_tasks"]
     base = results["base"]
-    lines = [f"# {results['study']}: a stream of {len(chunks)} chunks", "",
+    lines = [f"{'#' * level} {results['study']}: a stream of {len(chunks)} chunks", "",
              "Each method learns the chunks in order (" + ", ".join(f"{c['label']} = facts {c['facts']}" for c in chunks) + "); "
              + ("after each chunk it answers every chunk's held-out questions and the probes. "
                 if results["config"]["stream"]["probes_after"] == "every" else
