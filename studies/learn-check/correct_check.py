@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from learn_check import FACTS, norm, score  # noqa: E402
+from learn_check import FACTS, norm, score  # this folder: Python puts a script's own folder on sys.path
 
 
 def main(out: Path, first: Path, label: str, settings: dict) -> None:

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from learn_check import FACTS, changes, probes, recorded_base, score  # noqa: E402
+from learn_check import FACTS, changes, probes, recorded_base, score  # this folder: Python puts a script's own folder on sys.path
 
 
 def about_rows(path: Path, n: int) -> list[dict]:

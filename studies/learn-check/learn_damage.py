@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from learn_check import FACTS, score  # noqa: E402
+from learn_check import FACTS, score  # this folder: Python puts a script's own folder on sys.path
 
 
 def reads(model, tokenizer, questions: list[str], changed: dict[int, torch.Tensor]) -> dict:
