@@ -6,8 +6,27 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+# The offline default model's tokenizer files, committed so that fast tests need no GGUF
+# conversion; test_fixture_tokenizer.py (slow) checks they are what load_tokenizer() gives.
+TOKENIZER = Path(__file__).parent / "fixtures" / "tokenizer"
+
+
+def load_test_tokenizer():
+    """A fresh copy of the default model's tokenizer from TOKENIZER (for a test that changes it)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(TOKENIZER)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The default model's tokenizer, shared by every test: read it, do not change it."""
+    return load_test_tokenizer()
 
 
 @pytest.fixture(scope="session")
@@ -47,13 +66,10 @@ def tiny_model(kind: str = "llama", seed: int = 0, **overrides):
 
 
 @pytest.fixture(scope="session")
-def tiny_folder(tmp_path_factory):
+def tiny_folder(tmp_path_factory, tokenizer):
     """A tiny random Llama saved as a model folder, with the default model's tokenizer; 24 layers,
     so every shipped config's memory layer indices exist."""
-    from smf.models import load_tokenizer
-
     path = tmp_path_factory.mktemp("tiny") / "model"
-    tokenizer = load_tokenizer()
     model = tiny_model(vocab_size=len(tokenizer), num_hidden_layers=24, hidden_size=32, intermediate_size=64)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
