@@ -71,8 +71,8 @@ def prepare(geometry: str, folder: Path, tokenizer_dir: str | None = None, slots
     from smf.data.sources import general_texts
     from smf.memory import MemoryConfig, retrofit, save_retrofitted
     from smf.models import load_model, resolve_model
-    from smf.selection import collect_background
-    from smf.train import collate, text_chunks
+    from smf.train.stages import collect_background
+    from smf.data.batching import collate, text_chunks
 
     spec = GEOMETRY[geometry]
     if "config" in spec:

@@ -63,8 +63,8 @@ def prepare(geometry: str, slots: int, folder: str) -> dict:
     """Retrofit the geometry's model with `slots` slots per layer, save it with background statistics."""
     from smf.data.sources import general_texts
     from smf.memory import MemoryConfig, retrofit, save_retrofitted
-    from smf.selection import collect_background
-    from smf.train import collate, text_chunks
+    from smf.train.stages import collect_background
+    from smf.data.batching import collate, text_chunks
 
     model, tokenizer = geometry_model(geometry)
     retrofit(model, MemoryConfig(layers=GEOMETRY[geometry]["layers"], slots=slots, heads=4, topk=16, key_dim=256))

@@ -8,9 +8,10 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 
 # The package order of docs/ARCHITECTURE.md, lowest first: a package may import the packages of
 # earlier steps; packages on one step may import each other, but not in a circle. `smf` is the
-# root package (the version and the error), `__main__` is `python -m smf`.
+# root package (the version and the error), `__main__` is `python -m smf`; `state` writes training
+# state without pickle.
 LAYERS = [
-    ["smf", "errors", "io", "config", "names", "stats"],
+    ["smf", "errors", "io", "config", "names", "stats", "state"],
     ["memory"],
     ["data"],
     ["models"],

@@ -4,7 +4,6 @@ there is one (no GPU here: the rule and its wiring are tested with torch.cuda pa
 import pytest
 import torch
 
-import smf.models
 from smf.errors import SmfError
 from smf.models import compute_device
 
@@ -47,8 +46,10 @@ def placement(monkeypatch):
         asked.append(torch.device(device))
         raise Placed
 
-    monkeypatch.setattr(smf.models, "compute_device", lambda: torch.device("meta"))
-    monkeypatch.setattr(smf.models, "load_model", record)
+    for module in ("smf.models", "smf.study.runner", "smf.train.stages"):  # each imports them by name
+        monkeypatch.setattr(f"{module}.compute_device", lambda: torch.device("meta"))
+    for module in ("smf.models", "smf.study.runner"):
+        monkeypatch.setattr(f"{module}.load_model", record)
     return asked, record
 
 

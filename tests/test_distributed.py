@@ -49,13 +49,11 @@ def load(path: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, tokenizer):
     """The worker's runs: one process (micro-batches of one example) and two processes."""
     from smf.memory import MemoryConfig
-    from smf.models import load_tokenizer
-
     root = tmp_path_factory.mktemp("distributed")
-    model = memory_folder(root / "model", load_tokenizer(), MemoryConfig(layers=LAYERS, slots=SLOTS, heads=2, topk=4, key_dim=16))
+    model = memory_folder(root / "model", tokenizer, MemoryConfig(layers=LAYERS, slots=SLOTS, heads=2, topk=4, key_dim=16))
     # One process with grad_accum 4 runs the same micro-batches (one example each) as two with grad_accum 2.
     one = launch([str(WORKER), "--model", str(model), "--out", str(root / "one"), "--grad-accum", "4"], 1, root)
     assert one.returncode == 0, one.stderr[-3000:]
@@ -206,7 +204,8 @@ def test_one_and_two_torch_threads_take_the_same_smf_steps(runs, tmp_path):
     # the metrics a study reports: their changes from base differ by no more than the uncertainty it states
     from smf.evaluate import evaluate, load_task
     from smf.models import load_model
-    from smf.study.results import change_stderr, delta
+    from smf.stats import change_stderr
+    from smf.study.results import delta
 
     net, tokenizer = load_model(model)
     tasks = [load_task({"name": "pydoc", "limit": 2}), load_task({"name": "facts", "limit": 20})]

@@ -6,7 +6,7 @@ import pytest
 
 from smf.data.templates import chat_prompt, plain_prompt
 from smf.evaluate.qa import exact_match, normalize, substring_match
-from smf.evaluate.stats import accuracy, mean_stderr, wilson_interval
+from smf.stats import accuracy, mean_stderr, wilson_interval
 
 
 def test_plain_prompt_is_lm_evals_triviaqa_prompt():
@@ -61,10 +61,7 @@ def test_substring_match_is_whole_word_containment(output, aliases, expected):
     assert substring_match(output, aliases) is expected
 
 
-def test_chat_prompt_uses_the_template_with_a_generation_prompt():
-    from smf.models import load_tokenizer
-
-    tokenizer = load_tokenizer()
+def test_chat_prompt_uses_the_template_with_a_generation_prompt(tokenizer):
     text = chat_prompt(tokenizer, "What is the capital of France")
     assert "What is the capital of France?" in text
     assert text.endswith("<|im_start|>assistant\n")

@@ -10,7 +10,7 @@ from torch import nn
 
 from smf.errors import SmfError
 from smf.evaluate import evaluate, load_task
-from smf.models import load_tokenizer, uses_bf16
+from smf.models import uses_bf16
 
 from conftest import tiny_model
 
@@ -42,8 +42,7 @@ class LinearDtypes:
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    tokenizer = load_tokenizer()
+def tiny(tokenizer):
     return tiny_model(vocab_size=len(tokenizer), num_hidden_layers=2, hidden_size=64, intermediate_size=128), tokenizer
 
 
@@ -78,13 +77,12 @@ def test_evaluate_refuses_an_unknown_precision_before_scoring(tiny):
         evaluate(model, tokenizer, [{"name": "medmcqa", "source": "/nonexistent.jsonl"}], progress=False, mixed_precision="half")
 
 
-def test_background_counts_in_the_precision_asked(tiny_folder):
+def test_background_counts_in_the_precision_asked(tiny_folder, tokenizer):
     from smf.memory import MemoryConfig, retrofit
     from smf.memory.retrofit import memory_layers
-    from smf.selection import collect_background
-    from smf.train import collate, text_chunks
+    from smf.train.stages import collect_background
+    from smf.data.batching import collate, text_chunks
 
-    tokenizer = load_tokenizer()
     model = retrofit(tiny_model(vocab_size=len(tokenizer)), MemoryConfig(layers=[1], slots=256, heads=2, topk=4, key_dim=16))
     chunks = text_chunks(["alpha beta gamma delta " * 40], tokenizer, 32)
     batches = [collate(chunks[:2], tokenizer.pad_token_id)]
@@ -101,14 +99,14 @@ def test_background_counts_in_the_precision_asked(tiny_folder):
 
 
 def test_study_and_background_configs_carry_the_precision(monkeypatch):
-    import smf.evaluate.evaluator as evaluator
+    import smf.study.runner as runner
     from smf.selection import BackgroundConfig
     from smf.study.config import StudyConfig
     from smf.study.runner import _evaluate
 
     config = StudyConfig.from_dict({"name": "x", "methods": {"full": {}}, "evaluation": {"task": "facts", "mixed_precision": "bf16"}})
     asked = {}
-    monkeypatch.setattr(evaluator, "evaluate", lambda *a, **k: asked.update(k) or {"tasks": {}})
+    monkeypatch.setattr(runner, "evaluate", lambda *a, **k: asked.update(k) or {"tasks": {}})
     _evaluate(None, None, {}, config, False)
     assert asked["mixed_precision"] == "bf16"
     assert StudyConfig.from_dict({"name": "x", "methods": {"full": {}}}).evaluation.mixed_precision == "auto"

@@ -5,8 +5,9 @@ import math
 
 import pytest
 
-from smf.study.report import dominates, noise, verdict, within_words
-from smf.study.results import choose_on_validation, delta, mean_std, paired_stderr
+from smf.stats import dominates, mean_std, noise, paired_stderr
+from smf.study.report import verdict, within_words
+from smf.study.results import choose_on_validation, delta
 
 
 def test_delta_is_points_for_accuracy_and_percent_for_perplexity():
@@ -77,14 +78,14 @@ def test_dominance_needs_an_advantage_beyond_noise():
 
 
 def test_noise_is_the_seed_spread_with_the_items_share_else_the_paired_stderr():
-    cell = lambda std, n, se: {"x": {"delta": {"mean": 1.0, "std": std, "n": n}, "delta_stderr": se}}  # noqa: E731
-    assert noise(cell(3.0, 4, None), "x") == pytest.approx(1.5)  # several seeds: std / sqrt(n)
-    assert noise(cell(3.0, 4, 2.0), "x") == pytest.approx(2.5)  # with the items' share beside it: hypot(1.5, 2)
-    assert noise(cell(2.0, 2, None), "x") == pytest.approx(2.0 / math.sqrt(2))  # two seeds are several
-    assert noise(cell(0.0, 1, 1.7), "x") == 1.7  # one seed: its paired standard error
-    assert noise(cell(5.0, 1, 1.7), "x") == 1.7  # (even with a std given)
-    assert noise(cell(None, 3, 1.7), "x") == 1.7
-    assert noise(cell(None, 1, None), "x") == 0.0  # nothing known: no noise
+    cell = lambda std, n, se: {"delta": {"mean": 1.0, "std": std, "n": n}, "delta_stderr": se}  # noqa: E731
+    assert noise(cell(3.0, 4, None)) == pytest.approx(1.5)  # several seeds: std / sqrt(n)
+    assert noise(cell(3.0, 4, 2.0)) == pytest.approx(2.5)  # with the items' share beside it: hypot(1.5, 2)
+    assert noise(cell(2.0, 2, None)) == pytest.approx(2.0 / math.sqrt(2))  # two seeds are several
+    assert noise(cell(0.0, 1, 1.7)) == 1.7  # one seed: its paired standard error
+    assert noise(cell(5.0, 1, 1.7)) == 1.7  # (even with a std given)
+    assert noise(cell(None, 3, 1.7)) == 1.7
+    assert noise(cell(None, 1, None)) == 0.0  # nothing known: no noise
 
 
 def test_dominance_at_its_margins():
@@ -113,7 +114,7 @@ def test_dominance_at_its_margins():
 
 
 def test_perplexity_change_has_a_paired_bootstrap_stderr():
-    from smf.study.results import delta, perplexity_change_stderr
+    from smf.stats import perplexity_change_stderr
 
     base = [{"id": f"d{i}", "loglikelihood": -2.0 * w, "words": w} for i, w in enumerate([50, 80, 120, 200, 40, 90])]
     uniform = [{**r, "loglikelihood": r["loglikelihood"] - 0.01 * r["words"]} for r in base]
@@ -171,13 +172,13 @@ def test_seeds_and_items_combine_in_the_noise():
     """Several seeds score the same items: the items' share of the uncertainty stays beside the
     seed spread, and results collected before it was recorded keep the seed spread alone."""
     r = row("smf-tfidf", "smf-tfidf", 30, [0.5, 0.0], std=1.0, n=3)
-    assert noise(r, "probe0") == pytest.approx(1.0 / math.sqrt(3))
+    assert noise(r["probe0"]) == pytest.approx(1.0 / math.sqrt(3))
     r["probe0"]["delta_stderr"] = 0.5
-    assert noise(r, "probe0") == pytest.approx(math.hypot(1.0 / math.sqrt(3), 0.5))
+    assert noise(r["probe0"]) == pytest.approx(math.hypot(1.0 / math.sqrt(3), 0.5))
 
 
 def test_seeds_change_stderr_averages_each_item_over_seeds():
-    from smf.study.results import change_stderr, perplexity_change_stderr, seeds_change_stderr
+    from smf.stats import change_stderr, perplexity_change_stderr, seeds_change_stderr
 
     acc = lambda flags: {"kind": "mcq", "headline": {"metric": "acc"},  # noqa: E731
                          "records": [{"id": str(i), "correct": bool(f)} for i, f in enumerate(flags)]}

@@ -6,6 +6,8 @@ tests read what the stream wrote against what the weights did.
 """
 
 import json
+import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from smf.study.config import StudyConfig
 from smf.study.runner import run_study
 from smf.study.stream import stream_metrics
 
+ROOT = Path(__file__).resolve().parent.parent
 SMF = "smf-tfidf_top_t=20"  # the folder of the first SMF setting
 FACTS = {"name": "facts", "n_facts": 21, "n_control": 4, "train_wordings": 2, "seed": 0}
 
@@ -237,13 +240,69 @@ def test_inspect_refuses_a_folder_without_memory(tiny_folder, tmp_path, capsys):
     assert not (tmp_path / "i").exists()
 
 
-def test_a_probe_change_stderr_combines_items_and_seeds():
-    from smf.study.stream import mean_stderr, within_noise
+def _scored(bits: list[int]) -> dict:
+    """An evaluated task whose items (ids 0..n-1) were answered right (1) or wrong (0)."""
+    return {"kind": "generate", "n": len(bits), "headline": {"metric": "acc", "value": sum(bits) / len(bits), "stderr": None},
+            "records": [{"id": str(i), "correct": bool(b)} for i, b in enumerate(bits)]}
 
-    assert mean_stderr([{"delta": -3.0, "delta_stderr": 2.0}]) == pytest.approx(2.0)
-    three = [{"delta": d, "delta_stderr": 2.0} for d in (-1.0, -3.0, -5.0)]
-    assert mean_stderr(three) == pytest.approx(((4.0 + 4.0) / 3) ** 0.5)  # seed variance 4, item variance 4
-    assert mean_stderr([{"delta": 1.0, "delta_stderr": None}]) is None
-    assert within_noise({"delta": {"mean": -3.0}, "delta_stderr": 2.0}, 1.0)
-    assert not within_noise({"delta": {"mean": -4.0}, "delta_stderr": 2.0}, 1.0)
-    assert not within_noise({"delta": {"mean": -1.5}, "delta_stderr": None}, 1.0)
+
+def test_a_probe_change_has_the_same_noise_in_the_study_and_the_stream(tiny_folder, tmp_path):
+    """The same records give the same ± in a study's and a stream's report: the seed spread over
+    sqrt(seeds) beside the items' standard error of the seed-averaged change, which does not shrink
+    with seeds (every seed answers the same items)."""
+    from test_study import shrink
+
+    from smf.evaluate.tasks import resolve_task
+    from smf.names import RESULT_FILE
+    from smf.stats import noise
+    from smf.study.results import collect_results
+    from smf.study.stream import collect_stream, stream_markdown
+
+    base_bits = [0, 1, 1, 0, 1, 0, 1, 1, 0, 0]
+    seeds = {0: [1, 1, 1, 0, 1, 0, 1, 1, 1, 0], 1: [0, 1, 1, 1, 1, 0, 1, 0, 0, 0], 2: [1, 1, 1, 1, 1, 1, 1, 1, 0, 0]}
+    stream = StudyConfig.from_dict({**stream_raw(tiny_folder), "seeds": list(seeds), "methods": {"smf-tfidf": {"top_t": 20}},
+                                    "evaluation": {"task": FACTS, "probes": [{"name": "pydoc", "limit": 1}]}})
+    probe = resolve_task(stream.evaluation.probes[0]).label
+    chunks = [c["label"] for c in stream.stream_chunks()]
+    summary = {"trainable_parameters": 1, "train_tokens_per_s": 1.0, "peak_memory_bytes": 1, "optimizer_state_bytes": 0,
+               "train_seconds": 1.0, "final_loss": 1.0}
+    others = chunks + [resolve_task(t).label for t in stream.validation.specs()]  # scored alike in every record
+    chunk_scores = {c: _scored([1, 0]) for c in others}
+    base = {"tasks": {probe: _scored(base_bits), **{c: _scored([0, 0]) for c in others}}}
+    run = stream.runs()[0]
+    for seed, bits in seeds.items():
+        for k in range(1, len(chunks) + 1):
+            folder = run.folder(tmp_path / "stream", seed) / f"chunk{k}"
+            folder.mkdir(parents=True)
+            (folder / RESULT_FILE).write_text(json.dumps({"summary": summary, "tasks": {probe: _scored(bits), **chunk_scores}}))
+    streamed = collect_stream(stream, tmp_path / "stream", base)["summary"][0]["drift"][probe]
+
+    study = StudyConfig.from_dict(dict(shrink(yaml.safe_load((ROOT / "configs" / "offline.yaml").read_text()), tiny_folder),
+                                       seeds=list(seeds)))
+    run = study.runs()[0]
+    for seed, bits in seeds.items():
+        folder = run.folder(tmp_path / "study", seed)
+        folder.mkdir(parents=True)
+        (folder / RESULT_FILE).write_text(json.dumps({
+            "label": run.label, "family": run.family.label, "settings": run.settings, "summary": summary,
+            "wall_seconds": 1.0, "eval_seconds": 1.0, "train_config": {}, "tasks": {probe: _scored(bits)}}))
+    studied = next(r for r in collect_results(study, tmp_path / "study", base)["summary"] if r["label"] == run.label)[probe]
+
+    changes = [100 * (sum(b) - sum(base_bits)) / len(base_bits) for b in seeds.values()]  # 20, 0, 30 points
+    per_item = [statistics.fmean(seeds[s][i] for s in seeds) - base_bits[i] for i in range(len(base_bits))]
+    items = 100 * statistics.stdev(per_item) / math.sqrt(len(per_item))
+    expected = math.hypot(statistics.stdev(changes) / math.sqrt(len(seeds)), items)
+    assert studied["delta"] == streamed["delta"] and studied["delta"]["mean"] == pytest.approx(50 / 3)
+    assert noise(studied) == pytest.approx(expected) and noise(streamed) == pytest.approx(expected)
+    results = collect_stream(stream, tmp_path / "stream", base)
+    assert f"{probe} change" in stream_markdown(results) and f"(±{expected:.1f})" in stream_markdown(results)
+
+
+def test_within_noise_weighs_the_mean_against_its_noise_else_the_tolerance():
+    from smf.stats import within_noise
+
+    assert within_noise({"delta": {"mean": -3.0, "std": 0.0, "n": 1}, "delta_stderr": 2.0}, 1.0)
+    assert not within_noise({"delta": {"mean": -4.0, "std": 0.0, "n": 1}, "delta_stderr": 2.0}, 1.0)
+    assert within_noise({"delta": {"mean": -4.0, "std": 3.0, "n": 3}, "delta_stderr": 2.0}, 1.0)  # hypot(√3, 2) = 2.6
+    assert not within_noise({"delta": {"mean": -1.5, "std": None, "n": 1}, "delta_stderr": None}, 1.0)
+    assert within_noise({"delta": {"mean": -0.5, "std": None, "n": 1}, "delta_stderr": None}, 1.0)

@@ -301,7 +301,9 @@ def test_experiments_that_reuse_the_independent_study_share_its_settings(name, g
 def test_results_of_several_seeds_carry_the_items_share(tiny_folder, tmp_path):
     """collect_results gives a setting of several seeds the items' standard error of its seed-averaged
     change (seeds_change_stderr), so the report can weigh it beside the seed spread."""
-    from smf.study.results import RESULT_FILE, collect_results, seeds_change_stderr
+    from smf.names import RESULT_FILE
+    from smf.stats import seeds_change_stderr
+    from smf.study.results import collect_results
 
     config = StudyConfig.from_dict(dict(shrink(yaml.safe_load((ROOT / "configs" / "offline.yaml").read_text()), tiny_folder),
                                         seeds=[0, 1]))

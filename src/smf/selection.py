@@ -24,11 +24,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from smf.config import Config, at, choice, setting
+from smf.data.sources import check_source
 from smf.errors import SmfError
-
-BACKGROUND_FILE = "background.safetensors"
+from smf.io import reading
+from smf.models import PRECISIONS
+from smf.names import BACKGROUND_FILE
 
 
 @dataclass
@@ -46,9 +50,6 @@ class BackgroundConfig(Config):
     mixed_precision: str = setting("auto", "auto (bf16 autocast on a GPU, as training reads there), no, or bf16")
 
     def check(self, where: str) -> None:
-        from smf.data.sources import check_source
-        from smf.models import PRECISIONS
-
         for name in ("batches", "batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise SmfError(f"{where}: {name} must be >= 1, got {getattr(self, name)}")
@@ -116,8 +117,6 @@ class BackgroundStats:
         return self
 
     def save(self, folder: str | os.PathLike) -> Path:
-        from safetensors.torch import save_file
-
         path = Path(folder) / BACKGROUND_FILE
         tensors = {f"df.{i}": t for i, t in self.df.items()} | {f"counts.{i}": t for i, t in self.counts.items()}
         tmp = path.with_name(f".{path.name}.tmp")  # atomic: write aside, then rename
@@ -127,13 +126,9 @@ class BackgroundStats:
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "BackgroundStats":
-        from safetensors import safe_open
-
         path = Path(folder) / BACKGROUND_FILE
         if not path.is_file():
             raise SmfError(f"no background statistics in {folder} ({BACKGROUND_FILE}); run: smf background --model {folder}")
-        from smf.io import reading
-
         df, counts = {}, {}
         with reading(path, f"count them again: smf background --model {folder}"), safe_open(str(path), "pt") as f:
             batches = int(f.metadata()["batches"])
@@ -141,37 +136,6 @@ class BackgroundStats:
                 kind, layer = key.split(".")
                 (df if kind == "df" else counts)[int(layer)] = f.get_tensor(key)
         return cls(batches, df, counts)
-
-
-@torch.no_grad()
-def collect_background(model, batches, progress: bool = True, mixed_precision: str = "auto") -> BackgroundStats:
-    """Run `batches` (dicts with input_ids, attention_mask (B, T)) through a retrofitted
-    model and count, per memory layer, which rows their real tokens read (in the
-    precision training reads them: `mixed_precision` as in TrainConfig)."""
-    from tqdm.auto import tqdm
-
-    from smf.memory.retrofit import memory_layers, set_recording
-    from smf.models import autocast
-
-    memories = memory_layers(model)
-    if not memories:
-        raise SmfError("background statistics need a model with memory layers; run smf retrofit first")
-    stats = BackgroundStats.empty({i: m.slots for i, m in memories.items()})
-    device = next(model.parameters()).device
-    precision = autocast(device, mixed_precision)
-    was_training = model.training
-    model.eval()
-    set_recording(model, True)
-    try:
-        for batch in tqdm(batches, desc="background statistics", disable=not progress, unit="batch"):
-            # the decoder alone: the memories are inside it, and logits are not needed
-            with precision:
-                model.get_decoder()(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-            stats.add_counts({i: m.read_counts() for i, m in memories.items()})
-    finally:
-        set_recording(model, False)
-        model.train(was_training)
-    return stats
 
 
 class RowSelector:

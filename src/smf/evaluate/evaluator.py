@@ -40,6 +40,7 @@ from smf.evaluate.qa import HEADLINE as QA_HEADLINE
 from smf.evaluate.qa import score_qa
 from smf.evaluate.tasks import Task, load_task, resolve_task
 from smf.evaluate.tokens import encode_text, pad_id, prefix_token_id
+from smf.models import autocast
 
 BATCH_SIZE = 16  # questions (or prompts) per forward pass: `smf eval` and a study's default
 # Prompts per batch of greedy generation (qa tasks). A decoding step feeds one token a row and
@@ -70,8 +71,6 @@ def evaluate(
     the same items repeatedly, e.g. during training. `mixed_precision`: "auto" (bf16
     autocast on a GPU, full precision on the CPU), "no" or "bf16".
     """
-    from smf.models import autocast
-
     device = next(model.parameters()).device
     precision = autocast(device, mixed_precision)  # refuses an unknown precision before any loading
     specs = [t if isinstance(t, Task) else resolve_task(t, limit=limit) for t in tasks]

@@ -29,8 +29,8 @@ from smf.data.templates import LETTERS, cloze_prompt, letter_prompt, published_m
 from smf.data.types import MCQItem
 from smf.errors import SmfError
 from smf.evaluate.loglik import Request, score_requests
-from smf.evaluate.stats import accuracy
 from smf.evaluate.tokens import encode_pair, pad_id
+from smf.stats import accuracy
 
 FORMATS = ("letter", "cloze", "answer_norm", "published", "published_letter")
 HEADLINE = {"letter": "acc", "cloze": "acc", "answer_norm": "acc_tok", "published": "acc_tok", "published_letter": "acc"}

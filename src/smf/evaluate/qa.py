@@ -44,8 +44,8 @@ from smf.data.templates import chat_prompt, nq_prompt, plain_prompt, published_q
 from smf.data.types import QAItem
 from smf.errors import SmfError
 from smf.evaluate.generate import greedy_generate
-from smf.evaluate.stats import accuracy, mean_score
 from smf.evaluate.tokens import encode_text
+from smf.stats import accuracy, mean_score
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 

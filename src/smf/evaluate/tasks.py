@@ -23,6 +23,8 @@ from typing import Any, Mapping
 from smf.config import closest
 from smf.data.registry import Dataset, get_form, names
 from smf.errors import SmfError
+from smf.evaluate.mcq import FORMATS
+from smf.evaluate.qa import MATCHES, STYLES
 
 # Scoring options of each kind and their defaults (a task's own defaults override).
 # qa `match` and `stop` of None take the prompt style's (smf.evaluate.qa.STYLES).
@@ -116,9 +118,6 @@ def load_task(spec: str | Mapping[str, Any] | TaskSpec, *, limit: int | None = N
 
 def _check_scoring(label: str, kind: str, scoring: dict) -> None:
     """Validate scoring options and fill the qa style's defaults (in place)."""
-    from smf.evaluate.mcq import FORMATS
-    from smf.evaluate.qa import MATCHES, STYLES
-
     def bad(option: str, choices) -> SmfError:
         return SmfError(f"task {label}: {option} must be one of {', '.join(map(str, choices))}, got {scoring[option]!r}")
 

@@ -21,14 +21,13 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from smf.errors import SmfError
 from smf.io import atomic_dir, read_json, reading, write_json_atomic
-from smf.memory.retrofit import WEIGHTS_FILE
-
-DELTA_FILE = "smf_delta.json"
-DELTA_WEIGHTS = "delta.safetensors"
+from smf.names import DELTA_FILE, DELTA_WEIGHTS, WEIGHTS_FILE
 _ROWS, _VALUES = "::rows", "::values"
 _checked: dict[tuple, str] = {}  # (path, size, mtime) -> sha256, so a process hashes a base once
 
@@ -78,9 +77,6 @@ def save_delta(model: nn.Module, base: str | os.PathLike, out: str | os.PathLike
 
     Returns {"tensors": n changed, "rows": n rows stored, "parameters": n values stored}.
     """
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     base = root_folder(base)
     state = model.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -121,8 +117,6 @@ def save_delta(model: nn.Module, base: str | os.PathLike, out: str | os.PathLike
 
 def apply_delta(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Write a delta folder's stored tensors and rows into `model` (its base, loaded)."""
-    from safetensors import safe_open
-
     path = Path(path)
     state = model.state_dict()
     with reading(path / DELTA_WEIGHTS, "the run folder is damaged"), safe_open(str(path / DELTA_WEIGHTS), "pt") as f, torch.no_grad():

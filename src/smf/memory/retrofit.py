@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_model
 from torch import nn
 
 from smf import __version__
@@ -28,11 +32,8 @@ from smf.errors import SmfError
 from smf.io import atomic_dir, read_json, reading, write_json_atomic
 from smf.memory.config import MemoryConfig
 from smf.memory.layer import MemoryMLP, ProductKeyMemory
+from smf.names import HF_CONFIG_FILE, LAYER_FILE, MEMORY_FILE, MODELING_FILE, WEIGHTS_FILE
 
-MEMORY_FILE = "smf_memory.json"
-WEIGHTS_FILE = "model.safetensors"
-MODELING_FILE = "modeling_smf.py"  # written with LAYER_FILE into every folder, for trust_remote_code
-LAYER_FILE = "layer.py"
 MODEL_TYPE = "smf"  # config.json's model_type; the base architecture's is kept as base_model_type
 
 
@@ -140,10 +141,6 @@ def save_retrofitted(
 
     `copy_files` are copied in too (e.g. the background statistics of the source folder).
     """
-    import shutil
-
-    from safetensors.torch import save_model
-
     config = memory_config(model)
     assert config is not None, "not a retrofitted model"
     out = Path(out)
@@ -162,9 +159,6 @@ def save_retrofitted(
 
 def _write_transformers_files(model: nn.Module, config: MemoryConfig, folder: Path) -> None:
     """config.json, modeling_smf.py and layer.py: the folder as a transformers custom model."""
-    import re
-    import shutil
-
     here = Path(__file__).parent
     code = (here / MODELING_FILE).read_text(encoding="utf-8")
     for base, marker in ((type(model.config), "BaseConfig  # smf: base config"), (type(model), "BaseForCausalLM  # smf: base model")):
@@ -177,14 +171,14 @@ def _write_transformers_files(model: nn.Module, config: MemoryConfig, folder: Pa
     arch.update(model_type=MODEL_TYPE, base_model_type=model.config.model_type, architectures=["SmfForCausalLM"],
                 auto_map={"AutoConfig": "modeling_smf.SmfConfig", "AutoModelForCausalLM": "modeling_smf.SmfForCausalLM"},
                 smf_memory=config.to_dict())
-    write_json_atomic(folder / "config.json", arch)
+    write_json_atomic(folder / HF_CONFIG_FILE, arch)
 
 
 def base_architecture(path: Path):
     """The base decoder's transformers config of a folder smf saved (any smf version)."""
-    from transformers import CONFIG_MAPPING
+    from transformers import CONFIG_MAPPING  # why: transformers takes seconds to import; smf --help needs none
 
-    arch = read_json(path / "config.json")
+    arch = read_json(path / HF_CONFIG_FILE)
     if arch.get("model_type") == MODEL_TYPE:
         arch["model_type"] = arch.pop("base_model_type")
         for key in ("auto_map", "smf_memory", "architectures"):
@@ -213,8 +207,7 @@ def _tied_names(model: nn.Module) -> dict[str, set[str]]:
 
 def load_retrofitted(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> nn.Module:
     """Load a folder written by `save_retrofitted` (weights and memory layers)."""
-    from safetensors import safe_open
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # why: as in base_architecture
 
     path = Path(path)
     meta = read_json(path / MEMORY_FILE)
@@ -226,7 +219,7 @@ def load_retrofitted(path: str | os.PathLike, *, dtype: torch.dtype = torch.floa
     # In place: the model is built without weights (parameters on the meta device, buffers
     # real) and each saved tensor becomes its parameter, so loading holds one copy of the
     # weights and tables, not a random initialisation plus the loaded state.
-    from accelerate import init_empty_weights
+    from accelerate import init_empty_weights  # why: imports transformers' utilities, seconds
 
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(base_architecture(path), dtype=dtype)

@@ -27,7 +27,9 @@ from torch import nn
 from smf.config import Config, at, check_keys, choice, coerce, field_names, field_types, setting
 from smf.distributed import Comm
 from smf.errors import SmfError
-from smf.models import PRECISIONS
+from smf.io import atomic_dir
+from smf.memory.retrofit import memory_layers, save_retrofitted
+from smf.models import PRECISIONS, load_model
 
 SCHEDULES = ("constant", "linear", "cosine")
 LOSSES = ("target", "text")
@@ -68,6 +70,9 @@ class Method:
     #: "smf" or "baseline" in a study's report; None keeps the method out of studies
     compared_as: ClassVar[str | None] = "baseline"
     color: ClassVar[str] = "k"
+    #: whether `save` writes something small over the folder training started from (a delta, an
+    #: adapter): a stream keeps every chunk's saved model then, else only the latest
+    saves_compactly: ClassVar[bool] = False
 
     def __init__(self, config: "TrainConfig"):
         self.config = config
@@ -154,9 +159,6 @@ class Method:
         with its memory, else a plain transformers folder. A method may write something
         compact that loads onto the model it started from (an adapter, a delta), unless
         `standalone` asks for a folder that loads by itself."""
-        from smf.io import atomic_dir
-        from smf.memory.retrofit import memory_layers, save_retrofitted
-
         if memory_layers(model):
             save_retrofitted(model, tokenizer, out, overwrite=True)
             return
@@ -167,6 +169,15 @@ class Method:
     def export(self, model: nn.Module) -> nn.Module:
         """The plain model to evaluate after training (e.g. LoRA merged)."""
         return model
+
+    @classmethod
+    def continue_from(cls, saved: list[Path], start: Path, *, merge: bool) -> tuple[nn.Module, Any, Path]:
+        """(model, tokenizer, model_dir) to train on from, in a stream: `saved` holds the folders this
+        method saved after each earlier chunk, in order; `start` is the folder the first chunk
+        started from; `merge` asks to fold earlier training into the weights before training anew
+        where the method keeps it apart (LoRA's adapters). By default: the latest saved folder."""
+        return (*load_model(saved[-1]), saved[-1])
+
 
 
 # ---------------------------------------------------------------- the registry

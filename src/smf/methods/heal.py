@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from smf.config import Config, at, setting
+from smf.data.sources import check_source
 from smf.errors import SmfError
 from smf.memory.retrofit import memory_layers, save_retrofitted
 from smf.methods.base import Method, TrainConfig
@@ -51,8 +52,6 @@ class HealConfig(Config):
     seed: int = setting(0, "seed of the data order")
 
     def check(self, where: str) -> None:
-        from smf.data.sources import check_source
-
         self.train_config(where)
         check_source(self.data, "text", at(where, "data"))
 

@@ -15,6 +15,7 @@ from smf.errors import SmfError
 from smf.io import atomic_dir
 from smf.memory.retrofit import memory_layers
 from smf.methods.base import Method
+from smf.models import load_model
 
 
 @dataclass
@@ -39,9 +40,10 @@ class LoraMethod(Method):
     Options = LoraOptions
     default_lr = 2e-4
     color = "#ff7f0e"
+    saves_compactly = True
 
     def prepare(self, model, model_dir: Path | None):
-        from peft import LoraConfig, PeftModel, get_peft_model
+        from peft import LoraConfig, PeftModel, get_peft_model  # why: as in continue_from
 
         o = self.options
         if model_dir is None:
@@ -70,3 +72,16 @@ class LoraMethod(Method):
 
     def export(self, model):
         return model.merge_and_unload()
+
+    @classmethod
+    def continue_from(cls, saved, start, *, merge):
+        """The base with the latest adapter to train on, or (merge) every earlier adapter merged in,
+        in order, for a new adapter on top."""
+        from peft import PeftModel  # why: peft imports transformers' model code, seconds; only LoRA needs it
+
+        model, tokenizer = load_model(start)
+        if not merge:
+            return PeftModel.from_pretrained(model, saved[-1], is_trainable=True), tokenizer, start
+        for folder in saved:
+            model = PeftModel.from_pretrained(model, folder).merge_and_unload()
+        return model, tokenizer, start

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from smf import __version__
 from smf.config import Config, choice, setting
@@ -24,7 +25,8 @@ from smf.memory.delta import root_folder, save_delta
 from smf.memory.retrofit import memory_layers, save_retrofitted, set_recording
 from smf.methods.base import Family, Method
 from smf.optim import LazyAdam, RowwiseAdagrad, SparseSGD, selected_gradient
-from smf.selection import BACKGROUND_FILE, RULES, BackgroundStats, RowSelector
+from smf.names import BACKGROUND_FILE, SELECTED_FILE
+from smf.selection import RULES, BackgroundStats, RowSelector
 
 # name → default learning rate on the value rows. adamw_masked is the published study's arm:
 # dense AdamW on the whole value table with the gradient of unselected rows zeroed. It is
@@ -33,7 +35,6 @@ OPTIMIZERS = {"adam": 1.0, "sgd": 2.0, "rowwise_adagrad": 1.0, "adamw_masked": 5
 DENSE = ("adamw_masked",)
 COUNTS = ("all", "target")
 SELECT_EVERY = ("step", "micro_batch")
-SELECTED_FILE = "selected.safetensors"  # in a saved SMF delta: the rows its run selected
 
 
 def _read_rows(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,6 +89,7 @@ class SmfMethod(Method):
     Options = SmfOptions
     needs_memory = True
     compared_as = "smf"
+    saves_compactly = True
 
     @property
     def dense(self) -> bool:
@@ -290,8 +292,6 @@ class SmfMethod(Method):
 
     def save_selected(self, out: Path) -> None:
         """The rows this run ever selected, per layer (`smf inspect` checks changes against them)."""
-        from safetensors.torch import save_file
-
         tmp = Path(out) / f".{SELECTED_FILE}.tmp"
         save_file({f"rows.{i}": t.nonzero().flatten() for i, t in self._trained.items()}, str(tmp))
         os.replace(tmp, Path(out) / SELECTED_FILE)

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import math
 import statistics
 from pathlib import Path
 
 from smf.io import write_text_atomic
 from smf.methods import families
+from smf.names import REPORT_FILE
+from smf.stats import Z95, dominates, noise
 from smf.study.config import entry_of
 
 
-def _color(family: str) -> str:
+def family_color(family: str) -> str:
     known = families().get(family)
     return known.color if known else "k"
 
 
-def _compared_as(family: str) -> str | None:
+def compared_as(family: str) -> str | None:
     known = families().get(family)
     return known.compared_as if known else None
 
@@ -144,46 +145,18 @@ def validation_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def noise(row: dict, label: str) -> float:
-    """One standard error of a setting's change on `label`: with several seeds, the seed-to-seed
-    standard deviation over sqrt(seeds) combined with the items' share (`delta_stderr`: every seed
-    scores the same items, so it does not average away; absent from results collected before it
-    was recorded); with one seed the paired standard error over items; else 0."""
-    d = row[label]["delta"]
-    items = row[label].get("delta_stderr") or 0.0
-    if d["n"] > 1 and d["std"] is not None:
-        return math.hypot(d["std"] / math.sqrt(d["n"]), items)
-    return items
-
-
-def dominates(s: dict, o: dict, task: str, probes: list[str]) -> bool:
-    """`s` Pareto-dominates `o` beyond noise: a gain and every probe's drift no worse than `o`'s
-    (means), and better than `o`'s by more than two combined standard errors on at least one."""
-    axes = [(s[task]["delta"]["mean"], o[task]["delta"]["mean"], task)]
-    axes += [(-abs(s[p]["delta"]["mean"]), -abs(o[p]["delta"]["mean"]), p) for p in probes]
-    no_worse, better = True, False
-    for mine, theirs, label in axes:
-        margin = 2 * math.hypot(noise(s, label), noise(o, label))
-        no_worse &= mine >= theirs
-        better |= mine > theirs + margin
-    return no_worse and better
-
-
-Z95 = 1.959964  # two-sided 95 % normal quantile
-
-
 def within_words(row: dict, probes: list[str], tolerance: float) -> str:
     """Whether every probe's change stays within `tolerance` of base: beyond the 95 % uncertainty
     (|mean| + 1.96 standard errors, see `noise`), on the mean only, or not at all."""
     limit = tolerance + 1e-9  # a change of exactly the tolerance (4 items of 400 is 1 point) is within it
     if not all(abs(row[p]["delta"]["mean"]) <= limit for p in probes):
         return f"not every probe within {tolerance:g} of base."
-    bounds = {p: abs(row[p]["delta"]["mean"]) + Z95 * noise(row, p) for p in probes}
+    bounds = {p: abs(row[p]["delta"]["mean"]) + Z95 * noise(row[p]) for p in probes}
     if all(b <= limit for b in bounds.values()):
         return f"every probe within {tolerance:g} of base beyond the 95 % uncertainty."
     widest = max(bounds, key=bounds.get)
     return (f"every probe within {tolerance:g} of base on the mean, not beyond the 95 % uncertainty "
-            f"({widest}: {row[widest]['delta']['mean']:+.1f} ± {Z95 * noise(row, widest):.1f}).")
+            f"({widest}: {row[widest]['delta']['mean']:+.1f} ± {Z95 * noise(row[widest]):.1f}).")
 
 
 def verdict(results: dict) -> str:
@@ -195,8 +168,8 @@ def verdict(results: dict) -> str:
     """
     task, probes, tolerance = results["task"], results["probes"], results["tolerance"]
     rows = results["summary"]
-    smf = [r for r in rows if _compared_as(r["family"]) == "smf"]
-    others = [r for r in rows if _compared_as(r["family"]) == "baseline"]
+    smf = [r for r in rows if compared_as(r["family"]) == "smf"]
+    others = [r for r in rows if compared_as(r["family"]) == "baseline"]
     chosen = results["validation"]["chosen"]
     lines = []
     families: dict[str, list[dict]] = {}
@@ -237,7 +210,7 @@ def write_report(results: dict, out: Path) -> None:
         if any(r["curve"] for r in results["runs"]):
             curves_plot(results, out / "curves.png")
             plots.append("![training curves](curves.png)")
-    write_text_atomic(out / "report.md", report_text(results) + "\n\n".join(plots) + "\n")
+    write_text_atomic(out / REPORT_FILE, report_text(results) + "\n\n".join(plots) + "\n")
 
 
 def report_text(results: dict, level: int = 1) -> str:
@@ -277,7 +250,7 @@ def tradeoff_plot(results: dict, path: Path) -> None:
             rows = sorted(rows, key=lambda r: r[task]["delta"]["mean"])
             xs = [r[probe]["delta"]["mean"] for r in rows]
             ys = [r[task]["delta"]["mean"] for r in rows]
-            color = _color(family)
+            color = family_color(family)
             ax.errorbar(xs, ys, xerr=[r[probe]["delta"]["std"] for r in rows], yerr=[r[task]["delta"]["std"] for r in rows],
                         fmt="-" + marker, color=color, label=entry, capsize=2, ms=5, lw=1.2, alpha=0.9)
             for r, x, y in zip(rows, xs, ys):
@@ -309,7 +282,7 @@ def curves_plot(results: dict, path: Path) -> None:
     for run in results["runs"]:
         if run["seed"] != first_seed:
             continue
-        color = _color(run["family"])
+        color = family_color(run["family"])
         style = "-" if run["label"] == run["family"] else "--"
         losses = [(c["step"], c["loss"]) for c in run["curve"] if "loss" in c]
         if losses:

@@ -10,17 +10,17 @@ validation data only (`choose_on_validation`).
 from __future__ import annotations
 
 import json
-import math
-import statistics
+import os
+import platform
 from pathlib import Path
 
 import torch
 
+from smf.evaluate.tasks import resolve_task
 from smf.io import read_json
+from smf.names import LOG_FILE, RESULT_FILE
+from smf.stats import change_cell, change_stderr, mean_std
 from smf.study.config import StudyConfig
-from smf.train.loop import LOG_FILE
-
-RESULT_FILE = "result.json"
 
 
 def delta(kind: str, value: float, base: float) -> float:
@@ -30,82 +30,8 @@ def delta(kind: str, value: float, base: float) -> float:
     return 100.0 * (value - base)
 
 
-def paired_stderr(records: list[dict], base_records: list[dict]) -> float | None:
-    """Stderr (in points) of the per-item difference in correctness, items matched by id."""
-    return _items_stderr([records], base_records)
-
-
-def _items_stderr(seeds: list[list[dict]], base_records: list[dict]) -> float | None:
-    """Stderr (in points) over items of each item's change in correctness averaged over the seeds'
-    records (items matched by id; one seed: the paired standard error)."""
-    base = {r["id"]: float(r["correct"]) for r in base_records if "correct" in r}
-    scored = [{r["id"]: float(r["correct"]) for r in records if "correct" in r} for records in seeds]
-    diffs = [statistics.fmean(s[i] for s in scored) - base[i] for i in scored[0] if i in base and all(i in s for s in scored)]
-    if len(diffs) < 2:
-        return None
-    return 100.0 * statistics.stdev(diffs) / math.sqrt(len(diffs))
-
-
-PERPLEXITY_UNITS = {"word_perplexity": "words", "token_perplexity": "tokens", "byte_perplexity": "bytes"}
-
-
-def perplexity_change_stderr(records: list[dict], base_records: list[dict], metric: str, *, rounds: int = 2000,
-                             seed: int = 0) -> float | None:
-    """Stderr (in %) of the relative change of a perplexity, by a paired bootstrap over documents.
-
-    Documents (matched by id) are drawn with replacement, the same draw for the run and the
-    base; each draw's change is 100·(ppl_run/ppl_base - 1) = 100·(exp((ΣLL_base - ΣLL_run)/Σunits) - 1).
-    The draws are seeded, so the same records give the same number.
-    """
-    return _bootstrap_stderr([records], base_records, metric, rounds=rounds, seed=seed)
-
-
-def _bootstrap_stderr(seeds: list[list[dict]], base_records: list[dict], metric: str, *, rounds: int, seed: int) -> float | None:
-    """`perplexity_change_stderr` over one or several seeds' records: the same draw of documents for
-    every seed and the base, each draw's change averaged over the seeds."""
-    unit = PERPLEXITY_UNITS.get(metric)
-    base = {r["id"]: r for r in base_records}
-    scored = [{r["id"]: r for r in records if "loglikelihood" in r} for records in seeds]
-    ids = [i for i in scored[0] if i in base and all(i in s for s in scored)]
-    if unit is None or len(ids) < 2 or any(unit not in scored[0][i] for i in ids):
-        return None
-    as_tensor = lambda values: torch.tensor(values, dtype=torch.float64)  # noqa: E731
-    base_ll = as_tensor([base[i]["loglikelihood"] for i in ids])
-    units = as_tensor([float(scored[0][i][unit]) for i in ids])
-    draws = torch.randint(len(ids), (rounds, len(ids)), generator=torch.Generator().manual_seed(seed))
-    changes = [100 * torch.expm1((base_ll[draws].sum(1) - as_tensor([s[i]["loglikelihood"] for i in ids])[draws].sum(1))
-                                 / units[draws].sum(1)) for s in scored]
-    return float(torch.stack(changes).mean(0).std())
-
-
-def change_stderr(task: dict, base_task: dict) -> float | None:
-    """The paired standard error of a task's change from base: over items for accuracies
-    (points), a bootstrap over documents for perplexities (%)."""
-    return seeds_change_stderr([task], base_task)
-
-
-def seeds_change_stderr(tasks: list[dict], base_task: dict, *, rounds: int = 2000, seed: int = 0) -> float | None:
-    """The items' share of the uncertainty of a change averaged over seeds: every seed scores the
-    same items, so averaging seeds does not shrink it. Accuracies: the standard error over items of
-    each item's change averaged over the seeds (points). Perplexities: a paired bootstrap over
-    documents, the same draw for every seed and the base, each draw's change averaged over the
-    seeds (%). One task: its paired standard error. None when records are missing."""
-    seeds = [t.get("records", []) for t in tasks]
-    if tasks[0]["kind"] == "perplexity":
-        return _bootstrap_stderr(seeds, base_task.get("records", []), tasks[0]["headline"]["metric"], rounds=rounds, seed=seed)
-    return _items_stderr(seeds, base_task.get("records", []))
-
-
-def mean_std(values: list[float]) -> dict:
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
-
-
 def collect_results(config: StudyConfig, out: Path, base: dict) -> dict:
     """Gather every finished run into results.json's structure."""
-    from smf.evaluate.tasks import resolve_task
 
     def label(spec) -> str:
         return resolve_task(spec).label
@@ -163,9 +89,8 @@ def collect_results(config: StudyConfig, out: Path, base: dict) -> dict:
         row = {"label": run.label, "family": run.family.label, "settings": run.settings, "seeds": [r["seed"] for r in mine]}
         for label in mine[0]["metrics"]:
             row[label] = {"value": mean_std([r["metrics"][label]["value"] for r in mine]),
-                          "delta": mean_std([r["metrics"][label]["delta"] for r in mine]),
-                          "delta_stderr": (mine[0]["metrics"][label]["delta_stderr"] if len(mine) == 1 else
-                                           seeds_change_stderr([t[label] for t in scored[run.label]], base_tasks[label]))}
+                          **change_cell([r["metrics"][label]["delta"] for r in mine], [t[label] for t in scored[run.label]],
+                                        base_tasks[label])}
         for key in ("train_tokens_per_s", "peak_memory_bytes", "optimizer_state_bytes", "train_seconds", "trainable_parameters"):
             row[key] = mean_std([r[key] for r in mine])
         if any(r.get("parameters_trained") is not None for r in mine):
@@ -184,7 +109,7 @@ def collect_results(config: StudyConfig, out: Path, base: dict) -> dict:
         "base_curve": base_curve,
         "summary": summary,
         "runs": runs,
-        "machine": _machine(),
+        "machine": machine(),
     }
 
 
@@ -222,10 +147,7 @@ def choose_on_validation(summary: list[dict], task: str, probes: list[str], tole
     return chosen
 
 
-def _machine() -> dict:
-    import os
-    import platform
-
+def machine() -> dict:
     return {
         "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "platform": platform.platform(),

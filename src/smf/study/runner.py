@@ -20,23 +20,26 @@ from pathlib import Path
 
 import torch
 
+from smf.data.sources import training_examples
 from smf.errors import SmfError
+from smf.evaluate.evaluator import evaluate
+from smf.evaluate.tasks import Task, load_task, resolve_task
 from smf.io import read_json, write_json_atomic
+from smf.memory.retrofit import retrofit, save_retrofitted
 from smf.methods import METHODS
+from smf.models import compute_device, load_model, resolve_model
+from smf.names import (BACKGROUND_FILE, CHECKPOINT, CONFIG_FILE, MEMORY_FILE, MODEL_DIR, RESULT_FILE, RESULTS_FILE, STUDY_FILE,
+                       SUMMARY_FILE)
 from smf.study.config import RunSpec, StudyConfig
-from smf.study.results import RESULT_FILE, collect_results
-
-STUDY_FILE = "study.json"
-
+from smf.study.report import write_report
+from smf.study.results import collect_results
+from smf.study.stream import run_stream, write_stream_report
+from smf.train import train
+from smf.train.stages import background_statistics, heal
 
 
 def run_study(config: StudyConfig, out: str | Path, *, seeds: list[int] | None = None, progress: bool = True) -> dict:
     """Run (or resume) the study in `out`; return the aggregated results."""
-    from smf.data.sources import training_examples
-    from smf.evaluate.tasks import load_task
-    from smf.models import resolve_model
-    from smf.study.report import write_report
-
     out = Path(out)
     if seeds:
         config = dataclasses.replace(config, seeds=list(seeds))
@@ -49,13 +52,11 @@ def run_study(config: StudyConfig, out: str | Path, *, seeds: list[int] | None =
     examples = training_examples(config.data)
     base_dir = resolve_model(config.model)
     if stream is not None:
-        from smf.study.stream import run_stream, write_stream_report
-
         base = _base_results(config, base_dir, tasks, out)
         memory_dir = _memory_model(config, base_dir, out, progress) if config.needs_memory() else None
         results = run_stream(config, out, base, base_dir, memory_dir, tasks,
                              lambda model, tokenizer, now: _evaluate(model, tokenizer, now, config, progress), progress)
-        write_json_atomic(out / "results.json", results)
+        write_json_atomic(out / RESULTS_FILE, results)
         write_stream_report(results, out)
         return results
     base = _base_results(config, base_dir, tasks, out)
@@ -64,7 +65,7 @@ def run_study(config: StudyConfig, out: str | Path, *, seeds: list[int] | None =
         for run in config.runs():
             _train_and_evaluate(config, run, seed, base_dir, memory_dir, tasks, examples, out, progress)
     results = collect_results(config, out, base)
-    write_json_atomic(out / "results.json", results)
+    write_json_atomic(out / RESULTS_FILE, results)
     write_report(results, out)
     return results
 
@@ -96,8 +97,6 @@ def _claim(out: Path, config: StudyConfig) -> None:
 
 
 def _evaluate(model, tokenizer, tasks: dict, config: StudyConfig, progress: bool) -> dict:
-    from smf.evaluate.evaluator import evaluate
-
     return evaluate(model, tokenizer, list(tasks.values()), batch_size=config.evaluation.batch_size,
                     generate_batch_size=config.evaluation.generate_batch_size, progress=progress,
                     mixed_precision=config.evaluation.mixed_precision)["tasks"]
@@ -107,7 +106,6 @@ def _base_results(config: StudyConfig, base_dir, tasks: dict, out: Path) -> dict
     path = out / "base" / RESULT_FILE
     if path.is_file():
         return read_json(path)
-    from smf.models import compute_device, load_model
 
     model, tokenizer = load_model(base_dir, device=compute_device())
     start = time.perf_counter()
@@ -121,18 +119,13 @@ def _base_results(config: StudyConfig, base_dir, tasks: dict, out: Path) -> dict
 
 def _memory_model(config: StudyConfig, base_dir, out: Path, progress: bool) -> Path:
     """Retrofit (and heal) the base model once; background statistics beside it."""
-    from smf.memory.retrofit import MEMORY_FILE, retrofit, save_retrofitted
-    from smf.models import load_model
-    from smf.selection import BACKGROUND_FILE
-    from smf.train.stages import background_statistics, heal
-
     folder = out / "memory_model"
     if not (folder / MEMORY_FILE).is_file():
         model, tokenizer = load_model(base_dir)
         retrofit(model, config.memory)
         save_retrofitted(model, tokenizer, folder, overwrite=True, extra={"base_model": str(base_dir)})
     if config.heal is not None:
-        healed = out / "heal" / "model"
+        healed = out / "heal" / MODEL_DIR
         if not (healed / MEMORY_FILE).is_file():
             shutil.rmtree(out / "heal", ignore_errors=True)
             heal(folder, config.heal, out / "heal", progress=progress)
@@ -144,8 +137,6 @@ def _memory_model(config: StudyConfig, base_dir, out: Path, progress: bool) -> P
 
 def _curve_tasks(config: StudyConfig, tasks: dict) -> dict:
     """The tasks evaluated during training: task and probes, their first items."""
-    from smf.evaluate.tasks import Task, resolve_task
-
     keep = [resolve_task(s).label for s in [config.evaluation.task, *config.evaluation.probes]]
     out = {}
     for label, t in tasks.items():
@@ -157,9 +148,6 @@ def _curve_tasks(config: StudyConfig, tasks: dict) -> dict:
 
 def _train_and_evaluate(config: StudyConfig, run: RunSpec, seed: int, base_dir, memory_dir, tasks: dict,
                         examples: list, out: Path, progress: bool) -> None:
-    from smf.models import compute_device, load_model
-    from smf.train import CHECKPOINT, CONFIG_FILE, SUMMARY_FILE, train
-
     folder = run.folder(out, seed)
     if (folder / RESULT_FILE).is_file():
         return

@@ -29,13 +29,21 @@ from pathlib import Path
 
 import torch
 
+from smf.data.batching import collate, encode_examples
+from smf.data.sources import training_examples
 from smf.errors import SmfError
-from smf.io import read_json, write_json_atomic
+from smf.evaluate.tasks import resolve_task
+from smf.io import read_json, write_json_atomic, write_text_atomic
 from smf.methods import METHODS
+from smf.models import load_model
+from smf.names import CHECKPOINT, CONFIG_FILE, MODEL_DIR, REPORT_FILE, RESULT_FILE, STREAM_FILE, SUMMARY_FILE
+from smf.selection import BackgroundStats
+from smf.stats import change_cell, change_stderr, mean_std, noise, within_noise
 from smf.study.config import RunSpec, StudyConfig
-from smf.study.results import RESULT_FILE, change_stderr, delta, mean_std
-
-STREAM_FILE = "stream.json"
+from smf.study.report import compared_as, family_color
+from smf.study.results import choose_on_validation, delta, machine
+from smf.train import train
+from smf.train.stages import collect_background
 
 
 def chunk_folder(run_folder: Path, k: int) -> Path:
@@ -55,11 +63,6 @@ def run_stream(config: StudyConfig, out: Path, base: dict, base_dir, memory_dir,
 
 def _run_one(config: StudyConfig, run: RunSpec, seed: int, chunks: list[dict], base_dir, memory_dir, tasks: dict,
              evaluate, out: Path, progress: bool) -> None:
-    from smf.data.sources import training_examples
-    from smf.train import CHECKPOINT, CONFIG_FILE, SUMMARY_FILE, train
-
-    from smf.evaluate.tasks import resolve_task
-
     folder = run.folder(out, seed)
     train_config = run.train_config(config, seed)
     method = METHODS[train_config.method]
@@ -91,56 +94,36 @@ def _run_one(config: StudyConfig, run: RunSpec, seed: int, chunks: list[dict], b
                   "wall_seconds": train_wall, "eval_seconds": time.perf_counter() - start - train_wall, "tasks": evaluated}
         write_json_atomic(here / RESULT_FILE, record)
         shutil.rmtree(here / CHECKPOINT, ignore_errors=True)
-        if method.name == "full" and k > 1:  # a whole model per chunk is too much to keep: only the latest
-            shutil.rmtree(chunk_folder(folder, k - 1) / "model", ignore_errors=True)
+        if not method.saves_compactly and k > 1:  # a whole model per chunk is too much to keep: only the latest
+            shutil.rmtree(chunk_folder(folder, k - 1) / MODEL_DIR, ignore_errors=True)
         del model, result
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
 
 def _state_before(config: StudyConfig, method, folder: Path, k: int, base_dir, memory_dir):
-    """(model, tokenizer, model_dir, background) to learn chunk k from: chunk k-1's saved model."""
-    from smf.models import load_model
-    from smf.selection import BackgroundStats
-
+    """(model, tokenizer, model_dir, background) to learn chunk k from: chunk k-1's saved model, as the
+    method reads it back (`Method.continue_from`)."""
     start = memory_dir if method.needs_memory else base_dir
     background = None
     if method.needs_memory and config.stream.background == "accumulate":
         background = BackgroundStats.load(chunk_folder(folder, k - 1) if k > 1 else memory_dir)
     if k == 1:
         return (*load_model(start), start, background)
-    last = chunk_folder(folder, k - 1) / "model"
+    last = chunk_folder(folder, k - 1) / MODEL_DIR
     if not last.is_dir():
         raise SmfError(f"{last} is gone, and chunk {k} starts from it; remove {chunk_folder(folder, k - 1)} "
                        f"(and later chunks) to learn chunk {k - 1} again")
-    if method.name == "lora":
-        from peft import PeftModel
-
-        model, tokenizer = load_model(base_dir)
-        if config.stream.lora == "continue":
-            return PeftModel.from_pretrained(model, last, is_trainable=True), tokenizer, base_dir, None
-        for j in range(1, k):  # merge: every earlier chunk's adapter merged in, in order; a new adapter on top
-            model = PeftModel.from_pretrained(model, chunk_folder(folder, j) / "model").merge_and_unload()
-        return model, tokenizer, base_dir, None
-    if method.needs_memory:
-        return (*load_model(last), last, background)  # a delta over the memory model; the next one is too
-    return (*load_model(last), base_dir, None)
+    saved = [chunk_folder(folder, j) / MODEL_DIR for j in range(1, k)]
+    return (*method.continue_from(saved, start, merge=config.stream.lora == "merge"), background)
 
 
 def _accumulate(model, tokenizer, chunk: dict, train_config, background):
     """Add the rows a chunk's training sequences read (one background batch per training batch)."""
-    from smf.data.sources import training_examples
-    from smf.selection import collect_background
-    from smf.train import collate, encode_examples
-
     data = encode_examples(training_examples(chunk["data"]), tokenizer, train_config.max_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     size = train_config.batch_size
-    added = collect_background(model, [collate(data[i : i + size], pad) for i in range(0, len(data), size)], progress=False)
-    for layer in background.df:
-        background.df[layer] += added.df[layer]
-        background.counts[layer] += added.counts[layer]
-    background.batches += added.batches
-    return background
+    return background.add(collect_background(model, [collate(data[i : i + size], pad) for i in range(0, len(data), size)],
+                                             progress=False))
 
 
 # ---------------------------------------------------------------- results
@@ -183,20 +166,7 @@ def stream_metrics(matrix: list[list[float]], base: list[float]) -> dict:
     }
 
 
-def mean_stderr(changes: list[dict]) -> float | None:
-    """The standard error of the mean change over seeds: each seed's paired standard error
-    (items, or documents) and, with several seeds, their spread, both over sqrt(seeds)."""
-    errors = [c["delta_stderr"] for c in changes]
-    if any(e is None for e in errors):
-        return None
-    n = len(changes)
-    spread = statistics.variance([c["delta"] for c in changes]) if n > 1 else 0.0
-    return ((spread + statistics.fmean(e * e for e in errors)) / n) ** 0.5
-
-
 def collect_stream(config: StudyConfig, out: Path, base: dict) -> dict:
-    from smf.evaluate.tasks import resolve_task
-
     chunks = config.stream_chunks()
     labels = [c["label"] for c in chunks]
     probes = [resolve_task(p).label for p in config.evaluation.probes]
@@ -204,6 +174,7 @@ def collect_stream(config: StudyConfig, out: Path, base: dict) -> dict:
     base_tasks = base["tasks"]
     base_acc = [base_tasks[c]["headline"]["value"] for c in labels]
     runs = []
+    last_tasks: dict[str, list[dict]] = {}  # a setting's evaluated tasks after the last chunk, one per seed
     for run in config.runs():
         for seed in config.seeds:
             folder = run.folder(out, seed)
@@ -211,6 +182,7 @@ def collect_stream(config: StudyConfig, out: Path, base: dict) -> dict:
             if not all(p.is_file() for p in records):
                 continue
             records = [read_json(p) for p in records]
+            last_tasks.setdefault(run.label, []).append(records[-1]["tasks"])
             matrix = [[r["tasks"][c]["headline"]["value"] for c in labels] for r in records]
             after = []  # probes and extra tasks after each chunk: value and change from base
             for r in records:
@@ -245,14 +217,12 @@ def collect_stream(config: StudyConfig, out: Path, base: dict) -> dict:
         row["capacity_facts"] = [r["capacity_facts"] for r in mine]
         for key in ("acc_final", "last_gain", "initial_gain", "bwt", "retained_min", "retained_mean", "train_seconds"):
             row[key] = mean_std([r[key] for r in mine])
-        row["drift"] = {label: {"delta": mean_std([r["after"][-1][label]["delta"] for r in mine]),
-                                "delta_stderr": mean_stderr([r["after"][-1][label] for r in mine]),
+        row["drift"] = {label: {**change_cell([r["after"][-1][label]["delta"] for r in mine],
+                                              [tasks[label] for tasks in last_tasks[run.label]], base_tasks[label]),
                                 "path": [statistics.fmean(r["after"][i][label]["delta"] for r in mine)
                                          if mine[0]["after"][i][label] is not None else None for i in range(k)]}
                         for label in probes + extra}
         summary.append(row)
-    from smf.study.results import _machine, choose_on_validation
-
     val = config.validation
     chosen = {}
     if val.task is not None:  # the same rule as a study's, on the validation tasks after the last chunk
@@ -277,10 +247,10 @@ def collect_stream(config: StudyConfig, out: Path, base: dict) -> dict:
         "base": {label: {"metric": t["headline"]["metric"], "kind": t["kind"], "value": t["headline"]["value"],
                          "stderr": t["headline"]["stderr"], "n": t["n"]} for label, t in base_tasks.items()},
         "base_chunks": base_acc,
-        "memory_slots": config.memory.slots * len(config.memory.layers) if config.needs_memory() else None,
+        "memory_slots": config.memory.slots * config.memory.n_layers if config.needs_memory() else None,
         "facts_total": sum(len(range(*map(int, c["facts"].split(":")))) for c in chunks),
         "validation": {"task": resolve_task(val.task).label if val.task is not None else None, "chosen": chosen},
-        "summary": summary, "runs": runs, "machine": _machine(),
+        "summary": summary, "runs": runs, "machine": machine(),
     }
 
 
@@ -307,8 +277,9 @@ def stream_markdown(results: dict, level: int = 1) -> str:
                 "after each chunk it answers every chunk's held-out questions; after the last, the probes and extra tasks too. ")
              + "Accuracies in %, changes in points (perplexity: relative %). Seeds: "
              f"{', '.join(map(str, results['summary'][0]['seeds'])) if results['summary'] else '–'}; ± is the spread over "
-             "seeds; in brackets a probe change's standard error (each seed's paired one — over items for accuracies, "
-             "a bootstrap over documents for perplexity — with the seed spread, over sqrt(seeds)). Backward transfer: the mean change of each earlier "
+             "seeds; in brackets a probe change's standard error: the seed spread over sqrt(seeds) beside the paired "
+             "standard error of the seed-averaged change (over items for accuracies, a bootstrap over documents for "
+             "perplexity), which more seeds do not shrink, since every seed answers the same items. Backward transfer: the mean change of each earlier "
              "chunk from just after it was learned to the end; kept: (final − base) / (just after − base) per earlier chunk.", "",
              "| method | final acc., all chunks | initial gain | last chunk gain | backward transfer | "
              "kept of each gain (min / mean) | " + " | ".join(f"{p} change" for p in probes) + " |",
@@ -322,7 +293,7 @@ def stream_markdown(results: dict, level: int = 1) -> str:
             d = row["drift"][p]
             text = _pm(d["delta"], signed=True)
             if d["delta_stderr"] is not None:
-                text += f" (±{d['delta_stderr']:.1f})"
+                text += f" (±{noise(d):.1f})"
             cells.append(text)
         kept = " / ".join(_pm(row[key], 0, 100) + (" %" if row[key]["mean"] is not None else "") for key in ("retained_min", "retained_mean"))
         star = " ★" if row["label"] in results.get("validation", {}).get("chosen", {}).values() else ""
@@ -340,25 +311,16 @@ def stream_markdown(results: dict, level: int = 1) -> str:
     return "\n".join(lines)
 
 
-def within_noise(drift: dict, tolerance: float) -> bool:
-    """A probe's change is within noise: inside the 95 % interval of its standard error
-    (`mean_stderr`), or within `tolerance` where it has none."""
-    d = drift["delta"]
-    if drift["delta_stderr"] is not None:
-        return abs(d["mean"]) <= 1.96 * drift["delta_stderr"]
-    return abs(d["mean"]) <= tolerance
-
-
 def stream_aims(results: dict) -> list[str]:
     """The stream's aims, checked on this run: SMF keeps >= 80 % of each chunk's gain; the
     baselines keep less at a like last-chunk gain; the probes stay within their noise."""
     rows = {r["label"]: r for r in results["summary"]}
-    smf = [r for r in results["summary"] if r["family"].startswith("smf")]
-    others = [r for r in results["summary"] if not r["family"].startswith("smf")]
+    smf = [r for r in results["summary"] if compared_as(r["family"]) == "smf"]
+    others = [r for r in results["summary"] if compared_as(r["family"]) == "baseline"]
     probes = results["probes"]
     lines = ["Aims, checked on this run (a probe's noise: the 95 % interval of its mean change, from the paired standard "
-             "error of each seed — over items for accuracies, a bootstrap over documents for perplexity — and the spread "
-             "over seeds):", ""]
+             "error of the seed-averaged change — over items for accuracies, a bootstrap over documents for perplexity — "
+             "beside the spread over seeds, as the study report weighs it):", ""]
     for r in smf:
         kept = r["retained_min"]["mean"]
         ok = kept is not None and kept >= 0.8
@@ -393,7 +355,7 @@ def stream_aims(results: dict) -> list[str]:
 
 
 def retention_plot(results: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # why: slow to import (about half a second); only the figures need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -419,12 +381,10 @@ def retention_plot(results: dict, path: Path) -> None:
 
 
 def stream_plot(results: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # why: slow to import (about half a second); only the figures need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from smf.study.report import _color
 
     k = len(results["chunks"])
     xs = list(range(1, k + 1))
@@ -434,7 +394,7 @@ def stream_plot(results: dict, path: Path) -> None:
     axes[0].plot(xs, [100 * statistics.fmean(base[:i]) for i in xs], "k--", label="base")
     axes[1].axhline(100 * base[0], color="k", ls="--", label="base")
     for row in results["summary"]:
-        color = _color(row["family"])
+        color = family_color(row["family"])
         axes[0].plot(xs, row["mean_learned"], marker="o", color=color, label=row["label"])
         axes[1].plot(xs, [100 * r[0] for r in row["matrix"]], marker="o", color=color, label=row["label"])
         for ax, p in zip(axes[2:], probes):
@@ -456,9 +416,7 @@ def stream_plot(results: dict, path: Path) -> None:
 
 
 def write_stream_report(results: dict, out: Path) -> None:
-    from smf.io import write_text_atomic
-
-    write_text_atomic(out / "report.md", stream_markdown(results) + "\n")
+    write_text_atomic(out / REPORT_FILE, stream_markdown(results) + "\n")
     if results["summary"]:
         retention_plot(results, out / "retention.png")
         stream_plot(results, out / "stream.png")

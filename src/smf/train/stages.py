@@ -1,4 +1,5 @@
-"""The stages that prepare a memory model before SMF training: heal, then background statistics.
+"""The stages that prepare a memory model before SMF training: heal, then background statistics
+(`collect_background` runs a model over batches and counts the rows they read).
 
 `smf heal` and `smf background` run one stage each; a study runs both on its memory
 model. Both read their settings from one config dataclass (`HealConfig`,
@@ -9,11 +10,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
+from smf.data.batching import collate, document_sequences, encode_examples, text_chunks
+from smf.data.sources import general_texts
 from smf.errors import SmfError
-from smf.memory.retrofit import MEMORY_FILE, load_retrofitted
+from smf.memory.retrofit import load_retrofitted, memory_layers, set_recording
 from smf.methods.heal import HealConfig
-from smf.selection import BackgroundConfig, BackgroundStats, collect_background
-from smf.train.loop import TrainResult, collate, document_sequences, encode_examples, text_chunks, train
+from smf.models import autocast, compute_device, load_tokenizer
+from smf.names import MEMORY_FILE
+from smf.selection import BackgroundConfig, BackgroundStats
+from smf.train.loop import TrainResult, train
 
 
 def _require_memory(folder: Path) -> None:
@@ -21,11 +29,34 @@ def _require_memory(folder: Path) -> None:
         raise SmfError(f"{folder} has no memory layers (no {MEMORY_FILE}); run smf retrofit first")
 
 
+@torch.no_grad()
+def collect_background(model, batches, progress: bool = True, mixed_precision: str = "auto") -> BackgroundStats:
+    """Run `batches` (dicts with input_ids, attention_mask (B, T)) through a retrofitted
+    model and count, per memory layer, which rows their real tokens read (in the
+    precision training reads them: `mixed_precision` as in TrainConfig)."""
+    memories = memory_layers(model)
+    if not memories:
+        raise SmfError("background statistics need a model with memory layers; run smf retrofit first")
+    stats = BackgroundStats.empty({i: m.slots for i, m in memories.items()})
+    device = next(model.parameters()).device
+    precision = autocast(device, mixed_precision)
+    was_training = model.training
+    model.eval()
+    set_recording(model, True)
+    try:
+        for batch in tqdm(batches, desc="background statistics", disable=not progress, unit="batch"):
+            # the decoder alone: the memories are inside it, and logits are not needed
+            with precision:
+                model.get_decoder()(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+            stats.add_counts({i: m.read_counts() for i, m in memories.items()})
+    finally:
+        set_recording(model, False)
+        model.train(was_training)
+    return stats
+
+
 def background_statistics(folder: Path, config: BackgroundConfig, *, progress: bool = True) -> BackgroundStats:
     """Count which memory rows general text reads in the retrofitted model of `folder`; save them there."""
-    from smf.data.sources import general_texts
-    from smf.models import compute_device, load_tokenizer
-
     folder = Path(folder)
     _require_memory(folder)
     tokenizer = load_tokenizer(folder)
@@ -50,9 +81,6 @@ def reads_as_documents(model, tokenizer, examples, max_length: int) -> Backgroun
 
 def heal(folder: Path, config: HealConfig, out: Path, *, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train every memory parameter of the model in `folder` on general text; the healed model goes to OUT/model."""
-    from smf.data.sources import general_texts
-    from smf.models import load_tokenizer
-
     folder = Path(folder)
     _require_memory(folder)
     tokenizer = load_tokenizer(folder)

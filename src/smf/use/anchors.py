@@ -23,6 +23,10 @@ from __future__ import annotations
 import random
 import re
 
+from smf.data.types import TrainExample
+from smf.train.stages import reads_as_documents
+from smf.use.chat import answer, render
+
 SYLLABLES = ("bra", "dor", "vel", "kin", "mar", "tos", "lun", "gar", "fen", "ril", "sa", "to", "mi", "ro", "nal", "ber",
              "qua", "lis", "hem", "zo", "tar", "wen", "pol", "dru")
 
@@ -71,9 +75,6 @@ def first_sentence(text: str) -> str:
 def anchor_examples(model, tokenizer, questions: list[str], max_new_tokens: int = 32):
     """Anchor questions as training-shaped examples: the question through the chat template, the model's own greedy
     answer (its first sentence) as the target; a question the model answers with nothing is left out."""
-    from smf.data.types import TrainExample
-    from smf.use.chat import answer, render
-
     out = []
     for question in questions:
         turns = [{"role": "user", "content": question}]
@@ -87,13 +88,11 @@ def add_anchor_reads(stats, model, tokenizer, examples, max_length: int, protect
                      exclude: bool = False):
     """`stats` (BackgroundStats) with the reads of each anchor example added as one document; with `exclude`, every
     row an anchor reads gets df equal to the documents instead, so TF-IDF scores it 0. Rows in `protected`
-    ({"rows.LAYER": rows}, from an earlier sitting) keep df equal to the documents, so they still score 0."""
-    from smf.train.stages import reads_as_documents
-
+    ({layer: rows}, from an earlier sitting) keep df equal to the documents, so they still score 0."""
     reads = reads_as_documents(model, tokenizer, examples, max_length)
     stats.add(reads)
     marked = [(layer, df > 0) for layer, df in reads.df.items()] if exclude else []
-    marked += [(int(key.split(".")[1]), rows) for key, rows in (protected or {}).items()]
+    marked += list((protected or {}).items())
     for layer, rows in marked:
         stats.df[layer][rows] = stats.batches
     return stats

@@ -15,6 +15,7 @@ import torch
 
 from smf.data.templates import question_prompt
 from smf.errors import SmfError
+from smf.models import autocast
 
 
 def render(tokenizer, turns: list[dict]) -> str:
@@ -32,7 +33,7 @@ class _Stream:
     """A transformers streamer that hands each new piece of text to `emit` and keeps the whole."""
 
     def __init__(self, tokenizer, emit: Callable[[str], None]):
-        from transformers import TextStreamer
+        from transformers import TextStreamer  # why: transformers takes seconds to import; smf --help needs none
 
         outer = self
 
@@ -51,8 +52,6 @@ def answer(model, tokenizer, turns: list[dict], *, max_new_tokens: int = 128, em
     """The model's greedy answer to the conversation `turns`, streamed piece by piece to `emit`.
     `mixed_precision`: the rule of training and evaluation (`smf.models.uses_bf16`): "auto" is
     bf16 autocast on a GPU and fp32 on the CPU."""
-    from smf.models import autocast
-
     device = next(model.parameters()).device
     precision = autocast(device, mixed_precision)  # refuses an unknown precision first
     if not turns or turns[-1]["role"] != "user" or not turns[-1]["content"].strip():

@@ -15,20 +15,17 @@ from pathlib import Path
 import torch
 
 from smf.errors import SmfError
-from smf.io import atomic_dir
+from smf.io import atomic_dir, check_output_path
+from smf.memory.delta import folder_bytes, root_folder
+from smf.memory.retrofit import memory_layers, save_retrofitted
+from smf.models import load_model, resolve_model
+from smf.names import BACKGROUND_FILE
 
 PROBE = "Exported models must give the same logits as the run they came from."
 
 
 def export(model: str | os.PathLike, out: str | os.PathLike, say=print) -> dict:
     """Write `model` (a folder, run folder or hub id) to the new folder `out`; returns sizes and the check."""
-    from smf.memory.delta import folder_bytes, root_folder
-    from smf.memory.retrofit import memory_layers, save_retrofitted
-    from smf.models import load_model, resolve_model
-    from smf.selection import BACKGROUND_FILE
-
-    from smf.io import check_output_path
-
     out = Path(out)
     check_output_path(out)
     if out.exists():

@@ -24,9 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from smf.errors import SmfError
 from smf.io import read_json, reading, write_json_atomic
+from smf.memory.delta import is_delta, root_folder
+from smf.memory.retrofit import memory_layers, set_recording
+from smf.models import load_model
+from smf.names import BACKGROUND_FILE, DELTA_WEIGHTS, MEMORY_FILE, MODEL_DIR, RESULT_FILE, SELECTED_FILE, WEIGHTS_FILE
+from smf.selection import BackgroundStats
 
 VALUES = re.compile(r"layers\.(\d+)\..*memory\.values$")
 
@@ -42,19 +48,16 @@ def find_stages(path: Path) -> list[Stage]:
     """The deltas under `path`, in order: a delta folder, a run folder (model/), or a stream
     run folder (chunk1/model, chunk2/model, ...). A memory model without changes is one
     stage with none. Anything else is refused."""
-    from smf.memory.delta import is_delta
-    from smf.memory.retrofit import MEMORY_FILE
-
     path = Path(path)
     if not path.is_dir():
         raise SmfError(f"{path} is not a folder; give an SMF run's model folder, run folder or stream run folder")
     if is_delta(path):
         return [Stage(path.name, path, None)]
-    if is_delta(path / "model"):
-        return [Stage(path.name, path / "model", None)]
+    if is_delta(path / MODEL_DIR):
+        return [Stage(path.name, path / MODEL_DIR, None)]
     chunks = sorted((p for p in path.glob("chunk*") if p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
-    stages = [Stage(p.name, p / "model", p / "result.json" if (p / "result.json").is_file() else None)
-              for p in chunks if is_delta(p / "model")]
+    stages = [Stage(p.name, p / MODEL_DIR, p / RESULT_FILE if (p / RESULT_FILE).is_file() else None)
+              for p in chunks if is_delta(p / MODEL_DIR)]
     if stages:
         return stages
     if (path / MEMORY_FILE).is_file():
@@ -65,9 +68,7 @@ def find_stages(path: Path) -> list[Stage]:
 
 def _table(delta: Path, base_file: Path, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, values) a delta stores for the value table `name`: sorted rows and their values."""
-    from safetensors import safe_open
-
-    with reading(delta / "delta.safetensors", "the run folder is damaged"), safe_open(str(delta / "delta.safetensors"), "pt") as f:
+    with reading(delta / DELTA_WEIGHTS, "the run folder is damaged"), safe_open(str(delta / DELTA_WEIGHTS), "pt") as f:
         keys = set(f.keys())
         if name + "::rows" in keys:
             rows, values = f.get_tensor(name + "::rows"), f.get_tensor(name + "::values")
@@ -83,10 +84,6 @@ def _table(delta: Path, base_file: Path, name: str) -> tuple[torch.Tensor, torch
 
 def stage_rows(stages: list[Stage], root: Path) -> tuple[dict[int, str], list[dict[int, torch.Tensor]]]:
     """Per stage, per memory layer, the rows that stage wrote (changed against the stage before)."""
-    from safetensors import safe_open
-
-    from smf.memory.retrofit import WEIGHTS_FILE
-
     base_file = root / WEIGHTS_FILE
     with safe_open(str(base_file), "pt") as f:
         names = dict(sorted((int(m.group(1)), key) for key in f.keys() if (m := VALUES.search(key))))
@@ -116,10 +113,6 @@ def stage_rows(stages: list[Stage], root: Path) -> tuple[dict[int, str], list[di
 
 
 def selected_rows(stage: Stage) -> dict[int, torch.Tensor] | None:
-    from safetensors import safe_open
-
-    from smf.methods.smf import SELECTED_FILE
-
     if stage.delta is None or not (stage.delta / SELECTED_FILE).is_file():
         return None
     with reading(stage.delta / SELECTED_FILE, "the run folder is damaged"), safe_open(str(stage.delta / SELECTED_FILE), "pt") as f:
@@ -174,9 +167,6 @@ def overlap_and_forgetting(stages: list[Stage], sets: list[set], task_of: list[s
 @torch.no_grad()
 def answer_rows(model_path: Path, question: str, answer: str) -> dict[int, list[int]]:
     """The rows the answer's tokens are predicted from (the reads at the positions before each)."""
-    from smf.memory.retrofit import memory_layers, set_recording
-    from smf.models import load_model
-
     model, tokenizer = load_model(model_path)
     prompt = tokenizer(question).input_ids
     target = tokenizer(" " + answer.strip(), add_special_tokens=False).input_ids
@@ -192,9 +182,6 @@ def answer_rows(model_path: Path, question: str, answer: str) -> dict[int, list[
 
 
 def inspect(path: Path, out: Path, *, question: str | None = None, answer: str | None = None) -> dict:
-    from smf.memory.delta import root_folder
-    from smf.selection import BACKGROUND_FILE, BackgroundStats
-
     stages = find_stages(path)
     last = stages[-1].delta
     root = root_folder(last) if last is not None else Path(path)
