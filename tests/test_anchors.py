@@ -9,7 +9,7 @@ import torch
 
 from smf.cli import main
 from smf.use.anchors import anchor_questions, first_sentence, made_up, subject
-from smf.use.learn import untrained_warning
+from smf.use.learn.sitting import untrained_warning
 
 
 @pytest.mark.parametrize("question, expected", [
@@ -54,7 +54,7 @@ def test_anchor_reads_join_the_background_and_protected_rows_stay_at_zero(tiny_f
     from smf.memory import MemoryConfig, retrofit
     from smf.models import load_model
     from smf.selection import BackgroundStats
-    from smf.train import encode_examples
+    from smf.data.batching import encode_examples
     from smf.use.anchors import add_anchor_reads
 
     model, tokenizer = load_model(tiny_folder)
@@ -63,19 +63,19 @@ def test_anchor_reads_join_the_background_and_protected_rows_stay_at_zero(tiny_f
                TrainExample("Who built the Dorvel lighthouse? ", "It was built by sailors.")]
     stats = BackgroundStats.empty({3: 1024})
     stats.add_counts({3: torch.zeros(1024, dtype=torch.long)})
-    protected = {"rows.3": torch.tensor([5, 700])}
+    protected = {3: torch.tensor([5, 700])}
     out = add_anchor_reads(stats, model, tokenizer, anchors, 48, protected)
     tokens = sum(len(e.ids) for e in encode_examples(anchors, tokenizer, 48))
     assert out.batches == 3 and int(out.counts[3].sum()) == tokens * 4 * 16
     read = out.df[3].clone()
-    read[protected["rows.3"]] = 0
+    read[protected[3]] = 0
     assert read.max() <= 2 and read.sum() > 0
     assert out.df[3][5] == out.df[3][700] == 3
 
     fresh = BackgroundStats.empty({3: 1024})
     fresh.add_counts({3: torch.zeros(1024, dtype=torch.long)})
     excluded = add_anchor_reads(fresh, model, tokenizer, anchors, 48, protected, exclude=True)
-    assert torch.equal(excluded.df[3] == 3, (read > 0) | torch.isin(torch.arange(1024), protected["rows.3"]))
+    assert torch.equal(excluded.df[3] == 3, (read > 0) | torch.isin(torch.arange(1024), protected[3]))
     assert set(excluded.df[3].unique().tolist()) == {0, 3}  # every row an anchor read, and only those, scores 0
 
 
@@ -92,11 +92,11 @@ def learn_args(tiny_folder, tmp_path) -> list[str]:
 
 
 def test_learn_with_anchors_selects_against_them_for_this_sitting_only(tiny_folder, tmp_path, capsys, monkeypatch):
-    import smf.train
+    from smf.use.learn import sitting
 
     seen = []
-    real = smf.train.train
-    monkeypatch.setattr(smf.train, "train", lambda *a, **k: seen.append(k["background"]) or real(*a, **k))
+    real = sitting.train
+    monkeypatch.setattr(sitting, "train", lambda *a, **k: seen.append(k["background"]) or real(*a, **k))
     common = learn_args(tiny_folder, tmp_path)
     assert main(["learn", *common, "--out", str(tmp_path / "anchored"), "--anchors", "2", "--anchor-reads", "document"]) == 0
     out = capsys.readouterr().out
@@ -125,7 +125,7 @@ def test_learn_with_anchors_selects_against_them_for_this_sitting_only(tiny_fold
     assert untrained_warning({"rows_trained": 4}) is None
     assert untrained_warning({"rows_trained": 0}).startswith("warning: no memory row was trained: every row your facts")
     assert main(["learn", *common, "--out", str(tmp_path / "bad"), "--anchors", "2", "--anchor-reads", "all"]) == 2
-    assert "anchor_reads must be one of document, exclude, got 'all'" in capsys.readouterr().err
+    assert "anchor_reads: unknown choice 'all'; choose one of exclude, document" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
     assert main(["learn", *common, "--out", str(tmp_path / "plain"), "--keep", "0", "--anchors", "0"]) == 0  # no anchors of any kind
     assert seen[-1] is None and "made-up subjects" not in capsys.readouterr().out
@@ -135,11 +135,11 @@ def test_learn_with_anchors_selects_against_them_for_this_sitting_only(tiny_fold
 
 def test_a_question_answered_with_nothing_is_no_anchor(monkeypatch):
     """An empty answer would be an example without a target; it is left out (and learn says there are no anchors)."""
-    import smf.use.chat
+    import smf.use.anchors
     from smf.use.anchors import anchor_examples
 
     said = iter(["", "The capital of Mirilber is Sana. It is old."])
-    monkeypatch.setattr(smf.use.chat, "answer", lambda *a, **k: next(said))
-    monkeypatch.setattr(smf.use.chat, "render", lambda tokenizer, turns: turns[0]["content"] + " ")
+    monkeypatch.setattr(smf.use.anchors, "answer", lambda *a, **k: next(said))
+    monkeypatch.setattr(smf.use.anchors, "render", lambda tokenizer, turns: turns[0]["content"] + " ")
     out = anchor_examples(None, None, ["Who built the Dorvel lighthouse?", "What is the capital of Mirilber?"])
     assert [(e.prompt, e.target) for e in out] == [("What is the capital of Mirilber? ", "The capital of Mirilber is Sana.")]

@@ -1,5 +1,7 @@
 """Kept outputs (smf.train.keep, `smf learn --keep`): a KL term to the model's own answers before training."""
 
+import typing
+
 import pytest
 import torch
 
@@ -8,8 +10,8 @@ from smf.data.types import TrainExample
 from smf.memory import load_retrofitted, memory_layers, memory_reading_zeros
 from smf.optim import SparseRowOptimizer
 from smf.train import TrainConfig, train
+from smf.data.batching import collate
 from smf.train.keep import Keep, kept_logprobs
-from smf.train.loop import collate
 from test_anchors import learn_args
 from test_train import examples, smf_folder, tokenizer  # noqa: F401  (fixtures)
 
@@ -59,7 +61,7 @@ def test_keep_adds_its_gradient_to_the_chosen_rows_and_chooses_none(smf_folder, 
         before = {i: m.values.detach().clone() for i, m in memory_layers(model).items()}
         keep = Keep.of(model, tokenizer, KEPT, 48, weight=keep_weight) if keep_weight else None
         result = train(model, tokenizer, examples(), config(), tmp_path / name, model_dir=smf_folder, progress=False,
-                       save_model=False, keep=keep)
+                       save_model=False, terms=[keep] if keep else [])
         return before, {i: m.values.detach().clone() for i, m in memory_layers(result.model).items()}, result, keep
 
     _, plain, plain_result, _ = run("plain", 0)
@@ -85,17 +87,17 @@ def test_keeping_holds_the_kept_answers_closer_than_training_without(smf_folder,
         model = load_retrofitted(smf_folder)
         keep = Keep.of(model, tokenizer, KEPT, 48, weight=weight or 1.0)
         result = train(model, tokenizer, examples(), config(steps=12), tmp_path / f"w{weight}", model_dir=smf_folder,
-                       progress=False, save_model=False, keep=keep if weight else None)
+                       progress=False, save_model=False, terms=[keep] if weight else [])
         kl[weight] = kl_now(result.model, keep, tokenizer.pad_token_id)
     assert kl[100.0] < 0.5 * kl[0] and kl[0] > 1e-3  # measured: 0.00025 against 0.0022
 
 
 def test_learn_keep_builds_the_term_from_anchors_and_refuses_a_bad_weight(tiny_folder, tmp_path, capsys, monkeypatch):
-    import smf.train
+    from smf.use.learn import sitting
 
     seen = []
-    real = smf.train.train
-    monkeypatch.setattr(smf.train, "train", lambda *a, **k: seen.append(k["keep"]) or real(*a, **k))
+    real = sitting.train
+    monkeypatch.setattr(sitting, "train", lambda *a, **k: seen.append((k["terms"] or [None])[0]) or real(*a, **k))
     common = learn_args(tiny_folder, tmp_path)
     assert main(["learn", *common, "--out", str(tmp_path / "kept"), "--keep", "2", "--keep-weight", "5"]) == 0
     out = capsys.readouterr().out
@@ -110,7 +112,7 @@ def test_learn_keep_builds_the_term_from_anchors_and_refuses_a_bad_weight(tiny_f
     assert sum(len(c) for c in seen[-1].chunks) == 2 and seen[-1].weight == 3.0
     assert seen[-1].per_step == 32  # at most 64 kept answers a step, in batches of --batch-size 2
     steps, backward = [], Keep.backward
-    monkeypatch.setattr(Keep, "backward", lambda self, *a, **k: steps.append(self.at(k.get("step", 0))) or backward(self, *a, **k))
+    monkeypatch.setattr(Keep, "backward", lambda self, *a, **k: steps.append(self.at(a[1] if len(a) > 1 else k.get("step", 0))) or backward(self, *a, **k))
     assert main(["learn", *common, "--out", str(tmp_path / "capped"), "--keep", "3", "--keep-per-step", "2", "--steps", "4"]) == 0
     assert seen[-1].per_step == 1 and len(seen[-1].chunks) == 3 and "2 a step in turn" in capsys.readouterr().out
     assert steps == [[0], [1], [2], [0]]  # the loop hands each step its index
@@ -120,9 +122,9 @@ def test_learn_keep_builds_the_term_from_anchors_and_refuses_a_bad_weight(tiny_f
     assert seen[-1].divergence == "symmetric" and "weight 3, symmetric KL" in capsys.readouterr().out
     for flag, value, message in [("--keep-weight", "0", "keep_weight must be > 0"), ("--keep", "-1", "keep must be >= 0"),
                                  ("--keep-general", "-2", "keep_general must be >= 0"),
-                                 ("--keep-from", "later", "keep_from must be one of base, start"),
+                                 ("--keep-from", "later", "keep_from: unknown choice 'later'; choose one of base, start"),
                                  ("--keep-per-step", "-1", "keep_per_step must be >= 0"),
-                                 ("--keep-divergence", "reverse", "keep_divergence must be one of forward, symmetric")]:
+                                 ("--keep-divergence", "reverse", "keep_divergence: unknown choice 'reverse'; choose one of forward, symmetric")]:
         assert main(["learn", *common, "--out", str(tmp_path / "bad"), "--keep", "1", flag, value]) == 2
         assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
@@ -138,7 +140,7 @@ def test_the_term_the_loop_adds_is_the_weighted_mean_kl(smf_folder, tokenizer, d
         memory.values.normal_(0, 1.0)
     memory.sparse_grad = False
     memory.values.requires_grad_(True)
-    mean = keep.backward(model, tokenizer.pad_token_id, "cpu", lambda loss: loss.backward())
+    mean = keep.backward(model, device="cpu", backward=lambda loss: loss.backward())
     got = memory.values.grad.clone()
     memory.values.grad = None
     total = 0.0
@@ -169,7 +171,7 @@ def test_a_capped_term_takes_the_chunks_in_turn_and_is_their_mean_kl(smf_folder,
         memory.values.normal_(0, 1.0)
     memory.sparse_grad = False
     memory.values.requires_grad_(True)
-    mean = keep.backward(model, tokenizer.pad_token_id, "cpu", lambda loss: loss.backward(), step=2)
+    mean = keep.backward(model, 2, device="cpu", backward=lambda loss: loss.backward())
     got = memory.values.grad.clone()
     memory.values.grad = None
     total, n = 0.0, 0
@@ -214,13 +216,14 @@ def test_a_later_sitting_keeps_the_base_models_answers_and_the_earlier_ones(tiny
     answers only, with the distributions of the model the sitting starts from."""
     import json
 
-    import smf.train
     from smf.models import load_model
-    from smf.use.learn import KEPT_FILE, read_kept
+    from smf.names import KEPT_FILE
+    from smf.use.learn import sitting
+    from smf.use.learn.folder import read_kept
 
     seen, built = [], []
-    real, real_of = smf.train.train, Keep.of.__func__
-    monkeypatch.setattr(smf.train, "train", lambda *a, **k: seen.append(k["keep"]) or real(*a, **k))
+    real, real_of = sitting.train, Keep.of.__func__
+    monkeypatch.setattr(sitting, "train", lambda *a, **k: seen.append((k["terms"] or [None])[0]) or real(*a, **k))
     monkeypatch.setattr(Keep, "of", classmethod(lambda cls, model, tok, kept, *a, **k: built.append(list(kept)) or real_of(cls, model, tok, kept, *a, **k)))
     common = learn_args(tiny_folder, tmp_path)
     first, second, third = tmp_path / "first", tmp_path / "second", tmp_path / "third"
@@ -268,7 +271,7 @@ DAMAGED = [('{"prompt": "Q", "target": "A"}\n{"prompt": "Q2", "tar', "line 2: no
 def test_a_damaged_kept_answers_file_stops_the_next_sitting_with_one_line(tiny_folder, tmp_path, capsys):
     import shutil
 
-    from smf.use.learn import KEPT_FILE
+    from smf.names import KEPT_FILE
 
     common = learn_args(tiny_folder, tmp_path)
     first = tmp_path / "first"
@@ -293,19 +296,19 @@ def test_the_symmetric_term_also_charges_mass_moved_onto_tokens_the_reference_fo
     the config names the same divergences, and Keep.of refuses another."""
     from smf.errors import SmfError
     from smf.train import keep as keep_module
-    from smf.use import learn
+    from smf.use.learn import LearnConfig
 
-    assert learn.DIVERGENCES == keep_module.DIVERGENCES
+    assert typing.get_args(typing.get_type_hints(LearnConfig)["keep_divergence"]) == keep_module.DIVERGENCES
     model = load_retrofitted(smf_folder)
     forward = Keep.of(model, tokenizer, KEPT, 48, batch=1)
     both = Keep.of(model, tokenizer, KEPT, 48, batch=1, divergence="symmetric")
     ignore = lambda loss: None  # noqa: E731
-    assert both.backward(model, tokenizer.pad_token_id, "cpu", ignore) < 1e-4
+    assert both.backward(model, device="cpu", backward=ignore) < 1e-4
     with torch.no_grad():
         for memory in memory_layers(model).values():
             memory.values.normal_(0, 5.0)
-    one = forward.backward(model, tokenizer.pad_token_id, "cpu", ignore)
-    two = both.backward(model, tokenizer.pad_token_id, "cpu", ignore)
+    one = forward.backward(model, device="cpu", backward=ignore)
+    two = both.backward(model, device="cpu", backward=ignore)
     assert one == pytest.approx(kl_now(model, forward, tokenizer.pad_token_id), rel=1e-5) and two > one + 1e-3
     with pytest.raises(SmfError, match="keep divergence must be one of forward, symmetric, got 'reverse'"):
         Keep.of(model, tokenizer, KEPT, 48, divergence="reverse")

@@ -11,17 +11,11 @@ from smf.data.types import TrainExample
 from smf.errors import SmfError
 from smf.memory import MemoryConfig, memory_layers, retrofit, save_retrofitted
 from smf.optim import SparseRowOptimizer
-from smf.train import TrainConfig, collate, encode_examples, step_indices, train
+from smf.data.batching import collate, encode_examples, step_indices
+from smf.train import TrainConfig, train
 
 MEM = MemoryConfig(layers=(1, 3), slots=256, heads=2, topk=4, key_dim=16)
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from smf.models import load_tokenizer
-
-    return load_tokenizer()
 
 
 def cfg(**settings) -> TrainConfig:
@@ -251,7 +245,7 @@ def test_a_bad_value_names_where_it_was_written():
         TrainConfig.from_dict({"method": "smff"}, where="methods.x")
     with pytest.raises(SmfError, match=r"^methods.x: unknown mixed precision 'fp16'; choose one of auto, no, bf16"):
         TrainConfig.from_dict({"mixed_precision": "fp16"}, where="methods.x")
-    with pytest.raises(SmfError, match=r"^methods.x: unknown count 'targets'; choose one of all, target"):
+    with pytest.raises(SmfError, match=r"^methods.x: count: unknown choice 'targets'; choose one of all, target; did you mean 'target'"):
         TrainConfig.from_dict({"method": "smf", "count": "targets"}, where="methods.x")
 
 

@@ -12,13 +12,11 @@ from smf.data.sources import general_texts, source_from_text, training_examples
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
+def folders(tmp_path_factory, tokenizer):
     """A tiny plain model folder and a tiny retrofitted one (no background yet)."""
     from smf.memory import MemoryConfig, retrofit, save_retrofitted
-    from smf.models import load_tokenizer
 
     root = tmp_path_factory.mktemp("models")
-    tokenizer = load_tokenizer()
     plain = root / "plain"
     model = tiny_model(vocab_size=len(tokenizer))
     model.save_pretrained(plain)
@@ -95,14 +93,12 @@ def test_train_bad_input(folders, tmp_path, capsys, args, message):
     assert not out.exists()
 
 
-def test_smf_needs_memory_layers_and_background(folders, tmp_path, capsys):
+def test_smf_needs_memory_layers_and_background(folders, tokenizer, tmp_path, capsys):
     plain, _ = folders
     from smf.memory import MemoryConfig, retrofit, save_retrofitted
-    from smf.models import load_tokenizer
 
     assert main(["train", "--model", str(plain), "--method", "smf", "--data", "facts", "--steps", "1", "--out", str(tmp_path / "a")]) == 2
     assert "needs a model with memory layers; run smf retrofit" in err_line(capsys)
-    tokenizer = load_tokenizer()
     nobg = save_retrofitted(retrofit(tiny_model(vocab_size=len(tokenizer)), MemoryConfig(layers=(1,), slots=64, heads=1, topk=4, key_dim=8)), tokenizer, tmp_path / "nobg")
     assert main(["train", "--model", str(nobg), "--method", "smf", "--data", "facts", "--steps", "1", "--out", str(tmp_path / "b")]) == 2
     assert "no background statistics" in err_line(capsys)
@@ -201,8 +197,8 @@ def test_background_and_heal_share_the_study_defaults(monkeypatch, folders, tmp_
     from smf.study.config import StudyConfig
 
     seen = {}
-    monkeypatch.setattr("smf.train.stages.background_statistics", lambda folder, config, **k: seen.setdefault("bg", config) and 1 / 0)
-    monkeypatch.setattr("smf.train.stages.heal", lambda folder, config, out, **k: seen.setdefault("heal", config) and 1 / 0)
+    monkeypatch.setattr("smf.cli.train.background_statistics", lambda folder, config, **k: seen.setdefault("bg", config) and 1 / 0)
+    monkeypatch.setattr("smf.cli.train.heal", lambda folder, config, out, **k: seen.setdefault("heal", config) and 1 / 0)
     _, retro = folders
     with pytest.raises(ZeroDivisionError):
         main(["background", "--model", str(retro)])

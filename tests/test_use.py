@@ -192,7 +192,8 @@ def test_learn_counts_the_background_it_is_told_to(tiny_folder, tmp_path):
 
 
 def test_questions_are_answered_by_the_statements_that_hold_their_answers():
-    from smf.use.learn import Fact, answered_by_statements
+    from smf.use.learn import Fact
+    from smf.use.learn.examples import answered_by_statements
 
     lighthouse = Fact(text="The Zorvex lighthouse was built by Mira Tanaka.")
     bridges = Fact(text="Kelbrin has three bridges.")  # holds the answer, shares no other word with the question
@@ -221,7 +222,8 @@ def test_answers_end_the_turn_unless_told_not_to(tiny_folder):
     """A question's target ends with the chat's end-of-turn token (the model learns to stop there); with stop=False it
     is the answer alone; a statement never gets one."""
     from smf.models import load_tokenizer
-    from smf.use.learn import Fact, examples
+    from smf.use.learn import Fact
+    from smf.use.learn.examples import examples
 
     tokenizer = load_tokenizer(tiny_folder)
     facts = [Fact(question="Who built the Zorvex lighthouse?", answer="Mira Tanaka built it."), Fact(text="Kelbrin has bridges.")]
@@ -236,7 +238,8 @@ def test_answers_lead_gives_the_words_before_the_answer_as_context(tiny_folder):
     end the prompt (no loss), the rest is the target. A statement that starts with the answer, a question no statement
     answers and a statement alone stay as they are."""
     from smf.models import load_tokenizer
-    from smf.use.learn import Fact, answered_by_statements, examples
+    from smf.use.learn import Fact
+    from smf.use.learn.examples import answered_by_statements, examples
 
     facts = [Fact(text="The capital of the island of Oshu is Kelbrin."), Fact(question="What is the capital of Oshu?", answer="kelbrin"),
              Fact(text="Mira Tanaka built the Zorvex lighthouse."), Fact(question="Who built the Zorvex lighthouse?", answer="Mira Tanaka"),
@@ -254,13 +257,14 @@ def test_answers_lead_gives_the_words_before_the_answer_as_context(tiny_folder):
 
 
 def test_question_background_is_chats_of_stdlib_questions(tiny_folder, tmp_path):
-    """`smf learn --background docstring-questions`: chats of PER_CHAT questions about the standard
+    """`smf learn --background docstring-questions`: chats of 3 questions about the standard
     library, answered in the assistant's turns, spread over the modules; enough for the statistics."""
     import json
 
     from smf.data.docstrings import docstring_questions
     from smf.models import load_tokenizer
-    from smf.use.learn import PER_CHAT, QUESTIONS, chat_background
+    from smf.use.learn.background import chat_background
+    from smf.use.learn.config import QUESTIONS
 
     tokenizer = load_tokenizer(tiny_folder)
     path = chat_background(QUESTIONS, tokenizer, tmp_path / "bg.jsonl")
@@ -268,7 +272,7 @@ def test_question_background_is_chats_of_stdlib_questions(tiny_folder, tmp_path)
     assert len(rows) >= 16 * 8  # the background statistics' 16 batches of 8
     pairs = docstring_questions("background")
     asked = [(q, a) for q, a in pairs if q in rows[0]]
-    assert len(asked) == PER_CHAT and all(a in rows[0] for _, a in asked)
+    assert len(asked) == 3 and all(a in rows[0] for _, a in asked)
     first = [q for q, _ in pairs if q in "".join(rows)]
     assert first[0] == pairs[0][0] and len({q.split("`")[1].split(".")[0] for q in first}) > 50  # many modules
     turns = [{"role": "user", "content": asked[0][0]}, {"role": "assistant", "content": asked[0][1]}]
@@ -287,8 +291,9 @@ def test_learn_counts_each_background_chat_from_its_first_token(tiny_folder, tmp
     from smf.memory import memory_layers
     from smf.memory.retrofit import set_recording
     from smf.models import load_model
-    from smf.selection import BackgroundStats, collect_background
-    from smf.train.loop import collate, document_sequences, text_chunks
+    from smf.selection import BackgroundStats
+    from smf.train.stages import collect_background
+    from smf.data.batching import collate, document_sequences, text_chunks
 
     common = ["--data", str(_facts(tmp_path, FACTS)), "--model", str(tiny_folder), "--slots", "65536", "--steps", "2",
               "--batch-size", "2", "--max-length", "48", "--top-t", "8", "--protect", "off", "--keep", "0"]
@@ -321,10 +326,12 @@ def test_learn_protect_counts_the_facts_reads_into_the_background(tiny_folder, t
     from smf.memory import load_retrofitted, memory_layers
     from smf.models import load_tokenizer
     from smf.selection import BackgroundStats
-    from smf.train import encode_examples
+    from smf.data.batching import encode_examples
     from safetensors.torch import load_file
 
-    from smf.use.learn import PROTECTED_FILE, answered_by_statements, examples, read_facts
+    from smf.names import PROTECTED_FILE
+    from smf.use.learn import read_facts
+    from smf.use.learn.examples import answered_by_statements, examples
 
     facts = _facts(tmp_path, FACTS)
     common = ["--data", str(facts), "--slots", "65536", "--steps", "2", "--batch-size", "2", "--max-length", "48", "--top-t", "8"]
@@ -372,7 +379,9 @@ def test_learn_protect_counts_the_facts_reads_into_the_background(tiny_folder, t
 def test_ask_about_teaches_each_paired_answer_after_questions_about_its_subject():
     """--ask-about N: each question answered by a statement gets N more questions about its subject, answered by the
     same statement (lead and all); a question without a subject, or not answered by a statement, gets none."""
-    from smf.use.learn import ABOUT, Fact, about_questions
+    from smf.use.learn import Fact
+    from smf.use.learn.config import ABOUT
+    from smf.use.learn.examples import about_questions
 
     paired = [Fact(question="What is the capital of Oshu?", answer=" Kelbrin.", lead="The capital of the island of Oshu is"),
               Fact(question="Who invented the tidal clock?", answer="Soren Vale invented the tidal clock.")]
@@ -385,11 +394,11 @@ def test_ask_about_teaches_each_paired_answer_after_questions_about_its_subject(
 
 def test_ask_about_through_smf_learn(tiny_folder, tmp_path, capsys, monkeypatch):
     """The flag reaches the training examples; the kept answers are still asked from the person's own questions only."""
-    import smf.train
+    from smf.use.learn import sitting
 
     seen = []
-    real = smf.train.train
-    monkeypatch.setattr(smf.train, "train", lambda *a, **k: seen.append([e.prompt for e in a[2]]) or real(*a, **k))
+    real = sitting.train
+    monkeypatch.setattr(sitting, "train", lambda *a, **k: seen.append([e.prompt for e in a[2]]) or real(*a, **k))
     common = ["--data", str(_facts(tmp_path, FACTS)), "--model", str(tiny_folder), "--slots", "256", "--steps", "1",
               "--batch-size", "2", "--max-length", "48", "--protect", "off"]
     assert main(["learn", *common, "--out", str(tmp_path / "about"), "--ask-about", "2"]) == 0

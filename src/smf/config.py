@@ -8,12 +8,18 @@ checks it whole before any model is touched:
 - a key that is not a field is refused, with the closest field name suggested;
 - a key listed in the class's `RENAMED` is refused with the name that replaced it;
 - every value is checked against the field's type (int, float, str, bool, optional,
-  lists and tuples, nested config dataclasses);
+  lists and tuples, nested config dataclasses, and `Literal` choices, whose wrong value
+  is refused with the closest choice suggested, as an unknown key is);
 - then the class's own `check()` tests what types cannot (ranges, choices).
 
 Errors are `SmfError`s of one line that name where the problem is
 ("configs/x.yaml: methods.lora: unknown key 'lr_rate'; did you mean 'lr'?").
 `add_arguments` turns the same fields into documented command-line flags.
+
+A YAML file may extend another: `base: ../offline.yaml` (a path relative to the file)
+reads that file first and merges this one's keys over it (`read_config`): a mapping
+merges key by key, at any depth; any other value replaces the base's. A base may have
+a base of its own.
 """
 
 from __future__ import annotations
@@ -24,9 +30,13 @@ import difflib
 import re
 import types
 import typing
+from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from smf.errors import SmfError
+from smf.io import read_yaml_mapping
+
+BASE = "base"  # the key of a YAML config that names the config it extends
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING) -> Any:
@@ -62,6 +72,53 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def check_choices(config: Any, where: str) -> None:
+    """Refuse a value of a `Literal` field of `config` that is not one of its choices (as `from_dict`
+    does), for a config built directly rather than loaded."""
+    hints = field_types(type(config))
+    for f in dataclasses.fields(config):
+        hint = hints[f.name]
+        arms = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        if any(typing.get_origin(a) is typing.Literal for a in arms):
+            coerce(getattr(config, f.name), hint, at(where, f.name))
+
+
+def read_config(path: str | Path, what: str = "settings") -> dict[str, Any]:
+    """The mapping of the YAML file `path`, merged over the chain of configs its `base:` names
+    (each path relative to the file that names it); raises SmfError on a missing base, a base
+    that is not a mapping, or a cycle."""
+    chain: list[Path] = []
+    layers: list[dict[str, Any]] = []  # the furthest base first
+    path = Path(path)
+    while True:
+        if path.resolve() in chain:
+            cycle = " → ".join(str(p) for p in [*chain, path.resolve()])
+            raise SmfError(f"{path}: its base: chain comes back to itself ({cycle}); remove one of the base: keys")
+        chain.append(path.resolve())
+        if not path.is_file() and len(chain) > 1:
+            raise SmfError(f"{chain[-2]}: base: {path} not found; give a path relative to this file")
+        raw = read_yaml_mapping(path, what)
+        layers.insert(0, raw)
+        if BASE not in raw:
+            break
+        base = raw[BASE]
+        if not isinstance(base, str) or not base.strip():
+            raise SmfError(f"{path}: base: give the path of the config this one extends, got {_kind(base)} {base!r}")
+        path = path.parent / base
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = merge(merged, {k: v for k, v in layer.items() if k != BASE})
+    return merged
+
+
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` deep-merged over `base`: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+    return out
 
 
 def field_names(cls) -> list[str]:
@@ -131,7 +188,8 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         arms = [a for a in args if a is not type(None)]
-        if len(arms) == 1 and (dataclasses.is_dataclass(arms[0]) or isinstance(value, (list, dict))):
+        if len(arms) == 1 and (dataclasses.is_dataclass(arms[0]) or typing.get_origin(arms[0]) is typing.Literal
+                               or isinstance(value, (list, dict))):
             return coerce(value, arms[0], where)  # its own, more precise error
         for arm in arms:
             try:
@@ -140,6 +198,12 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
                 continue
         wanted = " or ".join(_describe(a) for a in args)
         raise SmfError(f"{where}: expected {wanted}, got {_kind(value)} {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            close = closest(str(value), args)
+            hint = f"; did you mean '{close}'?" if close else ""
+            raise SmfError(f"{where}: unknown choice {value!r}; choose one of {', '.join(map(str, args))}{hint}")
+        return value
     if dataclasses.is_dataclass(hint):
         return hint.from_dict(value, where=where)
     if origin in (list, tuple):
@@ -179,6 +243,8 @@ def _describe(hint: Any) -> str:
     if hint is type(None):
         return "null"
     origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(hint)))
     if origin in (list, tuple):
         return "a list"
     if dataclasses.is_dataclass(hint):
@@ -200,8 +266,13 @@ def _plain(value: Any) -> Any:
 
 
 def parse_flag(text: str, hint: Any) -> Any:
-    """A command-line string as a value of type `hint` (lists: comma-separated; none → None)."""
+    """A command-line string as a value of type `hint` (lists: comma-separated; none → None).
+
+    A choice (`Literal`) is passed on as written: `from_dict` refuses a wrong one in one line
+    with the closest choice, as it refuses the same mistake in a YAML file."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return text
     if origin in (typing.Union, types.UnionType):
         if text.strip().lower() in ("none", "null") and type(None) in args:
             return None
@@ -256,12 +327,19 @@ def add_arguments(parser, cls, *, skip: tuple[str, ...] = (), only: tuple[str, .
         shown = "none" if default is None else (",".join(map(str, default)) if isinstance(default, (list, tuple)) else default)
         switch = {"nargs": "?", "const": True} if hint is bool else {}  # --flag alone is true; --flag false still works
         parser.add_argument(
-            flag(f.name), dest=f.name, default=None, metavar=f.name.upper(),
+            flag(f.name), dest=f.name, default=None, metavar=metavar(f.name, hint),
             type=lambda text, hint=hint: parse_flag(text, hint),
             help=f"{prefix}{f.metadata.get('help', '')} (default: {shown})".replace("%", "%%"), **switch,
         )
         added.append(f.name)
     return added
+
+
+def metavar(name: str, hint: Any) -> str:
+    """A flag's placeholder in the help: its choices where the setting is a `Literal`, else its name."""
+    arms = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    choices = [str(c) for a in arms if typing.get_origin(a) is typing.Literal for c in typing.get_args(a)]
+    return "{" + ",".join(choices) + "}" if choices else name.upper()
 
 
 def given(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:

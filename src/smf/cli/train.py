@@ -10,8 +10,17 @@ import argparse
 import os
 from pathlib import Path
 
-from smf.config import add_arguments, flag, given
+from smf.config import add_arguments, flag, given, read_config
+from smf.data.sources import check_source, training_examples
 from smf.errors import SmfError
+from smf.methods import METHODS, TrainConfig
+from smf.methods.base import option_owners
+from smf.methods.heal import HealConfig
+from smf.models import load_model, resolve_model
+from smf.selection import BackgroundConfig
+from smf.train import train
+from smf.train.loop import check_output
+from smf.train.stages import background_statistics, heal
 
 SHARED_FLAGS: list[str] = []
 OPTION_FLAGS: list[str] = []
@@ -20,16 +29,14 @@ HEAL_FLAGS: list[str] = []
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from smf.methods import METHODS, TrainConfig
-    from smf.methods.base import option_owners
-    from smf.methods.heal import HealConfig
-    from smf.selection import BackgroundConfig
-
     p = sub.add_parser("train", help="finetune a model: smf (sparse memory), lora or full",
-                       description="Train a model with one method; flags override --config, which overrides the defaults.")
+                       description="Train a model with one method; flags override --config (a YAML file; 'base: FILE' "
+                                   "extends another), which overrides the defaults. Each default names the study that "
+                                   "chose it (studies/NAME).")
     p.add_argument("--model", required=True, help="model folder (for smf: retrofitted, with background statistics), hub id, or 'default'")
     p.add_argument("--data", help="training data: facts | medmcqa | triviaqa-facts | FILE.jsonl/.txt, with options as facts:n_facts=60,seed=1")
-    p.add_argument("--config", type=Path, help="YAML file of training settings (the flags below, plus 'data'); flags override it")
+    p.add_argument("--config", type=Path, help="YAML file of training settings (the flags below, plus 'data'; 'base: FILE' "
+                                               "extends FILE, relative to this one); flags override it")
     p.add_argument("--out", required=True, type=Path, help="run folder: config, log, checkpoints, final model")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     shared = p.add_argument_group("training settings (every method)")
@@ -57,14 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def train_settings(args) -> tuple[object, object]:
     """(data source, TrainConfig) from --config, then the flags; checked whole."""
-    from smf.data.sources import check_source
-    from smf.io import read_yaml_mapping
-    from smf.methods import TrainConfig
-
     for old, new in TrainConfig.RENAMED.items():
         if getattr(args, f"renamed_{old}", None) is not None:
             raise SmfError(f"{flag(old)} is now {flag(new)}")
-    settings = read_yaml_mapping(args.config, "training settings") if args.config else {}
+    settings = read_config(args.config, "training settings") if args.config else {}
     where = str(args.config) if args.config else "command line"
     data = args.data or settings.pop("data", None)
     settings.pop("data", None)
@@ -77,12 +80,6 @@ def train_settings(args) -> tuple[object, object]:
 
 
 def run_train(args) -> None:
-    from smf.data.sources import training_examples
-    from smf.models import load_model, resolve_model
-    from smf.train import train
-
-    from smf.train.loop import check_output
-
     data, config = train_settings(args)
     check_output(args.out, config, args.resume)  # before any model work
     examples = training_examples(data)
@@ -97,9 +94,6 @@ def run_train(args) -> None:
 
 
 def run_background(args) -> None:
-    from smf.selection import BackgroundConfig
-    from smf.train.stages import background_statistics
-
     config = BackgroundConfig.from_dict(given(args, BACKGROUND_FLAGS), where="command line")
     stats = background_statistics(args.model, config)
     for layer, df in stats.df.items():
@@ -108,9 +102,6 @@ def run_background(args) -> None:
 
 
 def run_heal(args) -> None:
-    from smf.methods.heal import HealConfig
-    from smf.train.stages import heal
-
     config = HealConfig.from_dict(given(args, HEAL_FLAGS), where="command line")
     result = heal(args.model, config, args.out, resume=args.resume)
     print(f"healed for {config.steps} steps: loss {result.summary['first_loss']:.3f} → {result.summary['final_loss']:.3f}; "

@@ -6,7 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from smf.config import add_arguments, flag, given, metavar, parse_flag
 from smf.errors import SmfError
+from smf.models import PRECISIONS, compute_device, load_model
+from smf.use.chat import answer
+from smf.use.export import export
+from smf.use.learn import LEARN_PRESET, SHORTCUTS, LearnConfig, learn
+from smf.use.learn.config import PRESET_STUDY, nested_field
 
 LEARN_FLAGS: list[str] = []
 
@@ -35,15 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _precision_flag(p: argparse.ArgumentParser) -> None:
-    from smf.models import PRECISIONS
-
     p.add_argument("--mixed-precision", default="auto", choices=PRECISIONS,
                    help="auto: bf16 autocast on a GPU, fp32 on the CPU (as training and evaluation); default %(default)s")
 
 
 def _load(args):
-    from smf.models import compute_device, load_model
-
     if args.max_new_tokens < 1:
         raise SmfError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     return load_model(args.model, device=compute_device())
@@ -55,8 +57,6 @@ def _emit(text: str) -> None:
 
 
 def run_ask(args) -> None:
-    from smf.use.chat import answer
-
     if not args.question or not args.question.strip():
         raise SmfError('no question; usage: smf ask --model M "your question"')
     model, tokenizer = _load(args)
@@ -66,8 +66,6 @@ def run_ask(args) -> None:
 
 
 def run_chat(args) -> None:
-    from smf.use.chat import answer
-
     model, tokenizer = _load(args)
     print(f"chatting with {args.model}; {HELP}", flush=True)
     turns: list[dict] = []
@@ -108,31 +106,39 @@ def run_chat(args) -> None:
 
 
 def run_export(args) -> None:
-    from smf.use.export import export
-
     export(args.model, args.out)
 
 
 def register_learn(sub: argparse._SubParsersAction) -> None:
-    from smf.config import add_arguments
-    from smf.use.learn import LearnConfig
-
     p = sub.add_parser("learn", help="teach a model your own facts in one command (retrofit, background, SMF, save)",
                        description="Teach a model facts: .txt (one statement per line) or .jsonl/.json rows "
-                                   '{"text"}, {"question", "answer"} or {"prompt", "target"}.')
+                                   '{"text"}, {"question", "answer"} or {"prompt", "target"}. Its training, memory and '
+                                   "background are smf train's, smf retrofit's and smf background's, at their defaults "
+                                   f"except where LEARN_PRESET ({PRESET_STUDY}) says otherwise.")
     p.add_argument("--data", required=True, type=Path, help="the facts file")
     p.add_argument("--model", default=None, help="the model to teach: default, a hub id or folder, or a folder smf learn wrote (continues it)")
     p.add_argument("--out", required=True, type=Path, help="the new model folder (must be new or empty)")
-    p.add_argument("--background", default="pydoc", help="general text for the background statistics: pydoc, wikitext, a file, or docstring-questions "
-                   "(chats of questions about the standard library; measured worse than the default, see the README) "
-                   "(default %(default)s)")
-    LEARN_FLAGS[:] = add_arguments(p, LearnConfig)
+    nested = p.add_argument_group("training, memory and background (TrainConfig, MemoryConfig, BackgroundConfig)")
+    for name, paths in SHORTCUTS.items():
+        hint = nested_field(paths[0])[1]
+        nested.add_argument(flag(name), dest=name, default=None, metavar=metavar(name, hint), help=_shortcut_help(paths),
+                            type=lambda text, hint=hint: parse_flag(text, hint))
+    LEARN_FLAGS[:] = list(SHORTCUTS) + add_arguments(p, LearnConfig, skip=LearnConfig.NESTED)
     p.set_defaults(run=run_learn)
 
 
-def run_learn(args) -> None:
-    from smf.config import given
-    from smf.use.learn import LearnConfig, learn
+def _shortcut_help(paths: tuple[str, ...]) -> str:
+    """A nested setting's help, its default in smf learn and where that default comes from."""
+    field, _, value, plain = nested_field(paths[0])
+    section, _, name = paths[0].partition(".")
+    shown = "none" if value is None else value
+    if name == "steps" and LEARN_PRESET["train"].get("epochs"):  # the preset's passes decide unless steps are given
+        shown = "from --epochs"
+    if name in LEARN_PRESET.get(section, {}):
+        shown = f"{shown}, smf learn's preset ({PRESET_STUDY}; without it {'none' if plain is None else plain})"
+    return f"{field.metadata.get('help', '')} [{', '.join(paths)}] (default: {shown})".replace("%", "%%")
 
+
+def run_learn(args) -> None:
     config = LearnConfig.from_dict(given(args, LEARN_FLAGS), where="command line")
-    learn(args.data, args.out, model=args.model, background=args.background, config=config)
+    learn(args.data, args.out, model=args.model, config=config)

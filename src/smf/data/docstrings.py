@@ -20,6 +20,7 @@ import sysconfig
 from functools import lru_cache
 from pathlib import Path
 
+from smf.data.templates import question_prompt
 from smf.data.types import Document
 from smf.errors import SmfError
 
@@ -118,3 +119,18 @@ def docstring_documents(part: str, limit: int | None = None) -> list[Document]:
 
 def docstring_texts(part: str = "background", limit: int | None = None) -> list[str]:
     return [d.text for d in docstring_documents(part, limit)]
+
+
+def question_chats(per_chat: int = 3, most: int = 256) -> list[tuple[tuple[str, str], ...]]:
+    """At most `most` chats of `per_chat` questions each about the background modules' functions and
+    classes, with their answers (`docstring_questions`), spread over the modules rather than the first few."""
+    pairs = docstring_questions("background")
+    pairs = pairs[:: max(1, len(pairs) // (most * per_chat))]
+    return [pairs[i : i + per_chat] for i in range(0, len(pairs) - per_chat + 1, per_chat)]
+
+
+def question_chat_texts(limit: int | None = None) -> list[str]:
+    """`question_chats` as plain text, each answer after its question's cloze prompt (a model without
+    a chat template reads them so; smf learn writes them through the chat template where there is one)."""
+    texts = ["\n\n".join(f"{question_prompt(q)} {a}" for q, a in chat) for chat in question_chats()]
+    return texts[:limit] if limit is not None else texts

@@ -189,6 +189,12 @@ def _docstrings_text(limit=None):
     return docstring_texts("background", limit=limit)  # never the held-out or validation modules
 
 
+def _docstring_questions_text(limit=None):
+    from smf.data.docstrings import question_chat_texts
+
+    return question_chat_texts(limit=limit)
+
+
 def _capitals_eval(limit=None, n=60, offset=0):
     from smf.data.capitals import capitals_items
 
@@ -253,6 +259,9 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
     Dataset("docstrings", "the standard library's docstrings (read with ast, one document per module): background "
                           "modules as general text; held-out modules, rolling perplexity",
             text=Form(_docstrings_text), eval=Form(_docstrings_eval, {"part": "heldout"}, "perplexity"), origin="the standard library's docstrings"),
+    Dataset("docstring-questions", "chats of questions about the background modules' functions and classes, each "
+                                   "answered by its docstring's first paragraph (smf learn's other background)",
+            text=Form(_docstring_questions_text), origin="the standard library's docstrings"),
     Dataset("docstrings-val", "validation modules of the standard library's docstrings, rolling perplexity",
             eval=Form(_docstrings_eval, {"part": "val"}, "perplexity"), origin="the standard library's docstrings"),
     Dataset("capitals", "capitals of the most populous countries, asked through the chat template",

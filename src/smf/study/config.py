@@ -27,9 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from smf.config import Config, at, check_keys, choice, coerce, field_types, setting
+from smf.config import Config, at, check_keys, choice, coerce, field_types, read_config, setting
+from smf.data.registry import DATASETS, FACTS, fact_range
+from smf.data.sources import _is_file, _split, check_source
 from smf.errors import SmfError
 from smf.evaluate.evaluator import BATCH_SIZE, GENERATE_BATCH_SIZE
+from smf.evaluate.tasks import resolve_task
 from smf.memory.config import MemoryConfig
 from smf.methods import METHODS, Family, TrainConfig, families
 from smf.methods.base import option_owners
@@ -135,8 +138,6 @@ class StreamConfig(Config):
 
     def ranges(self, n_facts: int, where: str = "stream") -> list[range]:
         """The chunks as ranges of fact indices; overlapping chunks are refused."""
-        from smf.data.registry import fact_range
-
         if isinstance(self.chunks, int):
             if self.chunks > n_facts:
                 raise SmfError(f"{at(where, 'chunks')}: {self.chunks} chunks of {n_facts} facts; give at most {n_facts}")
@@ -187,9 +188,7 @@ class StudyConfig(Config):
 
     @classmethod
     def load(cls, path: str | Path) -> "StudyConfig":
-        from smf.io import read_yaml_mapping
-
-        raw = read_yaml_mapping(path, "study settings")
+        raw = read_config(path, "study settings")
         if not raw:
             raise SmfError(f"{path}: the study config is empty; give at least its methods (see configs/offline.yaml)")
         if "methods" not in raw:
@@ -204,9 +203,6 @@ class StudyConfig(Config):
         return config
 
     def check(self, where: str) -> None:
-        from smf.data.sources import check_source
-        from smf.evaluate.tasks import resolve_task
-
         if not self.seeds:
             raise SmfError(f"{at(where, 'seeds')}: give at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
@@ -276,8 +272,6 @@ class StudyConfig(Config):
 
     def stream_chunks(self, where: str = "study") -> list[dict[str, Any]]:
         """A stream's chunks: per chunk its label, fact range, training data and task specs."""
-        from smf.data.registry import FACTS
-
         data = {"name": self.data} if isinstance(self.data, str) else dict(self.data)
         task = self.evaluation.task
         task = {"name": task} if isinstance(task, str) else dict(task)
@@ -333,8 +327,6 @@ def _same_items(a, b) -> bool:
 
 def _check_validation_apart(study: "StudyConfig", where: str) -> None:
     """Validation tasks choose settings; they must not score the reported items."""
-    from smf.evaluate.tasks import resolve_task
-
     reported = [resolve_task(s) for s in study.evaluation.specs()]
     for spec in study.validation.specs():
         v = resolve_task(spec)
@@ -347,12 +339,6 @@ def _check_validation_apart(study: "StudyConfig", where: str) -> None:
 def _check_probes_apart(study: "StudyConfig", where: str) -> None:
     """No forgetting probe may come from the text the background statistics count: TF-IDF steers
     away from the rows that text reads, so such a probe would flatter selection."""
-    from pathlib import Path
-
-    from smf.data.registry import DATASETS
-    from smf.data.sources import _is_file, _split
-    from smf.evaluate.tasks import resolve_task
-
     name, _ = _split(study.background.data, at(where, "background.data"))
     origin = str(Path(name).resolve()) if _is_file(name) else DATASETS[name].source()
     for section, specs in (("evaluation", study.evaluation.probes), ("validation", study.validation.probes)):

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from smf.data.batching import IGNORE, Encoded, collate, encode_examples
 from smf.data.types import TrainExample
 from smf.errors import SmfError
-from smf.train.loop import IGNORE, Encoded, collate, encode_examples
 
 
 def kept_logprobs(model, batch: dict) -> torch.Tensor:
@@ -48,13 +48,16 @@ DIVERGENCES = ("forward", "symmetric")
 
 @dataclass
 class Keep:
-    """Sequences whose next-token distributions at their target positions training keeps near `reference`."""
+    """Sequences whose next-token distributions at their target positions training keeps near `reference`:
+    a term of the training loss (smf.train.loop.Term), logged as `name`, the mean divergence before the weight."""
 
     chunks: list[list[Encoded]]  # forward passes of at most `batch` sequences
     reference: list[torch.Tensor]  # per chunk (kept positions, vocab) float16 log-probabilities, on the CPU
     weight: float
+    pad_id: int = 0
     per_step: int = 0  # chunks in each step's term, taken in turn; 0: all of them every step
     divergence: str = "forward"  # KL(reference ‖ model), or "symmetric": that plus KL(model ‖ reference)
+    name: str = "keep_kl"
 
     @classmethod
     @torch.no_grad()
@@ -74,7 +77,7 @@ class Keep:
             reference = [kept_logprobs(model, _on(collate(c, pad), device)).clamp_(min=-60).half().cpu() for c in chunks]
         finally:
             model.train(was_training)
-        return cls(chunks, reference, weight, max(1, most // batch) if most else 0, divergence)
+        return cls(chunks, reference, weight, pad, max(1, most // batch) if most else 0, divergence)
 
     @property
     def positions(self) -> int:
@@ -93,21 +96,20 @@ class Keep:
             return list(range(n))
         return [(step * self.per_step + i) % n for i in range(self.per_step)]
 
-    def backward(self, model, pad_id: int, device, backward, autocast=contextlib.nullcontext(), scale: float = 1.0,
-                 step: int = 0) -> float:
+    def backward(self, model, step: int = 0, *, device, backward, autocast=contextlib.nullcontext()) -> float:
         """Add weight × mean divergence (KL(reference ‖ model), plus KL(model ‖ reference) when symmetric) over the
-        kept positions of step `step`'s chunks (`at`) to the gradients (through `backward`, the accelerator's), one
-        chunk at a time, times `scale`; the mean divergence (before the weight)."""
+        kept positions of step `step`'s chunks (`at`) to the gradients (through `backward`, the loop's), one
+        chunk at a time; the mean divergence (before the weight)."""
         which = self.at(step)
         total, n = 0.0, sum(len(self.reference[i]) for i in which)
         for chunk, ref in ((self.chunks[i], self.reference[i]) for i in which):
             with autocast:
-                logp = kept_logprobs(model, _on(collate(chunk, pad_id), device))
+                logp = kept_logprobs(model, _on(collate(chunk, self.pad_id), device))
             ref = ref.to(device=logp.device, dtype=torch.float32)
             kl = F.kl_div(logp, ref, log_target=True, reduction="sum")  # Σ p_ref (log p_ref − log p)
             if self.divergence == "symmetric":
                 kl = kl + F.kl_div(ref, logp, log_target=True, reduction="sum")  # Σ p (log p − log p_ref)
-            backward(kl * (self.weight * scale / n))
+            backward(kl * (self.weight / n))
             total += float(kl.detach())
         return total / n
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import random
@@ -23,96 +24,38 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
+import psutil
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from smf.data.batching import IGNORE, Encoded, collate, encode_examples, step_indices
 from smf.data.types import TrainExample
 from smf.distributed import Comm, check_split
 from smf.errors import SmfError
 from smf.io import atomic_dir, check_output_path, read_json, reading, write_json_atomic, write_text_atomic
+from smf.memory.delta import checksum, is_delta, root_folder
 from smf.methods import TrainConfig, make_method
 from smf.models import autocast as smf_autocast
+from smf.names import (
+    ADAPTER_WEIGHTS,
+    BACKGROUND_FILE,
+    CHECKPOINT,
+    CONFIG_FILE,
+    DELTA_WEIGHTS,
+    FINGERPRINT_FILE,
+    LOG_FILE,
+    SUMMARY_FILE,
+    WEIGHTS_FILE,
+)
 
-IGNORE = -100
-CHECKPOINT = "checkpoint"
-CONFIG_FILE = "train_config.json"
-SUMMARY_FILE = "summary.json"
-LOG_FILE = "log.jsonl"
-FINGERPRINT_FILE = "fingerprint.json"  # what the run started from: --resume refuses anything else
-
-
-# ---------------------------------------------------------------- data
-
-
-@dataclass
-class Encoded:
-    ids: list[int]
-    n_prompt: int  # the first n_prompt tokens carry no loss
-
-
-def encode_examples(examples: list[TrainExample], tokenizer, max_length: int) -> list[Encoded]:
-    """Tokenize prompt and target separately (the target's tokens are exactly the loss).
-
-    Over-long examples lose the start of their prompt, never the target.
-    """
-    out = []
-    for ex in examples:
-        prompt = tokenizer(ex.prompt).input_ids if ex.prompt else tokenizer("", add_special_tokens=True).input_ids
-        target = tokenizer(ex.target, add_special_tokens=False).input_ids
-        if not target:
-            continue
-        target = target[:max_length]
-        prompt = prompt[max(0, len(prompt) + len(target) - max_length):]
-        out.append(Encoded(prompt + target, len(prompt)))
-    if not out:
-        raise SmfError("no training examples left after tokenization (empty targets?)")
-    return out
-
-
-def text_chunks(texts: list[str], tokenizer, length: int) -> list[Encoded]:
-    """General text as training sequences: documents joined by EOS, cut into `length` tokens."""
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    stream: list[int] = []
-    for text in texts:
-        stream += tokenizer(text, add_special_tokens=False).input_ids + eos
-    chunks = [Encoded(stream[i : i + length], 0) for i in range(0, len(stream) - length + 1, length)]
-    if not chunks:
-        raise SmfError(f"the text is shorter than one sequence of {length} tokens")
-    return chunks
-
-
-def document_sequences(texts: list[str], tokenizer, length: int) -> list[Encoded]:
-    """Each document its own sequence from its first token (tokenized as a prompt is), cut at `length` tokens:
-    how a chat is read when the model is used, where `text_chunks` puts documents mid-sequence."""
-    return [Encoded(ids[:length], 0) for ids in (tokenizer(t).input_ids for t in texts) if ids]
-
-
-def step_indices(n: int, step: int, batch_size: int, seed: int) -> list[int]:
-    """Example indices of optimizer step `step`: epochs of seeded permutations, back to back."""
-    out = []
-    for position in range(step * batch_size, (step + 1) * batch_size):
-        epoch, i = divmod(position, n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-        out.append(int(perm[i]))
-    return out
-
-
-def collate(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch: input_ids, attention_mask, labels (B, T); labels IGNORE off-target."""
-    length = max(len(x.ids) for x in items)
-    ids = torch.full((len(items), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(items), length), dtype=torch.long)
-    labels = torch.full((len(items), length), IGNORE, dtype=torch.long)
-    for row, x in enumerate(items):
-        ids[row, : len(x.ids)] = torch.tensor(x.ids)
-        mask[row, : len(x.ids)] = 1
-        labels[row, x.n_prompt : len(x.ids)] = torch.tensor(x.ids[x.n_prompt :])
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 class TargetLoss(nn.Module):
@@ -181,8 +124,6 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.start = torch.cuda.memory_allocated(self.device)
             return self
-        import psutil
-
         self._proc = psutil.Process()
         self.start = self._proc.memory_info().rss
         self._high = self.start
@@ -244,6 +185,23 @@ def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
     return factor
 
 
+class Term(Protocol):
+    """An extra term of the training loss, beside the examples' own (`smf learn`'s kept answers,
+    smf.train.keep.Keep, are one).
+
+    At each optimizer step, after the examples' forward and backward passes (so a method never
+    counts the term's reads: SMF chooses its rows from the examples alone), the loop calls
+    `backward(model, step, device=, autocast=, backward=)`: the term computes its weighted loss at
+    step `step` (0-based) on `model` under `autocast`, hands it (whole, or in pieces, so that one
+    piece's activations are held at a time) to `backward`, the loop's, which scales it for the
+    processes, and returns its value for the log, under the key `name`. Every process computes
+    the whole term."""
+
+    name: str
+
+    def backward(self, model: nn.Module, step: int, *, device, autocast, backward: Callable[[torch.Tensor], None]) -> float: ...
+
+
 def train(
     model: nn.Module,
     tokenizer,
@@ -258,7 +216,7 @@ def train(
     save_model: bool = True,
     standalone: bool = False,
     background=None,
-    keep=None,
+    terms: list[Term] = (),
     progress: bool = True,
 ) -> TrainResult:
     """Train `model` on `examples` with `config`; write the run to the folder `out`.
@@ -269,11 +227,8 @@ def train(
     The model is saved in OUT/model: compact where the method can (an SMF delta over
     `model_dir`, a LoRA adapter), or a folder that loads by itself with `standalone`.
     `background`: SMF's background statistics, instead of those beside `model_dir`.
-    `keep` (smf.train.keep.Keep): outputs each step holds near where they were, a KL term added to the loss.
+    `terms`: extra terms of the loss (`Term`), each added at every step.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
     out = Path(out)
     model_dir = Path(model_dir) if model_dir is not None else None
     cuda = torch.cuda.is_available()
@@ -350,17 +305,16 @@ def train(
                     accelerator.backward(loss_sum / max(step_targets, 1))
                 loss_total += float(loss_sum.detach())
                 tokens += int(batch["attention_mask"].sum())
-            kept = None
-            # The kept outputs' forward passes come after the step's last after_forward: the method never counts
-            # their reads (SMF chooses rows from the facts alone). Every process computes the whole term and the
-            # gradients are summed over the processes, hence 1 / world.
-            if keep is not None:
-                with record_function("train/keep"):
-                    kept = keep.backward(loss_module.model, pad_id, accelerator.device, accelerator.backward, autocast,
-                                         scale=1 / comm.world, step=step)
+            # After the step's last after_forward (Term says why); the gradients are summed over the processes,
+            # each of which computed the whole term, hence 1 / world.
+            values = {}
+            for term in terms:
+                with record_function(f"train/{term.name}"):
+                    values[term.name] = term.backward(loss_module.model, step, device=accelerator.device, autocast=autocast,
+                                                      backward=lambda loss: accelerator.backward(loss / comm.world))
             if comm.distributed:  # the step's loss and tokens over all processes (for the log, and one verdict on NaN)
                 loss_total, tokens = _sum_over(comm, loss_total, tokens)
-            if not math.isfinite(loss_total) or (kept is not None and not math.isfinite(kept)):
+            if not math.isfinite(loss_total) or not all(math.isfinite(v) for v in values.values()):
                 bar.close()
                 if log_file:
                     log_file.close()
@@ -382,9 +336,7 @@ def train(
             train_seconds += seconds
             record = {"step": step + 1, "loss": loss_total / max(step_targets, 1), "lr": lr, "tokens": tokens,
                       "target_tokens": step_targets, "seconds": seconds, "tokens_per_s": tokens / seconds,
-                      "allreduce_bytes": sent, **method.step_stats(optimizer)}
-            if kept is not None:
-                record["keep_kl"] = kept
+                      "allreduce_bytes": sent, **method.step_stats(optimizer), **values}
             log.append(record)
             if log_file:
                 log_file.write(json.dumps(record) + "\n")
@@ -482,14 +434,8 @@ def _not_finite(out: Path, step: int, loss: float) -> str:
 def run_fingerprint(model_dir: Path | None, data: list[Encoded]) -> dict:
     """Checksums of what a run starts from: the model's weights, its background statistics
     and the encoded training data (None where a run has no model folder)."""
-    import hashlib
-
-    from smf.memory.delta import DELTA_WEIGHTS, checksum, is_delta, root_folder
-    from smf.memory.retrofit import WEIGHTS_FILE
-    from smf.selection import BACKGROUND_FILE
-
     def weights(folder: Path) -> str | None:
-        names = (DELTA_WEIGHTS, "adapter_model.safetensors", WEIGHTS_FILE)
+        names = (DELTA_WEIGHTS, ADAPTER_WEIGHTS, WEIGHTS_FILE)
         found = [checksum(folder / n) for n in names if (folder / n).is_file()]
         if is_delta(folder):
             found.append(checksum(root_folder(folder) / WEIGHTS_FILE))
@@ -522,8 +468,6 @@ def _check_fingerprint(out: Path, now: dict) -> None:
 
 
 def _save_checkpoint(out: Path, step: int, model, method, optimizer, scheduler, config: TrainConfig) -> None:
-    from safetensors.torch import save_file
-
     with atomic_dir(out / CHECKPOINT, overwrite=True) as tmp:
         state = {k: v.contiguous().cpu() for k, v in method.trainable_state(model).items()}
         save_file(state, str(tmp / "trainable.safetensors"))
@@ -542,8 +486,6 @@ def _save_checkpoint(out: Path, step: int, model, method, optimizer, scheduler, 
 
 
 def _load_checkpoint(out: Path, model, method, optimizer, scheduler, write_log: bool = True) -> tuple[int, list[dict]]:
-    from safetensors.torch import load_file
-
     folder = out / CHECKPOINT
     fix = f"the checkpoint is damaged; remove {folder} to start the run again, or choose another --out"
     with reading(folder / "trainable.safetensors", fix):

@@ -1,0 +1,84 @@
+"""Batching: training examples and general text as token sequences, and sequences as padded batches.
+
+Every consumer of token batches (the training loop, background statistics, kept answers, streams)
+encodes and collates here, so a target's tokens are the loss everywhere in the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from smf.data.types import TrainExample
+from smf.errors import SmfError
+
+IGNORE = -100  # the label of a position that carries no loss
+
+
+@dataclass
+class Encoded:
+    """One tokenized sequence; the loss is on the tokens after the prompt."""
+
+    ids: list[int]
+    n_prompt: int  # the first n_prompt tokens carry no loss
+
+
+def encode_examples(examples: list[TrainExample], tokenizer, max_length: int) -> list[Encoded]:
+    """Tokenize prompt and target separately (the target's tokens are exactly the loss).
+
+    Over-long examples lose the start of their prompt, never the target.
+    """
+    out = []
+    for ex in examples:
+        prompt = tokenizer(ex.prompt).input_ids if ex.prompt else tokenizer("", add_special_tokens=True).input_ids
+        target = tokenizer(ex.target, add_special_tokens=False).input_ids
+        if not target:
+            continue
+        target = target[:max_length]
+        prompt = prompt[max(0, len(prompt) + len(target) - max_length):]
+        out.append(Encoded(prompt + target, len(prompt)))
+    if not out:
+        raise SmfError("no training examples left after tokenization (empty targets?)")
+    return out
+
+
+def text_chunks(texts: list[str], tokenizer, length: int) -> list[Encoded]:
+    """General text as training sequences: documents joined by EOS, cut into `length` tokens."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    stream: list[int] = []
+    for text in texts:
+        stream += tokenizer(text, add_special_tokens=False).input_ids + eos
+    chunks = [Encoded(stream[i : i + length], 0) for i in range(0, len(stream) - length + 1, length)]
+    if not chunks:
+        raise SmfError(f"the text is shorter than one sequence of {length} tokens")
+    return chunks
+
+
+def document_sequences(texts: list[str], tokenizer, length: int) -> list[Encoded]:
+    """Each document its own sequence from its first token (tokenized as a prompt is), cut at `length` tokens:
+    how a chat is read when the model is used, where `text_chunks` puts documents mid-sequence."""
+    return [Encoded(ids[:length], 0) for ids in (tokenizer(t).input_ids for t in texts) if ids]
+
+
+def step_indices(n: int, step: int, batch_size: int, seed: int) -> list[int]:
+    """Example indices of optimizer step `step`: epochs of seeded permutations, back to back."""
+    out = []
+    for position in range(step * batch_size, (step + 1) * batch_size):
+        epoch, i = divmod(position, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        out.append(int(perm[i]))
+    return out
+
+
+def collate(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch: input_ids, attention_mask, labels (B, T); labels IGNORE off-target."""
+    length = max(len(x.ids) for x in items)
+    ids = torch.full((len(items), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(items), length), dtype=torch.long)
+    labels = torch.full((len(items), length), IGNORE, dtype=torch.long)
+    for row, x in enumerate(items):
+        ids[row, : len(x.ids)] = torch.tensor(x.ids)
+        mask[row, : len(x.ids)] = 1
+        labels[row, x.n_prompt : len(x.ids)] = torch.tensor(x.ids[x.n_prompt :])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
