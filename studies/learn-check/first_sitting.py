@@ -24,7 +24,7 @@ from learn_check import FACTS, changes, probes, recorded_base, score  # this fol
 def about_rows(path: Path, n: int) -> list[dict]:
     """The rows of `path` and, per question with a subject, `n` questions about it with the same short answer."""
     from smf.use.anchors import subject
-    from smf.use.learn import ABOUT
+    from smf.use.learn.config import ABOUT
 
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     extra = []
