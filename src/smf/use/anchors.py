@@ -2,7 +2,7 @@
 
 Teaching "What is the capital of Oshu?" moves the rows that every question of the relation
 reads at its answer ("the capital of … is"), whatever the place, so the model starts to answer
-France's capital with the taught one (README, "Where the damage comes from"). TF-IDF trains the
+France's capital with the taught one (studies/learn-check/README.md, "Where the damage comes from"). TF-IDF trains the
 rows a batch reads that the background seldom reads; a background of general text holds few
 such questions, so those shared rows look specific to the facts. An anchor is one of the
 person's questions with its subject swapped for a made-up name ("What is the capital of
@@ -10,7 +10,7 @@ Mirilber?"), answered by the model itself (greedy, its first sentence). `smf lea
 per question (--anchors, 1 by default) and, for that sitting only, counts every row they read as
 read by every document of the background statistics (--anchor-reads exclude, the default): TF-IDF
 scores it 0 and the sitting trains only rows that no anchor reads, the rows the taught subject
-reads alone (README, "Rows the anchors read, left out"). `--anchor-reads document` counts each
+reads alone (studies/learn-check/README.md, "Rows the anchors read, left out"). `--anchor-reads document` counts each
 anchor as one document instead: rows that any subject of the relation reads become common and
 score low, but can still be chosen.
 

@@ -28,7 +28,7 @@ def answered_by_statements(facts: list[Fact], lead: bool = False) -> list[Fact]:
     taught again on its own. Other facts are kept as they are. Why: a chat model answers in
     sentences that carry its recall ("The capital of China is Beijing."); taught one- to
     three-word answers, it answers every question that way and mostly wrongly (measured in
-    the README, "Where the damage comes from").
+    studies/learn-check/README.md, "Where the damage comes from").
     """
     statements = {j: _words(f.text) for j, f in enumerate(facts) if f.text is not None}
     holding: dict[str, list[int]] = {}  # word -> the statements that hold it, in file order
@@ -58,7 +58,7 @@ def about_questions(paired: list[Fact], n: int) -> list[Fact]:
     (smf.use.anchors.subject: "Oshu" in "What is the capital of Oshu?"), each answered as that question is:
     "Tell me about Oshu." → "The capital of the island of Oshu is Kelbrin." Why: taught under one question, the
     answer is read at positions whose memory reads hang on that question's words, and the same fact asked in other
-    words reads other rows (README, "Teach it your own facts"); the same answer after other questions about the
+    words reads other rows (studies/learn-check/README.md); the same answer after other questions about the
     subject trains the rows that the answer's own words read."""
     out = []
     for fact in paired if n else []:
