@@ -150,3 +150,20 @@ def test_offline_page_states_the_published_run_time():
     runs = json.loads((ROOT / "studies" / "offline" / "results" / "results.json").read_text())["runs"]
     assert int(found.group(2)) == len(runs)
     assert int(found.group(1)) == round(sum(r["wall_seconds"] + r["eval_seconds"] for r in runs))
+
+
+SCRIPTS = sorted((ROOT / "studies").rglob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[str(s.relative_to(ROOT / "studies")) for s in SCRIPTS])
+def test_study_scripts_use_public_names_only(script):
+    """A study's script is an example of the public API: no private smf name, no sys.path edit."""
+    import ast
+
+    tree = ast.parse(script.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("smf"):
+            private = [a.name for a in node.names if a.name.startswith("_")] + [p for p in node.module.split(".") if p.startswith("_")]
+            assert not private, f"{script.name} imports private smf names {private}"
+        if isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", None) == "sys":
+            raise AssertionError(f"{script.name} edits sys.path")
