@@ -50,7 +50,7 @@ def main(folder: Path, settings: dict) -> None:
         facts = folder / "facts.jsonl"
         facts.write_text("".join(json.dumps(r) + "\n" for r in about_rows(FACTS / "first.jsonl", n_about)))
     start = time.time()
-    learn(facts, folder / "sitting1", background="pydoc", config=config, progress=False)
+    learn(facts, folder / "sitting1", config=config, progress=False)
     took = time.time() - start
     one, tokenizer = load_model(folder / "sitting1")
     taught, heldout = score(one, tokenizer, FACTS / "first.jsonl"), score(one, tokenizer, FACTS / "first_heldout.jsonl")

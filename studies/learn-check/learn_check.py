@@ -60,7 +60,7 @@ def probes(model, tokenizer) -> dict:
 
 def changes(now: dict, base: dict) -> dict:
     """Each probe's change from base in points, with its paired standard error over items."""
-    from smf.study.results import paired_stderr
+    from smf.stats import paired_stderr
 
     return {n: [100 * (now[n] - base[n]), paired_stderr(now["records"][n], base["records"][n])] for n in base["records"]}  # points
 
@@ -94,7 +94,7 @@ def main(folder: Path, settings: dict) -> None:
     from smf.models import load_model
     from smf.use.learn import LearnConfig, learn
 
-    background = settings.pop("background", "pydoc")
+    background = settings.get("background", "pydoc")  # a LearnConfig shortcut: stays in settings
     replay = int(settings.pop("replay", 0))
     n_anchors = int(settings.pop("anchor_rows", 0))
     base_from = settings.pop("base_from", None)
@@ -118,7 +118,7 @@ def main(folder: Path, settings: dict) -> None:
                       "first_taught": base_probes.get("first_taught") or score(base, tokenizer, FACTS / "first.jsonl")[:2]}
     sitting1 = Path(taught_first) if taught_first else folder / "sitting1"
     if not taught_first:
-        learn(first, sitting1, background=background, config=config, progress=False)
+        learn(first, sitting1, config=config, progress=False)
     one, _ = load_model(sitting1)
     t1 = score(one, tokenizer, FACTS / "first.jsonl")
     h1 = score(one, tokenizer, FACTS / "first_heldout.jsonl")

@@ -67,7 +67,7 @@ def main(folder: Path, settings: dict) -> None:
     from smf.models import load_model
     from smf.use.learn import LearnConfig, learn
 
-    background = settings.pop("background", "pydoc")
+    background = settings.get("background", "pydoc")  # a LearnConfig shortcut: stays in settings
     model_dir = settings.pop("model", None)  # a folder with memory and background statistics (healed_keys.py)
     facts = Path(settings.pop("facts", FACTS / "first.jsonl"))
     statements = settings.get("answers") == "statements" and settings.pop("answers")
@@ -77,7 +77,7 @@ def main(folder: Path, settings: dict) -> None:
         rows = [r for r in map(json.loads, filter(str.strip, facts.read_text().splitlines())) if "text" in r]
         facts = folder / "statements_only.jsonl"
         facts.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    learn(facts, folder / "sitting1", model=model_dir, background=background, config=config, progress=False, say=lambda s: None)
+    learn(facts, folder / "sitting1", model=model_dir, config=config, progress=False, say=lambda s: None)
     model, tokenizer = load_model(folder / "sitting1")
     model.eval()
     changed = {i: mem.values.detach().abs().sum(-1) > 0 for i, mem in memory_layers(model).items()}

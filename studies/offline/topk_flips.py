@@ -21,7 +21,7 @@ from smf.data.sources import general_texts
 from smf.io import write_json_atomic
 from smf.memory import MemoryConfig, memory_layers, retrofit, set_recording
 from smf.models import load_model
-from smf.train import collate, text_chunks
+from smf.data.batching import collate, text_chunks
 
 
 

@@ -32,7 +32,7 @@ def run(*args: str) -> None:
 
 
 def summary(base: dict, trained: dict) -> dict:
-    from smf.study.results import paired_stderr
+    from smf.stats import paired_stderr
 
     out = {}
     for label, task in base["tasks"].items():
