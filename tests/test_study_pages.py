@@ -157,13 +157,18 @@ SCRIPTS = sorted((ROOT / "studies").rglob("*.py"))
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[str(s.relative_to(ROOT / "studies")) for s in SCRIPTS])
 def test_study_scripts_use_public_names_only(script):
-    """A study's script is an example of the public API: no private smf name, no sys.path edit."""
+    """A study's script is an example of the public API: no private smf name, no sys.path edit,
+    and every smf name it imports still exists (the scripts run for hours, so no test runs them)."""
     import ast
+    import importlib
 
     tree = ast.parse(script.read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("smf"):
             private = [a.name for a in node.names if a.name.startswith("_")] + [p for p in node.module.split(".") if p.startswith("_")]
             assert not private, f"{script.name} imports private smf names {private}"
+            module = importlib.import_module(node.module)
+            gone = [a.name for a in node.names if not hasattr(module, a.name)]
+            assert not gone, f"{script.name}: {node.module} has no {gone}"
         if isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", None) == "sys":
             raise AssertionError(f"{script.name} edits sys.path")
