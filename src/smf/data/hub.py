@@ -22,6 +22,7 @@ Conventions follow lm-evaluation-harness (tasks `medmcqa`, `triviaqa`, `wikitext
 from __future__ import annotations
 
 import numbers
+import random
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -80,7 +81,7 @@ def _hub_label(hub_path: str, hub_name: str | None, split: str) -> str:
 def _hub_rows(hub_path: str, hub_name: str | None, split: str, limit: int | None) -> list[dict]:
     label = _hub_label(hub_path, hub_name, split)
     try:
-        import datasets
+        import datasets  # optional and heavy: only a hub dataset needs it
     except ImportError:
         raise SmfError(f"loading {label} from the hub needs the datasets package: pip install datasets") from None
     split_spec = split if limit is None else f"{split}[:{limit}]"
@@ -392,8 +393,6 @@ def load_oasst1(
     sampled rows: `seed` shuffles the rows (None keeps their order) before `limit` takes
     the first ones; `lang` keeps one language (e.g. "en"; None keeps all).
     """
-    import random
-
     _check_limit(limit)
     label = str(source) if source is not None else _hub_label(OASST1_HUB, None, split)
     rows = load_rows(source, hub_path=OASST1_HUB, hub_name=None, split=split)

@@ -9,9 +9,8 @@ A dataset has up to three forms, each a loader with its options and their defaul
   the prompt templates of `smf.data.templates`; `prompt` style for qa).
 
 Hub datasets take a `source` option: None loads them from the Hugging Face hub, a
-path reads a local file in the hub dataset's schema. Adding a dataset or a task is
-one `Dataset` entry in `DATASETS`; loaders import their modules on first use, so
-importing this registry stays cheap.
+path reads a local file in the hub dataset's schema (the `datasets` library is imported
+only then). Adding a dataset or a task is one `Dataset` entry in `DATASETS`.
 """
 
 from __future__ import annotations
@@ -22,7 +21,24 @@ from typing import Any, Callable, Mapping
 
 from smf.config import closest
 from smf.data import facts as _facts_module
-from smf.data.hub import MEDMCQA_HUB, TRIVIAQA_CONFIG, TRIVIAQA_HUB
+from smf.data.capitals import capitals_items
+from smf.data.docstrings import docstring_documents, docstring_texts, question_chat_texts
+from smf.data.hub import (
+    MEDMCQA_HUB,
+    TRIVIAQA_CONFIG,
+    TRIVIAQA_HUB,
+    load_medmcqa,
+    load_nq_open,
+    load_oasst1,
+    load_triviaqa,
+    load_wikitext,
+    load_wikitext_lines,
+    medmcqa_train_examples,
+    triviaqa_fact_examples,
+)
+from smf.data.pydoc import pydoc_documents, pydoc_texts
+from smf.data.types import TrainExample
+from smf.data.world import world_items
 from smf.errors import SmfError
 
 
@@ -105,38 +121,26 @@ def _facts_eval(split: str, form: str) -> Callable[..., list]:
 
 
 def _medmcqa_train(limit=None, source=None, split="train", explanation=True):
-    from smf.data.hub import medmcqa_train_examples
-
     return medmcqa_train_examples(source=source, split=split, limit=limit, explanation=explanation)
 
 
 def _triviaqa_facts_train(limit=None, source=None, split="train", form="statement"):
-    from smf.data.hub import triviaqa_fact_examples
-
     return triviaqa_fact_examples(source=source, split=split, limit=limit, form=form)
 
 
 def _medmcqa_eval(limit=None, source=None, split="validation", choice_type=None):
-    from smf.data.hub import load_medmcqa
-
     return load_medmcqa(source=source, split=split, limit=limit, choice_type=choice_type)
 
 
 def _triviaqa_eval(limit=None, source=None, split="validation"):
-    from smf.data.hub import load_triviaqa
-
     return load_triviaqa(source=source, split=split, limit=limit)
 
 
 def _wikitext_eval(limit=None, source=None, split="test", version="wikitext-2-raw-v1"):
-    from smf.data.hub import load_wikitext
-
     return load_wikitext(source=source, split=split, version=version, limit=limit)
 
 
 def _wikitext_lines_eval(limit=None, source=None, split="test", version="wikitext-103-v1"):
-    from smf.data.hub import load_wikitext_lines
-
     return load_wikitext_lines(source=source, split=split, version=version, limit=limit)
 
 
@@ -144,20 +148,14 @@ OASST1 = {"source": None, "split": "train", "lang": None, "seed": None}
 
 
 def _oasst1_text(limit=None, **options):
-    from smf.data.hub import load_oasst1
-
     return load_oasst1(limit=limit, **options)
 
 
 def _oasst1_train(limit=None, **options):
-    from smf.data.types import TrainExample
-
     return [TrainExample(prompt="", target=text) for text in _oasst1_text(limit=limit, **options)]
 
 
 def _nq_open_eval(limit=None, source=None, split="validation"):
-    from smf.data.hub import load_nq_open
-
     return load_nq_open(source=source, split=split, limit=limit)
 
 
@@ -166,44 +164,30 @@ def _wikitext_text(limit=None, source=None, split="train", version="wikitext-2-r
 
 
 def _pydoc_eval(limit=None, part="heldout"):
-    from smf.data.pydoc import pydoc_documents
-
     return pydoc_documents(part=part, limit=limit)
 
 
 def _pydoc_text(limit=None):
-    from smf.data.pydoc import pydoc_texts
-
     return pydoc_texts("background", limit=limit)  # never the held-out or validation parts
 
 
 def _docstrings_eval(limit=None, part="heldout"):
-    from smf.data.docstrings import docstring_documents
-
     return docstring_documents(part=part, limit=limit)
 
 
 def _docstrings_text(limit=None):
-    from smf.data.docstrings import docstring_texts
-
     return docstring_texts("background", limit=limit)  # never the held-out or validation modules
 
 
 def _docstring_questions_text(limit=None):
-    from smf.data.docstrings import question_chat_texts
-
     return question_chat_texts(limit=limit)
 
 
 def _capitals_eval(limit=None, n=60, offset=0):
-    from smf.data.capitals import capitals_items
-
     return _cut(capitals_items(n=n, offset=offset), limit)
 
 
 def _world_eval(limit=None, half="test", per_kind=100):
-    from smf.data.world import world_items
-
     return _cut(world_items(half=half, per_kind=per_kind), limit)
 
 

@@ -69,11 +69,11 @@ def _read_arrow(path: Path, suffix: str, fix: str) -> list[dict]:
     # reads as integers, as it does through `datasets`.
     try:
         if suffix == ".parquet":
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # optional (comes with datasets): only parquet and csv rows need it
 
             table = pq.read_table(path)
         else:
-            import pyarrow.csv as pacsv
+            import pyarrow.csv as pacsv  # optional, as above
 
             # Empty cells read as None, as `datasets` (through pandas) reads them.
             table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))

