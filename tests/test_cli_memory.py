@@ -7,12 +7,9 @@ from smf.cli import main
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
+def tiny_folder(tmp_path_factory, tokenizer):
     """A tiny random Llama with the default model's tokenizer, saved as a model folder."""
-    from smf.models import load_tokenizer
-
     path = tmp_path_factory.mktemp("tiny") / "model"
-    tokenizer = load_tokenizer()
     model = tiny_model(vocab_size=len(tokenizer))
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -26,11 +26,6 @@ MEM = MemoryConfig(layers=(1, 3), slots=4096, heads=2, topk=4, key_dim=16)
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer()
-
-
-@pytest.fixture(scope="module")
 def retro(tmp_path_factory, tokenizer):
     """A tiny retrofitted folder with background statistics."""
     return memory_folder(tmp_path_factory.mktemp("compact") / "retro", tokenizer, MEM, "alpha beta gamma delta " * 40)
@@ -86,7 +81,7 @@ def test_transformers_refuses_a_delta_folder(smf_run):
         AutoModelForCausalLM.from_pretrained(smf_run[0] / "model", trust_remote_code=True)
 
 
-def test_a_changed_moved_or_missing_base_is_refused_clearly(smf_run, retro, tmp_path):
+def test_a_changed_moved_or_missing_base_is_refused_clearly(smf_run, retro, tokenizer, tmp_path):
     out, result = smf_run
     # run and base moved together: the relative pointer still finds the base
     moved = tmp_path / "moved"
@@ -98,7 +93,7 @@ def test_a_changed_moved_or_missing_base_is_refused_clearly(smf_run, retro, tmp_
     meta["base_absolute"] = str(tmp_path / "nowhere")
     meta_file.write_text(json.dumps(meta))
     loaded, _ = load_model(moved / "runs" / "smf")
-    assert torch.equal(logits(loaded, load_tokenizer()), logits(result.model, load_tokenizer()))
+    assert torch.equal(logits(loaded, tokenizer), logits(result.model, tokenizer))
     # a base whose weights changed since: refused, never combined
     from safetensors.torch import load_file, save_file
 

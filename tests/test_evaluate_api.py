@@ -10,15 +10,13 @@ from smf.errors import SmfError
 from smf.data.registry import DATASETS
 from smf.evaluate import evaluate, load_task, task_names
 from smf.evaluate.tasks import resolve_task
-from smf.models import load_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MEDMCQA = str(FIXTURES / "medmcqa_validation.jsonl")
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    tokenizer = load_tokenizer()
+def tiny(tokenizer):
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,

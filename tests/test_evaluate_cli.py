@@ -8,15 +8,13 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from smf.cli import main
-from smf.models import load_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
+def tiny_folder(tmp_path_factory, tokenizer):
     """A saved tiny random Llama with the default model's tokenizer (no downloads)."""
-    tokenizer = load_tokenizer()
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,

@@ -12,12 +12,6 @@ from smf.data.templates import cloze_prompt, letter_prompt
 from smf.evaluate.mcq import build_requests, score_mcq
 from smf.evaluate.perplexity import count_words, rolling_loglikelihoods, rolling_windows
 from smf.evaluate.tokens import encode_pair, encode_text, prefix_token_id
-from smf.models import load_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,11 @@ from smf.cli import main
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, tokenizer):
     """Model folders and runs the cases start from (never changed by a case)."""
     from smf.memory import MemoryConfig, retrofit, save_retrofitted
-    from smf.models import load_tokenizer
 
     root = tmp_path_factory.mktemp("world")
-    tokenizer = load_tokenizer()
     plain = root / "plain"
     tiny_model(vocab_size=len(tokenizer)).save_pretrained(plain)
     tokenizer.save_pretrained(plain)
@@ -175,18 +173,16 @@ def test_there_are_at_least_30_cases():
     assert len(CASES) >= 30
 
 
-def test_a_nan_loss_stops_the_run_and_its_checkpoint_resumes(tmp_path):
+def test_a_nan_loss_stops_the_run_and_its_checkpoint_resumes(tmp_path, tokenizer):
     """Inject a NaN into the weights after step 3: step 4's loss is NaN, the run stops with one
     line naming the step, nothing of step 4 is applied, and the step-2 checkpoint resumes to
     the same weights as a run that never broke."""
     import torch
 
     from smf.errors import SmfError
-    from smf.models import load_tokenizer
     from smf.train import TrainConfig, train
     from test_train import examples
 
-    tokenizer = load_tokenizer()
     config = TrainConfig.from_dict({"method": "full", "lr": 1e-3, "steps": 6, "batch_size": 4, "max_length": 48, "checkpoint_every": 2})
     whole = train(tiny_model(vocab_size=len(tokenizer)), tokenizer, examples(), config, tmp_path / "whole", progress=False, save_model=False)
 

@@ -15,14 +15,8 @@ from transformers import AutoModelForCausalLM
 
 from conftest import tiny_model
 from smf.memory import MemoryConfig, load_retrofitted, memory_layers, retrofit, save_retrofitted
-from smf.models import load_tokenizer
 
 MEM = MemoryConfig(layers=(1, 3), slots=256, heads=2, topk=4, key_dim=16)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer()
 
 
 @pytest.fixture(scope="module")

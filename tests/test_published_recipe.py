@@ -16,13 +16,6 @@ from test_train import WORDS, examples
 SCALED = MemoryConfig(layers=(1, 3), slots=256, heads=2, topk=4, key_dim=16, value_init="normal", scale=0.01)
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    from smf.models import load_tokenizer
-
-    return load_tokenizer()
-
-
 @pytest.fixture
 def scaled_folder(tmp_path, tokenizer):
     return memory_folder(tmp_path / "scaled", tokenizer, SCALED, " ".join(WORDS * 20))

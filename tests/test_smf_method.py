@@ -63,11 +63,9 @@ def test_a_checkpoint_keeps_the_rows_ever_trained():
     assert resumed.summary_stats(model2)["rows_trained"] == 3
 
 
-def test_recording_stays_on_across_a_save(tmp_path):
-    from smf.models import load_tokenizer
-
+def test_recording_stays_on_across_a_save(tmp_path, tokenizer):
     method, model = method_and_model()
-    method.save(model, load_tokenizer(), tmp_path / "out", standalone=True)
+    method.save(model, tokenizer, tmp_path / "out", standalone=True)
     assert all(m.record for m in memory_layers(model).values())
 
 
