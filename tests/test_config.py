@@ -109,3 +109,36 @@ def test_one_default_geometry_at_the_studied_depth():
     assert config.layers is None and config.slots == 65536
     assert config.at_depth(30).layers == (8, 14, 20)
     assert MemoryConfig(layers=(1, 2)).at_depth(30).layers == (1, 2)  # explicit layers stay
+
+
+def test_smf_train_config_follows_base(tmp_path):
+    from smf.cli.train import train_settings
+
+    write(tmp_path / "common.yaml", "data: facts\nsteps: 3\nbatch_size: 4\n")
+    child = write(tmp_path / "run.yaml", "base: common.yaml\nlr: 0.5\n")
+    data, config = train_settings(build_parser().parse_args(["train", "--model", "m", "--config", str(child), "--out", "o"]))
+    assert data == "facts" and (config.steps, config.batch_size, config.lr) == (3, 4, 0.5)
+
+
+def test_learn_config_nests_the_configs_under_one_preset():
+    from smf.methods.smf import SmfOptions
+    from smf.selection import BackgroundConfig
+    from smf.use.learn import LEARN_PRESET, LearnConfig
+
+    config = LearnConfig()
+    assert (config.train.options.optimizer, config.train.lr, config.train.epochs) == ("sgd", 1e5, 60.0)
+    assert config.train.options.top_t == SmfOptions().top_t  # not in the preset: smf train's default
+    assert config.memory == MemoryConfig()
+    assert config.background == BackgroundConfig.from_dict(LEARN_PRESET["background"])
+    flat = LearnConfig.from_dict({"top_t": 100, "slots": 4096, "seed": 2, "background": "wikitext", "steps": 5})
+    assert flat.train.options.top_t == 100 and flat.memory.slots == 4096 and flat.memory.seed == flat.train.seed == 2
+    assert flat.background.data == "wikitext" and flat.background.batches == 16
+    assert flat.train.steps == 5 and flat.train.epochs is None  # steps given: they decide
+    nested = LearnConfig.from_dict({"train": {"lr": 1.0, "optimizer": "adam"}, "memory": {"slots": 1024}})
+    assert nested.train.lr == 1.0 and nested.train.epochs == 60.0 and nested.memory.slots == 1024
+    with pytest.raises(SmfError, match="strictly sparse"):
+        LearnConfig.from_dict({"optimizer": "adamw_masked"})
+    with pytest.raises(SmfError, match="smf learn trains method smf, not lora"):
+        LearnConfig.from_dict({"train": {"method": "lora"}})
+    with pytest.raises(SmfError, match="unknown key 'slotz'; did you mean 'slots'"):
+        LearnConfig.from_dict({"memory": {"slotz": 4}})

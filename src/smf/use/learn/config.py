@@ -120,6 +120,8 @@ class LearnConfig(Config):
                     break  # the section's own error, from super
                 nested[section] = {**nested.get(section, {}), name: value}
         train = nested.get("train")
+        if isinstance(train, Mapping) and train.get("method", "smf") != "smf":  # before the preset adds smf's options
+            raise SmfError(f"{where}: train.method: smf learn trains method smf, not {train['method']}")
         if isinstance(train, Mapping) and "steps" in train and "epochs" not in train:
             nested["train"] = {**train, "epochs": None}  # steps given: they decide, not the preset's passes
         return super().from_dict(merge(LEARN_PRESET, nested), where)
