@@ -85,3 +85,31 @@ def test_toy_method_through_a_study(toy_registered, tiny_folder, tmp_path):
     assert {r["family"] for r in results["runs"]} == {"norm-only", "full"}
     report = (tmp_path / "s" / "report.md").read_text()
     assert "| norm-only lr=0.01 |" in report and "Not dominated by any SMF setting beyond noise: norm-only lr=0.01, norm-only lr=0.1, full" in report
+
+
+def test_toy_method_through_a_stream(toy_registered, tiny_folder, tmp_path, monkeypatch):
+    """A stream runs a registered method through its hooks: each chunk continues from the last
+    chunk's saved model (Method.continue_from), and a method that saves whole models keeps only
+    the last one (Method.saves_compactly)."""
+    from test_stream import stream_raw
+
+    from smf.models import load_model
+    from smf.study.config import StudyConfig
+    from smf.study.runner import run_study
+
+    raw = stream_raw(tiny_folder, chunks=2)
+    raw.update(methods={"norm-only": {"lr": 1e-2}}, train={**raw["train"], "steps": 1})
+    raw["evaluation"] = {"task": raw["evaluation"]["task"], "probes": raw["evaluation"]["probes"]}
+    continued = []
+    real = NormOnlyMethod.continue_from.__func__
+    monkeypatch.setattr(NormOnlyMethod, "continue_from", classmethod(
+        lambda cls, saved, start, merge: continued.append([p.parent.name for p in saved]) or real(cls, saved, start, merge=merge)))
+    results = run_study(StudyConfig.from_dict(raw), tmp_path / "s", progress=False)
+    assert [r["label"] for r in results["summary"]] == ["norm-only"] and len(results["runs"][0]["matrix"]) == 2
+    run = tmp_path / "s" / "runs" / "norm-only" / "seed0"
+    assert continued == [["chunk1"]]  # chunk 2 started from chunk 1's saved model
+    assert not (run / "chunk1" / "model").exists() and (run / "chunk2" / "model").is_dir()
+    before, _ = load_model(tiny_folder)
+    after, _ = load_model(run / "chunk2" / "model")
+    old, new = dict(before.named_parameters()), dict(after.named_parameters())
+    assert sorted(n for n in old if not torch.equal(old[n], new[n])) == ["model.norm.weight"]

@@ -306,3 +306,14 @@ def test_within_noise_weighs_the_mean_against_its_noise_else_the_tolerance():
     assert within_noise({"delta": {"mean": -4.0, "std": 3.0, "n": 3}, "delta_stderr": 2.0}, 1.0)  # hypot(√3, 2) = 2.6
     assert not within_noise({"delta": {"mean": -1.5, "std": None, "n": 1}, "delta_stderr": None}, 1.0)
     assert within_noise({"delta": {"mean": -0.5, "std": None, "n": 1}, "delta_stderr": None}, 1.0)
+
+
+def test_a_stream_collected_before_the_noise_mark_keeps_its_recorded_error():
+    """Older results.json stored a probe's whole standard error (the items' share over sqrt(seeds));
+    it is shown as recorded, never weighed again beside the seed spread."""
+    from smf.stats import noise
+    from smf.study.stream import NOISE, drift_cell
+
+    cell = {"delta": {"mean": 1.0, "std": 3.0, "n": 3}, "delta_stderr": 2.0}
+    assert noise(drift_cell({}, cell)) == 2.0
+    assert noise(drift_cell({"noise": NOISE}, cell)) == pytest.approx(math.hypot(3.0 / math.sqrt(3), 2.0))

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
+from smf.data.registry import DATASETS
 from smf.errors import SmfError
-from smf.evaluate.evaluator import BATCH_SIZE, GENERATE_BATCH_SIZE
-from smf.models import PRECISIONS
+from smf.evaluate.evaluator import BATCH_SIZE, GENERATE_BATCH_SIZE, evaluate
+from smf.evaluate.tasks import load_task, resolve_task
+from smf.io import check_output_path, write_json_atomic
+from smf.models import PRECISIONS, compute_device, load_model
 
 
 def register(subparsers) -> None:
@@ -42,8 +47,6 @@ def _task_specs(args) -> list:
     if args.tasks:
         specs += [t.strip() for t in args.tasks.split(",") if t.strip()]
     if args.tasks_file:
-        import yaml
-
         path = Path(args.tasks_file)
         try:
             config = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -61,9 +64,6 @@ def _task_specs(args) -> list:
 
 
 def run(args) -> int:
-    from smf.data.registry import DATASETS
-    from smf.evaluate.tasks import load_task, resolve_task
-
     if args.list:
         for name, d in DATASETS.items():
             if d.eval is not None:
@@ -71,8 +71,6 @@ def run(args) -> int:
         return 0
     if not args.out:
         raise SmfError("--out FILE.json is required")
-    from smf.io import check_output_path
-
     check_output_path(args.out)
     if Path(args.out).is_dir():
         raise SmfError(f"--out {args.out} is a folder; give a file path for the results, e.g. {Path(args.out) / 'results.json'}")
@@ -84,11 +82,6 @@ def run(args) -> int:
     # Check every task, then load its data, before the model: bad input fails in seconds.
     specs = [resolve_task(spec, limit=args.limit) for spec in _task_specs(args)]
     tasks = [load_task(spec) for spec in specs]
-
-    from smf.evaluate.evaluator import evaluate
-    from smf.io import write_json_atomic
-    from smf.models import compute_device, load_model
-
     model, tokenizer = load_model(args.model, device=compute_device())
     result = evaluate(model, tokenizer, tasks, batch_size=args.batch_size, generate_batch_size=args.generate_batch_size,
                       records=not args.no_records,

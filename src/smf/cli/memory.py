@@ -6,14 +6,17 @@ import argparse
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from smf.config import add_arguments, given
 from smf.errors import SmfError
-from smf.io import read_json
+from smf.io import check_output_path, read_json, reading
 from smf.memory.config import MemoryConfig
-from smf.memory.delta import is_delta
-from smf.memory.retrofit import MEMORY_FILE
-from smf.selection import BACKGROUND_FILE
+from smf.memory.delta import delta_base, folder_bytes, is_delta
+from smf.memory.retrofit import retrofit, save_retrofitted
+from smf.models import load_model, resolve_model
+from smf.names import BACKGROUND_FILE, DELTA_FILE, HF_CONFIG_FILE, MEMORY_FILE
+from smf.use.inspect import inspect
 
 MEMORY_FLAGS: list[str] = []
 
@@ -38,12 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_retrofit(args: argparse.Namespace) -> None:
-    from smf.memory.retrofit import retrofit, save_retrofitted
-    from smf.models import load_model
-
     config = MemoryConfig.from_dict(given(args, MEMORY_FLAGS), where="command line")
-    from smf.io import check_output_path
-
     check_output_path(args.out)
     if args.out.exists():
         raise SmfError(f"{args.out} already exists; choose another --out or remove it")
@@ -60,8 +58,6 @@ def run_retrofit(args: argparse.Namespace) -> None:
 
 
 def run_info(args: argparse.Namespace) -> None:
-    from smf.models import resolve_model
-
     path = resolve_model(args.path) if args.path.is_dir() else args.path  # a run folder: its model
     print(describe(path))
 
@@ -69,10 +65,6 @@ def run_info(args: argparse.Namespace) -> None:
 def parameter_counts(path: Path) -> dict[str, int]:
     """Count base and memory parameters from a saved folder's weights header (model*.safetensors:
     background statistics and other files are not parameters)."""
-    from safetensors import safe_open
-
-    from smf.io import reading
-
     files = sorted(path.glob("model*.safetensors"))
     if not files:
         raise SmfError(f"{path}: no model weights (model.safetensors) found")
@@ -89,8 +81,6 @@ def parameter_counts(path: Path) -> dict[str, int]:
 
 def describe_delta(path: Path) -> str:
     """A compact SMF run model: what it changed, its size against its base, then the base."""
-    from smf.memory.delta import DELTA_FILE, delta_base, folder_bytes
-
     base = delta_base(path)
     changed = read_json(path / DELTA_FILE).get("changed", {})
     size, base_size = folder_bytes(path), folder_bytes(base)
@@ -110,7 +100,7 @@ def describe(path: Path) -> str:
         raise SmfError(f"{path} is not a folder; give a model folder written by smf retrofit")
     if is_delta(path):
         return describe_delta(path)
-    arch = read_json(path / "config.json")
+    arch = read_json(path / HF_CONFIG_FILE)
     kind = arch.get("base_model_type", arch.get("model_type", "?"))
     lines = [f"model folder: {path}", f"architecture: {kind}, {arch.get('num_hidden_layers', '?')} layers, hidden size {arch.get('hidden_size', '?')}"]
     if "auto_map" in arch:
@@ -129,8 +119,6 @@ def describe(path: Path) -> str:
         ]
         background = path / BACKGROUND_FILE
         if background.is_file():
-            from safetensors import safe_open
-
             with safe_open(str(background), "pt") as f:
                 lines.append(f"background statistics: {f.metadata()['batches']} batches (tfidf and kl selection ready)")
         else:
@@ -143,9 +131,6 @@ def describe(path: Path) -> str:
 
 
 def run_inspect(args: argparse.Namespace) -> None:
-    from smf.io import check_output_path
-    from smf.use.inspect import inspect
-
     if (args.question is None) != (args.answer is None):
         raise SmfError("--question and --answer go together: the rows the answer's tokens read are reported")
     out = args.out or args.path / "inspect"

@@ -6,6 +6,11 @@ import argparse
 from pathlib import Path
 
 from smf.config import parse_flag
+from smf.names import REPORT_FILE, RESULTS_FILE
+from smf.study.config import StudyConfig
+from smf.study.report import markdown
+from smf.study.runner import run_study
+from smf.study.stream import stream_markdown
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,16 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_compare(args) -> None:
-    from smf.study.config import StudyConfig
-    from smf.study.report import markdown
-    from smf.study.runner import run_study
-
     config = StudyConfig.load(args.config)
     results = run_study(config, args.out, seeds=list(args.seeds) if args.seeds else None)
     if results.get("stream"):
-        from smf.study.stream import stream_markdown
-
         print(stream_markdown(results))
     else:
         print(markdown(results))
-    print(f"\nwritten: {args.out / 'results.json'}, {args.out / 'report.md'}, plots in {args.out}")
+    print(f"\nwritten: {args.out / RESULTS_FILE}, {args.out / REPORT_FILE}, plots in {args.out}")

@@ -225,7 +225,7 @@ def report_text(results: dict, level: int = 1) -> str:
 
 
 def tradeoff_plot(results: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # why: slow to import (about half a second); only the figures need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -269,7 +269,7 @@ def tradeoff_plot(results: dict, path: Path) -> None:
 
 
 def curves_plot(results: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # why: slow to import (about half a second); only the figures need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

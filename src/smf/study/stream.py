@@ -46,6 +46,10 @@ from smf.train import train
 from smf.train.stages import collect_background
 
 
+# results.json's mark that a probe's delta_stderr is the items' share, weighed beside the seed spread by stats.noise
+NOISE = "stats.noise"
+
+
 def chunk_folder(run_folder: Path, k: int) -> Path:
     return run_folder / f"chunk{k}"
 
@@ -241,7 +245,7 @@ def collect_stream(config: StudyConfig, out: Path, base: dict) -> dict:
             rows.append(row)
         chosen = choose_on_validation(rows, names[0], names[1:], config.tolerance, val.min_gain)
     return {
-        "study": config.name, "config": config.to_dict(), "stream": True,
+        "study": config.name, "config": config.to_dict(), "stream": True, "noise": NOISE,
         "chunks": [{"label": c["label"], "facts": c["facts"]} for c in chunks],
         "probes": probes, "extra_tasks": extra, "tolerance": config.tolerance,
         "base": {label: {"metric": t["headline"]["metric"], "kind": t["kind"], "value": t["headline"]["value"],
@@ -265,8 +269,18 @@ def _pm(d: dict, digits: int = 1, scale: float = 1.0, signed: bool = False) -> s
     return text + (f" ± {d['std'] * scale:.{digits}f}" if d["n"] > 1 else "")
 
 
+def drift_cell(results: dict, drift: dict) -> dict:
+    """A probe's change as `stats.noise` reads it. Streams collected before results.json carried
+    NOISE stored the whole standard error, with the items' share divided by sqrt(seeds) (which
+    understates it: every seed answers the same items); they are read as that error, as recorded."""
+    if results.get("noise") == NOISE:
+        return drift
+    return {"delta": {**drift["delta"], "n": 1}, "delta_stderr": drift["delta_stderr"]}
+
+
 def stream_markdown(results: dict, level: int = 1) -> str:
     """report.md of a stream; `level` is the title's heading level (as `report.report_text`'s)."""
+    recorded = results.get("noise") != NOISE and any(len(r["seeds"]) > 1 for r in results["summary"])
     chunks = results["chunks"]
     probes = results["probes"] + results["extra_tasks"]
     base = results["base"]
@@ -279,7 +293,10 @@ def stream_markdown(results: dict, level: int = 1) -> str:
              f"{', '.join(map(str, results['summary'][0]['seeds'])) if results['summary'] else '–'}; ± is the spread over "
              "seeds; in brackets a probe change's standard error: the seed spread over sqrt(seeds) beside the paired "
              "standard error of the seed-averaged change (over items for accuracies, a bootstrap over documents for "
-             "perplexity), which more seeds do not shrink, since every seed answers the same items. Backward transfer: the mean change of each earlier "
+             "perplexity), which more seeds do not shrink, since every seed answers the same items"
+             + (" (these results were collected when the items' share was divided by sqrt(seeds) too: the brackets "
+                "understate the error; run the stream again for the full one)" if recorded else "")
+             + ". Backward transfer: the mean change of each earlier "
              "chunk from just after it was learned to the end; kept: (final − base) / (just after − base) per earlier chunk.", "",
              "| method | final acc., all chunks | initial gain | last chunk gain | backward transfer | "
              "kept of each gain (min / mean) | " + " | ".join(f"{p} change" for p in probes) + " |",
@@ -293,7 +310,7 @@ def stream_markdown(results: dict, level: int = 1) -> str:
             d = row["drift"][p]
             text = _pm(d["delta"], signed=True)
             if d["delta_stderr"] is not None:
-                text += f" (±{noise(d):.1f})"
+                text += f" (±{noise(drift_cell(results, d)):.1f})"
             cells.append(text)
         kept = " / ".join(_pm(row[key], 0, 100) + (" %" if row[key]["mean"] is not None else "") for key in ("retained_min", "retained_mean"))
         star = " ★" if row["label"] in results.get("validation", {}).get("chosen", {}).values() else ""
@@ -348,7 +365,7 @@ def stream_aims(results: dict) -> list[str]:
                          f"{', '.join(map(str, when))} (seed{'s' if len(when) > 1 else ''} {seeds}), with {facts:.0f} facts learned: about "
                          f"{facts / slots * 1e6:,.0f} facts per million slots ({slots:,} slots)")
     for label, r in rows.items():
-        outside = [p for p in probes if not within_noise(r["drift"][p], results["tolerance"])]
+        outside = [p for p in probes if not within_noise(drift_cell(results, r["drift"][p]), results["tolerance"])]
         lines.append(f"- {label}: every probe within its noise of base after the stream: **{'yes' if not outside else 'no'}**"
                      + (" (" + ", ".join(f"{p} {r['drift'][p]['delta']['mean']:+.1f}" for p in outside) + ")" if outside else ""))
     return lines

@@ -234,7 +234,7 @@ def inspect(path: Path, out: Path, *, question: str | None = None, answer: str |
 
 
 def _plots(report: dict, wrote: list[dict[int, torch.Tensor]], background, out: Path) -> None:
-    import matplotlib
+    import matplotlib  # why: slow to import (about half a second); only the figures need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
