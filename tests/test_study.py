@@ -109,7 +109,7 @@ def test_resume_skips_finished_runs(tiny_folder, tmp_path, monkeypatch):
     config = StudyConfig.from_dict(raw)
     run_study(config, tmp_path / "s", progress=False)
     calls = []
-    monkeypatch.setattr("smf.train.train", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("smf.study.runner.train", lambda *a, **k: calls.append(a))
     run_study(config, tmp_path / "s", progress=False)
     assert calls == []
 
@@ -215,7 +215,7 @@ def test_a_study_may_grow_by_new_methods(tiny_folder, tmp_path, monkeypatch):
 
     trained = []
     real_train = smf.train.train
-    monkeypatch.setattr("smf.train.train", lambda *a, **k: trained.append(a[3].method) or real_train(*a, **k))
+    monkeypatch.setattr("smf.study.runner.train", lambda *a, **k: trained.append(a[3].method) or real_train(*a, **k))
     raw["methods"]["full"] = {"lr": 1e-4}
     assert main(["compare", "--config", str(write(tmp_path, yaml.safe_dump(raw))), "--out", str(tmp_path / "s")]) == 0
     assert trained == ["full"]  # the finished LoRA run is kept; only the new method trains
