@@ -17,7 +17,8 @@ from conftest import memory_folder, tiny_model
 from smf.cli import main
 from smf.errors import SmfError
 from smf.memory import MemoryConfig
-from smf.memory.delta import DELTA_FILE, DELTA_WEIGHTS, folder_bytes
+from smf.memory.delta import folder_bytes
+from smf.names import DELTA_FILE, DELTA_WEIGHTS
 from smf.models import load_model, load_tokenizer, resolve_model
 from smf.train import TrainConfig, train
 from test_train import examples
