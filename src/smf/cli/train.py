@@ -39,9 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                "extends FILE, relative to this one); flags override it")
     p.add_argument("--out", required=True, type=Path, help="run folder: config, log, checkpoints, final model")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    shared = p.add_argument_group("training settings (every method)")
+    shared = p.add_argument_group("training settings (every method; TrainConfig)")
     SHARED_FLAGS[:] = add_arguments(shared, TrainConfig, skip=("options",))
-    options = p.add_argument_group("method options (each for the methods in brackets)")
+    options = p.add_argument_group("method options (each for the methods in brackets; their Options, e.g. SmfOptions)")
     for name, methods in option_owners().items():
         add_arguments(options, METHODS[methods[0]].Options, only=(name,), prefix=f"[{', '.join(methods)}] ")
     OPTION_FLAGS[:] = list(option_owners())
