@@ -32,10 +32,11 @@ def examples(n=24, seed=0):
     return out
 
 
-@pytest.fixture
-def smf_folder(tmp_path, tokenizer):
-    """A tiny retrofitted model with background statistics, saved as a folder."""
-    return memory_folder(tmp_path / "retro", tokenizer, MEM, " ".join(WORDS * 20))
+@pytest.fixture(scope="module")
+def smf_folder(tmp_path_factory, tokenizer):
+    """A tiny retrofitted model with background statistics, saved as a folder; the tests only read
+    it (training writes its runs elsewhere)."""
+    return memory_folder(tmp_path_factory.mktemp("train") / "retro", tokenizer, MEM, " ".join(WORDS * 20))
 
 
 def load(path):
