@@ -16,9 +16,10 @@ from test_train import WORDS, examples
 SCALED = MemoryConfig(layers=(1, 3), slots=256, heads=2, topk=4, key_dim=16, value_init="normal", scale=0.01)
 
 
-@pytest.fixture
-def scaled_folder(tmp_path, tokenizer):
-    return memory_folder(tmp_path / "scaled", tokenizer, SCALED, " ".join(WORDS * 20))
+@pytest.fixture(scope="module")
+def scaled_folder(tmp_path_factory, tokenizer):
+    """Read by the tests, never changed (training writes its runs elsewhere)."""
+    return memory_folder(tmp_path_factory.mktemp("recipe") / "scaled", tokenizer, SCALED, " ".join(WORDS * 20))
 
 
 def test_the_scale_multiplies_the_memory_and_survives_save_and_transformers(scaled_folder, tokenizer):
