@@ -91,6 +91,7 @@ def learn_args(tiny_folder, tmp_path) -> list[str]:
             "--max-length", "48", "--protect", "off"]
 
 
+@pytest.mark.slow
 def test_learn_with_anchors_selects_against_them_for_this_sitting_only(tiny_folder, tmp_path, capsys, monkeypatch):
     from smf.use.learn import sitting
 

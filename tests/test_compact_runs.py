@@ -128,6 +128,7 @@ def test_export_smf_run_loads_in_transformers(smf_run, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_training_on_from_a_run_writes_against_the_first_base(smf_run, retro, tokenizer, tmp_path):
     out, first = smf_run
     second = run(out, tmp_path / "more", tokenizer, method="smf", rule="tfidf", top_t=8, lr=0.5, seed=1)
@@ -140,6 +141,7 @@ def test_training_on_from_a_run_writes_against_the_first_base(smf_run, retro, to
     assert meta["changed"]["rows"] >= json.loads((out / "model" / DELTA_FILE).read_text())["changed"]["rows"] > 0 and first_rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_export_lora_merged_and_full_plain(method, tokenizer, tmp_path):
     plain = tmp_path / "plain"

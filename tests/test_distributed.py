@@ -62,6 +62,7 @@ def runs(tmp_path_factory, tokenizer):
     return root, model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_two_processes_apply_the_one_process_gradient(runs, method):
     root, _ = runs
@@ -73,6 +74,7 @@ def test_two_processes_apply_the_one_process_gradient(runs, method):
         assert (r0[name] - g).abs().max() <= 1e-6 * scale, f"{method}: {name}: the summed gradient is not one process's"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_two_processes_end_with_the_one_process_weights(runs, method):
     root, model = runs
@@ -92,6 +94,7 @@ def test_two_processes_end_with_the_one_process_weights(runs, method):
     assert moved, f"{method}: nothing trained"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", [m for m in METHODS if m.startswith("smf")])
 def test_smf_selects_the_same_rows_and_leaves_the_others_bit_identical(runs, method):
     root, model = runs
@@ -113,6 +116,7 @@ def test_smf_selects_the_same_rows_and_leaves_the_others_bit_identical(runs, met
             assert not torch.equal(weights[name][selected], base[name][selected])
 
 
+@pytest.mark.slow
 def test_smf_sends_counts_and_selected_rows_only(runs):
     """Per step SMF's payload is one int32 count per slot and t rows of d floats per layer;
     full finetuning's is every weight (float32)."""
@@ -132,6 +136,7 @@ def test_smf_sends_counts_and_selected_rows_only(runs):
     assert json.loads((root / "one" / "smf" / "summary.json").read_text())["allreduce_bytes_per_step"] == len(LAYERS) * (SLOTS * 4 + TOP_T * d * 4)
 
 
+@pytest.mark.slow
 def test_smf_train_command_in_two_processes(runs, tmp_path):
     """`torchrun --nproc_per_node 2 -m smf train` writes one run, reported once."""
     _, model = runs
@@ -146,6 +151,7 @@ def test_smf_train_command_in_two_processes(runs, tmp_path):
     assert summary["processes"] == 2 and summary["steps"] == 2 and (out / "model").is_dir()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--batch-size", "1", "--grad-accum", "1"], "2 processes are more than the global batch of 1 examples"),
     (["--batch-size", "6", "--grad-accum", "2"], "does not split into 2 processes × 2 micro-batches"),
@@ -179,6 +185,7 @@ def test_flat_sums_are_bucketed_and_unpacked_in_place():
         assert torch.equal(t, e)
 
 
+@pytest.mark.slow
 def test_one_and_two_torch_threads_take_the_same_smf_steps(runs, tmp_path):
     """Float noise alone (torch's intra-op threads reorder sums) moves nothing that matters:
     SMF selects the same rows at every step and ends within float tolerance of the update."""

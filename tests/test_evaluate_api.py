@@ -86,6 +86,7 @@ def test_evaluate_rejects_duplicate_labels_before_loading(tiny):
         evaluate(model, tokenizer, [{"name": "medmcqa", "source": "/nonexistent.jsonl"}, "medmcqa"], progress=False)
 
 
+@pytest.mark.slow
 def test_generation_batch_is_its_own_setting_and_leaves_answers_as_they_were(tiny, monkeypatch):
     """Question answering decodes `generate_batch_size` prompts at a time, multiple choice keeps
     `batch_size`; the answers are those of one prompt at a time."""

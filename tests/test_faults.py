@@ -173,6 +173,7 @@ def test_there_are_at_least_30_cases():
     assert len(CASES) >= 30
 
 
+@pytest.mark.slow
 def test_a_nan_loss_stops_the_run_and_its_checkpoint_resumes(tmp_path, tokenizer):
     """Inject a NaN into the weights after step 3: step 4's loss is NaN, the run stops with one
     line naming the step, nothing of step 4 is applied, and the step-2 checkpoint resumes to

@@ -61,6 +61,7 @@ def test_without_trust_remote_code_it_is_refused(trained_folder):
     assert json.loads((trained_folder / "config.json").read_text())["model_type"] == "smf"
 
 
+@pytest.mark.slow
 def test_the_folder_loads_without_smf(trained_folder):
     """The folder's code imports nothing from smf: load it in a process where smf cannot be imported."""
     code = (

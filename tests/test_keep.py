@@ -81,6 +81,7 @@ def test_keep_adds_its_gradient_to_the_chosen_rows_and_chooses_none(smf_folder, 
     assert len(logged) == 3 and logged[0] < 1e-4 and all("keep_kl" not in r for r in plain_result.log)
 
 
+@pytest.mark.slow
 def test_keeping_holds_the_kept_answers_closer_than_training_without(smf_folder, tokenizer, tmp_path):  # noqa: F811
     kl = {}
     for weight in (0, 100.0):
@@ -92,6 +93,7 @@ def test_keeping_holds_the_kept_answers_closer_than_training_without(smf_folder,
     assert kl[100.0] < 0.5 * kl[0] and kl[0] > 1e-3  # measured: 0.00025 against 0.0022
 
 
+@pytest.mark.slow
 def test_learn_keep_builds_the_term_from_anchors_and_refuses_a_bad_weight(tiny_folder, tmp_path, capsys, monkeypatch):
     from smf.use.learn import sitting
 
@@ -210,6 +212,7 @@ def test_memory_reading_zeros_gives_the_pretrained_logits_and_restores_the_value
         pass
 
 
+@pytest.mark.slow
 def test_a_later_sitting_keeps_the_base_models_answers_and_the_earlier_ones(tiny_folder, tmp_path, monkeypatch):
     """--keep-from base (the default): the first sitting saves its kept answers with the model; the second keeps them
     and its own, with the pretrained model's distributions as the reference. --keep-from start keeps this sitting's
@@ -268,6 +271,7 @@ DAMAGED = [('{"prompt": "Q", "target": "A"}\n{"prompt": "Q2", "tar', "line 2: no
            (b"\xff\xfe", "not UTF-8")]
 
 
+@pytest.mark.slow
 def test_a_damaged_kept_answers_file_stops_the_next_sitting_with_one_line(tiny_folder, tmp_path, capsys):
     import shutil
 

@@ -72,6 +72,7 @@ def test_toy_method_through_smf_train(toy_registered, tiny_folder, tmp_path):
     assert changed == ["model.layers.23.input_layernorm.weight", "model.norm.weight"]
 
 
+@pytest.mark.slow
 def test_toy_method_through_a_study(toy_registered, tiny_folder, tmp_path):
     from test_study import shrink
 
@@ -87,6 +88,7 @@ def test_toy_method_through_a_study(toy_registered, tiny_folder, tmp_path):
     assert "| norm-only lr=0.01 |" in report and "Not dominated by any SMF setting beyond noise: norm-only lr=0.01, norm-only lr=0.1, full" in report
 
 
+@pytest.mark.slow
 def test_toy_method_through_a_stream(toy_registered, tiny_folder, tmp_path, monkeypatch):
     """A stream runs a registered method through its hooks: each chunk continues from the last
     chunk's saved model (Method.continue_from), and a method that saves whole models keeps only

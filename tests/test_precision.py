@@ -62,6 +62,7 @@ def test_evaluation_runs_in_the_precision_asked(tiny, precision, dtype):
     assert {"medmcqa", "pydoc", "capitals"} == set(result["tasks"])
 
 
+@pytest.mark.slow
 def test_bf16_scores_are_close_to_full_precision(tiny):
     """bf16 moves perplexity a little, never to another scale (this tiny random model: ~1e-3 relative)."""
     model, tokenizer = tiny

@@ -40,6 +40,7 @@ def test_the_scale_multiplies_the_memory_and_survives_save_and_transformers(scal
         assert torch.allclose(theirs(**ids).logits, before, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("train_scale", [False, True])
 def test_dense_masked_adamw_arm(scaled_folder, tokenizer, tmp_path, train_scale):
     model = load_retrofitted(scaled_folder)
@@ -68,6 +69,7 @@ def test_train_scale_needs_the_dense_arm_and_a_scale(tmp_path, tokenizer):
         train(load_retrofitted(plain), tokenizer, examples(), config, tmp_path / "run", model_dir=plain, progress=False)
 
 
+@pytest.mark.slow
 def test_whole_text_loss_and_epochs(tokenizer, tmp_path):
     model = tiny_model(vocab_size=len(tokenizer))
     common = {"method": "full", "lr": 1e-3, "batch_size": 4, "max_length": 64}

@@ -13,7 +13,7 @@ from smf.methods.smf import SmfMethod
 from smf.optim import SparseRowOptimizer
 from smf.selection import BackgroundStats
 from smf.train import TrainConfig, train
-from test_train import examples, smf_folder, tokenizer  # noqa: F401  (fixtures)
+from test_train import examples, smf_folder  # noqa: F401  (a fixture)
 
 
 def expected_rows(rule: str, reads: torch.Tensor, background: BackgroundStats, layer: int, t: int) -> set:

@@ -47,6 +47,7 @@ def stream_dir(tiny_folder, tmp_path_factory):
     return out, results
 
 
+@pytest.mark.slow
 def test_stream_writes_matrices_and_figures(stream_dir):
     out, results = stream_dir
     assert [c["facts"] for c in results["chunks"]] == ["0:7", "7:14", "14:21"]
@@ -73,6 +74,7 @@ def test_stream_writes_matrices_and_figures(stream_dir):
     assert all((out / "runs" / SMF / "seed0" / f"chunk{k}" / "model" / "smf_delta.json").is_file() for k in (1, 2, 3))
 
 
+@pytest.mark.slow
 def test_each_chunk_starts_from_the_last(stream_dir):
     """Chunk k's SMF delta keeps every row chunk k-1 wrote that chunk k did not select."""
     out, _ = stream_dir
@@ -99,6 +101,7 @@ def test_each_chunk_starts_from_the_last(stream_dir):
     assert kept > 0
 
 
+@pytest.mark.slow
 def test_accumulated_background_grows_by_each_chunk(stream_dir):
     from smf.selection import BackgroundStats
 
@@ -112,6 +115,7 @@ def test_accumulated_background_grows_by_each_chunk(stream_dir):
         assert after[2].counts[layer].sum() > after[1].counts[layer].sum()
 
 
+@pytest.mark.slow
 def test_a_stopped_stream_resumes_to_the_same_results(stream_dir, tmp_path):
     import shutil
 
@@ -127,6 +131,7 @@ def test_a_stopped_stream_resumes_to_the_same_results(stream_dir, tmp_path):
     assert [r["after"] for r in again["runs"]] == [r["after"] for r in results["runs"]]
 
 
+@pytest.mark.slow
 def test_lora_continue_trains_one_adapter_merge_a_new_one(tiny_folder, tmp_path, capsys):
     raw = stream_raw(tiny_folder, lora="continue", chunks=2, probes_after="last")
     raw["methods"] = {"lora": {"lr": 1e-2}}
@@ -204,6 +209,7 @@ def test_bad_stream_is_one_line_at_load(tmp_path, capsys, monkeypatch, text, mes
     refused_at_load("methods: {smf-tfidf: {}}\nevaluation: {task: facts}\n" + text, tmp_path, capsys, monkeypatch, message)
 
 
+@pytest.mark.slow
 def test_inspect_rows_written_lie_among_rows_selected(stream_dir, tmp_path, capsys):
     """What inspect says each chunk wrote is what the weights say, and within what the optimizer selected."""
     from smf.models import load_model

@@ -45,6 +45,7 @@ def load(path):
     return load_retrofitted(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "rowwise_adagrad"])
 def test_smf_is_strictly_sparse(smf_folder, tokenizer, tmp_path, monkeypatch, optimizer):
     """50 steps: unselected rows bit-identical; each row changes only on steps that select it."""
@@ -108,6 +109,7 @@ def test_lora_trains_on_an_adapter_loaded_frozen(tmp_path, tokenizer):
     assert len(trainable) == 2 * 4  # lora_A and lora_B of q_proj in each of the 4 blocks
 
 
+@pytest.mark.slow
 def test_lora_trains_only_adapters(tmp_path, tokenizer):
     from safetensors import safe_open
 
@@ -136,6 +138,7 @@ def test_lora_trains_only_adapters(tmp_path, tokenizer):
         torch.testing.assert_close(p, dict(merged.named_parameters())[n].cpu())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["smf", "full"])
 def test_the_step_phases_are_named_in_torchs_profiler(method, smf_folder, tmp_path, tokenizer):
     """Each phase of a step is a range in torch's profiler, once per micro-batch or step (bench/gpu.py
@@ -160,6 +163,7 @@ def test_full_trains_every_weight(tmp_path, tokenizer):
     assert unchanged == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, extra", [("smf", dict(rule="random", top_t=8)), ("smf", dict(rule="kl", top_t=8)),
                                            ("smf", dict(rule="tfidf", top_t=8, optimizer="sgd")),
                                            ("smf", dict(rule="tfidf", top_t=8, optimizer="rowwise_adagrad")), ("lora", {}), ("full", {})])
@@ -267,6 +271,7 @@ def test_existing_run_folder_is_not_overwritten(smf_folder, tmp_path, tokenizer)
         train(load(smf_folder), tokenizer, examples(), config, tmp_path / "run", model_dir=smf_folder, resume=True, progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["smf", "lora", "full"])
 def test_bf16_autocast_path(method, smf_folder, tmp_path, tokenizer):
     """The GPU path's bf16 autocast, exercised on the CPU: no dtype errors, finite loss, weights move."""
@@ -284,6 +289,7 @@ def test_bf16_autocast_path(method, smf_folder, tmp_path, tokenizer):
     assert moved and all(torch.isfinite(after[n]).all() for n in moved)  # weights moved, and stayed numbers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["smf", "lora", "full"])
 def test_gradient_checkpointing_recomputes_and_changes_nothing(method, smf_folder, tmp_path, tokenizer):
     """With gradient_checkpointing the layers that need a backward pass run their FFN twice per micro-batch
@@ -321,6 +327,7 @@ def test_gradient_checkpointing_recomputes_and_changes_nothing(method, smf_folde
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_factored_value_gradients_train_as_the_sparse_ones(smf_folder, tokenizer, tmp_path, monkeypatch, optimizer):
     """SMF keeps V's gradient factored until the step's rows are chosen (memory.factored_grad); the run

@@ -31,6 +31,7 @@ def err_line(capsys) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_background_then_smf_train_then_resume(folders, tmp_path, capsys):
     _, retro = folders
     assert main(["background", "--model", str(retro), "--batches", "3", "--batch-size", "2", "--max-length", "32"]) == 0
@@ -57,6 +58,7 @@ def test_background_then_smf_train_then_resume(folders, tmp_path, capsys):
     assert main(["info", str(out / "model")]) == 0 and main(["ask", "--model", str(out), "--max-new-tokens", "2", "hi"]) == 0
 
 
+@pytest.mark.slow
 def test_heal(folders, tmp_path, capsys):
     _, retro = folders
     assert main(["heal", "--model", str(retro), "--steps", "2", "--batch-size", "2", "--max-length", "32", "--out", str(tmp_path / "h")]) == 0
@@ -208,6 +210,7 @@ def test_background_and_heal_share_the_study_defaults(monkeypatch, folders, tmp_
     assert seen["heal"] == HealConfig() and seen["heal"].steps == 200
 
 
+@pytest.mark.slow
 def test_background_reads_each_document_from_its_start_unless_packed(folders, tmp_path, capsys):
     """--pack false: each document is one sequence from its first token (as a chat is read when the model is
     used): six short documents fill 3 batches of 2, and the counts hold exactly their tokens' reads (heads ×

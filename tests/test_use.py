@@ -66,6 +66,7 @@ def _read_until(fd, marker: str, seen: list[str], timeout: float = 120.0) -> str
     return text
 
 
+@pytest.mark.slow
 def test_chat_in_a_terminal(tiny_folder):
     """Two turns, /reset, another turn, /quit: driven through a pseudo-terminal like a person."""
     leader, follower = pty.openpty()
@@ -107,6 +108,7 @@ FACTS = [
 ]
 
 
+@pytest.mark.slow
 def test_learn_then_learn_more_then_ask(tiny_folder, tmp_path, capsys):
     import json
 
@@ -175,6 +177,7 @@ def test_learn_refuses_a_non_model_and_a_used_out(tiny_folder, tmp_path, capsys)
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_learn_counts_the_background_it_is_told_to(tiny_folder, tmp_path):
     """--background-batches and --background-batch-size reach the background statistics: 5 batches of one
     sequence are 5 documents (each read row's df at most 5) holding the reads of 5 sequences; the defaults
@@ -282,6 +285,7 @@ def test_question_background_is_chats_of_stdlib_questions(tiny_folder, tmp_path)
     assert plain[0].startswith(f"Question: {pairs[0][0]}\nAnswer: {pairs[0][1]}")
 
 
+@pytest.mark.slow
 def test_learn_counts_each_background_chat_from_its_first_token(tiny_folder, tmp_path):
     """Facts are taught, and the model asked, in chats that start a sequence, so the background chats start one
     too: the rows a chat's first tokens read (the system prompt's, the same in every chat) are read in every
@@ -317,6 +321,7 @@ def test_learn_counts_each_background_chat_from_its_first_token(tiny_folder, tmp
         assert all(bool((stats.df[i][rows] == 4).all()) for i, rows in first.items()) == read_by_all
 
 
+@pytest.mark.slow
 def test_learn_protect_counts_the_facts_reads_into_the_background(tiny_folder, tmp_path, capsys):
     """--protect reads: the saved background statistics gain one document per taught example, holding
     every read of its real tokens (heads × top-k per token and layer); --protect off leaves them as
@@ -392,6 +397,7 @@ def test_ask_about_teaches_each_paired_answer_after_questions_about_its_subject(
     assert [f.question for f in about_questions(paired[:1], len(ABOUT))] == [form.format("Oshu") for form in ABOUT]
 
 
+@pytest.mark.slow
 def test_ask_about_through_smf_learn(tiny_folder, tmp_path, capsys, monkeypatch):
     """The flag reaches the training examples; the kept answers are still asked from the person's own questions only."""
     from smf.use.learn import sitting
