@@ -43,9 +43,9 @@ def prepare(folder: Path) -> Path:
     """The retrofitted default model with background statistics, in `folder`."""
     from smf.memory import MemoryConfig, retrofit, save_retrofitted
     from smf.models import load_model
-    from smf.selection import collect_background
+    from smf.train.stages import collect_background
     from smf.data.sources import general_texts
-    from smf.train import collate, text_chunks
+    from smf.data.batching import collate, text_chunks
 
     model, tokenizer = load_model()
     retrofit(model, MemoryConfig(layers=(8, 14, 20), slots=65536, heads=4, topk=16, key_dim=256))

@@ -80,8 +80,8 @@ def memory_folder(path, tokenizer, memory, text: str | None = None):
     """A tiny model retrofitted with `memory` (a MemoryConfig), background statistics counted on
     `text` (default: Greek letter names) in 4 batches of 2 × 32 tokens, saved to `path`."""
     from smf.memory import retrofit, save_retrofitted
-    from smf.selection import collect_background
-    from smf.train import collate, text_chunks
+    from smf.train.stages import collect_background
+    from smf.data.batching import collate, text_chunks
 
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
     model = retrofit(tiny_model(vocab_size=len(tokenizer)), memory)
@@ -100,7 +100,8 @@ def refused_at_load(config_text: str, tmp_path, capsys, monkeypatch, message: st
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded before the config was checked")
 
-    monkeypatch.setattr("smf.models.resolve_model", no_model)
+    for where in ("smf.models", "smf.study.runner"):  # the runner imports it by name
+        monkeypatch.setattr(f"{where}.resolve_model", no_model)
     path = tmp_path / "study.yaml"
     path.write_text(config_text)
     out = tmp_path / "out"

@@ -6,9 +6,10 @@ import pytest
 
 from smf.evaluate.evaluator import evaluate
 from smf.memory import MemoryConfig, retrofit, save_retrofitted
-from smf.selection import collect_background
+from smf.train.stages import collect_background
 from smf.data.sources import general_texts, training_examples
-from smf.train import TrainConfig, collate, text_chunks, train
+from smf.data.batching import collate, text_chunks
+from smf.train import TrainConfig, train
 
 FACTS = {"n_facts": 20, "n_control": 20, "train_wordings": 8, "seed": 3}
 
