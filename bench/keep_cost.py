@@ -29,12 +29,12 @@ from common import RESULTS, machine, median, update_section  # noqa: E402
 
 from smf.data.types import TrainExample  # noqa: E402
 from smf.io import write_json_atomic  # noqa: E402
-from smf.memory import MemoryConfig, memory_layers, retrofit  # noqa: E402
+from smf.memory import memory_layers, retrofit  # noqa: E402
 from smf.models import load_model  # noqa: E402
 from smf.train.keep import Keep  # noqa: E402
 from smf.use.anchors import made_up  # noqa: E402
 from smf.use.chat import render  # noqa: E402
-from smf.use.learn import LearnConfig, default_layers  # noqa: E402
+from smf.use.learn import LearnConfig  # noqa: E402
 
 PER_SITTING = 20  # kept answers a sitting of 20 questions adds (--keep 1)
 
@@ -59,22 +59,20 @@ def main() -> None:
     sittings = [int(s) for s in args.sittings.split(",")]
     config = LearnConfig()
     model, tokenizer = load_model()
-    retrofit(model, MemoryConfig(layers=default_layers(model.config.num_hidden_layers), slots=config.slots, heads=4, topk=16,
-                                 key_dim=256, seed=0))
+    retrofit(model, config.memory)
     for p in model.parameters():
         p.requires_grad_(False)
     for memory in memory_layers(model).values():  # as SMF trains them: V's gradient kept factored (smf.methods.smf)
         memory.values.requires_grad_(True)
         memory.sparse_grad = memory.factored_grad = True
     model.train()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ways = {"all": 0, "at most 64": config.keep_per_step}
-    keeps = {(k, way): Keep.of(model, tokenizer, kept(tokenizer, PER_SITTING * k), config.max_length, config.keep_weight,
-                               batch=config.batch_size, most=most) for k in sittings for way, most in ways.items()}
+    keeps = {(k, way): Keep.of(model, tokenizer, kept(tokenizer, PER_SITTING * k), config.train.max_length,
+                               config.keep_weight, batch=config.train.batch_size, most=most) for k in sittings for way, most in ways.items()}
 
     def one_step(keep: Keep, step: int) -> float:
         start = time.perf_counter()
-        keep.backward(model, pad, "cpu", lambda loss: loss.backward(), step=step)
+        keep.backward(model, step, device="cpu", backward=lambda loss: loss.backward())
         seconds = time.perf_counter() - start
         for memory in memory_layers(model).values():
             memory.grad_parts.clear()
@@ -91,7 +89,7 @@ def main() -> None:
     rows = [{"sittings": k, "kept": PER_SITTING * k, "tokens": keeps[k, "all"].positions,
              "all_seconds": round(median(seconds[k, "all"]), 3), "capped_seconds": round(median(seconds[k, "at most 64"]), 3),
              "ratio": round(median(seconds[k, "at most 64"]) / median(seconds[k, "all"]), 3)} for k in sittings]
-    result = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "rounds": args.rounds, "batch_size": config.batch_size,
+    result = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "rounds": args.rounds, "batch_size": config.train.batch_size,
               "keep_per_step": config.keep_per_step, "rows": rows}
     write_json_atomic(RESULTS / "keep_cost.json", result)
     lines = [

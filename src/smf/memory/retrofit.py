@@ -88,6 +88,7 @@ def retrofit(model: nn.Module, config: MemoryConfig, initialise: bool = True) ->
     With `initialise=False` the memory parameters stay on the meta device (no memory, no
     random draws), for a loader that assigns saved tensors to them."""
     layers = decoder_layers(model)
+    config = config.at_depth(len(layers))
     config.check("memory", num_layers=len(layers))
     if memory_layers(model):
         raise SmfError("this model already has memory layers; retrofit the base model instead")

@@ -19,20 +19,18 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import InitVar, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
-from smf.config import Config, at, check_keys, choice, coerce, field_names, field_types, setting
+from smf.config import Config, at, check_choices, check_keys, choice, coerce, field_names, field_types, setting
 from smf.distributed import Comm
 from smf.errors import SmfError
 from smf.io import atomic_dir
 from smf.memory.retrofit import memory_layers, save_retrofitted
 from smf.models import PRECISIONS, load_model
 
-SCHEDULES = ("constant", "linear", "cosine")
-LOSSES = ("target", "text")
 
 
 @dataclass
@@ -179,7 +177,6 @@ class Method:
         return (*load_model(saved[-1]), saved[-1])
 
 
-
 # ---------------------------------------------------------------- the registry
 
 METHODS: dict[str, type[Method]] = {}
@@ -231,13 +228,13 @@ class TrainConfig(Config):
     betas: tuple[float, float] = setting((0.9, 0.999), "Adam betas")
     steps: int = setting(100, "optimizer steps")
     epochs: float | None = setting(None, "passes over the training data; when set, it decides the number of steps (steps is then ignored)")
-    loss: str = setting("target", "tokens that carry the loss: target (the answer, smf's default) or text (the whole example, "
+    loss: Literal["target", "text"] = setting("target", "tokens that carry the loss: target (the answer, smf's default) or text (the whole example, "
                                   "as the published study trains)")
     batch_size: int = setting(8, "examples per optimizer step")
     grad_accum: int = setting(1, "micro-batches per step (batch_size must be a multiple)")
     max_length: int = setting(256, "tokens per example; longer prompts lose their start, never the target")
     warmup_steps: int = setting(0, "linear warm-up steps")
-    schedule: str = setting("constant", "learning-rate schedule after warm-up: " + ", ".join(SCHEDULES))
+    schedule: Literal["constant", "linear", "cosine"] = setting("constant", "learning-rate schedule after warm-up")
     max_grad_norm: float | None = setting(1.0, "gradient clipping norm; none = no clipping")
     seed: int = setting(0, "seed of the data order, adapters and random selection")
     checkpoint_every: int = setting(0, "steps between checkpoints for --resume (0 = none)")
@@ -306,8 +303,7 @@ class TrainConfig(Config):
             raise SmfError(f"{where}: learning rate must be > 0, got {self.lr}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise SmfError(f"{where}: max_grad_norm must be > 0 (or none), got {self.max_grad_norm}")
-        choice(self.schedule, SCHEDULES, "schedule", where)
-        choice(self.loss, LOSSES, "loss", where)
+        check_choices(self, where)
         if self.epochs is not None and not self.epochs > 0:
             raise SmfError(f"{where}: epochs must be > 0 (or none), got {self.epochs}")
         choice(self.mixed_precision, PRECISIONS, "mixed precision", where)

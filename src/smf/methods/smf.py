@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from safetensors.torch import save_file
@@ -33,8 +34,6 @@ from smf.selection import RULES, BackgroundStats, RowSelector
 # not strictly sparse: Adam's moments keep moving rows selected at earlier steps.
 OPTIMIZERS = {"adam": 1.0, "sgd": 2.0, "rowwise_adagrad": 1.0, "adamw_masked": 5e-4}
 DENSE = ("adamw_masked",)
-COUNTS = ("all", "target")
-SELECT_EVERY = ("step", "micro_batch")
 
 
 def _read_rows(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,24 +58,23 @@ def _mask_rows(grad: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 class SmfOptions(Config):
     """Which rows train (rule, top_t) and how they step (optimizer)."""
 
-    rule: str = setting("tfidf", "row-selection rule: " + ", ".join(RULES))
-    top_t: int = setting(500, "memory value rows trained per layer and step (t)")
-    optimizer: str = setting("adam", "adam (strictly sparse, lazy per-row moments), sgd (strictly sparse, no momentum), "
-                                     "rowwise_adagrad (strictly sparse, one state float per row), or "
-                                     "adamw_masked (the published study's: dense AdamW, unselected rows' gradient zeroed; not strictly sparse)")
-    select_every: str = setting("step", "when rows are selected: step (from the accesses of all its micro-batches) or "
+    rule: str = setting("tfidf", "row-selection rule (studies/controls: tfidf against random and all): " + ", ".join(RULES))
+    top_t: int = setting(300, "memory value rows trained per layer and step (t) (studies/sweep: t = 300, chosen on validation)")
+    optimizer: Literal["adam", "sgd", "rowwise_adagrad", "adamw_masked"] = setting(
+        "adam", "adam (strictly sparse, lazy per-row moments), sgd (strictly sparse, no momentum), "
+                "rowwise_adagrad (strictly sparse, one state float per row), or "
+                "adamw_masked (the published study's: dense AdamW, unselected rows' gradient zeroed; not strictly sparse) "
+                "(studies/optimizers: adam)")
+    select_every: Literal["step", "micro_batch"] = setting("step", "when rows are selected: step (from the accesses of all its micro-batches) or "
                                         "micro_batch (each micro-batch's gradient masked to its own top-t, as the published "
                                         "study's gradient hooks; the step trains their union)")
-    count: str = setting("all", "whose memory reads rank the rows: all (every real token) or target (only the positions "
+    count: Literal["all", "target"] = setting("all", "whose memory reads rank the rows: all (every real token) or target (only the positions "
                                 "that predict a loss token, e.g. an answer)")
     train_scale: bool = setting(False, "also train the memories' output scale alpha (the published '+S' arm; needs adamw_masked "
                                        "and a memory retrofitted with a scale)")
 
     def check(self, where: str) -> None:
         choice(self.rule, RULES, "selection rule", where)
-        choice(self.optimizer, OPTIMIZERS, "smf optimizer", where)
-        choice(self.count, COUNTS, "count", where)
-        choice(self.select_every, SELECT_EVERY, "select_every", where)
         if self.top_t <= 0:
             raise SmfError(f"{where}: top_t must be a positive number of rows, got {self.top_t}")
         if self.train_scale and self.optimizer not in DENSE:
