@@ -214,7 +214,6 @@ def train(
     eval_fn: Callable[[nn.Module, int], dict] | None = None,
     eval_every: int = 0,
     save_model: bool = True,
-    standalone: bool = False,
     background=None,
     terms: list[Term] = (),
     progress: bool = True,
@@ -224,8 +223,8 @@ def train(
     model_dir: the folder the model was loaded from (background statistics for smf,
     the base that a LoRA adapter names). eval_fn(model, step) → metrics, called every
     `eval_every` steps (0: never) and at the end, logged beside the losses (training curves).
-    The model is saved in OUT/model: compact where the method can (an SMF delta over
-    `model_dir`, a LoRA adapter), or a folder that loads by itself with `standalone`.
+    The model is saved in OUT/model (unless `save_model` is false): compact where the method
+    can (an SMF delta over `model_dir`, a LoRA adapter).
     `background`: SMF's background statistics, instead of those beside `model_dir`.
     `terms`: extra terms of the loss (`Term`), each added at every step.
     """
@@ -361,7 +360,7 @@ def train(
         checkpoint_activations(model, False)
     model.eval()
     if save_model and main:
-        method.save(model, tokenizer, out / "model", standalone=standalone)
+        method.save(model, tokenizer, out / "model")
     losses = [r["loss"] for r in log if "loss" in r]
     summary = {
         "method": config.method,

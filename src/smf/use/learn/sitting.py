@@ -113,6 +113,8 @@ def _teach(net, tokenizer, where, facts: list[Fact], asked: list[Fact], stage: P
     saved = read_kept(memory_dir)  # every sitting's kept answers travel with the model
     keep, kept = (kept_answers(model, tokenizer, asked, config, saved if config.keep_from == "base" else [], say)
                   if config.keep or config.keep_general else (None, []))
-    result = train(model, tokenizer, train_examples, config.train, stage / LEARN_RUN, model_dir=memory_dir,
-                   standalone=True, background=background, terms=[keep] if keep is not None else [], progress=progress)
+    result = train(model, tokenizer, train_examples, config.train, stage / LEARN_RUN, model_dir=memory_dir, save_model=False,
+                   background=background, terms=[keep] if keep is not None else [], progress=progress)
+    # The whole model, not the run's compact delta: a sitting's folder loads by itself and a later sitting stands on it.
+    save_retrofitted(result.model, tokenizer, stage / LEARN_RUN / "model", copy_files=[root_folder(memory_dir) / BACKGROUND_FILE])
     return result, memory_dir, list(dict.fromkeys(saved + kept))  # an answer kept again is saved once
