@@ -6,7 +6,9 @@ few evaluation items, and local fixture files in the hub datasets' schemas inste
 the hub.
 """
 
+import copy
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -78,8 +80,9 @@ def shrink(raw: dict, model: Path) -> dict:
     return raw
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT).with_suffix("")) for p in CONFIGS])
-def test_config_runs_end_to_end(path, tiny_folder, tmp_path):
+def test_config_runs_end_to_end(path, tiny_folder, tmp_path, monkeypatch):
     raw = yaml.safe_load(path.read_text())
     config = StudyConfig.from_dict(shrink(raw, tiny_folder))
     results = run_study(config, tmp_path / "study", progress=False)
@@ -98,20 +101,13 @@ def test_config_runs_end_to_end(path, tiny_folder, tmp_path):
         assert (tmp_path / "study" / name).is_file(), name
     report = (tmp_path / "study" / "report.md").read_text()
     assert "| **base** |" in report and all(f"| {label}" in report for label in labels)
-    # a second run finds everything done and changes nothing
+    # a second run finds everything done: it trains nothing and changes nothing
     before = (tmp_path / "study" / "results.json").read_text()
-    run_study(config, tmp_path / "study", progress=False)
-    assert json.loads(before)["runs"] == json.loads((tmp_path / "study" / "results.json").read_text())["runs"]
-
-
-def test_resume_skips_finished_runs(tiny_folder, tmp_path, monkeypatch):
-    raw = shrink(yaml.safe_load((ROOT / "configs" / "offline.yaml").read_text()), tiny_folder)
-    config = StudyConfig.from_dict(raw)
-    run_study(config, tmp_path / "s", progress=False)
     calls = []
     monkeypatch.setattr("smf.study.runner.train", lambda *a, **k: calls.append(a))
-    run_study(config, tmp_path / "s", progress=False)
+    run_study(config, tmp_path / "study", progress=False)
     assert calls == []
+    assert json.loads(before)["runs"] == json.loads((tmp_path / "study" / "results.json").read_text())["runs"]
 
 
 def write(tmp_path, text):
@@ -188,11 +184,21 @@ def test_missing_config_file(tmp_path, capsys):
     assert "config file not found" in capsys.readouterr().err
 
 
-def test_folder_of_another_study_is_refused(tiny_folder, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def lora_study(tiny_folder, tmp_path_factory):
+    """A finished study of one LoRA setting (the offline config, shrunk), run once through `smf
+    compare`: (its config, its folder). A test copies the folder before it runs there again."""
     raw = shrink(yaml.safe_load((ROOT / "configs" / "offline.yaml").read_text()), tiny_folder)
     raw["methods"] = {"lora": {"lr": 1e-3}}
-    first = write(tmp_path, yaml.safe_dump(raw))
-    assert main(["compare", "--config", str(first), "--out", str(tmp_path / "s")]) == 0
+    root = tmp_path_factory.mktemp("lora_study")
+    assert main(["compare", "--config", str(write(root, yaml.safe_dump(raw))), "--out", str(root / "s")]) == 0
+    return raw, root / "s"
+
+
+@pytest.mark.slow
+def test_folder_of_another_study_is_refused(lora_study, tmp_path, capsys):
+    raw, done = copy.deepcopy(lora_study[0]), lora_study[1]
+    shutil.copytree(done, tmp_path / "s")
     results = (tmp_path / "s" / "results.json").read_text()
     raw["methods"] = {"lora": {"lr": 2e-3}}
     second = tmp_path / "other.yaml"
@@ -204,10 +210,10 @@ def test_folder_of_another_study_is_refused(tiny_folder, tmp_path, capsys):
     assert (tmp_path / "s" / "results.json").read_text() == results
 
 
-def test_a_study_may_grow_by_new_methods(tiny_folder, tmp_path, monkeypatch):
-    raw = shrink(yaml.safe_load((ROOT / "configs" / "offline.yaml").read_text()), tiny_folder)
-    raw["methods"] = {"lora": {"lr": 1e-3}}
-    assert main(["compare", "--config", str(write(tmp_path, yaml.safe_dump(raw))), "--out", str(tmp_path / "s")]) == 0
+@pytest.mark.slow
+def test_a_study_may_grow_by_new_methods(lora_study, tmp_path, monkeypatch):
+    raw, done = copy.deepcopy(lora_study[0]), lora_study[1]
+    shutil.copytree(done, tmp_path / "s")
     lora_result = tmp_path / "s" / "runs" / "lora" / "seed0" / "result.json"
     before = lora_result.read_bytes()
 
