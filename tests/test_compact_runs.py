@@ -103,7 +103,7 @@ def test_a_changed_moved_or_missing_base_is_refused_clearly(smf_run, retro, toke
     name = next(k for k in tensors if k.endswith("memory.values"))
     tensors[name][0, 0] += 1.0
     save_file(tensors, str(weights), metadata={"format": "pt"})
-    with pytest.raises(SmfError, match="different version of .*checksum"):
+    with pytest.raises(SmfError, match="another base than .*fingerprint .* recorded in"):
         load_model(moved / "runs" / "smf")
     shutil.rmtree(moved / "compact")
     with pytest.raises(SmfError, match="its base model is gone.*smf export"):
@@ -164,3 +164,55 @@ def test_a_damaged_delta_is_one_clear_error(smf_run, tmp_path):
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(SmfError, match="cannot read .*delta.safetensors.*the run folder is damaged"):
         load_model(copy)
+
+
+def _point(run_model, base):
+    """Re-point a compact run at `base` (both paths), as if its base had been re-made there."""
+    meta_file = run_model / DELTA_FILE
+    meta = json.loads(meta_file.read_text())
+    meta["base"], meta["base_absolute"] = str(base), str(base)
+    meta_file.write_text(json.dumps(meta))
+
+
+def test_a_base_is_checked_by_content_not_bytes_nor_key_order(smf_run, tokenizer, tmp_path):
+    out, result = smf_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    # the same base made again elsewhere, its smf_memory.json keys in another order: accepted
+    same = memory_folder(tmp_path / "same", tokenizer, MEM, "alpha beta gamma delta " * 40)
+    memory_file = same / "smf_memory.json"
+    memory_file.write_text(json.dumps(dict(reversed(list(json.loads(memory_file.read_text()).items()))), indent=3))
+    _point(copy / "model", same)
+    loaded, _ = load_model(copy)
+    assert torch.equal(logits(loaded, tokenizer), logits(result.model, tokenizer))
+    # the same weights under other memory settings (top-k: other logits): refused, naming both
+    for change in ({"topk": 2}, {"seed": 1}):
+        other = memory_folder(tmp_path / f"other_{next(iter(change))}", tokenizer, MemoryConfig(**{**MEM.to_dict(), **change}))
+        _point(copy / "model", other)
+        with pytest.raises(SmfError, match=f"another base than {other}.*fingerprint .* here, .* recorded in .*{DELTA_FILE}"):
+            load_model(copy)
+
+
+@pytest.mark.slow
+def test_a_lora_run_finds_its_base_from_anywhere_and_refuses_another(tokenizer, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    plain = work / "plain"
+    tiny_model(vocab_size=len(tokenizer)).save_pretrained(plain)
+    tokenizer.save_pretrained(plain)
+    monkeypatch.chdir(work)  # trained with relative paths, as a user in that folder would
+    result = run("./plain", "run", tokenizer, method="lora", lr=1e-2)
+    record = json.loads((work / "run" / "model" / "smf_base.json").read_text())
+    assert record["base"] == "../../plain" and record["base_absolute"] == str(plain.resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded, _ = load_model(work / "run")
+    assert torch.allclose(logits(loaded, tokenizer), logits(result.model, tokenizer), atol=1e-6)
+    # run and base moved together: found relative to the run
+    shutil.move(str(work), str(tmp_path / "moved"))
+    loaded, _ = load_model(tmp_path / "moved" / "run")
+    assert torch.allclose(logits(loaded, tokenizer), logits(result.model, tokenizer), atol=1e-6)
+    # another model saved over the base: refused, never merged onto it
+    tiny_model(vocab_size=len(tokenizer), seed=1).save_pretrained(tmp_path / "moved" / "plain")
+    with pytest.raises(SmfError, match="another base than .*plain.*fingerprint .* recorded in .*smf_base.json"):
+        load_model(tmp_path / "moved" / "run")

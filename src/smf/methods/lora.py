@@ -1,8 +1,9 @@
 """LoRA finetuning through PEFT: adapters on every linear layer by default, AdamW.
 
-Saved as a PEFT adapter folder (adapter_config.json names the base model folder);
-`smf.models.load_model` loads it onto its base and merges it, so the result evaluates
-like any plain model.
+Saved as a PEFT adapter folder, with smf_base.json naming its base folder relative to the
+run, absolute, and by content (`smf.memory.delta.fingerprint`); `smf.models.load_model`
+loads it onto that base, refusing another, and merges it, so the result evaluates like
+any plain model.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from pathlib import Path
 
 from smf.config import Config, setting
 from smf.errors import SmfError
-from smf.io import atomic_dir
+from smf.io import atomic_dir, write_json_atomic
+from smf.memory.delta import base_record
 from smf.memory.retrofit import memory_layers
 from smf.methods.base import Method
 from smf.models import load_model
+from smf.names import ADAPTER_BASE_FILE
 
 
 @dataclass
@@ -66,9 +69,11 @@ class LoraMethod(Method):
             raise SmfError(f"LoRA target modules {targets!r} do not fit this model: {str(e).splitlines()[0]}") from None
 
     def save(self, model, tokenizer, out: Path, standalone: bool = False) -> None:
+        base = Path(model.peft_config["default"].base_model_name_or_path)
         with atomic_dir(out, overwrite=True) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+            write_json_atomic(tmp / ADAPTER_BASE_FILE, base_record(base, out))
 
     def export(self, model):
         return model.merge_and_unload()
