@@ -82,7 +82,7 @@ CASES = {
     "info, corrupt smf_memory.json": (lambda w, t: ["info", str(damaged(w, t, "retro", "smf_memory.json", "junk"))], "smf_memory.json"),
     "eval, corrupt smf_memory.json": (lambda w, t: ["eval", "--model", str(damaged(w, t, "retro", "smf_memory.json", "junk")), "--tasks-file", str(w["tasks"]), "--out", f"{t}/out.json"], "smf_memory.json"),
     "resume, truncated checkpoint weights": (lambda w, t: resume_args(w, t, truncate="checkpoint/trainable.safetensors"), "trainable.safetensors"),
-    "resume, truncated optimizer state": (lambda w, t: resume_args(w, t, truncate="checkpoint/state.pt"), "state.pt"),
+    "resume, truncated optimizer state": (lambda w, t: resume_args(w, t, truncate="checkpoint/state.safetensors"), "state.safetensors"),
     # data
     "background, non-UTF-8 text": (lambda w, t: ["background", "--model", str(w["retro"]), "--data", str(_latin1(t, "bg.txt"))], "not UTF-8"),
     "train, non-UTF-8 JSONL": (lambda w, t: ["train", "--model", str(w["plain"]), "--method", "full", "--data", str(_latin1(t, "d.jsonl")), "--steps", "1", "--out", f"{t}/out"], "not UTF-8"),

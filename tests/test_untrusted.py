@@ -10,12 +10,16 @@ and returns the argv; `message` must appear in the error line.
 """
 
 import hashlib
+import json
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from smf.cli import main
-from test_faults import world  # noqa: F401  (the models and runs the cases start from)
+from test_faults import resume_args, world  # noqa: F401  (the models and runs the cases start from)
 
 
 def _write(tmp: Path, name: str, text: str | bytes) -> Path:
@@ -32,8 +36,79 @@ def _yaml_bomb(levels: int = 9) -> str:
     return "\n".join(lines) + f"\nmethods: {{lora: {{lr: *a{levels}}}}}\n"
 
 
+class _CreatesFile:
+    """Unpickled, it creates a file: the payload of a hostile checkpoint or weights file."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _payload(path: Path, where: Path) -> None:
+    """A torch pickle at `path` whose loading (weights_only=False) creates `where`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"step": 2, "optimizer": _CreatesFile(where)}, path)
+
+
+def _checkpoint(w, t, edit) -> list[str]:
+    """`smf train --resume` of a copy of the unfinished run, its checkpoint folder edited by `edit(folder, t)`."""
+    argv = resume_args(w, t)
+    edit(t / "run_copy" / "checkpoint", t)
+    return argv
+
+
+def _old_pickle_state(folder: Path, t: Path) -> None:
+    (folder / "state.safetensors").unlink()
+    _payload(folder / "state.pt", t / "pwned")
+
+
+def _state_structure(structure) -> callable:
+    """An edit that replaces the checkpoint's training state with one tensor and `structure` as its JSON."""
+    def edit(folder: Path, t: Path) -> None:
+        text = structure if isinstance(structure, str) else json.dumps(structure)
+        save_file({"t0": torch.zeros(2)}, str(folder / "state.safetensors"), metadata={"smf_state": text})
+    return edit
+
+
+def _pickled_model(w, t, source: str = "plain", keep: str = "pytorch_model.bin") -> str:
+    """A copy of a world model whose weights are only a pickle with a payload."""
+    copy = t / f"{source}_pickled"
+    shutil.copytree(w[source], copy)
+    for weights in copy.glob("*.safetensors"):
+        weights.unlink()
+    _payload(copy / keep, t / "pwned")
+    return str(copy)
+
+
+def _pickled_run(w, t) -> str:
+    """A copy of the unfinished run with a model/ folder whose weights are a pickle."""
+    copy = t / "run_pickled"
+    shutil.copytree(w["run"], copy)
+    shutil.copytree(w["plain"], copy / "model")
+    for weights in (copy / "model").glob("*.safetensors"):
+        weights.unlink()
+    _payload(copy / "model" / "pytorch_model.bin", t / "pwned")
+    return str(copy)
+
+
 CASES = {
     # --- code execution and bounded parsing ---
+    "resume, an old pickled state.pt whose payload would create a file": (lambda w, t: _checkpoint(w, t, _old_pickle_state), "older smf"),
+    "resume, state.safetensors that is a pickle with a payload": (lambda w, t: _checkpoint(w, t, lambda f, t: _payload(f / "state.safetensors", t / "pwned")), "state.safetensors"),
+    "resume, trainable.safetensors that is a pickle with a payload": (lambda w, t: _checkpoint(w, t, lambda f, t: _payload(f / "trainable.safetensors", t / "pwned")), "trainable.safetensors"),
+    "resume, a training state that names a missing tensor": (lambda w, t: _checkpoint(w, t, _state_structure({"tensor": "t9"})), "missing tensor"),
+    "resume, a training state nested 100000 deep": (lambda w, t: _checkpoint(w, t, _state_structure("[" * 100000 + "]" * 100000)), "state.safetensors"),
+    "resume, a training state naming a Python object": (lambda w, t: _checkpoint(w, t, _state_structure({"object": "os.system"})), "state.safetensors"),
+    "resume, a training state without its structure": (lambda w, t: _checkpoint(w, t, lambda f, t: save_file({"t0": torch.zeros(1)}, str(f / "state.safetensors"))), "no training state"),
+    "resume, a training state of another shape (no optimizer)": (lambda w, t: _checkpoint(w, t, _state_structure({"dict": [["step", {"int": "2"}]]})), "state.safetensors"),
+    "resume, a training state whose step is a string": (lambda w, t: _checkpoint(w, t, _state_structure({"int": "two"})), "state.safetensors"),
+    "info, a model folder with only pickled weights": (lambda w, t: ["info", _pickled_model(w, t)], "convert it to safetensors"),
+    "eval, a model folder with only pickled weights": (lambda w, t: ["eval", "--model", _pickled_model(w, t), "--tasks-file", str(w["tasks"]), "--out", f"{t}/out.json"], "convert it to safetensors"),
+    "train, a model folder with only pickled weights": (lambda w, t: ["train", "--model", _pickled_model(w, t), "--method", "full", "--data", str(w["data"]), "--steps", "1", "--out", f"{t}/out"], "convert it to safetensors"),
+    "retrofit, a model folder with only a .pt checkpoint": (lambda w, t: ["retrofit", "--model", _pickled_model(w, t, keep="model.pt"), "--out", f"{t}/out"], "convert it to safetensors"),
+    "eval, a run folder whose model/ has only pickled weights": (lambda w, t: ["eval", "--model", _pickled_run(w, t), "--tasks-file", str(w["tasks"]), "--out", f"{t}/out.json"], "convert it to safetensors"),
     "compare, a YAML alias bomb": (lambda w, t: ["compare", "--config", str(_write(t, "s.yaml", _yaml_bomb())), "--out", f"{t}/out"], "alias"),
     # --- a saved run's base, by content ---
     # --- text input, truncation, outputs, one error path ---
@@ -65,3 +140,16 @@ def test_refused_in_one_line_and_nothing_changes(name, world, tmp_path, capsys):
 
 def test_the_table_is_large():
     assert len(CASES) >= 60
+
+
+def test_a_crafted_checkpoint_runs_nothing(world, tmp_path, capsys):  # noqa: F811
+    """The payload is live (torch.load with weights_only=False runs it), and resuming never does."""
+    probe = tmp_path / "probe"
+    _payload(tmp_path / "probe.pt", probe)
+    torch.load(tmp_path / "probe.pt", weights_only=False)
+    assert probe.exists()
+    for edit in (_old_pickle_state, lambda f, t: _payload(f / "state.safetensors", t / "pwned")):
+        case = tmp_path / f"case{len(list(tmp_path.iterdir()))}"
+        case.mkdir()
+        assert main(_checkpoint(world, case, edit)) == 2
+        assert not (case / "pwned").exists()

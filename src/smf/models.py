@@ -71,17 +71,17 @@ def prepare_default_model(*, progress: bool = True) -> Path:
 
     with tqdm(total=3, desc=f"preparing {DEFAULT_MODEL}", disable=not progress, unit="stage") as bar:
         bar.set_postfix_str("tokenizer")
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
         bar.update()
         bar.set_postfix_str("dequantize GGUF")
-        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False)
         bar.update()
         bar.set_postfix_str("save safetensors")
         # save_pretrained refuses a GGUF-loaded model ("quantized"): rebuild the plain
         # class from its config and move the dequantized weights over.
         config = quantized.config.to_dict()
         config.pop("quantization_config", None)
-        config = AutoConfig.for_model(**config)
+        config = AutoConfig.for_model(**config)  # builds from a dict: no code of the folder's
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         missing, unexpected = model.load_state_dict(quantized.state_dict(), strict=False, assign=True)
@@ -110,6 +110,17 @@ def _is_model_folder(path: Path) -> bool:
     return any((path / marker).is_file() for marker in (HF_CONFIG_FILE, ADAPTER_FILE, DELTA_FILE))
 
 
+def _refuse_pickled_weights(folder: Path) -> None:
+    """A folder whose weights are only pickles (`*.bin`, `*.pt`, `*.pth`): loading one can run any code its writer put in it."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for suffix in ("bin", "pt", "pth", "ckpt") for p in folder.glob(f"*.{suffix}"))
+    if pickled:
+        raise SmfError(f"{folder} holds its weights as pickles ({pickled[0]}), which smf does not load (a pickle can run code); "
+                       "convert it to safetensors: in a Python you trust, load it with transformers and save_pretrained(folder, "
+                       "safe_serialization=True)")
+
+
 def resolve_model(name: str | os.PathLike | None) -> Path | str:
     """Where to load `name` from: a local folder (Path) or a hub id (str).
 
@@ -124,9 +135,10 @@ def resolve_model(name: str | os.PathLike | None) -> Path | str:
     if path.is_dir():
         is_model = _is_model_folder(path)
         if not is_model and _is_model_folder(path / "model"):
-            return path / "model"
-        if not is_model:
+            path = path / "model"
+        elif not is_model:
             raise SmfError(f"{path} is not a model folder (no config.json); give a folder written by save_pretrained or smf")
+        _refuse_pickled_weights(path)
         return path
     if path.exists():
         raise SmfError(f"{path} is a file; a model is a folder (with config.json) or a hub id like Qwen/Qwen2.5-0.5B-Instruct")
@@ -146,7 +158,8 @@ def load_tokenizer(name: str | os.PathLike | None = None):
     # base architecture's config, so transformers does not ask to run the folder's code.
     smf_folder = isinstance(where, Path) and (where / MEMORY_FILE).is_file()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, **({"config": base_architecture(where)} if smf_folder else {}))
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False,
+                                                  **({"config": base_architecture(where)} if smf_folder else {}))
     except (OSError, ValueError) as e:
         raise SmfError(_load_failure(where, e)) from None
     if tokenizer.pad_token is None:
@@ -212,7 +225,7 @@ def load_model(
         from transformers import AutoModelForCausalLM  # why: as in prepare_default_model
 
         try:
-            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, trust_remote_code=False, use_safetensors=True)
         except (OSError, ValueError, SafetensorError) as e:
             raise SmfError(_load_failure(where, e)) from None
         model.to(device)

@@ -31,6 +31,8 @@ SUMMARY_FILE = "summary.json"
 LOG_FILE = "log.jsonl"
 FINGERPRINT_FILE = "fingerprint.json"  # what the run started from: --resume refuses anything else
 CHECKPOINT = "checkpoint"  # a folder, removed once the run is evaluated
+STATE_FILE = "state.safetensors"  # in CHECKPOINT: optimizer, scheduler and generators (smf.state, no pickle)
+OLD_STATE_FILE = "state.pt"  # in CHECKPOINT, by older smf: a pickle, refused, never loaded
 MODEL_DIR = "model"  # the folder the trained model is saved in
 
 # a study and a stream

@@ -52,9 +52,12 @@ from smf.names import (
     DELTA_WEIGHTS,
     FINGERPRINT_FILE,
     LOG_FILE,
+    OLD_STATE_FILE,
+    STATE_FILE,
     SUMMARY_FILE,
     WEIGHTS_FILE,
 )
+from smf.state import load_state, save_state
 
 
 
@@ -470,7 +473,8 @@ def _save_checkpoint(out: Path, step: int, model, method, optimizer, scheduler, 
     with atomic_dir(out / CHECKPOINT, overwrite=True) as tmp:
         state = {k: v.contiguous().cpu() for k, v in method.trainable_state(model).items()}
         save_file(state, str(tmp / "trainable.safetensors"))
-        torch.save(
+        save_state(
+            tmp / STATE_FILE,
             {
                 "step": step,
                 "optimizer": optimizer.state_dict(),
@@ -479,7 +483,6 @@ def _save_checkpoint(out: Path, step: int, model, method, optimizer, scheduler, 
                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
             },
-            tmp / "state.pt",
         )
         write_json_atomic(tmp / "meta.json", {"step": step, "config": config.to_dict()})
 
@@ -487,19 +490,28 @@ def _save_checkpoint(out: Path, step: int, model, method, optimizer, scheduler, 
 def _load_checkpoint(out: Path, model, method, optimizer, scheduler, write_log: bool = True) -> tuple[int, list[dict]]:
     folder = out / CHECKPOINT
     fix = f"the checkpoint is damaged; remove {folder} to start the run again, or choose another --out"
+    if (folder / OLD_STATE_FILE).exists() and not (folder / STATE_FILE).exists():
+        # never unpickled: a pickle runs whatever code its writer put in it
+        raise SmfError(f"{folder} was written by an older smf (its state is a pickle, {OLD_STATE_FILE}, which smf no longer "
+                       f"loads); remove {folder} to start the run again, or choose another --out")
     with reading(folder / "trainable.safetensors", fix):
         trainable = load_file(str(folder / "trainable.safetensors"))
-    with reading(folder / "state.pt", fix):
-        state = torch.load(folder / "state.pt", weights_only=False)
-    method.load_trainable_state(model, trainable)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    method.load_extra_state(state["method"])
-    torch.set_rng_state(state["rng"]["torch"])
-    random.setstate(state["rng"]["python"])
-    if state["rng"]["cuda"] is not None:
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    step = state["step"]
+    state = load_state(folder / STATE_FILE, fix)
+    try:  # well-formed but of another run or shape: torch's own checks say which part
+        method.load_trainable_state(model, trainable)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        method.load_extra_state(state["method"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        if state["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        step = state["step"]
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"step {step!r:.40} is not a step number")
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise SmfError(f"{folder / STATE_FILE} does not fit this run ({type(e).__name__}: {first}); {fix}") from None
     # The log may run past the checkpoint (the run was killed later): cut it back.
     lines = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines() if line.strip()]
     log = [r for r in lines if r["step"] <= step]
