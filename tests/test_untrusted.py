@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from smf.cli import main
 from test_faults import resume_args, world  # noqa: F401  (the models and runs the cases start from)
+from untrusted_bases import export, memory_setting, one_weight, rebased, run_copy, tampered_delta
 
 
 def _write(tmp: Path, name: str, text: str | bytes) -> Path:
@@ -111,6 +112,31 @@ CASES = {
     "eval, a run folder whose model/ has only pickled weights": (lambda w, t: ["eval", "--model", _pickled_run(w, t), "--tasks-file", str(w["tasks"]), "--out", f"{t}/out.json"], "convert it to safetensors"),
     "compare, a YAML alias bomb": (lambda w, t: ["compare", "--config", str(_write(t, "s.yaml", _yaml_bomb())), "--out", f"{t}/out"], "alias"),
     # --- a saved run's base, by content ---
+    "run base, compact run over a base re-made with another memory seed": (lambda w, t: export(rebased(w, t, "smf", memory_setting(seed=1)), t), "another base than"),
+    "run base, compact run over a base re-made with another top-k": (lambda w, t: export(rebased(w, t, "smf", memory_setting(topk=2)), t), "another base than"),
+    "run base, compact run over a base with one weight changed": (lambda w, t: export(rebased(w, t, "smf", one_weight), t), "another base than"),
+    "run base, compact run pointed at the other-seed retrofit": (lambda w, t: export(run_copy(w, t, base=w["other"], base_absolute=w["other"]), t), "another base than"),
+    "run base, compact run pointed at a plain model": (lambda w, t: export(run_copy(w, t, base=w["plain"], base_absolute=w["plain"]), t), "another base than"),
+    "run base, compact run whose base folder vanished": (lambda w, t: export(run_copy(w, t, base="../../gone", base_absolute=t / "gone"), t), "base model is gone"),
+    "run base, compact run pointing outside with ..": (lambda w, t: export(run_copy(w, t, base="../../../../../../../../etc", base_absolute="/etc"), t), "base model is gone"),
+    "run base, compact run pointing at a non-model folder": (lambda w, t: export(run_copy(w, t, base=w["root"], base_absolute=w["root"]), t), "base model is gone"),
+    "run base, smf_delta.json base not text": (lambda w, t: export(run_copy(w, t, base=7), t), "not an smf record"),
+    "run base, smf_delta.json without a fingerprint": (lambda w, t: export(run_copy(w, t, base_fingerprint=None), t), "not an smf record"),
+    "run base, smf_delta.json with a forged fingerprint": (lambda w, t: export(run_copy(w, t, base_fingerprint="0" * 64), t), "another base than"),
+    "run base, smf info on a compact run over another base": (lambda w, t: ["info", str(rebased(w, t, "smf", memory_setting(topk=2)) / "model")], "another base than"),
+    "run base, smf eval of a compact run over another base": (lambda w, t: ["eval", "--model", str(rebased(w, t, "smf", one_weight)), "--tasks-file", str(w["tasks"]), "--out", f"{t}/out.json"], "another base than"),
+    "run base, smf train on from a compact run over another base": (lambda w, t: ["train", "--model", str(rebased(w, t, "smf", memory_setting(seed=1))), "--method", "smf", "--data", str(w["data"]), "--steps", "1", "--out", f"{t}/out"], "another base than"),
+    "run base, delta rows out of range": (lambda w, t: export(tampered_delta(w, t, "rows out of range"), t), "outside its"),
+    "run base, delta rows negative": (lambda w, t: export(tampered_delta(w, t, "negative rows"), t), "outside its"),
+    "run base, delta rows as floats": (lambda w, t: export(tampered_delta(w, t, "float rows"), t), "do not fit"),
+    "run base, delta values of another width": (lambda w, t: export(tampered_delta(w, t, "values of another width"), t), "do not fit"),
+    "run base, delta rows without values": (lambda w, t: export(tampered_delta(w, t, "rows without values"), t), "do not fit"),
+    "run base, delta changes a layer that does not exist": (lambda w, t: export(tampered_delta(w, t, "a layer that does not exist"), t), "does not have"),
+    "run base, delta whole tensor of another shape": (lambda w, t: export(tampered_delta(w, t, "a whole tensor of another shape"), t), "is damaged"),
+    "run base, LoRA run whose base was replaced": (lambda w, t: export(rebased(w, t, "lora", one_weight), t), "another base than"),
+    "run base, LoRA run pointed at another model": (lambda w, t: export(run_copy(w, t, "lora", base=w["retro"], base_absolute=w["retro"]), t), "another base than"),
+    "run base, LoRA run whose base vanished": (lambda w, t: export(run_copy(w, t, "lora", base="../../gone", base_absolute=t / "gone"), t), "base model is gone"),
+    "run base, LoRA run with a forged fingerprint": (lambda w, t: ["eval", "--model", str(run_copy(w, t, "lora", base_fingerprint="f" * 64)), "--tasks-file", str(w["tasks"]), "--out", f"{t}/out.json"], "another base than"),
     # --- text input, truncation, outputs, one error path ---
 }
 
