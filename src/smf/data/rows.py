@@ -37,11 +37,17 @@ def read_rows_file(path: str | Path, *, hint: str = "the hub dataset") -> list[d
 
 
 def read_text(path: Path) -> str:
-    """A file's text; SmfError if it is not UTF-8."""
+    """A file's text, without the byte-order mark some editors put first; SmfError if it is not UTF-8."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise SmfError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+
+
+def lines(text: str) -> list[str]:
+    """Lines split on newline only: `str.splitlines` also splits on Unicode line and paragraph
+    separators and form feeds, which are characters inside one fact or one JSON string."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
 
 
 def _read_json(path: Path, fix: str) -> list:
@@ -54,7 +60,7 @@ def _read_json(path: Path, fix: str) -> list:
         return rows
     # JSON Lines; `datasets` reads a .json file holding JSON Lines too, so we do as well.
     rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(lines(text), 1):
         if not line.strip():
             continue
         try:

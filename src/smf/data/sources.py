@@ -22,7 +22,7 @@ import yaml
 
 from smf.config import suggest
 from smf.data.registry import get_form
-from smf.data.rows import read_rows_file, read_text
+from smf.data.rows import lines, read_rows_file, read_text
 from smf.data.types import TrainExample
 from smf.errors import SmfError
 
@@ -30,7 +30,10 @@ DATA_FILES = (".jsonl", ".json", ".txt")  # local training data and general text
 
 
 def source_from_text(text: str) -> dict[str, Any]:
-    """'facts:n_facts=60,seed=1' → {'name': 'facts', 'n_facts': 60, 'seed': 1}."""
+    """'facts:n_facts=60,seed=1' → {'name': 'facts', 'n_facts': 60, 'seed': 1}; an existing file is its own name
+    (a path may hold a ':')."""
+    if Path(text).expanduser().is_file():
+        return {"name": text}
     name, _, rest = text.partition(":")
     spec: dict[str, Any] = {"name": name.strip()}
     for part in filter(None, (p.strip() for p in rest.split(","))):
@@ -50,7 +53,7 @@ def _split(spec: str | Mapping[str, Any], where: str) -> tuple[str, dict[str, An
 
 
 def _is_file(name: str) -> bool:
-    return Path(name).suffix in DATA_FILES
+    return Path(name).suffix.lower() in DATA_FILES
 
 
 def check_source(spec: str | Mapping[str, Any], form: str, where: str = "data") -> None:
@@ -89,7 +92,7 @@ def general_texts(spec: str | Mapping[str, Any], where: str = "text data") -> li
     name, options = _split(spec, where)
     if _is_file(name):
         path = Path(name)
-        texts = [read_text(path)] if path.suffix == ".txt" else [r["text"] for r in _rows(path, "text")]
+        texts = [read_text(path)] if path.suffix.lower() == ".txt" else [r["text"] for r in _rows(path, "text")]
         texts = texts[: options["limit"]] if options.get("limit") else texts
     else:
         texts = get_form(name, "text")[1].load(**options)
@@ -110,8 +113,8 @@ def _rows(path: Path, field: str | None) -> list[dict]:
 
 
 def _file_examples(path: Path) -> list[TrainExample]:
-    if path.suffix == ".txt":
-        return [TrainExample("", line.strip()) for line in read_text(path).splitlines() if line.strip()]
+    if path.suffix.lower() == ".txt":
+        return [TrainExample("", line.strip()) for line in lines(read_text(path)) if line.strip()]
     out = []
     for n, row in enumerate(_rows(path, None), 1):
         if isinstance(row.get("target"), str):

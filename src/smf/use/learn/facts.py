@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from smf.data.rows import read_rows_file, read_text
+from smf.data.rows import lines, read_rows_file, read_text
 from smf.errors import SmfError
 
 
@@ -25,9 +25,10 @@ def read_facts(path: Path) -> list[Fact]:
     path = Path(path)
     if not path.is_file():
         raise SmfError(f"{path}: file not found; give a .txt (one statement per line) or .jsonl file of facts")
-    if path.suffix == ".txt":
-        facts = [Fact(text=line.strip()) for line in read_text(path).splitlines() if line.strip()]
-    elif path.suffix in (".jsonl", ".json"):
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        facts = [Fact(text=line.strip()) for line in lines(read_text(path)) if line.strip()]
+    elif suffix in (".jsonl", ".json"):
         facts = []
         for n, row in enumerate(read_rows_file(path, hint='facts: {"text"}, {"question", "answer"} or {"prompt", "target"}'), 1):
             question, answer = row.get("question", row.get("prompt")), row.get("answer", row.get("target"))
