@@ -24,22 +24,34 @@ class Encoded:
     n_prompt: int  # the first n_prompt tokens carry no loss
 
 
-def encode_examples(examples: list[TrainExample], tokenizer, max_length: int) -> list[Encoded]:
+def encode_examples(examples: list[TrainExample], tokenizer, max_length: int, counts: dict | None = None) -> list[Encoded]:
     """Tokenize prompt and target separately (the target's tokens are exactly the loss).
 
-    Over-long examples lose the start of their prompt, never the target.
+    An over-long example keeps its whole prompt (the question) and loses the end of its target;
+    one whose prompt leaves no room for a target token is dropped: cutting the question would
+    teach its answer to another question. `counts`, when given, gets how many were
+    "truncated" and "dropped", for the run to state.
     """
-    out = []
+    out, truncated, dropped = [], 0, 0
     for ex in examples:
         prompt = tokenizer(ex.prompt).input_ids if ex.prompt else tokenizer("", add_special_tokens=True).input_ids
         target = tokenizer(ex.target, add_special_tokens=False).input_ids
         if not target:
             continue
-        target = target[:max_length]
-        prompt = prompt[max(0, len(prompt) + len(target) - max_length):]
+        room = max_length - len(prompt)
+        if room < 1:
+            dropped += 1
+            continue
+        if len(target) > room:
+            truncated += 1
+            target = target[:room]
         out.append(Encoded(prompt + target, len(prompt)))
+    if counts is not None:
+        counts.update(truncated=truncated, dropped=dropped)
     if not out:
-        raise SmfError("no training examples left after tokenization (empty targets?)")
+        why = f"all {dropped} have a prompt of max_length ({max_length}) tokens or more; raise --max-length" if dropped \
+            else "empty targets?"
+        raise SmfError(f"no training examples left after tokenization ({why})")
     return out
 
 

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import random
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -240,7 +241,11 @@ def train(
     check_split(config.batch_size, config.grad_accum, comm.world)
     resuming = check_output(out, config, resume)
     accelerator.wait_for_everyone()  # every process checked OUT before the main one writes to it
-    data = examples if examples and isinstance(examples[0], Encoded) else encode_examples(examples, tokenizer, config.max_length)
+    fitted: dict[str, int] = {}  # examples over max_length: truncated (answer's end) or dropped (question too long)
+    data = examples if examples and isinstance(examples[0], Encoded) else encode_examples(examples, tokenizer, config.max_length, fitted)
+    if main and any(fitted.values()):
+        print(f"smf: {fitted['truncated']} training examples longer than max_length {config.max_length} lost the end of "
+              f"their answer, {fitted['dropped']} were dropped (their question alone is that long)", file=sys.stderr)
     if config.loss == "text":  # the whole example carries the loss, prompt included
         data = [Encoded(e.ids, 0) for e in data]
     fingerprint = run_fingerprint(model_dir, data)
@@ -381,6 +386,8 @@ def train(
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
         "resumed_from_step": start_step,
+        "examples_truncated": fitted.get("truncated", 0),
+        "examples_dropped": fitted.get("dropped", 0),
     }
     if main:
         write_json_atomic(out / SUMMARY_FILE, summary)
