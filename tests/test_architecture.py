@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 # root package (the version and the error), `__main__` is `python -m smf`; `state` writes training
 # state without pickle.
 LAYERS = [
-    ["smf", "errors", "io", "config", "names", "stats", "state"],
+    ["smf", "errors", "io", "config", "names", "stats", "state", "lock"],
     ["memory"],
     ["data"],
     ["models"],

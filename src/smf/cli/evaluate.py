@@ -9,6 +9,7 @@ is one line on stderr and exit code 2, before any output file is written.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -63,6 +64,15 @@ def _task_specs(args) -> list:
     return specs
 
 
+def _is_eval_result(path: Path) -> bool:
+    """Whether `path` holds results an earlier smf eval wrote (which a new run may replace)."""
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(result, dict) and "model" in result and isinstance(result.get("tasks"), dict)
+
+
 def run(args) -> int:
     if args.list:
         for name, d in DATASETS.items():
@@ -74,6 +84,8 @@ def run(args) -> int:
     check_output_path(args.out)
     if Path(args.out).is_dir():
         raise SmfError(f"--out {args.out} is a folder; give a file path for the results, e.g. {Path(args.out) / 'results.json'}")
+    if Path(args.out).exists() and not _is_eval_result(Path(args.out)):
+        raise SmfError(f"--out {args.out} already exists and is not results smf eval wrote; choose another --out or remove it")
     if args.limit is not None and args.limit < 1:
         raise SmfError(f"--limit must be a positive integer, got {args.limit}")
     for flag, value in (("--batch-size", args.batch_size), ("--generate-batch-size", args.generate_batch_size)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -135,6 +136,7 @@ def run_inspect(args: argparse.Namespace) -> None:
         raise SmfError("--question and --answer go together: the rows the answer's tokens read are reported")
     out = args.out or args.path / "inspect"
     check_output_path(out)
+    _check_inspect_out(out)
     report = inspect(args.path, out, question=args.question, answer=args.answer)
     for stage in report["stages"]:
         extra = (f", all among the {stage['rows_selected_total']} selected" if stage.get("changed_outside_selected") == 0
@@ -153,6 +155,28 @@ def run_inspect(args: argparse.Namespace) -> None:
         for layer, q in report["question"]["layers"].items():
             print(f"answer reads {q['rows_read']} rows in layer {layer}, {q['rows_written']} of them written by training")
     print(f"written: {out / 'inspect.json'}, {out / 'inspect.png'}")
+
+
+INSPECT_FILES = ("inspect.json", "inspect.png", "access.png")
+
+
+def _check_inspect_out(out: Path) -> None:
+    """`out` is new, empty, or an earlier smf inspect's output (whose files a new report replaces)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise SmfError(f"--out {out} is a file; give a folder for the report")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in INSPECT_FILES)
+    if foreign:
+        raise SmfError(f"--out {out} holds files smf inspect did not write ({', '.join(foreign[:3])}); choose a new or empty folder")
+    report = out / "inspect.json"
+    if report.exists():
+        try:
+            ours = isinstance(json.loads(report.read_text(encoding="utf-8")).get("stages"), list)
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise SmfError(f"--out {out}: its inspect.json is not a report smf inspect wrote; choose a new or empty folder")
 
 
 def _num(x) -> str:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from smf.config import parse_flag
+from smf.lock import output_lock
 from smf.names import REPORT_FILE, RESULTS_FILE
 from smf.study.config import StudyConfig
 from smf.study.report import markdown
@@ -24,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_compare(args) -> None:
     config = StudyConfig.load(args.config)
-    results = run_study(config, args.out, seeds=list(args.seeds) if args.seeds else None)
+    with output_lock(args.out):
+        results = run_study(config, args.out, seeds=list(args.seeds) if args.seeds else None)
     if results.get("stream"):
         print(stream_markdown(results))
     else:

@@ -13,6 +13,7 @@ from pathlib import Path
 from smf.config import add_arguments, flag, given, read_config
 from smf.data.sources import check_source, training_examples
 from smf.errors import SmfError
+from smf.lock import output_lock
 from smf.methods import METHODS, TrainConfig
 from smf.methods.base import option_owners
 from smf.methods.heal import HealConfig
@@ -81,11 +82,13 @@ def train_settings(args) -> tuple[object, object]:
 
 def run_train(args) -> None:
     data, config = train_settings(args)
-    check_output(args.out, config, args.resume)  # before any model work
-    examples = training_examples(data)
-    where = resolve_model(args.model)
-    model, tokenizer = load_model(where)
-    result = train(model, tokenizer, examples, config, args.out, model_dir=where if isinstance(where, Path) else None, resume=args.resume)
+    with output_lock(args.out):
+        check_output(args.out, config, args.resume)  # before any model work
+        examples = training_examples(data)
+        where = resolve_model(args.model)
+        model, tokenizer = load_model(where)
+        result = train(model, tokenizer, examples, config, args.out, model_dir=where if isinstance(where, Path) else None,
+                       resume=args.resume)
     s = result.summary
     if s.get("processes", 1) > 1 and int(os.environ.get("RANK", "0")) != 0:
         return  # one report, from the main process

@@ -9,6 +9,7 @@ from pathlib import Path
 from smf.data.types import TrainExample
 from smf.errors import SmfError
 from smf.io import check_output_path
+from smf.lock import output_lock
 from smf.memory.delta import root_folder
 from smf.memory.retrofit import retrofit, save_retrofitted
 from smf.models import load_model, resolve_model
@@ -25,8 +26,13 @@ from smf.use.learn.kept import kept_answers
 
 def learn(data: Path, out: Path, *, model: str | None = None, config: LearnConfig | None = None, progress: bool = True,
           say=print) -> dict:
-    """Teach the facts in `data` to `model` (None: the offline default); write the model to `out`."""
-    config = LearnConfig() if config is None else config
+    """Teach the facts in `data` to `model` (None: the offline default); write the model to `out`.
+    One sitting at a time on one `out` (a second is refused while the first holds its lock)."""
+    with output_lock(Path(out)):
+        return _sitting(data, out, model, LearnConfig() if config is None else config, progress, say)
+
+
+def _sitting(data: Path, out: Path, model: str | None, config: LearnConfig, progress: bool, say) -> dict:
     out = Path(out)
     check_output_path(out)
     if out.exists() and not out.is_dir():
