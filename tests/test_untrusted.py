@@ -12,6 +12,8 @@ and returns the argv; `message` must appear in the error line.
 import hashlib
 import json
 import shutil
+import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -94,8 +96,51 @@ def _pickled_run(w, t) -> str:
     return str(copy)
 
 
+def _replaced(w, t, folder: str, file: str, text: str | bytes) -> str:
+    """A copy of a world folder with one file's content replaced."""
+    copy = t / f"{folder}_replaced"
+    shutil.copytree(w[folder], copy)
+    _write(copy, file, text)
+    return str(copy)
+
+
+def _compare(t, text: str | bytes) -> list[str]:
+    return ["compare", "--config", str(_write(t, "s.yaml", text)), "--out", f"{t}/out"]
+
+
+def _train_config(w, t, text: str | bytes) -> list[str]:
+    return ["train", "--model", str(w["plain"]), "--data", str(w["data"]), "--config", str(_write(t, "c.yaml", text)), "--out", f"{t}/out"]
+
+
+def _eval_tasks(w, t, text: str | bytes) -> list[str]:
+    return ["eval", "--model", str(w["plain"]), "--tasks-file", str(_write(t, "tasks.yaml", text)), "--out", f"{t}/out.json"]
+
+
+_DEEP = "[" * 100_000 + "]" * 100_000
+_MANY_ALIASES = "a: &a 1\nb: [" + ", ".join(["*a"] * 101) + "]\n"
+_HUGE = "# padding\n" * 500_000 + "methods: {lora: {}}\n"  # 5 MB
+
+
 CASES = {
     # --- code execution and bounded parsing ---
+    "compare, a YAML file of 5 MB": (lambda w, t: _compare(t, _HUGE), "4 MB"),
+    "compare, YAML with 101 aliases": (lambda w, t: _compare(t, _MANY_ALIASES), "100 aliases"),
+    "compare, a YAML alias inside the value it names": (lambda w, t: _compare(t, "methods: &m {lora: {lr: [*m]}}\n"), "alias"),
+    "compare, YAML nested 100000 deep": (lambda w, t: _compare(t, "methods: " + _DEEP + "\n"), "nested too deeply"),
+    "compare, a 1 MB value in one key": (lambda w, t: _compare(t, "methods: {lora: {lr: " + "x" * 1_000_000 + "}}\n"), "lr"),
+    "compare, a 1 MB key": (lambda w, t: _compare(t, "methods: {lora: {}}\n? " + "k" * 1_000_000 + "\n: 1\n"), "unknown key"),
+    "compare, a python tag that would run a command": (lambda w, t: _compare(t, "methods: !!python/object/apply:os.system [touch pwned]\n"), "YAML"),
+    "train --config, a YAML alias bomb": (lambda w, t: _train_config(w, t, _yaml_bomb().replace("methods: {lora: {lr: *a9}}", "lr: *a9")), "alias"),
+    "train --config, a file of 5 MB": (lambda w, t: _train_config(w, t, "# padding\n" * 500_000), "4 MB"),
+    "train --config, JSON nested 100000 deep": (lambda w, t: _train_config(w, t, '{"lr": ' + _DEEP + "}"), "nested too deeply"),
+    "train --config, not UTF-8": (lambda w, t: _train_config(w, t, b"lr: \xff\xfe\n"), "UTF-8"),
+    "train --config, a list of 50000 as the learning rate": (lambda w, t: _train_config(w, t, "lr: [" + "1, " * 50_000 + "1]\n"), "lr"),
+    "eval --tasks-file, a YAML alias bomb": (lambda w, t: _eval_tasks(w, t, _yaml_bomb().replace("methods: {lora: {lr: *a9}}", "tasks: *a9")), "alias"),
+    "eval --tasks-file, a file of 5 MB": (lambda w, t: _eval_tasks(w, t, "# padding\n" * 500_000), "4 MB"),
+    "eval --tasks-file, a folder": (lambda w, t: ["eval", "--model", str(w["plain"]), "--tasks-file", str(t), "--out", f"{t}/out.json"], "is a folder"),
+    "info, smf_memory.json nested 100000 deep": (lambda w, t: ["info", _replaced(w, t, "retro", "smf_memory.json", _DEEP)], "nested too deeply"),
+    "info, smf_memory.json with a 5000-digit number": (lambda w, t: ["info", _replaced(w, t, "retro", "smf_memory.json", "1" * 5000)], "smf_memory.json"),
+    "info, config.json of 70 MB": (lambda w, t: ["info", _replaced(w, t, "retro", "config.json", " " * 70_000_000 + "{}")], "64 MB"),
     "resume, an old pickled state.pt whose payload would create a file": (lambda w, t: _checkpoint(w, t, _old_pickle_state), "older smf"),
     "resume, state.safetensors that is a pickle with a payload": (lambda w, t: _checkpoint(w, t, lambda f, t: _payload(f / "state.safetensors", t / "pwned")), "state.safetensors"),
     "resume, trainable.safetensors that is a pickle with a payload": (lambda w, t: _checkpoint(w, t, lambda f, t: _payload(f / "trainable.safetensors", t / "pwned")), "trainable.safetensors"),
@@ -179,3 +224,24 @@ def test_a_crafted_checkpoint_runs_nothing(world, tmp_path, capsys):  # noqa: F8
         case.mkdir()
         assert main(_checkpoint(world, case, edit)) == 2
         assert not (case / "pwned").exists()
+
+
+def test_a_yaml_alias_bomb_is_refused_within_2_s_and_200_mb(tmp_path, capsys):
+    argv = _compare(tmp_path, _yaml_bomb())
+    tracemalloc.start()
+    start = time.monotonic()
+    try:
+        code = main(argv)
+        elapsed, peak = time.monotonic() - start, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert code == 2 and "alias" in capsys.readouterr().err
+    assert elapsed < 2 and peak < 200_000_000, (elapsed, peak)
+
+
+@pytest.mark.parametrize("name", ["compare, a 1 MB value in one key", "compare, a 1 MB key", "train --config, a list of 50000 as the learning rate"])
+def test_an_error_line_quotes_a_short_excerpt(name, world, tmp_path, capsys):  # noqa: F811
+    capsys.readouterr()
+    assert main(CASES[name][0](world, tmp_path)) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert len(line) < 500, line[:600]

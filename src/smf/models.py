@@ -144,7 +144,23 @@ def resolve_model(name: str | os.PathLike | None) -> Path | str:
         raise SmfError(f"{path} is a file; a model is a folder (with config.json) or a hub id like Qwen/Qwen2.5-0.5B-Instruct")
     if _looks_like_path(str(name)):
         raise SmfError(f"model folder {name} does not exist; check the path, or give a hub id like Qwen/Qwen2.5-0.5B-Instruct")
+    _check_hub_reachable(str(name))
     return str(name)
+
+
+def _check_hub_reachable(repo_id: str) -> None:
+    """Offline, a hub id must already be in the local cache: say so at once, not as "not found" after retries."""
+    from huggingface_hub import constants, try_to_load_from_cache  # why: as in prepare_default_model
+
+    if not constants.HF_HUB_OFFLINE:
+        return
+    try:
+        cached = try_to_load_from_cache(repo_id, "config.json")
+    except ValueError:  # not a valid repo id: let the load say what is wrong with it
+        return
+    if not isinstance(cached, str):
+        raise SmfError(f"the hub cannot be reached (offline: HF_HUB_OFFLINE is set) and {repo_id} is not in the local cache; "
+                       "connect and unset HF_HUB_OFFLINE to download it, or give a model folder")
 
 
 def load_tokenizer(name: str | os.PathLike | None = None):
@@ -174,9 +190,13 @@ def compute_device() -> torch.device:
     chosen = os.environ.get("SMF_DEVICE")
     if chosen:
         try:
-            return torch.device(chosen)
+            device = torch.device(chosen)
         except RuntimeError:
             raise SmfError(f"SMF_DEVICE={chosen!r} is not a device; use cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+            raise SmfError(f"SMF_DEVICE={chosen!r} but this machine has {torch.cuda.device_count()} usable GPUs; "
+                           "unset SMF_DEVICE or set SMF_DEVICE=cpu")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     return torch.device("cpu")

@@ -78,6 +78,8 @@ def run_chat(args) -> None:
         except KeyboardInterrupt:
             print()
             return
+        except UnicodeDecodeError as e:
+            raise SmfError(f"the input is not UTF-8 text (byte {e.start} of a line); type or pipe UTF-8 text") from None
         text = line.strip()
         if text in ("/quit", "/exit"):
             return

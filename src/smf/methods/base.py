@@ -297,6 +297,8 @@ class TrainConfig(Config):
         for name in ("warmup_steps", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise SmfError(f"{where}: {name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:  # the range torch and numpy seed from
+            raise SmfError(f"{where}: seed must be between 0 and 2**32 - 1, got {self.seed}")
         if self.batch_size % self.grad_accum:
             raise SmfError(f"{where}: batch_size {self.batch_size} is not a multiple of grad_accum {self.grad_accum}")
         if self.lr is not None and not self.lr > 0:

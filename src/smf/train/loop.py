@@ -494,6 +494,28 @@ def _save_checkpoint(out: Path, step: int, model, method, optimizer, scheduler, 
         write_json_atomic(tmp / "meta.json", {"step": step, "config": config.to_dict()})
 
 
+def _log_lines(path: Path) -> list[dict]:
+    """The records of a run's log. Every record ends in a newline, so text after the last one is a record
+    cut short (a crash or a full disk mid-write): it is dropped, with a note, and the run resumes."""
+    try:
+        *whole, partial = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError:
+        raise SmfError(f"{path} is not UTF-8 text; remove the run folder to start again, or choose another --out") from None
+    if partial.strip():
+        print(f"smf: {path}: its last line was cut short (a crash or a full disk while writing); it is dropped", file=sys.stderr)
+    records = []
+    for n, line in enumerate(whole, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise SmfError(f"{path}: line {n} is not valid JSON; delete that line and resume again") from None
+        if not isinstance(records[-1], dict):
+            raise SmfError(f"{path}: line {n} is not a log record; delete that line and resume again")
+    return records
+
+
 def _load_checkpoint(out: Path, model, method, optimizer, scheduler, write_log: bool = True) -> tuple[int, list[dict]]:
     folder = out / CHECKPOINT
     fix = f"the checkpoint is damaged; remove {folder} to start the run again, or choose another --out"
@@ -520,8 +542,8 @@ def _load_checkpoint(out: Path, model, method, optimizer, scheduler, write_log: 
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise SmfError(f"{folder / STATE_FILE} does not fit this run ({type(e).__name__}: {first}); {fix}") from None
     # The log may run past the checkpoint (the run was killed later): cut it back.
-    lines = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines() if line.strip()]
-    log = [r for r in lines if r["step"] <= step]
+    lines = _log_lines(out / LOG_FILE)
+    log = [r for r in lines if r.get("step", step + 1) <= step]
     if write_log:
         write_text_atomic(out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in log))
     return step, log
