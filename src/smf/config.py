@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from smf.errors import SmfError
-from smf.io import read_yaml_mapping
+from smf.io import excerpt, read_yaml_mapping
 
 BASE = "base"  # the key of a YAML config that names the config it extends
 
@@ -57,7 +57,7 @@ class Config:
         """The config of `raw` merged over the defaults, fully checked; raises SmfError."""
         raw = {} if raw is None else raw
         if not isinstance(raw, Mapping):
-            raise SmfError(f"{where}: expected a mapping of settings, got {_kind(raw)} {raw!r}")
+            raise SmfError(f"{where}: expected a mapping of settings, got {_kind(raw)} {excerpt(raw)}")
         check_keys(cls, raw, where)
         hints = field_types(cls)
         values = {name: coerce(value, hints[name], at(where, name)) for name, value in raw.items()}
@@ -105,7 +105,7 @@ def read_config(path: str | Path, what: str = "settings") -> dict[str, Any]:
             break
         base = raw[BASE]
         if not isinstance(base, str) or not base.strip():
-            raise SmfError(f"{path}: base: give the path of the config this one extends, got {_kind(base)} {base!r}")
+            raise SmfError(f"{path}: base: give the path of the config this one extends, got {_kind(base)} {excerpt(base)}")
         path = path.parent / base
     merged: dict[str, Any] = {}
     for layer in layers:
@@ -138,7 +138,7 @@ def check_keys(cls, raw: Mapping[str, Any], where: str, known: list[str] | None 
             continue
         if key in renamed:
             raise SmfError(f"{at(where, str(key))}: this key is now '{renamed[key]}'; rename it")
-        raise SmfError(f"{where}: unknown key '{key}'{suggest(str(key), known)}")
+        raise SmfError(f"{where}: unknown key {excerpt(key)}{suggest(str(key), known)}")
 
 
 def closest(word: str, choices) -> str | None:
@@ -163,7 +163,7 @@ def choice(value: Any, choices, what: str, where: str) -> None:
     if value not in choices:
         close = closest(str(value), choices)
         hint = f"; did you mean '{close}'?" if close else ""
-        raise SmfError(f"{where}: unknown {what} '{value}'; choose one of {', '.join(map(str, choices))}{hint}")
+        raise SmfError(f"{where}: unknown {what} {excerpt(value)}; choose one of {', '.join(map(str, choices))}{hint}")
 
 
 def at(where: str, name: str) -> str:
@@ -197,18 +197,18 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             except SmfError:
                 continue
         wanted = " or ".join(_describe(a) for a in args)
-        raise SmfError(f"{where}: expected {wanted}, got {_kind(value)} {value!r}")
+        raise SmfError(f"{where}: expected {wanted}, got {_kind(value)} {excerpt(value)}")
     if origin is typing.Literal:
         if value not in args:
             close = closest(str(value), args)
             hint = f"; did you mean '{close}'?" if close else ""
-            raise SmfError(f"{where}: unknown choice {value!r}; choose one of {', '.join(map(str, args))}{hint}")
+            raise SmfError(f"{where}: unknown choice {excerpt(value)}; choose one of {', '.join(map(str, args))}{hint}")
         return value
     if dataclasses.is_dataclass(hint):
         return hint.from_dict(value, where=where)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise SmfError(f"{where}: expected {_describe(hint)}, got {_kind(value)} {value!r}")
+            raise SmfError(f"{where}: expected {_describe(hint)}, got {_kind(value)} {excerpt(value)}")
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise SmfError(f"{where}: expected {len(args)} values, got {len(value)}")
@@ -218,7 +218,7 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         return tuple(out) if origin is tuple else out
     if origin is dict or hint is dict:
         if not isinstance(value, Mapping):
-            raise SmfError(f"{where}: expected a mapping, got {_kind(value)} {value!r}")
+            raise SmfError(f"{where}: expected a mapping, got {_kind(value)} {excerpt(value)}")
         return dict(value)
     if hint is bool:
         if isinstance(value, bool):
@@ -236,7 +236,7 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             return value
     else:
         raise AssertionError(f"config type {hint!r} is not supported")
-    raise SmfError(f"{where}: expected {_describe(hint)}, got {_kind(value)} {value!r}")
+    raise SmfError(f"{where}: expected {_describe(hint)}, got {_kind(value)} {excerpt(value)}")
 
 
 def _describe(hint: Any) -> str:
@@ -284,7 +284,7 @@ def parse_flag(text: str, hint: Any) -> Any:
                 return parse_flag(text, arm)
             except (ValueError, argparse.ArgumentTypeError):
                 continue
-        raise argparse.ArgumentTypeError(f"expected {' or '.join(_describe(a) for a in args)}, got '{text}'")
+        raise argparse.ArgumentTypeError(f"expected {' or '.join(_describe(a) for a in args)}, got {excerpt(text)}")
     if origin in (list, tuple):
         item = args[0] if args else str
         return [parse_flag(part.strip(), item) for part in text.split(",") if part.strip()]
@@ -293,17 +293,17 @@ def parse_flag(text: str, hint: Any) -> Any:
             return True
         if text.lower() in ("false", "no", "0"):
             return False
-        raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+        raise argparse.ArgumentTypeError(f"expected true or false, got {excerpt(text)}")
     if hint is int:
         try:
             return int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+            raise argparse.ArgumentTypeError(f"expected an integer, got {excerpt(text)}") from None
     if hint is float:
         try:
             return float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+            raise argparse.ArgumentTypeError(f"expected a number, got {excerpt(text)}") from None
     return text
 
 

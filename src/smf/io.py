@@ -1,11 +1,13 @@
-"""Atomic writes: a result file or an output folder appears whole or not at all."""
+"""Atomic writes: a result file or an output folder appears whole or not at all. Bounded reads:
+a settings or metadata file someone hands smf is refused, in one line, when it is too large or
+would expand to more than it holds (YAML aliases), before it is built."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import pickle
+import reprlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,6 +17,20 @@ import yaml
 from safetensors import SafetensorError
 
 from smf.errors import SmfError
+
+MAX_SETTINGS_BYTES = 4_000_000  # a config, a tasks file, a data option: hand-written, kilobytes
+MAX_JSON_BYTES = 64_000_000  # what smf writes beside a model or a study (results grow with runs)
+MAX_ALIASES = 100  # a config repeats a block a few times; a bomb needs many aliases of aliases
+MAX_EXPANDED = 100_000  # values of a YAML file with its aliases expanded: configs hold hundreds
+
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxstring, _EXCERPT.maxother, _EXCERPT.maxlist, _EXCERPT.maxtuple = 60, 60, 6, 6
+_EXCERPT.maxdict, _EXCERPT.maxset, _EXCERPT.maxlevel, _EXCERPT.maxlong = 6, 6, 3, 40
+
+
+def excerpt(value: Any) -> str:
+    """A short repr of `value` for an error line: a few items, a few dozen characters each."""
+    return _EXCERPT.repr(value)
 
 
 def _umask() -> int:
@@ -55,16 +71,85 @@ def check_output_path(path: str | os.PathLike, flag: str = "--out") -> None:
             return
 
 
-def read_json(path: str | os.PathLike) -> Any:
+def read_bounded(path: str | os.PathLike, limit: int, what: str = "file") -> str:
+    """The UTF-8 text of `path`, refused when it holds more than `limit` bytes (read no further)."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
     except FileNotFoundError:
         raise SmfError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
-        raise SmfError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except IsADirectoryError:
+        raise SmfError(f"{path} is a folder; give a {what}") from None
+    if len(data) > limit:
+        raise SmfError(f"{path}: over {limit // 1_000_000} MB, more than a {what} holds; give the right file")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise SmfError(f"{path}: not valid JSON (not UTF-8 text at byte {e.start})") from None
+        raise SmfError(f"{path}: not UTF-8 text (at byte {e.start}); give a {what}") from None
+
+
+def parse_json(text: str, where: str) -> Any:
+    """JSON text, with its failures (syntax, nesting past Python's stack, huge integers) as one line."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SmfError(f"{where}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise SmfError(f"{where}: not valid JSON (nested too deeply)") from None
+    except ValueError as e:  # integers past Python's digit limit
+        raise SmfError(f"{where}: not valid JSON ({str(e).splitlines()[0][:100]})") from None
+
+
+def read_json(path: str | os.PathLike, limit: int = MAX_JSON_BYTES) -> Any:
+    path = Path(path)
+    return parse_json(read_bounded(path, limit, "JSON file"), str(path))
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses, before building anything, a document with more than MAX_ALIASES aliases
+    or more than MAX_EXPANDED values once they are expanded: nested aliases multiply (ten of ten of
+    ten...), and whatever walks the result later (a merge, an error message) would walk every copy."""
+
+    aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases (*name), which smf does not expand")
+        return super().compose_node(parent, index)
+
+    def compose_document(self):
+        node = super().compose_document()
+        sizes: dict[int, int] = {}
+
+        def size(n) -> int:  # each shared node counted once per use, computed once
+            if id(n) in sizes:
+                if sizes[id(n)] < 0:
+                    raise yaml.YAMLError("an alias (*name) inside the value it names, which smf does not expand")
+                return sizes[id(n)]
+            sizes[id(n)] = -1
+            children = n.value if isinstance(n, yaml.SequenceNode) else [x for pair in n.value for x in pair] if isinstance(n, yaml.MappingNode) else []
+            sizes[id(n)] = 1 + sum(size(c) for c in children)
+            return sizes[id(n)]
+
+        if node is not None and size(node) > MAX_EXPANDED:
+            raise yaml.YAMLError(f"more than {MAX_EXPANDED} values once its aliases (*name) are expanded")
+        return node
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text through a safe loader that limits aliases and nesting; failures as one line."""
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise SmfError(f"{where}: not valid YAML ({str(e).splitlines()[0][:160]})") from None
+    except RecursionError:
+        raise SmfError(f"{where}: not valid YAML (nested too deeply)") from None
+    finally:
+        loader.dispose()
 
 
 @contextlib.contextmanager
@@ -102,7 +187,7 @@ def reading(path: str | os.PathLike, fix: str = "write it again (the file is dam
         yield
     except SmfError:
         raise
-    except (SafetensorError, OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+    except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SmfError(f"cannot read {path}: {first}; {fix}") from None
 
@@ -110,12 +195,9 @@ def reading(path: str | os.PathLike, fix: str = "write it again (the file is dam
 def read_yaml_mapping(path: str | os.PathLike, what: str = "settings") -> dict:
     """A YAML file that must hold a mapping; an empty file is an empty mapping."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise SmfError(f"{path}: config file not found") from None
-    except yaml.YAMLError as e:
-        raise SmfError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not path.exists():
+        raise SmfError(f"{path}: config file not found")
+    data = parse_yaml(read_bounded(path, MAX_SETTINGS_BYTES, "YAML file of " + what), str(path)) or {}
     if not isinstance(data, dict):
         raise SmfError(f"{path}: expected a mapping of {what}")
     return data

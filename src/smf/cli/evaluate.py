@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
 from smf.data.registry import DATASETS
 from smf.errors import SmfError
 from smf.evaluate.evaluator import BATCH_SIZE, GENERATE_BATCH_SIZE, evaluate
 from smf.evaluate.tasks import load_task, resolve_task
-from smf.io import check_output_path, write_json_atomic
+from smf.io import MAX_SETTINGS_BYTES, check_output_path, parse_yaml, read_bounded, write_json_atomic
 from smf.models import PRECISIONS, compute_device, load_model
 
 
@@ -49,12 +47,7 @@ def _task_specs(args) -> list:
         specs += [t.strip() for t in args.tasks.split(",") if t.strip()]
     if args.tasks_file:
         path = Path(args.tasks_file)
-        try:
-            config = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise SmfError(f"{path}: file not found") from None
-        except yaml.YAMLError as e:
-            raise SmfError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        config = parse_yaml(read_bounded(path, MAX_SETTINGS_BYTES, "YAML file of tasks"), str(path))
         listed = config.get("tasks") if isinstance(config, dict) else None
         if not isinstance(listed, list) or not all(isinstance(t, (str, dict)) for t in listed):
             raise SmfError(f"{path}: expected a 'tasks' list of task names or option mappings")

@@ -18,13 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from smf.config import suggest
 from smf.data.registry import get_form
 from smf.data.rows import lines, read_rows_file, read_text
 from smf.data.types import TrainExample
 from smf.errors import SmfError
+from smf.io import parse_yaml
 
 DATA_FILES = (".jsonl", ".json", ".txt")  # local training data and general text
 
@@ -40,7 +39,7 @@ def source_from_text(text: str) -> dict[str, Any]:
         key, eq, value = part.partition("=")
         if not eq:
             raise SmfError(f"data option '{part}' in '{text}' is not key=value")
-        spec[key.strip()] = yaml.safe_load(value)
+        spec[key.strip()] = parse_yaml(value, f"data option '{part[:80]}' in '{text[:120]}' (quote or fix the value)")
     return spec
 
 
