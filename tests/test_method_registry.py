@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from smf.config import read_config
 from smf.cli import main
 from smf.config import Config, setting
 from smf.methods import METHODS, Method, TrainConfig, families, register_method
@@ -76,7 +77,7 @@ def test_toy_method_through_smf_train(toy_registered, tiny_folder, tmp_path):
 def test_toy_method_through_a_study(toy_registered, tiny_folder, tmp_path):
     from test_study import shrink
 
-    raw = shrink(yaml.safe_load((ROOT / "configs" / "offline.yaml").read_text()), tiny_folder)
+    raw = shrink(read_config(ROOT / "configs" / "offline.yaml"), tiny_folder)
     raw["methods"] = {"norm-only": {"lr": [1e-2, 1e-1]}, "full": {"lr": 1e-4}}
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

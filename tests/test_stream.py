@@ -16,6 +16,7 @@ import yaml
 from safetensors import safe_open
 
 from conftest import refused_at_load
+from smf.config import read_config
 from smf.cli import main
 from smf.study.config import StudyConfig
 from smf.study.runner import run_study
@@ -283,7 +284,7 @@ def test_a_probe_change_has_the_same_noise_in_the_study_and_the_stream(tiny_fold
             (folder / RESULT_FILE).write_text(json.dumps({"summary": summary, "tasks": {probe: _scored(bits), **chunk_scores}}))
     streamed = collect_stream(stream, tmp_path / "stream", base)["summary"][0]["drift"][probe]
 
-    study = StudyConfig.from_dict(dict(shrink(yaml.safe_load((ROOT / "configs" / "offline.yaml").read_text()), tiny_folder),
+    study = StudyConfig.from_dict(dict(shrink(read_config(ROOT / "configs" / "offline.yaml"), tiny_folder),
                                        seeds=list(seeds)))
     run = study.runs()[0]
     for seed, bits in seeds.items():

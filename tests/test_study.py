@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from conftest import refused_at_load
+from smf.config import read_config
 from smf.cli import main
 from smf.study.config import StudyConfig, entry_of
 from smf.study.results import choose_on_validation
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 # Every starting config, and each study's own (studies/offline/config.yaml links to configs/offline.yaml: run once).
 CONFIGS = sorted({p.resolve(): p for p in [*(ROOT / "studies").glob("*/config.yaml"), *(ROOT / "configs").rglob("*.yaml")]}.values())
+CONFIGS = [p for p in CONFIGS if "methods" in read_config(p)]  # a shared setting (base:) is not a study by itself
 HUB_FILES = {
     "medmcqa": FIXTURES / "medmcqa_validation.jsonl",
     "triviaqa": FIXTURES / "trivia_qa_rc_nocontext_validation.jsonl",
@@ -83,7 +85,7 @@ def shrink(raw: dict, model: Path) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT).with_suffix("")) for p in CONFIGS])
 def test_config_runs_end_to_end(path, tiny_folder, tmp_path, monkeypatch):
-    raw = yaml.safe_load(path.read_text())
+    raw = read_config(path)
     config = StudyConfig.from_dict(shrink(raw, tiny_folder))
     results = run_study(config, tmp_path / "study", progress=False)
     labels = [r.label for r in config.runs()]
@@ -126,13 +128,13 @@ BAD_CONFIGS = [  # each is refused at load, before any model work, with one line
     ("heal: {steps: 3}\n", "heal: give the general text to heal on"),
     ("evaluation: {task: {name: medmcqa-published, format: publshed}}\n", "format must be one of"),
     ("methods: {smf-kl: {train_scale: true}}\n", "train_scale needs optimizer adamw_masked"),
-    ("train: {loss: everything}\n", "loss 'everything'"),
+    ("train: {loss: everything}\n", "loss: unknown choice 'everything'"),
     ("train: {epochs: 0}\n", "epochs must be > 0"),
     ("data: {name: facts, n_factz: 3}\n", "facts has no option 'n_factz'; did you mean 'n_facts'?"),
     ("evaluation: {probes: [{name: pydoc, limt: 3}]}\n", "unknown option 'limt'; did you mean 'limit'?"),
     ("methods: {adapters: {}}\n", "unknown method 'adapters'"),
     ("methods: {smf-bm25: {}}\n", "unknown method 'smf-bm25'"),
-    ("methods: {smf-tf: {optimizer: adamw}}\n", "unknown smf optimizer 'adamw'"),
+    ("methods: {smf-tf: {optimizer: adamw}}\n", "unknown choice 'adamw'; choose one of adam, sgd, rowwise_adagrad, adamw_masked; did you mean 'adam'?"),
     ("methods: {smf-tfidf: {rule: kl}}\n", "'rule' is set by the family smf-tfidf"),
     ("methods: {lora: {optimizer: sgd}}\n", "'optimizer' is an option of smf, not of lora"),
     ("train: {top_t: 300}\n", "'top_t' is an option of smf; set it in their entries under methods"),
@@ -188,7 +190,7 @@ def test_missing_config_file(tmp_path, capsys):
 def lora_study(tiny_folder, tmp_path_factory):
     """A finished study of one LoRA setting (the offline config, shrunk), run once through `smf
     compare`: (its config, its folder). A test copies the folder before it runs there again."""
-    raw = shrink(yaml.safe_load((ROOT / "configs" / "offline.yaml").read_text()), tiny_folder)
+    raw = shrink(read_config(ROOT / "configs" / "offline.yaml"), tiny_folder)
     raw["methods"] = {"lora": {"lr": 1e-3}}
     root = tmp_path_factory.mktemp("lora_study")
     assert main(["compare", "--config", str(write(root, yaml.safe_dump(raw))), "--out", str(root / "s")]) == 0
@@ -311,7 +313,7 @@ def test_results_of_several_seeds_carry_the_items_share(tiny_folder, tmp_path):
     from smf.stats import seeds_change_stderr
     from smf.study.results import collect_results
 
-    config = StudyConfig.from_dict(dict(shrink(yaml.safe_load((ROOT / "configs" / "offline.yaml").read_text()), tiny_folder),
+    config = StudyConfig.from_dict(dict(shrink(read_config(ROOT / "configs" / "offline.yaml"), tiny_folder),
                                         seeds=[0, 1]))
     flags = lambda bits: {"kind": "generate", "n": len(bits), "headline": {"metric": "acc", "value": sum(bits) / len(bits),  # noqa: E731
                                                                             "stderr": None},
