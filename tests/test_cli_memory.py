@@ -36,7 +36,7 @@ def test_retrofit_then_info(tiny_folder, tmp_path, capsys):
         (["--layers", "1,7"], "memory layer index 7 does not exist: the model has 4 layers"),
         (["--slots", "1000"], "must be a perfect square"),
         (["--model", "./no/such/folder"], "model folder ./no/such/folder does not exist"),
-        (["--model", "nobody-here/no-such-model"], "cannot load hub model 'nobody-here/no-such-model'"),
+        (["--model", "nobody-here/no-such-model"], "the hub cannot be reached (offline: HF_HUB_OFFLINE is set) and nobody-here/no-such-model"),
     ],
 )
 def test_retrofit_bad_input(tiny_folder, tmp_path, capsys, args, message):

@@ -203,9 +203,9 @@ def test_background_and_heal_share_the_study_defaults(monkeypatch, folders, tmp_
     monkeypatch.setattr("smf.cli.train.heal", lambda folder, config, out, **k: seen.setdefault("heal", config) and 1 / 0)
     _, retro = folders
     with pytest.raises(ZeroDivisionError):
-        main(["background", "--model", str(retro)])
+        main(["--debug", "background", "--model", str(retro)])  # --debug: the stub's error itself, not its one line
     with pytest.raises(ZeroDivisionError):
-        main(["heal", "--model", str(retro), "--out", str(tmp_path / "h")])
+        main(["--debug", "heal", "--model", str(retro), "--out", str(tmp_path / "h")])
     assert seen["bg"] == BackgroundConfig() == StudyConfig().background
     assert seen["heal"] == HealConfig() and seen["heal"].steps == 200
 
