@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from smf.cli import main
 from test_faults import resume_args, world  # noqa: F401  (the models and runs the cases start from)
-from untrusted_bases import export, memory_setting, one_weight, rebased, run_copy, tampered_delta
+from untrusted_bases import copied, export, memory_setting, one_weight, rebased, run_copy, study, tampered_delta
 
 
 def _write(tmp: Path, name: str, text: str | bytes) -> Path:
@@ -157,6 +157,10 @@ CASES = {
     "eval, a run folder whose model/ has only pickled weights": (lambda w, t: ["eval", "--model", _pickled_run(w, t), "--tasks-file", str(w["tasks"]), "--out", f"{t}/out.json"], "convert it to safetensors"),
     "compare, a YAML alias bomb": (lambda w, t: ["compare", "--config", str(_write(t, "s.yaml", _yaml_bomb())), "--out", f"{t}/out"], "alias"),
     # --- a saved run's base, by content ---
+    "run base, a study resumed on another model saved at its base path": (lambda w, t: study(w, t, base=copied(w, t, "plain"), recorded=w["retro"]), "another base model"),
+    "run base, a study resumed after its base's weights changed": (lambda w, t: study(w, t, recorded=(lambda b: (one_weight(b), b)[1])(copied(w, t, "plain"))), "another base model"),
+    "run base, a study grown on a base re-made with other memory settings": (lambda w, t: study(w, t, base=w["retro"], recorded=w["other"]), "another base model"),
+    "run base, compare refused for its model leaves no study.json": (lambda w, t: study(w, t, base=t / "missing_model"), "does not exist"),
     "run base, compact run over a base re-made with another memory seed": (lambda w, t: export(rebased(w, t, "smf", memory_setting(seed=1)), t), "another base than"),
     "run base, compact run over a base re-made with another top-k": (lambda w, t: export(rebased(w, t, "smf", memory_setting(topk=2)), t), "another base than"),
     "run base, compact run over a base with one weight changed": (lambda w, t: export(rebased(w, t, "smf", one_weight), t), "another base than"),

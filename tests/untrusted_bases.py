@@ -90,3 +90,27 @@ def tampered_delta(w, t: Path, how: str) -> Path:
 
 def export(copy: Path, t: Path) -> list[str]:
     return ["export", str(copy), "--out", str(t / "exported")]
+
+
+def study(w, t: Path, *, base: Path | None = None, recorded=None, data: Path | None = None) -> list[str]:
+    """`smf compare` on a small study of `base` (default: the world's plain model); with `recorded`,
+    its --out already holds that study, started on the model whose fingerprint is `recorded`."""
+    from smf.memory.delta import fingerprint
+    from smf.study.config import StudyConfig
+
+    text = f"model: {base or w['plain']}\nmethods: {{full: {{}}}}\ndata: {data or w['data']}\nevaluation: {{task: {{name: capitals, limit: 2, as: mine}}}}\n"
+    config = t / "study.yaml"
+    config.write_text(text)
+    out = t / "s"
+    if recorded is not None:
+        import yaml
+
+        out.mkdir()
+        marker = StudyConfig.from_dict(yaml.safe_load(text)).to_dict()
+        (out / "study.json").write_text(json.dumps({**marker, "base_fingerprint": fingerprint(recorded)}))
+    return ["compare", "--config", str(config), "--out", str(out)]
+
+
+def copied(w, t: Path, name: str) -> Path:
+    shutil.copytree(w[name], t / name)
+    return t / name

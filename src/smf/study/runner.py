@@ -25,6 +25,7 @@ from smf.errors import SmfError
 from smf.evaluate.evaluator import evaluate
 from smf.evaluate.tasks import Task, load_task, resolve_task
 from smf.io import read_json, write_json_atomic
+from smf.memory.delta import fingerprint
 from smf.memory.retrofit import retrofit, save_retrofitted
 from smf.methods import METHODS
 from smf.models import compute_device, load_model, resolve_model
@@ -43,7 +44,7 @@ def run_study(config: StudyConfig, out: str | Path, *, seeds: list[int] | None =
     out = Path(out)
     if seeds:
         config = dataclasses.replace(config, seeds=list(seeds))
-    _claim(out, config)
+    claimed = _claim(out, config)
     # bad data fails before any model work
     stream = config.stream_chunks() if config.stream.chunks is not None else None
     specs = config.eval_specs() if stream is None else [c["task"] for c in stream] + config.eval_specs()[1:]
@@ -51,6 +52,8 @@ def run_study(config: StudyConfig, out: str | Path, *, seeds: list[int] | None =
     tasks = {t.label: t for t in loaded}
     examples = training_examples(config.data)
     base_dir = resolve_model(config.model)
+    # written only now, so a study refused above leaves no study.json to refuse its corrected config
+    _mark(out, config, base_dir, claimed)
     if stream is not None:
         base = _base_results(config, base_dir, tasks, out)
         memory_dir = _memory_model(config, base_dir, out, progress) if config.needs_memory() else None
@@ -70,18 +73,21 @@ def run_study(config: StudyConfig, out: str | Path, *, seeds: list[int] | None =
     return results
 
 
-def _claim(out: Path, config: StudyConfig) -> None:
+def _claim(out: Path, config: StudyConfig) -> dict | None:
     """A study folder holds one study: a different config is refused, never overwritten.
 
     A study may grow: new method entries can be added (the finished runs of the
     entries it already had are kept); changing or removing an entry is a different study.
     Settings that only gather results (StudyConfig.AGGREGATION_ONLY) may change.
+    Returns the folder's study.json (None for a new study); `_mark` writes it.
     """
     marker = out / STUDY_FILE
     mine = config.identity()
     if marker.is_file():
+        recorded = read_json(marker)
         try:
-            theirs = StudyConfig.from_dict(read_json(marker), where=str(marker)).identity()
+            config_part = {k: v for k, v in recorded.items() if k != _BASE_KEY} if isinstance(recorded, dict) else recorded
+            theirs = StudyConfig.from_dict(config_part, where=str(marker)).identity()
         except SmfError:
             raise SmfError(f"{out} holds a study of another smf version or config schema; choose another --out") from None
         old_methods = theirs.get("methods") or {}
@@ -90,10 +96,25 @@ def _claim(out: Path, config: StudyConfig) -> None:
         if theirs != mine:
             changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise SmfError(f"{out} holds a different study (differs in: {', '.join(changed)}); choose another --out")
-    elif out.exists() and any(out.iterdir()):
+        return recorded
+    if out.exists() and any(out.iterdir()):
         raise SmfError(f"{out} is not empty and holds no {STUDY_FILE}; choose another --out")
+    return None
+
+
+_BASE_KEY = "base_fingerprint"  # in study.json, beside the config: the base model by content
+
+
+def _mark(out: Path, config: StudyConfig, base_dir: Path | str, recorded: dict | None) -> None:
+    """Write study.json, with the base model's fingerprint; a study whose base model changed
+    (another folder at the same path, other weights) is refused, so no table mixes two models."""
+    now = fingerprint(base_dir) if isinstance(base_dir, Path) else f"hub:{base_dir}"
+    then = (recorded or {}).get(_BASE_KEY)
+    if then is not None and then != now:
+        raise SmfError(f"{out} was run on another base model than {base_dir} (fingerprint {now[:17]} now, "
+                       f"{str(then)[:17]} in {out / STUDY_FILE}); give its model back, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(marker, config.to_dict())
+    write_json_atomic(out / STUDY_FILE, {**config.to_dict(), _BASE_KEY: now})
 
 
 def _evaluate(model, tokenizer, tasks: dict, config: StudyConfig, progress: bool) -> dict:
