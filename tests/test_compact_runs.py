@@ -216,3 +216,18 @@ def test_a_lora_run_finds_its_base_from_anywhere_and_refuses_another(tokenizer, 
     tiny_model(vocab_size=len(tokenizer), seed=1).save_pretrained(tmp_path / "moved" / "plain")
     with pytest.raises(SmfError, match="another base than .*plain.*fingerprint .* recorded in .*smf_base.json"):
         load_model(tmp_path / "moved" / "run")
+
+
+def test_export_carries_what_later_commands_read_and_names_what_it_leaves(retro, tmp_path, capsys):
+    source = tmp_path / "learned"
+    shutil.copytree(retro, source)
+    from safetensors.torch import save_file
+
+    save_file({"rows.1": torch.tensor([3, 5])}, str(source / "protected_rows.safetensors"))
+    (source / "kept_answers.jsonl").write_text('{"prompt": "Q", "target": " A"}\n')
+    (source / "learn_run").mkdir()
+    (source / "learn_run" / "log.jsonl").write_text("{}\n")
+    assert main(["export", str(source), "--out", str(tmp_path / "exported")]) == 0
+    for name in ("background.safetensors", "protected_rows.safetensors", "kept_answers.jsonl"):
+        assert (tmp_path / "exported" / name).read_bytes() == (source / name).read_bytes()
+    assert f"left behind in {source} (not part of the model): learn_run" in capsys.readouterr().out
