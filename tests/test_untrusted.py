@@ -21,7 +21,12 @@ import torch
 from safetensors.torch import save_file
 
 from smf.cli import main
+from smf.errors import SmfError
+from smf.methods import TrainConfig
+from smf.train import train
+from conftest import tiny_model
 from test_faults import resume_args, world  # noqa: F401  (the models and runs the cases start from)
+from test_train import examples
 from untrusted_bases import copied, export, memory_setting, one_weight, rebased, run_copy, study, tampered_delta
 
 
@@ -121,8 +126,42 @@ _MANY_ALIASES = "a: &a 1\nb: [" + ", ".join(["*a"] * 101) + "]\n"
 _HUGE = "# padding\n" * 500_000 + "methods: {lora: {}}\n"  # 5 MB
 
 
+def _train_flags(w, t, *flags: str) -> list[str]:
+    return ["train", "--model", str(w["plain"]), "--method", "full", "--data", str(w["data"]), "--steps", "1", *flags, "--out", f"{t}/out"]
+
+
+def _retrofit_flags(w, t, *flags: str) -> list[str]:
+    return ["retrofit", "--model", str(w["plain"]), "--layers", "1", *flags, "--out", f"{t}/out"]
+
+
 CASES = {
     # --- code execution and bounded parsing ---
+    "train --lr inf": (lambda w, t: _train_flags(w, t, "--lr", "inf"), "lr: expected a finite number"),
+    "train --lr nan": (lambda w, t: _train_flags(w, t, "--lr", "nan"), "lr: expected a finite number"),
+    "train --lr 1e999 (inf once read)": (lambda w, t: _train_flags(w, t, "--lr", "1e999"), "finite"),
+    "train --lr -1": (lambda w, t: _train_flags(w, t, "--lr", "-1"), "learning rate must be > 0"),
+    "train --lr 0": (lambda w, t: _train_flags(w, t, "--lr", "0"), "learning rate must be > 0"),
+    "train --betas 1.5,0.9": (lambda w, t: _train_flags(w, t, "--betas", "1.5,0.9"), "betas must be two numbers in [0, 1)"),
+    "train --betas 0.9,1": (lambda w, t: _train_flags(w, t, "--betas", "0.9,1"), "betas must be two numbers in [0, 1)"),
+    "train --betas -0.1,0.9": (lambda w, t: _train_flags(w, t, "--betas=-0.1,0.9"), "betas must be"),
+    "train --betas nan,0.9": (lambda w, t: _train_flags(w, t, "--betas", "nan,0.9"), "finite"),
+    "train --weight-decay nan": (lambda w, t: _train_flags(w, t, "--weight-decay", "nan"), "weight_decay: expected a finite number"),
+    "train --weight-decay -1": (lambda w, t: _train_flags(w, t, "--weight-decay", "-1"), "weight_decay must be >= 0"),
+    "train --max-grad-norm inf": (lambda w, t: _train_flags(w, t, "--max-grad-norm", "inf"), "finite"),
+    "train --epochs inf": (lambda w, t: _train_flags(w, t, "--epochs", "inf"), "finite"),
+    "train --config, lr: .inf": (lambda w, t: _train_config(w, t, "method: full\nlr: .inf\n"), "finite"),
+    "train --config, lr: .nan": (lambda w, t: _train_config(w, t, "method: full\nlr: .nan\n"), "finite"),
+    "train --config, lr: '1e999' as text": (lambda w, t: _train_config(w, t, "method: full\nlr: 1e999\n"), "finite"),
+    "train --config, LoRA dropout .nan": (lambda w, t: _train_config(w, t, "method: lora\ndropout: .nan\n"), "finite"),
+    "retrofit --value-init-std inf": (lambda w, t: _retrofit_flags(w, t, "--value-init-std", "inf"), "value_init_std: expected a finite number"),
+    "retrofit --value-init-std nan": (lambda w, t: _retrofit_flags(w, t, "--value-init-std", "nan"), "finite"),
+    "retrofit --value-init-std -1": (lambda w, t: _retrofit_flags(w, t, "--value-init-std", "-1"), "init std must be >= 0"),
+    "retrofit --scale nan": (lambda w, t: _retrofit_flags(w, t, "--scale", "nan"), "scale: expected a finite number"),
+    "retrofit --scale -inf": (lambda w, t: _retrofit_flags(w, t, "--scale=-inf"), "finite"),
+    "learn --lr inf": (lambda w, t: ["learn", "--data", str(w["data"]), "--model", str(w["plain"]), "--lr", "inf", "--out", f"{t}/out"], "finite"),
+    "learn --keep-weight nan": (lambda w, t: ["learn", "--data", str(w["data"]), "--model", str(w["plain"]), "--keep-weight", "nan", "--out", f"{t}/out"], "finite"),
+    "compare, a memory init of .nan": (lambda w, t: _compare(t, "methods: {smf: {}}\nmemory: {value_init_std: .nan}\n"), "finite"),
+    "compare, a tolerance of .inf": (lambda w, t: _compare(t, "methods: {lora: {}}\ntolerance: .inf\n"), "finite"),
     "compare, a YAML file of 5 MB": (lambda w, t: _compare(t, _HUGE), "4 MB"),
     "compare, YAML with 101 aliases": (lambda w, t: _compare(t, _MANY_ALIASES), "100 aliases"),
     "compare, a YAML alias inside the value it names": (lambda w, t: _compare(t, "methods: &m {lora: {lr: [*m]}}\n"), "alias"),
@@ -279,3 +318,14 @@ def test_an_error_line_quotes_a_short_excerpt(name, world, tmp_path, capsys):  #
     assert main(CASES[name][0](world, tmp_path)) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert len(line) < 500, line[:600]
+
+
+def test_weights_that_are_not_all_finite_are_never_saved(tmp_path, tokenizer):
+    """A finite loss at every step does not make every weight a number (a weight no step reached, an update
+    of inf on the last step): train() refuses in one line and writes no model."""
+    model = tiny_model(vocab_size=len(tokenizer))
+    model.register_parameter("unreached", torch.nn.Parameter(torch.full((2,), float("nan"))))
+    config = TrainConfig.from_dict({"method": "full", "steps": 1, "batch_size": 4, "max_length": 64, "lr": 1e-3})
+    with pytest.raises(SmfError, match="not all finite.*unreached.*no model was saved"):
+        train(model, tokenizer, examples(), config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "model").exists() and not (tmp_path / "run" / "summary.json").exists()

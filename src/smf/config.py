@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -179,6 +180,15 @@ def _kind(value: Any) -> str:
 _EXPONENT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")  # YAML 1.1 reads 1e-4 as text
 
 
+def _number(value: Any) -> float | None:
+    """`value` as a float setting reads it (a number, or text in exponent form), else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and _EXPONENT.match(value.strip()):
+        return float(value)
+    return None
+
+
 def coerce(value: Any, hint: Any, where: str) -> Any:
     """`value` checked against the type `hint` (and converted where lossless); raises SmfError."""
     if hint is Any:
@@ -191,6 +201,8 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         if len(arms) == 1 and (dataclasses.is_dataclass(arms[0]) or typing.get_origin(arms[0]) is typing.Literal
                                or isinstance(value, (list, dict))):
             return coerce(value, arms[0], where)  # its own, more precise error
+        if float in arms and _number(value) is not None and not math.isfinite(_number(value)):
+            return coerce(value, float, where)  # its own error: not finite, rather than "a number or null"
         for arm in arms:
             try:
                 return coerce(value, arm, where)
@@ -227,10 +239,11 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _EXPONENT.match(value.strip()):
-            return float(value)
+        number = _number(value)
+        if number is not None and not math.isfinite(number):  # every float setting reaches a model or a report
+            raise SmfError(f"{where}: expected a finite number, got {excerpt(value)}")
+        if number is not None:
+            return number
     elif hint is str:
         if isinstance(value, str):
             return value

@@ -84,6 +84,8 @@ class MemoryConfig(Config):
             raise SmfError(f"{where}: memory key dim must be even (two half-keys), got {self.key_dim}")
         if self.value_dim is not None and self.value_dim < 1:
             raise SmfError(f"{where}: memory value dim must be >= 1, got {self.value_dim}")
+        if not self.value_init_std >= 0:
+            raise SmfError(f"{where}: memory value init std must be >= 0, got {self.value_init_std}")
         if self.scale is not None and not math.isfinite(self.scale):
             raise SmfError(f"{where}: memory scale must be a finite number or null, got {self.scale}")
         if num_layers is not None and self.layers is not None:

@@ -303,6 +303,10 @@ class TrainConfig(Config):
             raise SmfError(f"{where}: batch_size {self.batch_size} is not a multiple of grad_accum {self.grad_accum}")
         if self.lr is not None and not self.lr > 0:
             raise SmfError(f"{where}: learning rate must be > 0, got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise SmfError(f"{where}: weight_decay must be >= 0, got {self.weight_decay}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise SmfError(f"{where}: betas must be two numbers in [0, 1) (Adam's decay rates), got {', '.join(map(str, self.betas))}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise SmfError(f"{where}: max_grad_norm must be > 0 (or none), got {self.max_grad_norm}")
         check_choices(self, where)

@@ -367,6 +367,7 @@ def train(
     if config.gradient_checkpointing:
         checkpoint_activations(model, False)
     model.eval()
+    _check_finite(model, config)
     if save_model and main:
         method.save(model, tokenizer, out / "model")
     losses = [r["loss"] for r in log if "loss" in r]
@@ -430,6 +431,17 @@ def check_output(out: Path, config: TrainConfig, resume: bool) -> bool:
             raise SmfError(f"{out} holds a finished run; nothing to resume")
         return True
     return False
+
+
+def _check_finite(model: nn.Module, config: TrainConfig) -> None:
+    """Refuse to hand back weights that are not all numbers: a finite loss at every step does not rule out
+    an update of inf on the last one, nor NaNs a model folder held where no step looked."""
+    with torch.no_grad():
+        bad = next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+    if bad is not None:
+        raise SmfError(f"the trained weights are not all finite numbers ({bad} holds inf or NaN); no model was saved; "
+                       f"start again with a lower --lr (it was {config.lr if config.lr is not None else 'the default'}), "
+                       "or check the model's own weights")
 
 
 def _not_finite(out: Path, step: int, loss: float) -> str:
