@@ -231,3 +231,16 @@ def test_export_carries_what_later_commands_read_and_names_what_it_leaves(retro,
     for name in ("background.safetensors", "protected_rows.safetensors", "kept_answers.jsonl"):
         assert (tmp_path / "exported" / name).read_bytes() == (source / name).read_bytes()
     assert f"left behind in {source} (not part of the model): learn_run" in capsys.readouterr().out
+
+
+def test_a_stale_base_where_the_relative_path_points_does_not_hide_the_right_one(smf_run, retro, tokenizer, tmp_path):
+    out, result = smf_run
+    copy = tmp_path / "runs" / "smf"
+    shutil.copytree(out, copy)
+    stale = memory_folder(tmp_path / "stale", tokenizer, MemoryConfig(**{**MEM.to_dict(), "seed": 1}))
+    meta_file = copy / "model" / DELTA_FILE
+    meta = json.loads(meta_file.read_text())
+    meta["base"] = "../../../stale"  # base_absolute still names the fixture's retro folder
+    meta_file.write_text(json.dumps(meta))
+    loaded, _ = load_model(copy)
+    assert torch.equal(logits(loaded, tokenizer), logits(result.model, tokenizer))

@@ -109,19 +109,20 @@ def find_base(run: str | os.PathLike, meta, where: str | os.PathLike, markers: t
             or not isinstance(meta.get("base_fingerprint", meta.get("base_sha256")), str):
         raise SmfError(f"{where}: not an smf record of a run's base (needs base, base_absolute and base_fingerprint as text)")
     candidates = [(run / meta["base"]).resolve(), Path(meta["base_absolute"])]
-    found = next((c for c in candidates if any((c / m).is_file() for m in markers)), None)
-    if found is None:
+    found = [c for c in dict.fromkeys(candidates) if any((c / m).is_file() for m in markers)]
+    if not found:
         raise SmfError(f"{run} stores only what its run changed, and its base model is gone "
                        f"(looked in {candidates[0]} and {candidates[1]}); put the base folder back, "
                        f"or export the run while it is there: smf export {run} --out DIR")
     if "base_fingerprint" in meta:
-        recorded, now, what = meta["base_fingerprint"], fingerprint(found), "fingerprint"
+        recorded, what, content = meta["base_fingerprint"], "fingerprint", fingerprint
     else:  # written by smf before fingerprints: the bytes of the base's weights file
-        recorded, now, what = meta["base_sha256"], checksum(found / WEIGHTS_FILE), f"checksum of {WEIGHTS_FILE}"
-    if now != recorded:
-        raise SmfError(f"{run} was trained from another base than {found} ({what} {now[:12]} here, "
-                       f"{recorded[:12]} recorded in {where}); its changes cannot be applied to this base")
-    return found
+        recorded, what, content = meta["base_sha256"], f"checksum of {WEIGHTS_FILE}", lambda c: checksum(c / WEIGHTS_FILE)
+    for folder in found:  # a stale copy where the relative path points does not hide the base at the absolute one
+        if content(folder) == recorded:
+            return folder
+    raise SmfError(f"{run} was trained from another base than {found[0]} ({what} {content(found[0])[:12]} here, "
+                   f"{recorded[:12]} recorded in {where}); its changes cannot be applied to this base")
 
 
 def delta_base(path: str | os.PathLike) -> Path:
