@@ -244,3 +244,22 @@ def test_a_stale_base_where_the_relative_path_points_does_not_hide_the_right_one
     meta_file.write_text(json.dumps(meta))
     loaded, _ = load_model(copy)
     assert torch.equal(logits(loaded, tokenizer), logits(result.model, tokenizer))
+
+
+def test_the_fingerprint_reads_weights_by_name_not_the_file_layout(retro, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from smf.memory.delta import checksum, fingerprint
+
+    copy = tmp_path / "copy"
+    shutil.copytree(retro, copy)
+    tensors = load_file(str(copy / "model.safetensors"))
+    # the same tensors written again in reverse order with other header metadata: other bytes, same model
+    save_file(dict(reversed(list(tensors.items()))), str(copy / "model.safetensors"), metadata={"format": "pt", "note": "re-made"})
+    assert checksum(copy / "model.safetensors") != checksum(retro / "model.safetensors")
+    assert fingerprint(copy) == fingerprint(retro)
+    name = sorted(tensors)[-1]
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[-1] += 1e-3
+    save_file(tensors, str(copy / "model.safetensors"), metadata={"format": "pt"})
+    assert fingerprint(copy) != fingerprint(retro)
