@@ -237,7 +237,7 @@ def test_a_stale_base_where_the_relative_path_points_does_not_hide_the_right_one
     out, result = smf_run
     copy = tmp_path / "runs" / "smf"
     shutil.copytree(out, copy)
-    stale = memory_folder(tmp_path / "stale", tokenizer, MemoryConfig(**{**MEM.to_dict(), "seed": 1}))
+    memory_folder(tmp_path / "stale", tokenizer, MemoryConfig(**{**MEM.to_dict(), "seed": 1}))
     meta_file = copy / "model" / DELTA_FILE
     meta = json.loads(meta_file.read_text())
     meta["base"] = "../../../stale"  # base_absolute still names the fixture's retro folder
