@@ -167,13 +167,13 @@ def test_learn_refuses_a_non_model_and_a_used_out(tiny_folder, tmp_path, capsys)
     assert [p.name for p in used.iterdir()] == ["keep.txt"]
     assert main(["learn", "--data", str(facts), "--model", str(tiny_folder), "--out", str(tmp_path / "o"),
                  "--optimizer", "adamw_masked"]) == 2
-    assert "optimizer must be one of adam, rowwise_adagrad, sgd, got 'adamw_masked'" in err_line(capsys)
+    assert "optimizer must be a strictly sparse one (adam, rowwise_adagrad, sgd), got 'adamw_masked'" in err_line(capsys)
     assert main(["learn", "--data", str(facts), "--model", str(tiny_folder), "--out", str(tmp_path / "o"),
                  "--answers", "short"]) == 2
-    assert "answers must be one of sentence, lead, as-given, got 'short'" in err_line(capsys)
+    assert "answers: unknown choice 'short'; choose one of sentence, lead, as-given" in err_line(capsys)
     assert main(["learn", "--data", str(facts), "--model", str(tiny_folder), "--out", str(tmp_path / "o"),
                  "--background-batch-size", "0"]) == 2
-    assert "background_batch_size must be >= 1, got 0" in err_line(capsys)
+    assert "background: batch_size must be >= 1, got 0" in err_line(capsys)
     assert not (tmp_path / "o").exists()
 
 
@@ -267,6 +267,7 @@ def test_question_background_is_chats_of_stdlib_questions(tiny_folder, tmp_path)
     from smf.data.docstrings import docstring_questions
     from smf.models import load_tokenizer
     from smf.use.learn.background import chat_background
+    from smf.data.sources import general_texts
     from smf.use.learn.config import QUESTIONS
 
     tokenizer = load_tokenizer(tiny_folder)
@@ -280,9 +281,9 @@ def test_question_background_is_chats_of_stdlib_questions(tiny_folder, tmp_path)
     assert first[0] == pairs[0][0] and len({q.split("`")[1].split(".")[0] for q in first}) > 50  # many modules
     turns = [{"role": "user", "content": asked[0][0]}, {"role": "assistant", "content": asked[0][1]}]
     assert tokenizer.apply_chat_template(turns, tokenize=False).split(asked[0][1])[0] in rows[0]
-    tokenizer.chat_template = None
-    plain = [json.loads(line)["text"] for line in open(chat_background(QUESTIONS, tokenizer, tmp_path / "plain.jsonl"))]
-    assert plain[0].startswith(f"Question: {pairs[0][0]}\nAnswer: {pairs[0][1]}")
+    tokenizer.chat_template = None  # no template: the registered text source is read plain
+    assert chat_background(QUESTIONS, tokenizer, tmp_path / "plain.jsonl") == QUESTIONS
+    assert general_texts(QUESTIONS, "background data")[0].startswith(f"Question: {pairs[0][0]}\nAnswer: {pairs[0][1]}")
 
 
 @pytest.mark.slow
