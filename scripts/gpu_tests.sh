@@ -32,7 +32,7 @@ plugins=()
 python3 -c "import xdist" 2>/dev/null && plugins+=(-n 8)
 python3 -c "import pytest_timeout" 2>/dev/null && plugins+=(--timeout 150)
 python3 -m pytest -m "not slow" -p no:cacheprovider "${plugins[@]}" -v -rfE --junitxml="$logs/gpu-tests.xml" \
-    tests/test_device.py tests/test_host_syncs.py tests/test_memory.py tests/test_selection.py tests/test_optim.py \
-    tests/test_smf_method.py tests/test_train.py tests/test_use.py tests/test_hf_export.py tests/test_compact_runs.py \
-    tests/test_stream.py tests/test_train_cli.py tests/test_selection_end_to_end.py tests/test_distributed.py \
+    tests/models/test_device.py tests/train/test_host_syncs.py tests/memory/test_memory.py tests/methods/test_selection.py tests/methods/test_optim.py \
+    tests/methods/test_smf_method.py tests/train/test_train.py tests/use/test_use.py tests/memory/test_hf_export.py tests/memory/test_compact_runs.py \
+    tests/study/test_stream.py tests/cli/test_train_cli.py tests/train/test_selection_end_to_end.py tests/train/test_distributed.py \
     "$@" 2>&1 | tee "$logs/gpu-tests.log"

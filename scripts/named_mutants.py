@@ -27,37 +27,37 @@ sys.path.insert(0, str(ROOT / "bench"))
 MUTANTS = {
     "selection replaced by the first t rows read": (
         "src/smf/methods/smf.py", "chosen[memory.values] = self.selector.select(i, *_read_rows(reads))",
-        "chosen[memory.values] = _read_rows(reads)[0][: self.selector.top_t]", ["tests/test_selection_end_to_end.py"]),
+        "chosen[memory.values] = _read_rows(reads)[0][: self.selector.top_t]", ["tests/train/test_selection_end_to_end.py"]),
     "selection ignored (every row read trained)": (
         "src/smf/methods/smf.py", "chosen[memory.values] = self.selector.select(i, *_read_rows(reads))",
-        "chosen[memory.values] = _read_rows(reads)[0]", ["tests/test_selection_end_to_end.py"]),
+        "chosen[memory.values] = _read_rows(reads)[0]", ["tests/train/test_selection_end_to_end.py"]),
     "clip scale dropped": (
         "src/smf/optim.py", "self._update(p, rows, g * scale if scale != 1.0 else g, group)",
-        "self._update(p, rows, g, group)", ["tests/test_optim.py"]),
+        "self._update(p, rows, g, group)", ["tests/methods/test_optim.py"]),
     "weight decay dropped (lazy Adam)": (
-        "src/smf/optim.py", 'w = w * (1 - group["lr"] * group["weight_decay"])', "w = w", ["tests/test_optim.py"]),
+        "src/smf/optim.py", 'w = w * (1 - group["lr"] * group["weight_decay"])', "w = w", ["tests/methods/test_optim.py"]),
     "accesses from the last micro-batch only": (
         "src/smf/methods/smf.py", "self._reads[i] = counts if self._reads[i] is None else self._reads[i].add_(counts)",
         "self._reads[i] = counts",
-        ["tests/test_selection_end_to_end.py"]),
+        ["tests/train/test_selection_end_to_end.py"]),
     "padding counted": (
         "src/smf/memory/layer.py", "self._read = (rows.detach(), mask)", "self._read = (rows.detach(), None)",
-        ["tests/test_memory.py", "tests/test_selection.py"]),
+        ["tests/memory/test_memory.py", "tests/methods/test_selection.py"]),
     "background df swapped for counts": (
         "src/smf/selection.py", "torch.log(bg.df[layer].double() + 1)", "torch.log(bg.counts[layer].double() + 1)",
-        ["tests/test_selection.py"]),
+        ["tests/methods/test_selection.py"]),
     "sign flip in KL": (
         "src/smf/selection.py", "p * (p.log() - s.log_q(layer)[rows])", "p * (s.log_q(layer)[rows] - p.log())",
-        ["tests/test_selection.py"]),
+        ["tests/methods/test_selection.py"]),
     "LoRA trains the base weights": (
         "src/smf/methods/lora.py", "return get_peft_model(model, config)",
-        "return get_peft_model(model, config).requires_grad_(True)", ["tests/test_train.py::test_lora_trains_only_adapters"]),
+        "return get_peft_model(model, config).requires_grad_(True)", ["tests/train/test_train.py::test_lora_trains_only_adapters"]),
     "verdict's tolerance off by one": (
         "src/smf/study/report.py", "within = all(abs(pick[p][\"delta\"][\"mean\"]) <= tolerance for p in probes)",
-        "within = all(abs(pick[p][\"delta\"][\"mean\"]) <= tolerance + 1 for p in probes)", ["tests/test_report_logic.py"]),
+        "within = all(abs(pick[p][\"delta\"][\"mean\"]) <= tolerance + 1 for p in probes)", ["tests/study/test_report_logic.py"]),
     "aggregation drops a seed": (
         "src/smf/study/results.py", '{"mean": statistics.fmean(values),', '{"mean": statistics.fmean(values[1:] or values),',
-        ["tests/test_report_logic.py"]),
+        ["tests/study/test_report_logic.py"]),
 }
 
 COPY = ("src", "tests", "configs", "studies", "scripts", "docs", "bench", "pyproject.toml", "README.md", "BENCHMARKS.md", "Makefile")

@@ -6,7 +6,7 @@ and checked aims, exactly as smf's report code renders them from the study's res
 with headings one level below the page heading the block sits under. A block named after its
 study folder reads studies/<study>/results/; any other name, studies/<study>/results/<name>/.
 The README's short comparison (`<!-- summary:<name>:start -->`) is a few columns of one
-block's table. tests/test_study_pages.py checks every block and summary against results.json.
+block's table. tests/study/test_study_pages.py checks every block and summary against results.json.
 
     python scripts/publish_results.py runs/offline --page studies/offline/README.md --name offline
     python scripts/publish_results.py --regenerate offline   # report.md and the block again from results.json

@@ -12,7 +12,7 @@ Split rule: with h = sha256(topic name) mod 5, a topic is held out when h == 0, 
 validation part when h == 1, else background. It depends only on the topic's name, so a
 topic stays on its side across Python versions (versions add, drop or edit topics, which
 changes the sizes but never moves a topic). Sizes on Python 3.11.7: heldout 17 topics,
-74,937 characters; see `tests/test_data_pydoc.py` for the others.
+74,937 characters; see `tests/data/test_data_pydoc.py` for the others.
 
 Each topic is one Document (id "pydoc/<topic>", text as shipped), in topic-name order.
 """

@@ -21,7 +21,7 @@ from smf.study.config import StudyConfig, entry_of
 from smf.study.results import choose_on_validation
 from smf.study.runner import run_study
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
 # Every starting config, and each study's own (studies/offline/config.yaml links to configs/offline.yaml: run once).
 CONFIGS = sorted({p.resolve(): p for p in [*(ROOT / "studies").glob("*/config.yaml"), *(ROOT / "configs").rglob("*.yaml")]}.values())
@@ -90,7 +90,7 @@ def test_config_runs_end_to_end(path, tiny_folder, tmp_path, monkeypatch):
     results = run_study(config, tmp_path / "study", progress=False)
     labels = [r.label for r in config.runs()]
     assert [row["label"] for row in results["summary"]] == labels
-    if config.stream.chunks is not None:  # a continual stream (tests/test_stream.py reads it closely)
+    if config.stream.chunks is not None:  # a continual stream (tests/study/test_stream.py reads it closely)
         assert all(len(run["matrix"]) == 2 for run in results["runs"])
         for name in ("results.json", "report.md", "retention.png", "stream.png"):
             assert (tmp_path / "study" / name).is_file(), name

@@ -1,12 +1,12 @@
 """Train smf, lora, full and heal for a few steps; run alone or under `accelerate launch`.
 
-Used by tests/test_distributed.py: one process and two processes (gloo) must take the
+Used by tests/train/test_distributed.py: one process and two processes (gloo) must take the
 same steps. Each process writes, per method, OUT/<method>/rank<r>.safetensors (its
 trainable weights after training), OUT/<method>/grad<r>.safetensors (the gradients the
 first step applies, after the sum over processes; smf: the selected rows only) and
 OUT/<method>/rows<r>.json (the rows selection returned at each call, smf only).
 
-    python tests/distributed_worker.py --model DIR --out OUT [--methods smf,lora] [--skew-background]
+    python tests/train/distributed_worker.py --model DIR --out OUT [--methods smf,lora] [--skew-background]
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from smf.study.config import StudyConfig
 from smf.study.runner import run_study
 from smf.study.stream import stream_metrics
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SMF = "smf-tfidf_top_t=20"  # the folder of the first SMF setting
 FACTS = {"name": "facts", "n_facts": 21, "n_control": 4, "train_wordings": 2, "seed": 0}
 

@@ -156,7 +156,7 @@ def test_source_from_text():
 def test_hub_training_sources_read_local_files():
     from pathlib import Path
 
-    fixtures = Path(__file__).parent / "fixtures"
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
     medmcqa = training_examples({"name": "medmcqa", "source": str(fixtures / "medmcqa_validation.jsonl"), "split": "validation"})
     assert medmcqa[0].prompt.startswith("Question: ") and medmcqa[0].prompt.endswith("Answer:")
     assert medmcqa[0].target[:3] in (" A.", " B.", " C.", " D.")

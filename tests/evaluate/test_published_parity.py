@@ -15,7 +15,7 @@ import pytest
 from smf.evaluate import evaluate
 from smf.evaluate.qa import published_normalize
 
-PARITY = Path(__file__).parent / "fixtures" / "parity"
+PARITY = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
 REFERENCE = json.loads((PARITY / "reference.json").read_text())
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from smf.data.registry import DATASETS
 from smf.evaluate import evaluate, load_task, task_names
 from smf.evaluate.tasks import resolve_task
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 MEDMCQA = str(FIXTURES / "medmcqa_validation.jsonl")
 
 

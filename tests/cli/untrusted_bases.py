@@ -1,4 +1,4 @@
-"""Builders for tests/test_untrusted.py's cases on a saved run's base: finished runs (a compact SMF
+"""Builders for tests/cli/test_untrusted.py's cases on a saved run's base: finished runs (a compact SMF
 run, a LoRA run) made once per world, and copies of them with their base or delta tampered with."""
 
 import json

@@ -15,7 +15,7 @@ from smf.config import Config, setting
 from smf.methods import METHODS, Method, TrainConfig, families, register_method
 from smf.methods.base import option_owners
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass

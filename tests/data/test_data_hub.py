@@ -23,7 +23,7 @@ from smf.data.templates import plain_prompt as triviaqa_prompt
 from smf.data.types import MCQItem, QAItem, TrainExample
 from smf.errors import SmfError
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 MEDMCQA = FIXTURES / "medmcqa_validation.jsonl"
 MEDMCQA_CSV = FIXTURES / "medmcqa_validation.csv"
 TRIVIAQA = FIXTURES / "trivia_qa_rc_nocontext_validation.jsonl"

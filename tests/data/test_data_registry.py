@@ -10,7 +10,7 @@ from smf.data import DATASETS, load
 from smf.data.registry import get_form, names
 from smf.errors import SmfError
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def test_every_dataset_has_a_form_and_its_kind():

@@ -14,7 +14,7 @@ from smf.models import uses_bf16
 
 from conftest import tiny_model
 
-MEDMCQA = str(Path(__file__).parent / "fixtures" / "medmcqa_validation.jsonl")
+MEDMCQA = str(Path(__file__).resolve().parents[1] / "fixtures" / "medmcqa_validation.jsonl")
 
 
 def test_the_rule():

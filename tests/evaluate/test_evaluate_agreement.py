@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 MAX_LENGTH = 128  # rolling windows on both sides; small, so documents span several windows
 MAX_NEW_TOKENS = 32
 

@@ -87,7 +87,7 @@ def test_oasst1_source_reads_message_texts(tmp_path):
     from smf.data.hub import load_oasst1
     from smf.data.registry import load
 
-    fixture = Path(__file__).parent / "fixtures" / "oasst1_train.jsonl"
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "oasst1_train.jsonl"
     texts = load_oasst1(fixture)
     assert len(texts) == 12 and texts[0] == "How do I keep basil alive indoors?"
     assert len(load_oasst1(fixture, lang="en")) == 10
@@ -105,7 +105,7 @@ def test_nq_open_and_token_f1():
     from smf.data.hub import load_nq_open
     from smf.evaluate.qa import token_f1
 
-    items = load_nq_open(Path(__file__).parent / "fixtures" / "nq_open_validation.jsonl")
+    items = load_nq_open(Path(__file__).resolve().parents[1] / "fixtures" / "nq_open_validation.jsonl")
     assert len(items) == 6 and items[2].aliases == ("eight", "8")
     assert token_f1("The Pacific.", ["the Pacific Ocean", "Pacific"]) == 1.0
     assert token_f1("Pacific Ocean waters", ["the Pacific Ocean"]) == pytest.approx(0.8)

@@ -211,7 +211,7 @@ def test_encode_puts_loss_on_target_only(tokenizer):
     [enc] = encode_examples([TrainExample("Question: 2+2?\nAnswer:", " four")], tokenizer, 64)
     batch = collate([enc], tokenizer.pad_token_id)
     target = batch["labels"][batch["labels"] != -100]
-    assert tokenizer.decode(target) == " four"  # over-long examples: tests/test_data_batching.py
+    assert tokenizer.decode(target) == " four"  # over-long examples: tests/data/test_data_batching.py
 
 
 def test_step_order_is_a_pure_function_of_seed_and_step():
