@@ -71,7 +71,7 @@ def test_chat_in_a_terminal(tiny_folder):
     """Two turns, /reset, another turn, /quit: driven through a pseudo-terminal like a person."""
     leader, follower = pty.openpty()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "smf.cli", "chat", "--model", str(tiny_folder), "--max-new-tokens", "3"],
+    proc = subprocess.Popen([sys.executable, "-m", "smf", "chat", "--model", str(tiny_folder), "--max-new-tokens", "3"],
                             stdin=follower, stdout=follower, stderr=follower, env=env, close_fds=True)
     os.close(follower)
     seen: list[str] = []
@@ -185,7 +185,7 @@ def test_learn_counts_the_background_it_is_told_to(tiny_folder, tmp_path):
     from smf.selection import BackgroundStats
 
     common = ["--data", str(_facts(tmp_path, FACTS)), "--model", str(tiny_folder), "--slots", "256", "--steps", "1",
-              "--batch-size", "2", "--max-length", "32", "--protect", "off"]
+              "--batch-size", "2", "--max-length", "96", "--protect", "off"]
     assert main(["learn", *common, "--out", str(tmp_path / "seq"), "--background-batches", "5", "--background-batch-size", "1"]) == 0
     stats = BackgroundStats.load(tmp_path / "seq")
     assert stats.batches == 5 and all(0 < int(df.max()) <= 5 for df in stats.df.values())

@@ -58,7 +58,8 @@ class LoraMethod(Method):
             exclude_modules=r".*\.memory\..*" if memory_layers(model) else None,
             task_type="CAUSAL_LM",
         )
-        model.config._name_or_path = str(Path(model_dir).resolve())
+        # PEFT records its base from the model's name_or_path, which a retrofitted model smf built itself lacks
+        model.name_or_path = model.config._name_or_path = str(Path(model_dir).resolve())
         if isinstance(model, PeftModel):  # an adapter trained before (a stream's earlier chunks): train it on
             for name, p in model.named_parameters():
                 p.requires_grad_("lora_" in name)
