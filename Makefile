@@ -24,12 +24,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # `make test` is the whole suite, as CI runs it, in two workers (pytest-xdist, one per core, one
-# torch thread each), and lists the 25 slowest tests (mark a new one
+# torch thread each; worksteal lets the idle worker take over the long study tests), and lists
+# the 25 slowest tests (mark a new one
 # slow when it takes more than a few seconds). `make check` is the day-to-day subset: it skips the
 # tests marked slow, those that load the real default model, train, run a study or a learn
 # sitting, or launch processes (pyproject.toml [tool.pytest.ini_options] says what it means).
 test: install
-	$(PY) -m pytest -q -n 2 --durations=25
+	$(PY) -m pytest -q -n 2 --dist worksteal --durations=25
 
 check: install
 	$(PY) -m pytest -q -n 2 -m "not slow"
