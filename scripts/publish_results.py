@@ -1,21 +1,32 @@
 """Publish a finished study into its page: studies/<study>/results/ and the page's result block.
 
 A study page (studies/<study>/README.md) shows a study's results between
-`<!-- results:<name>:start -->` and `<!-- results:<name>:end -->`: the report's table, notes
-and checked aims, exactly as smf's report code renders them from the study's results.json,
-with headings one level below the page heading the block sits under. A block named after its
-study folder reads studies/<study>/results/; any other name, studies/<study>/results/<name>/.
+`<!-- results:<name>:start -->` and `<!-- results:<name>:end -->`, rendered from a record the
+study keeps, with headings one level below the page heading the block sits under. A block
+comes from one of two records:
+
+- a study run with `smf compare`: the report's table, notes and checked aims, exactly as smf's
+  report code renders them from the study's results.json. A block named after its study folder
+  reads studies/<study>/results/; any other name, studies/<study>/results/<name>/.
+- a study's own script: where studies/<study>/<name>.py exists, the block renders the script's
+  JSON record studies/<study>/results/<name>.json with the script's
+  `def markdown(record: dict, level: int) -> str`. The script is imported from its file to
+  render, so its module imports nothing heavy at the top (torch and smf's model code inside
+  its main()); it writes its record and prints `markdown(record, ...)` when it runs.
+
 The README's short comparison (`<!-- summary:<name>:start -->`) is a few columns of one
-block's table. tests/study/test_study_pages.py checks every block and summary against results.json.
+block's table. tests/study/test_study_pages.py checks every block and summary against its record.
 
     python scripts/publish_results.py runs/offline --page studies/offline/README.md --name offline
     python scripts/publish_results.py --regenerate offline   # report.md and the block again from results.json
-    python scripts/publish_results.py --pages                 # every block and summary again
+    python scripts/publish_results.py --pages                 # every block and summary again (script blocks too)
+    python studies/heal/heal_check.py studies/heal/results/heal_check.json && python scripts/publish_results.py --pages
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import shutil
@@ -75,7 +86,32 @@ def render(results: dict, level: int = 1) -> str:
     return stream_markdown(results, level) + "\n" if "stream" in results else report_text(results, level)
 
 
+def study_script(page: Path, name: str) -> Path | None:
+    """The study's script that renders block `name` from its own record, if the block has one."""
+    script = page.parent / f"{name}.py"
+    return script if script.is_file() else None
+
+
+def script_record(page: Path, name: str) -> Path:
+    """The JSON record a study's script wrote for block `name`."""
+    return page.parent / "results" / f"{name}.json"
+
+
+def script_markdown(script: Path):
+    """`markdown(record, level)` of a study's script, imported from its file (not run)."""
+    spec = importlib.util.spec_from_file_location(f"smf_study_{script.parent.name}_{script.stem}".replace("-", "_"), script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "markdown", None)):
+        sys.exit(f"{script.relative_to(ROOT)} renders a page block but defines no markdown(record, level)")
+    return module.markdown
+
+
 def rendered_block(page: Path, name: str, level: int) -> str:
+    script = study_script(page, name)
+    if script is not None:
+        record = json.loads(script_record(page, name).read_text())
+        return script_markdown(script)(record, level).strip()
     results = json.loads((results_folder(page, name) / "results.json").read_text())
     return report_block(render(results, level))
 
@@ -105,7 +141,8 @@ def replace_block(page: Path, kind: str, name: str, body: str) -> None:
 
 
 def refresh_pages() -> None:
-    """Every result block and summary of every page, rendered again from its results.json."""
+    """Every result block and summary of every page, rendered again from its record
+    (a study's results.json, or a study script's own JSON)."""
     for page in pages():
         for name, _, level in blocks(page):
             replace_block(page, "results", name, rendered_block(page, name, level))
@@ -151,7 +188,10 @@ def regenerate(name: str) -> None:
     report code (its figures kept), and the page blocks with it."""
     from smf.io import write_text_atomic
 
-    target = results_folder(page_of(name), name)
+    page = page_of(name)
+    if study_script(page, name) is not None:
+        sys.exit(f"block {name} is rendered by {study_script(page, name).relative_to(ROOT)} from its own record; run --pages")
+    target = results_folder(page, name)
     old = (target / "report.md").read_text()
     figures = old[old.index("\n![") + 1:] if "\n![" in old else ""
     write_text_atomic(target / "report.md", render(json.loads((target / "results.json").read_text())) + figures)

@@ -3,8 +3,11 @@ before and after a short heal, against the base model.
 
 Prose perplexity on held-out pydoc text (the heal trains on pydoc's background part, which
 never overlaps it) and on WikiText-style line rows of tests/fixtures/parity (another
-source). Prints a Markdown table; writes JSON to the path given (default
-runs/heal_check.json).
+source). Writes JSON to the path given (default runs/heal_check.json) and prints the
+Markdown table that `markdown(record, level)` renders from it: the page's block
+`results:heal_check`, rendered from studies/heal/results/heal_check.json by
+scripts/publish_results.py (this module imports smf's model code only inside main(), so
+rendering is cheap).
 
     .venv/bin/python studies/heal/heal_check.py [OUT.json] [--steps N] [--batch-size B] [--max-length L]
 """
@@ -15,13 +18,6 @@ import argparse
 import time
 from pathlib import Path
 
-from smf.evaluate import evaluate
-from smf.io import write_json_atomic
-from smf.memory import MemoryConfig, retrofit, save_retrofitted
-from smf.methods.heal import HealConfig
-from smf.models import load_model
-from smf.train.stages import heal
-
 ROOT = Path(__file__).resolve().parents[2]
 PROBES = [
     {"name": "pydoc", "limit": 8, "as": "pydoc (held out)"},
@@ -30,7 +26,28 @@ PROBES = [
 ]
 
 
+# How the page names the record's rows and columns.
+LABELS = {"replaced, not healed": "FFN replaced, not healed", "wikitext lines": "WikiText lines"}
+
+
+def markdown(record: dict, level: int = 2) -> str:
+    """The page's table from a record of main(): perplexity of base, replaced and healed model,
+    and the share of the replacement's perplexity gap the heal closed, per probe. (The table
+    carries no heading, so `level` changes nothing.)"""
+    rows = record["perplexity"]
+    probes = list(next(iter(rows.values())))
+    heal = record["heal"]
+    lines = ["| model | " + " | ".join(LABELS.get(p, p) for p in probes) + " |", "|---|" + "---|" * len(probes)]
+    lines += [f"| {LABELS.get(name, name)} | " + " | ".join(f"{r[p]:.2f}" for p in probes) + " |" for name, r in rows.items()]
+    lines.append("| gap closed by healing | " + " | ".join(f"**{100 * record['gap_closed'][p]:.0f} %**" for p in probes) + " |")
+    first, last = record["loss"]
+    return "\n".join(lines) + (f"\n\nHeal: {heal['steps']} steps of {heal['batch_size']} × {heal['max_length']} tokens "
+                               f"in {record['heal_seconds']:.0f} s; training loss {first:.3f} → {last:.3f}.\n")
+
+
 def measure(model, tokenizer) -> dict:
+    from smf.evaluate import evaluate
+
     out = evaluate(model, tokenizer, PROBES, progress=False, records=False)["tasks"]
     return {label: r["headline"]["value"] for label, r in out.items()}
 
@@ -43,6 +60,12 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--work", default="runs/heal_check")
     args = parser.parse_args()
+    from smf.io import write_json_atomic
+    from smf.memory import MemoryConfig, retrofit, save_retrofitted
+    from smf.methods.heal import HealConfig
+    from smf.models import load_model
+    from smf.train.stages import heal
+
     work = Path(args.work)
     model, tokenizer = load_model()
     rows = {"base": measure(model, tokenizer)}
@@ -57,13 +80,10 @@ def main() -> None:
     rows[f"healed ({args.steps} steps)"] = measure(result.model, tokenizer)
     base, broken, healed = rows.values()
     closed = {k: (broken[k] - healed[k]) / (broken[k] - base[k]) for k in base}
-    print("| model | " + " | ".join(base) + " |\n|---|" + "---|" * len(base))
-    for name, r in rows.items():
-        print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in r.values()) + " |")
-    print("| gap closed by healing | " + " | ".join(f"{100 * v:.0f}%" for v in closed.values()) + " |")
-    print(f"heal: {args.steps} steps of {args.batch_size} x {args.max_length} tokens, {seconds:.0f} s; loss {result.summary['first_loss']:.3f} → {result.summary['final_loss']:.3f}")
-    write_json_atomic(args.out, {"memory": memory.to_dict(), "heal": config.to_dict(), "perplexity": rows, "gap_closed": closed,
-                                 "heal_seconds": seconds, "loss": [result.summary["first_loss"], result.summary["final_loss"]]})
+    record = {"memory": memory.to_dict(), "heal": config.to_dict(), "perplexity": rows, "gap_closed": closed,
+              "heal_seconds": seconds, "loss": [result.summary["first_loss"], result.summary["final_loss"]]}
+    write_json_atomic(args.out, record)
+    print(markdown(record))
 
 
 if __name__ == "__main__":
