@@ -20,6 +20,10 @@ from smf.errors import SmfError
 
 MAX_SETTINGS_BYTES = 4_000_000  # a config, a tasks file, a data option: hand-written, kilobytes
 MAX_JSON_BYTES = 64_000_000  # what smf writes beside a model or a study (results grow with runs)
+MAX_RECORD_BYTES = 16_000_000  # smf's own small records: a run's config, fingerprint and checkpoint note, study.json
+MAX_DATA_BYTES = 2_000_000_000  # a data file someone gives (training rows, facts, text): large, never unbounded
+MAX_LINE_BYTES = 64_000_000  # one line of a JSON Lines file: a row of data, a log record
+MAX_LOG_BYTES = 1_000_000_000  # a training run's log: a record per step and evaluation
 MAX_ALIASES = 100  # a config repeats a block a few times; a bomb needs many aliases of aliases
 MAX_EXPANDED = 100_000  # values of a YAML file with its aliases expanded: configs hold hundreds
 
@@ -71,22 +75,87 @@ def check_output_path(path: str | os.PathLike, flag: str = "--out") -> None:
             return
 
 
-def read_bounded(path: str | os.PathLike, limit: int, what: str = "file") -> str:
-    """The UTF-8 text of `path`, refused when it holds more than `limit` bytes (read no further)."""
-    path = Path(path)
+def size_text(limit: int) -> str:
+    """2_000_000_000 → '2 GB', 64_000_000 → '64 MB': a limit as an error line names it."""
+    return f"{limit / 1e9:g} GB" if limit >= 1_000_000_000 else f"{limit / 1e6:g} MB"
+
+
+def _open_bounded(path: Path, limit: int, what: str, fix: str):
+    """`path` opened for reading bytes, refused before any read when it is not a file or is larger than `limit`."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
+        f = open(path, "rb")
     except FileNotFoundError:
         raise SmfError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise SmfError(f"{path} is a folder; give a {what}") from None
-    if len(data) > limit:
-        raise SmfError(f"{path}: over {limit // 1_000_000} MB, more than a {what} holds; give the right file")
+    if os.fstat(f.fileno()).st_size > limit:
+        f.close()
+        raise _too_large(path, limit, what, fix)
+    return f
+
+
+def _too_large(path: Path, limit: int, what: str, fix: str) -> SmfError:
+    return SmfError(f"{path}: over {size_text(limit)}, more than a {what} holds; {fix}")
+
+
+def read_bytes_bounded(path: str | os.PathLike, limit: int, what: str = "file", fix: str = "give the right file") -> bytes:
+    """The bytes of `path`, refused in one line (naming the file, the limit and `fix`) when it holds more than
+    `limit` bytes: its size is checked before reading, and the read stops one byte past the limit."""
+    path = Path(path)
+    with _open_bounded(path, limit, what, fix) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:  # a file that grew, or one whose size the system does not say
+        raise _too_large(path, limit, what, fix)
+    return data
+
+
+def read_bounded(path: str | os.PathLike, limit: int, what: str = "file", fix: str = "give the right file") -> str:
+    """The UTF-8 text of `path`, refused when it holds more than `limit` bytes (read no further)."""
+    path = Path(path)
+    data = read_bytes_bounded(path, limit, what, fix)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SmfError(f"{path}: not UTF-8 text (at byte {e.start}); give a {what}") from None
+
+
+def read_lines(path: str | os.PathLike, *, limit: int = MAX_DATA_BYTES, line_limit: int = MAX_LINE_BYTES,
+               what: str = "data file", fix: str = "give the right file", utf8_fix: str | None = None) -> Iterator[tuple[int, str]]:
+    """The lines of the UTF-8 text file `path`, numbered from 1, each with its newline when it has one (the last may
+    not: a record cut short); a byte-order mark before the first is dropped. Lines end at a newline only: Unicode
+    line separators are characters inside a line. Read as it goes, one line at a time: refused in one line
+    naming the file, the limit and `fix` when the file holds more than `limit` bytes (before any read) or a
+    line more than `line_limit` (before it is read whole)."""
+    path = Path(path)
+    utf8_fix = utf8_fix or fix
+    with _open_bounded(path, limit, what, fix) as f:
+        total, n = 0, 0
+        while raw := f.readline(line_limit + 1):
+            n += 1
+            total += len(raw)
+            if total > limit:
+                raise _too_large(path, limit, what, fix)
+            if len(raw) > line_limit and not (len(raw) == line_limit + 1 and raw.endswith(b"\n")):
+                raise SmfError(f"{path}: line {n} is over {size_text(line_limit)}, more than a line of a {what} holds; {fix}")
+            start = total - len(raw)
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):  # the byte-order mark some editors write first
+                raw, start = raw[3:], 3
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise SmfError(f"{path}: not UTF-8 text (line {n}, byte {start + e.start}); {utf8_fix}") from None
+            yield n, line
+
+
+def read_text_bounded(path: str | os.PathLike, limit: int = MAX_DATA_BYTES, what: str = "data file",
+                      fix: str = "give the right file", utf8_fix: str = "save the file as UTF-8") -> str:
+    """The whole UTF-8 text of `path` without a byte-order mark, refused over `limit` bytes (as `read_bytes_bounded`)."""
+    path = Path(path)
+    data = read_bytes_bounded(path, limit, what, fix)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SmfError(f"{path}: not UTF-8 text (byte {e.start}); {utf8_fix}") from None
 
 
 def parse_json(text: str, where: str) -> Any:
@@ -101,9 +170,9 @@ def parse_json(text: str, where: str) -> Any:
         raise SmfError(f"{where}: not valid JSON ({str(e).splitlines()[0][:100]})") from None
 
 
-def read_json(path: str | os.PathLike, limit: int = MAX_JSON_BYTES) -> Any:
+def read_json(path: str | os.PathLike, limit: int = MAX_JSON_BYTES, fix: str = "give the right file") -> Any:
     path = Path(path)
-    return parse_json(read_bounded(path, limit, "JSON file"), str(path))
+    return parse_json(read_bounded(path, limit, "JSON file", fix), str(path))
 
 
 class _BoundedLoader(yaml.SafeLoader):

@@ -126,6 +126,32 @@ _MANY_ALIASES = "a: &a 1\nb: [" + ", ".join(["*a"] * 101) + "]\n"
 _HUGE = "# padding\n" * 500_000 + "methods: {lora: {}}\n"  # 5 MB
 
 
+_LONG_ROW = '{"text": "' + "a" * 64_000_000 + '"}\n'  # one line of JSON over MAX_LINE_BYTES (64 MB)
+
+
+def _data(w, t, name: str, text: str | bytes, command: str = "train") -> list[str]:
+    """`smf train` (or `smf learn`) on the data file `name` holding `text`."""
+    data = str(_write(t, name, text))
+    if command == "learn":
+        return ["learn", "--data", data, "--model", str(w["plain"]), "--out", f"{t}/out"]
+    return ["train", "--model", str(w["plain"]), "--method", "full", "--data", data, "--steps", "1", "--out", f"{t}/out"]
+
+
+def _resume_with(w, t, name: str, text) -> list[str]:
+    """`smf train --resume` of a copy of the unfinished run whose file `name` holds `text` (or `text(old)`)."""
+    argv = resume_args(w, t)
+    file = t / "run_copy" / name
+    _write(t / "run_copy", name, text(file.read_text()) if callable(text) else text)
+    return argv
+
+
+def _study_marker(w, t, text: str) -> list[str]:
+    """`smf compare` whose --out holds a study begun on the plain model, its study.json then replaced by `text`."""
+    argv = study(w, t, recorded=w["plain"])
+    _write(t / "s", "study.json", text)
+    return argv
+
+
 def _train_flags(w, t, *flags: str) -> list[str]:
     return ["train", "--model", str(w["plain"]), "--method", "full", "--data", str(w["data"]), "--steps", "1", *flags, "--out", f"{t}/out"]
 
@@ -256,6 +282,20 @@ CASES = {
     "learn, a JSONL after a BOM, a bad second row": (lambda w, t: ["learn", "--data", str(_write(t, "f.jsonl", '\ufeff{"text": "Kelbrin is in Oshu."}\n{"question": "Who?"}\n')), "--model", str(w["plain"]), "--out", f"{t}/out"], "row 2 needs"),
     "train --data an existing path holding a colon": (lambda w, t: ["train", "--model", str(w["plain"]), "--method", "full", "--data", str(_write(t, "a:b=1.txt", "")), "--steps", "1", "--out", f"{t}/out"], "is empty"),
     "resume, a damaged line inside the log": (lambda w, t: (resume_args(w, t), (t / "run_copy" / "log.jsonl").write_text("{not json\n" + (t / "run_copy" / "log.jsonl").read_text()))[0], "line 1 is not valid JSON"),
+    # --- every file smf reads is bounded: data files, logs, records ---
+    "train --data a JSONL row over 64 MB": (lambda w, t: _data(w, t, "d.jsonl", _LONG_ROW), "line 1 is over 64 MB"),
+    "train --data a .json of JSON Lines, a row over 64 MB": (lambda w, t: _data(w, t, "d.json", '{"text": "ok"}\n' + _LONG_ROW), "line 2 is over 64 MB"),
+    "learn --data a JSONL fact over 64 MB": (lambda w, t: _data(w, t, "f.jsonl", _LONG_ROW, "learn"), "line 1 is over 64 MB"),
+    "train --data a JSONL row nested 100000 deep": (lambda w, t: _data(w, t, "d.jsonl", '{"text": "ok"}\n' + _DEEP + "\n"), "line 2: not valid JSON (nested too deeply)"),
+    "train --data a JSON array nested 100000 deep": (lambda w, t: _data(w, t, "d.json", _DEEP), "nested too deeply"),
+    "train --data a JSONL row with a 5000-digit number": (lambda w, t: _data(w, t, "d.jsonl", '{"target": ' + "1" * 5000 + "}\n"), "line 1: not valid JSON"),
+    "resume, a log line over 64 MB": (lambda w, t: _resume_with(w, t, "log.jsonl", lambda old: _LONG_ROW + old), "line 1 is over 64 MB"),
+    "resume, a log line nested 100000 deep": (lambda w, t: _resume_with(w, t, "log.jsonl", lambda old: _DEEP + "\n" + old), "line 1 is not valid JSON"),
+    "resume, fingerprint.json of 17 MB": (lambda w, t: _resume_with(w, t, "fingerprint.json", " " * 17_000_000 + "{}"), "over 16 MB"),
+    "compare, study.json of 17 MB when resuming": (lambda w, t: _study_marker(w, t, " " * 17_000_000 + "{}"), "over 16 MB"),
+    "compare, study.json nested 100000 deep when resuming": (lambda w, t: _study_marker(w, t, _DEEP), "nested too deeply"),
+    "eval --out is a JSON file nested 100000 deep": (lambda w, t: ["eval", "--model", str(w["plain"]), "--tasks-file", str(w["tasks"]), "--out", str(_write(t, "deep.json", _DEEP))], "already exists"),
+    "inspect --out holds an inspect.json nested 100000 deep": (lambda w, t: ["inspect", str(w["retro"]), "--out", str(_write(t, "o/inspect.json", _DEEP).parent)], "not a report"),
 }
 
 
@@ -329,3 +369,69 @@ def test_weights_that_are_not_all_finite_are_never_saved(tmp_path, tokenizer):
     with pytest.raises(SmfError, match="not all finite.*unreached.*no model was saved"):
         train(model, tokenizer, examples(), config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "model").exists() and not (tmp_path / "run" / "summary.json").exists()
+
+
+def _sparse(path: Path, size: int) -> Path:
+    """A file of `size` bytes that takes no room on disk (and no time to write): reading it would take seconds."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+@pytest.mark.parametrize("name", ["d.jsonl", "d.json", "d.txt", "d.csv"])
+def test_a_data_file_over_2_gb_is_refused_before_it_is_read(name, world, tmp_path, capsys):  # noqa: F811
+    """By its size, before a byte is read: `smf train --data` (and `source:` files, which the same reader reads)."""
+    from smf.data.rows import read_rows_file
+
+    data = _sparse(tmp_path / name, 2_000_000_001)
+    capsys.readouterr()
+    tracemalloc.start()
+    start = time.monotonic()
+    try:
+        if name == "d.csv":
+            with pytest.raises(SmfError, match=r"d.csv: over 2 GB, more than a data file holds; split it"):
+                read_rows_file(data)
+        else:
+            assert main(["train", "--model", str(world["plain"]), "--method", "full", "--data", str(data), "--steps", "1",
+                         "--out", f"{tmp_path}/out"]) == 2
+            (line,) = capsys.readouterr().err.strip().splitlines()
+            assert f"{data}: over 2 GB, more than a data file holds; split it" in line, line
+        elapsed, peak = time.monotonic() - start, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert elapsed < 5 and peak < 50_000_000, (elapsed, peak)  # read, 2 GB takes seconds and (decoded) gigabytes
+    assert not (tmp_path / "out").exists()
+
+
+def test_learn_refuses_a_facts_file_over_2_gb(world, tmp_path, capsys):  # noqa: F811
+    data = _sparse(tmp_path / "facts.txt", 2_000_000_001)
+    capsys.readouterr()
+    assert main(["learn", "--data", str(data), "--model", str(world["plain"]), "--out", f"{tmp_path}/out"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "facts.txt: over 2 GB" in line and not (tmp_path / "out").exists()
+
+
+def test_a_kept_answers_file_over_64_mb_is_refused_in_one_line(tmp_path):
+    """smf learn's kept answers travel with the model folder, which anyone may hand over."""
+    from smf.names import KEPT_FILE
+    from smf.use.learn.folder import read_kept
+
+    _sparse(tmp_path / KEPT_FILE, 64_000_001)
+    with pytest.raises(SmfError, match=f"{KEPT_FILE}: over 64 MB, more than a kept answers file holds; delete it"):
+        read_kept(tmp_path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"step": 1, "loss": 2.0}\n' + _DEEP + "\n", "line 2 is not valid JSON"),
+    ('{"step": 1, "loss": 2.0}\n[1]\n', "line 2 is not a log record"),
+    ('{"step": 1, "loss": ' + "1" * 5000 + "}\n", "line 1 is not valid JSON"),
+    (_LONG_ROW, "line 1 is over 64 MB"),
+], ids=["nested 100000 deep", "not a record", "a 5000-digit number", "a line over 64 MB"])
+def test_a_study_reads_a_finished_runs_log_bounded_and_in_one_line(text, message, tmp_path):
+    """The log beside a finished run of a study, read when its results are gathered (also on a resumed study)."""
+    from smf.study.results import read_log
+
+    log = _write(tmp_path, "log.jsonl", text)
+    with pytest.raises(SmfError, match=f"{message}.*remove the run"):
+        read_log(log, "remove the run folder to run it again")
+    assert read_log(_write(tmp_path, "ok.jsonl", '{"step": 1, "loss": 2.0}\n\n'), "") == [{"step": 1, "loss": 2.0}]

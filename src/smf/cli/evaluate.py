@@ -9,14 +9,13 @@ is one line on stderr and exit code 2, before any output file is written.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from smf.data.registry import DATASETS
 from smf.errors import SmfError
 from smf.evaluate.evaluator import BATCH_SIZE, GENERATE_BATCH_SIZE, evaluate
 from smf.evaluate.tasks import load_task, resolve_task
-from smf.io import MAX_SETTINGS_BYTES, check_output_path, parse_yaml, read_bounded, write_json_atomic
+from smf.io import MAX_SETTINGS_BYTES, check_output_path, parse_yaml, read_bounded, read_json, write_json_atomic
 from smf.models import PRECISIONS, compute_device, load_model
 
 
@@ -59,9 +58,9 @@ def _task_specs(args) -> list:
 
 def _is_eval_result(path: Path) -> bool:
     """Whether `path` holds results an earlier smf eval wrote (which a new run may replace)."""
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    try:  # bounded: --out may name any file of the user's
+        result = read_json(path)
+    except (OSError, SmfError):
         return False
     return isinstance(result, dict) and "model" in result and isinstance(result.get("tasks"), dict)
 

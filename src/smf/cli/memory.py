@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -171,9 +170,9 @@ def _check_inspect_out(out: Path) -> None:
         raise SmfError(f"--out {out} holds files smf inspect did not write ({', '.join(foreign[:3])}); choose a new or empty folder")
     report = out / "inspect.json"
     if report.exists():
-        try:
-            ours = isinstance(json.loads(report.read_text(encoding="utf-8")).get("stages"), list)
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        try:  # bounded: --out may name any folder of the user's
+            ours = isinstance(read_json(report).get("stages"), list)
+        except (OSError, SmfError, AttributeError):
             ours = False
         if not ours:
             raise SmfError(f"--out {out}: its inspect.json is not a report smf inspect wrote; choose a new or empty folder")

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from smf.errors import SmfError
+from smf.io import MAX_DATA_BYTES, read_lines, read_text_bounded, size_text
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
@@ -24,6 +25,8 @@ def read_rows_file(path: str | Path, *, hint: str = "the hub dataset") -> list[d
     suffix = path.suffix.lower()
     if suffix not in FILE_SUFFIXES:
         raise SmfError(f"{path}: unsupported file type {suffix or '(none)'}; {fix}")
+    if path.stat().st_size > MAX_DATA_BYTES:  # before any read (the readers check again as they read)
+        raise SmfError(f"{path}: over {size_text(MAX_DATA_BYTES)}, more than a data file holds; {_SMALLER}")
     if suffix in (".jsonl", ".json"):
         rows = _read_json(path, fix)
     else:
@@ -37,11 +40,12 @@ def read_rows_file(path: str | Path, *, hint: str = "the hub dataset") -> list[d
 
 
 def read_text(path: Path) -> str:
-    """A file's text, without the byte-order mark some editors put first; SmfError if it is not UTF-8."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise SmfError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+    """A file's text, without the byte-order mark some editors put first; SmfError if it is not UTF-8 or holds
+    more than a data file may (MAX_DATA_BYTES)."""
+    return read_text_bounded(path, MAX_DATA_BYTES, "data file", _SMALLER, "save the file as UTF-8")
+
+
+_SMALLER = "split it into smaller files, or give fewer rows"
 
 
 def lines(text: str) -> list[str]:
@@ -51,23 +55,38 @@ def lines(text: str) -> list[str]:
 
 
 def _read_json(path: Path, fix: str) -> list:
-    text = read_text(path)
-    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SmfError(f"{path}: line {e.lineno}: not valid JSON ({e.msg}); {fix}") from None
-        return rows
-    # JSON Lines; `datasets` reads a .json file holding JSON Lines too, so we do as well.
+    if path.suffix.lower() == ".json" and _first_byte(path) == b"[":  # one JSON array: bounded as a whole
+        return _loads(read_text(path), path, 0, fix)
+    # JSON Lines (`datasets` reads a .json file holding JSON Lines too, so we do as well): read a line at a
+    # time, each bounded (MAX_LINE_BYTES) as well as the whole.
     rows = []
-    for lineno, line in enumerate(lines(text), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise SmfError(f"{path}: line {lineno}: not valid JSON ({e.msg}); {fix}") from None
+    for lineno, line in read_lines(path, what="data file", fix=_SMALLER, utf8_fix="save the file as UTF-8"):
+        if line.strip():
+            rows.append(_loads(line, path, lineno, fix))
     return rows
+
+
+def _first_byte(path: Path) -> bytes:
+    """The first byte of `path` that is not white space (nor a byte-order mark); b"" for none."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16).removeprefix(b"\xef\xbb\xbf")
+        while head:
+            if rest := head.lstrip():
+                return rest[:1]
+            head = f.read(1 << 16)
+    return b""
+
+
+def _loads(text: str, path: Path, lineno: int, fix: str):
+    """JSON text of `path` (a line of it, or all of it for `lineno` 0); its failures as one line."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SmfError(f"{path}: line {lineno or e.lineno}: not valid JSON ({e.msg}); {fix}") from None
+    except RecursionError:
+        raise SmfError(f"{path}: line {lineno or 1}: not valid JSON (nested too deeply); {fix}") from None
+    except ValueError as e:  # an integer past Python's digit limit
+        raise SmfError(f"{path}: line {lineno or 1}: not valid JSON ({str(e).splitlines()[0][:100]}); {fix}") from None
 
 
 def _read_arrow(path: Path, suffix: str, fix: str) -> list[dict]:

@@ -17,10 +17,27 @@ from pathlib import Path
 import torch
 
 from smf.evaluate.tasks import resolve_task
-from smf.io import read_json
+from smf.errors import SmfError
+from smf.io import MAX_LINE_BYTES, MAX_LOG_BYTES, read_json, read_lines
 from smf.names import LOG_FILE, RESULT_FILE
 from smf.stats import change_cell, change_stderr, mean_std
 from smf.study.config import StudyConfig
+
+
+def read_log(path: Path, fix: str) -> list[dict]:
+    """The records of a finished run's log (bounded as a training log is), its failures as one line ending in `fix`."""
+    records = []
+    for n, line in read_lines(path, limit=MAX_LOG_BYTES, line_limit=MAX_LINE_BYTES, what="training log", fix=fix):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError, as is an integer past the digit limit
+            raise SmfError(f"{path}: line {n} is not valid JSON; {fix}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise SmfError(f"{path}: line {n} is not a log record; {fix}")
+        records.append(record)
+    return records
 
 
 def delta(kind: str, value: float, base: float) -> float:
@@ -67,8 +84,7 @@ def collect_results(config: StudyConfig, out: Path, base: dict) -> dict:
             curve = []
             log_file = run.folder(out, seed) / LOG_FILE
             if log_file.is_file():
-                for line in log_file.read_text().splitlines():
-                    rec = json.loads(line)
+                for rec in read_log(log_file, f"remove {run.folder(out, seed)} to run it again"):
                     if "loss" in rec:
                         curve.append({"step": rec["step"], "loss": rec["loss"]})
                     elif "eval" in rec:

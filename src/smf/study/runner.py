@@ -24,7 +24,7 @@ from smf.data.sources import training_examples
 from smf.errors import SmfError
 from smf.evaluate.evaluator import evaluate
 from smf.evaluate.tasks import Task, load_task, resolve_task
-from smf.io import read_json, write_json_atomic
+from smf.io import MAX_RECORD_BYTES, read_json, write_json_atomic
 from smf.memory.delta import fingerprint
 from smf.memory.retrofit import retrofit, save_retrofitted
 from smf.methods import METHODS
@@ -84,7 +84,7 @@ def _claim(out: Path, config: StudyConfig) -> dict | None:
     marker = out / STUDY_FILE
     mine = config.identity()
     if marker.is_file():
-        recorded = read_json(marker)
+        recorded = read_json(marker, MAX_RECORD_BYTES)
         try:
             config_part = {k: v for k, v in recorded.items() if k != _BASE_KEY} if isinstance(recorded, dict) else recorded
             theirs = StudyConfig.from_dict(config_part, where=str(marker)).identity()

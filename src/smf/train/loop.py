@@ -41,7 +41,8 @@ from smf.data.batching import IGNORE, Encoded, collate, encode_examples, step_in
 from smf.data.types import TrainExample
 from smf.distributed import Comm, check_split
 from smf.errors import SmfError
-from smf.io import atomic_dir, check_output_path, read_json, reading, write_json_atomic, write_text_atomic
+from smf.io import (MAX_LINE_BYTES, MAX_LOG_BYTES, MAX_RECORD_BYTES, atomic_dir, check_output_path, read_json, read_lines, reading,
+                    write_json_atomic, write_text_atomic)
 from smf.memory.delta import checksum, is_delta, root_folder
 from smf.methods import TrainConfig, make_method
 from smf.models import autocast as smf_autocast
@@ -422,7 +423,7 @@ def check_output(out: Path, config: TrainConfig, resume: bool) -> bool:
         if not resume:
             raise SmfError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
         try:  # read back through the schema, so settings added since (at their defaults) compare equal
-            theirs = TrainConfig.from_dict(read_json(config_file), where=str(config_file)).to_dict()
+            theirs = TrainConfig.from_dict(read_json(config_file, MAX_RECORD_BYTES), where=str(config_file)).to_dict()
         except SmfError:
             theirs = None
         if theirs != config.to_dict():
@@ -447,7 +448,7 @@ def _check_finite(model: nn.Module, config: TrainConfig) -> None:
 def _not_finite(out: Path, step: int, loss: float) -> str:
     """The one line for a run whose loss stopped being a number (nothing of the step was applied)."""
     meta = out / CHECKPOINT / "meta.json"
-    where = (f"its checkpoint at step {read_json(meta)['step']} is kept: continue with --resume"
+    where = (f"its checkpoint at step {read_json(meta, MAX_RECORD_BYTES)['step']} is kept: continue with --resume"
              if meta.is_file() else "no checkpoint was saved (--checkpoint-every)")
     return f"step {step}: the training loss is {loss} (not a finite number); training stopped before applying it; {where}, or start again with a lower --lr"
 
@@ -479,7 +480,7 @@ def _check_fingerprint(out: Path, now: dict) -> None:
     file = out / FINGERPRINT_FILE
     if not file.is_file():
         return  # a run folder from before fingerprints: nothing to compare
-    then = read_json(file)
+    then = read_json(file, MAX_RECORD_BYTES)
     what = {"model": ("model weights", "--model"), "background": ("background statistics", "--model (smf background)"),
             "data": ("training data", "--data")}
     for key, (name, flag) in what.items():
@@ -509,19 +510,18 @@ def _save_checkpoint(out: Path, step: int, model, method, optimizer, scheduler, 
 def _log_lines(path: Path) -> list[dict]:
     """The records of a run's log. Every record ends in a newline, so text after the last one is a record
     cut short (a crash or a full disk mid-write): it is dropped, with a note, and the run resumes."""
-    try:
-        *whole, partial = path.read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError:
-        raise SmfError(f"{path} is not UTF-8 text; remove the run folder to start again, or choose another --out") from None
-    if partial.strip():
-        print(f"smf: {path}: its last line was cut short (a crash or a full disk while writing); it is dropped", file=sys.stderr)
+    fix = "remove the run folder to start again, or choose another --out"
     records = []
-    for n, line in enumerate(whole, 1):
+    for n, line in read_lines(path, limit=MAX_LOG_BYTES, line_limit=MAX_LINE_BYTES, what="training log", fix=fix):
+        if not line.endswith("\n"):
+            if line.strip():
+                print(f"smf: {path}: its last line was cut short (a crash or a full disk while writing); it is dropped", file=sys.stderr)
+            break
         if not line.strip():
             continue
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError, as is an integer past the digit limit
             raise SmfError(f"{path}: line {n} is not valid JSON; delete that line and resume again") from None
         if not isinstance(records[-1], dict):
             raise SmfError(f"{path}: line {n} is not a log record; delete that line and resume again")

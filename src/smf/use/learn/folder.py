@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from smf.data.types import TrainExample
 from smf.errors import SmfError
-from smf.io import write_text_atomic
+from smf.io import MAX_JSON_BYTES, read_bytes_bounded, write_text_atomic
 from smf.names import KEPT_FILE, PROTECTED_FILE
 
 LEARN_RUN = "learn_run"  # the training run's config, log and summary, inside the model folder
@@ -42,7 +42,7 @@ def read_kept(folder: Path) -> list[TrainExample]:
         return SmfError(f"{path} is damaged ({why}); delete it to keep only this sitting's answers")
 
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_bytes_bounded(path, MAX_JSON_BYTES, "kept answers file", "delete it to keep only this sitting's answers").decode("utf-8").splitlines()
     except UnicodeDecodeError as e:
         raise damaged(f"not UTF-8 text, byte {e.start}") from None
     out = []
