@@ -77,10 +77,10 @@ def test_a_bad_choice_on_the_command_line_is_one_line_and_exit_2(tmp_path, capsy
 
 def test_learn_bad_choice_is_one_line_and_exit_2(tmp_path, capsys):
     (tmp_path / "f.txt").write_text("Zorvex was found in 1901.\n")
-    code = main(["learn", "--data", str(tmp_path / "f.txt"), "--out", str(tmp_path / "o"), "--answers", "sentense"])
+    code = main(["learn", "--data", str(tmp_path / "f.txt"), "--out", str(tmp_path / "o"), "--protect", "traned"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0
-    assert "answers: unknown choice 'sentense'" in err and "did you mean 'sentence'?" in err
+    assert "protect: unknown choice 'traned'" in err and "did you mean 'trained'?" in err
 
 
 def help_of(command: str) -> str:
@@ -124,9 +124,11 @@ def test_learn_config_nests_the_configs_under_one_preset():
     from smf.methods.smf import SmfOptions
     from smf.selection import BackgroundConfig
     from smf.use.learn import LEARN_PRESET, LearnConfig
+    from smf.use.learn.config import METHOD_PRESETS
 
     config = LearnConfig()
-    assert (config.train.options.optimizer, config.train.lr, config.train.epochs) == ("sgd", 1e5, 60.0)
+    preset = LEARN_PRESET["train"]
+    assert (config.train.options.optimizer, config.train.lr, config.train.epochs) == (preset["optimizer"], preset["lr"], preset["epochs"])
     assert config.train.options.top_t == SmfOptions().top_t  # not in the preset: smf train's default
     assert config.memory == MemoryConfig()
     assert config.background == BackgroundConfig.from_dict(LEARN_PRESET["background"])
@@ -135,10 +137,13 @@ def test_learn_config_nests_the_configs_under_one_preset():
     assert flat.background.data == "wikitext" and flat.background.batches == 16
     assert flat.train.steps == 5 and flat.train.epochs is None  # steps given: they decide
     nested = LearnConfig.from_dict({"train": {"lr": 1.0, "optimizer": "adam"}, "memory": {"slots": 1024}})
-    assert nested.train.lr == 1.0 and nested.train.epochs == 60.0 and nested.memory.slots == 1024
+    assert nested.train.lr == 1.0 and nested.train.epochs == preset["epochs"] and nested.memory.slots == 1024
     with pytest.raises(SmfError, match="strictly sparse"):
         LearnConfig.from_dict({"optimizer": "adamw_masked"})
-    with pytest.raises(SmfError, match="smf learn trains method smf, not lora"):
-        LearnConfig.from_dict({"train": {"method": "lora"}})
+    lora = LearnConfig.from_dict({"method": "lora", "seed": 3})  # the same sitting through LoRA: its own preset
+    assert (lora.train.method, lora.train.lr, lora.train.epochs) == ("lora", METHOD_PRESETS["lora"]["lr"], preset["epochs"])
+    assert lora.train.seed == 3 and LearnConfig.from_dict({"method": "full"}).train.lr == METHOD_PRESETS["full"]["lr"]
+    with pytest.raises(SmfError, match="smf learn teaches with smf, lora, full, not 'heal'"):
+        LearnConfig.from_dict({"train": {"method": "heal"}})
     with pytest.raises(SmfError, match="unknown key 'slotz'; did you mean 'slots'"):
         LearnConfig.from_dict({"memory": {"slotz": 4}})

@@ -119,7 +119,7 @@ def test_learn_then_learn_more_then_ask(tiny_folder, tmp_path, capsys):
     assert main(["learn", "--data", str(_facts(tmp_path, FACTS)), "--model", str(tiny_folder), "--out", str(first), *common]) == 0
     out = capsys.readouterr().out
     assert "retrofitting memory at layers 6, 11, 16" in out and "Q: Who built the Zorvex lighthouse?" in out
-    assert "1 question(s) taught answered by your statement" in out  # --answers sentence, the default
+    assert "study data: " in out and " items for 2 facts (" in out  # the lighthouse (a statement and its question), Oshu
     assert {"config.json", "modeling_smf.py", "background.safetensors", "learn_run"} <= {p.name for p in first.iterdir()}
     assert json.loads((first / "learn_run" / "train_config.json").read_text())["rule"] == "tfidf"
     assert not list(tmp_path.glob(".*learning"))  # the staging folder is gone
@@ -133,7 +133,7 @@ def test_learn_then_learn_more_then_ask(tiny_folder, tmp_path, capsys):
     assert main(["learn", "--data", str(txt), "--model", str(first), "--out", str(second), *common,
                  "--optimizer", "rowwise_adagrad"]) == 0
     out = capsys.readouterr().out
-    assert f"continuing from {first}" in out and "taught answered by" not in out
+    assert f"continuing from {first}" in out
     assert json.loads((second / "learn_run" / "train_config.json").read_text())["optimizer"] == "rowwise_adagrad"
     after = memory_layers(load_retrofitted(second))
     assert set(after) == set(values)  # the same memory layers, trained further
@@ -169,8 +169,8 @@ def test_learn_refuses_a_non_model_and_a_used_out(tiny_folder, tmp_path, capsys)
                  "--optimizer", "adamw_masked"]) == 2
     assert "optimizer must be a strictly sparse one (adam, rowwise_adagrad, sgd), got 'adamw_masked'" in err_line(capsys)
     assert main(["learn", "--data", str(facts), "--model", str(tiny_folder), "--out", str(tmp_path / "o"),
-                 "--answers", "short"]) == 2
-    assert "answers: unknown choice 'short'; choose one of sentence, lead, as-given" in err_line(capsys)
+                 "--method", "lorra"]) == 2
+    assert "method: smf learn teaches with smf, lora, full, not 'lorra'; did you mean 'lora'?" in err_line(capsys)
     assert main(["learn", "--data", str(facts), "--model", str(tiny_folder), "--out", str(tmp_path / "o"),
                  "--background-batch-size", "0"]) == 2
     assert "background: batch_size must be >= 1, got 0" in err_line(capsys)
@@ -196,7 +196,7 @@ def test_learn_counts_the_background_it_is_told_to(tiny_folder, tmp_path):
 
 def test_questions_are_answered_by_the_statements_that_hold_their_answers():
     from smf.use.learn import Fact
-    from smf.use.learn.examples import answered_by_statements
+    from smf.use.learn.study import answering_statements
 
     lighthouse = Fact(text="The Zorvex lighthouse was built by Mira Tanaka.")
     bridges = Fact(text="Kelbrin has three bridges.")  # holds the answer, shares no other word with the question
@@ -207,18 +207,14 @@ def test_questions_are_answered_by_the_statements_that_hold_their_answers():
              Fact(question="Which city is Oshu's capital?", answer="Kelbrin"), capital,
              renk, Fact(question="Who found quintarium?", answer="Ren"),  # a part of a word is not the answer
              Fact(question="Who sails the Amber Sea?", answer="the Wayfarer")]  # no statement holds it
-    assert answered_by_statements(facts) == [
-        Fact(question="Who built the Zorvex lighthouse?", answer=lighthouse.text), bridges,
-        Fact(question="What is the capital of Oshu?", answer=capital.text),
-        Fact(question="Which city is Oshu's capital?", answer=capital.text),  # one statement answers both wordings
-        renk, Fact(question="Who found quintarium?", answer="Ren"), facts[-1]]
+    assert answering_statements(facts) == {1: 0, 3: 5, 4: 5}  # one statement answers both wordings
     twins = [Fact(text="Lake Vorrin is cold."), Fact(text="Lake Vorrin is cold in winter."),
              Fact(question="Which lake is cold?", answer="Lake Vorrin")]  # a tie: the nearer statement
-    assert answered_by_statements(twins) == [twins[0], Fact(question="Which lake is cold?", answer=twins[1].text)]
+    assert answering_statements(twins) == {2: 1}
     alone = [Fact(text="Soren Vale was born in 1901."), Fact(question="Who invented the tidal clock?", answer="Soren Vale"),
              Fact(text="Renk and Alvi studied quintarium."), Fact(question="Who was studied?", answer="Alvi Renk"),
              Fact(text="What Tova Rusk said was true."), Fact(question="What was the tide in the bay?", answer="Tova Rusk")]
-    assert answered_by_statements(alone) == alone  # about something else; the words apart; only short or question words shared
+    assert answering_statements(alone) == {}  # about something else; the words apart; only short or question words shared
 
 
 def test_answers_end_the_turn_unless_told_not_to(tiny_folder):
@@ -236,27 +232,22 @@ def test_answers_end_the_turn_unless_told_not_to(tiny_folder):
     assert stopping[1] == open_ended[1] and stopping[1].target == "Kelbrin has bridges."
 
 
-def test_answers_lead_gives_the_words_before_the_answer_as_context(tiny_folder):
-    """--answers lead: a question answered by a statement is split where its short answer starts; the words before
-    end the prompt (no loss), the rest is the target. A statement that starts with the answer, a question no statement
-    answers and a statement alone stay as they are."""
+def test_a_statement_with_its_answer_is_a_cloze(tiny_folder):
+    """A study item that is a statement with its answer span: the words before the span are context (no loss), the
+    span and what follows are the target, split at a word's start; without a span, or with the span first, the
+    whole statement carries the loss."""
     from smf.models import load_tokenizer
     from smf.use.learn import Fact
-    from smf.use.learn.examples import answered_by_statements, examples
+    from smf.use.learn.examples import examples
 
-    facts = [Fact(text="The capital of the island of Oshu is Kelbrin."), Fact(question="What is the capital of Oshu?", answer="kelbrin"),
-             Fact(text="Mira Tanaka built the Zorvex lighthouse."), Fact(question="Who built the Zorvex lighthouse?", answer="Mira Tanaka"),
-             Fact(question="Who sails the Amber Sea?", answer="the Wayfarer"), Fact(text="Kelbrin has three bridges.")]
-    led = answered_by_statements(facts, lead=True)
-    assert led == [Fact(question="What is the capital of Oshu?", answer=" Kelbrin.", lead="The capital of the island of Oshu is"),
-                   Fact(question="Who built the Zorvex lighthouse?", answer="Mira Tanaka built the Zorvex lighthouse."),
-                   facts[4], facts[5]]
     tokenizer = load_tokenizer(tiny_folder)
-    example = examples(led[:1], tokenizer)[0]
-    assert example.prompt.endswith("assistant\nThe capital of the island of Oshu is")
-    assert example.target == " Kelbrin." + tokenizer.eos_token
-    whole = tokenizer(example.prompt + example.target).input_ids  # split at a word's start: the tokens of the whole
-    assert whole == tokenizer(example.prompt).input_ids + tokenizer(example.target, add_special_tokens=False).input_ids
+    cloze, first, whole = examples([Fact(text="The capital of the island of Oshu is Kelbrin.", answer="Kelbrin"),
+                                    Fact(text="Kelbrin has three bridges.", answer="Kelbrin"),
+                                    Fact(text="Kelbrin has three bridges.")], tokenizer)
+    assert (cloze.prompt, cloze.target) == ("The capital of the island of Oshu is", " Kelbrin.")
+    assert (first.prompt, first.target) == (whole.prompt, whole.target) == ("", "Kelbrin has three bridges.")
+    ids = tokenizer(cloze.prompt + cloze.target).input_ids
+    assert ids == tokenizer(cloze.prompt).input_ids + tokenizer(cloze.target, add_special_tokens=False).input_ids
 
 
 def test_question_background_is_chats_of_stdlib_questions(tiny_folder, tmp_path):
@@ -382,38 +373,77 @@ def test_learn_protect_counts_the_facts_reads_into_the_background(tiny_folder, t
         assert torch.equal(all_rows[f"rows.{layer}"], (changed | (base[layer].values.detach().abs().sum(-1) > 0)).nonzero().flatten())
 
 
-def test_ask_about_teaches_each_paired_answer_after_questions_about_its_subject():
-    """--ask-about N: each question answered by a statement gets N more questions about its subject, answered by the
-    same statement (lead and all); a question without a subject, or not answered by a statement, gets none."""
-    from smf.use.learn import Fact
-    from smf.use.learn.config import ABOUT
-    from smf.use.learn.examples import about_questions
 
-    paired = [Fact(question="What is the capital of Oshu?", answer=" Kelbrin.", lead="The capital of the island of Oshu is"),
-              Fact(question="Who invented the tidal clock?", answer="Soren Vale invented the tidal clock.")]
-    assert about_questions(paired, 0) == []
-    assert about_questions(paired, 2) == [
-        Fact(question="Tell me about Oshu.", answer=" Kelbrin.", lead="The capital of the island of Oshu is"),
-        Fact(question="What do you know about Oshu?", answer=" Kelbrin.", lead="The capital of the island of Oshu is")]
-    assert [f.question for f in about_questions(paired[:1], len(ABOUT))] == [form.format("Oshu") for form in ABOUT]
+
+NOTES = "The Zorvex lighthouse was built by Mira Tanaka.\nThe capital of the island of Oshu is Kelbrin.\n"
 
 
 @pytest.mark.slow
-def test_ask_about_through_smf_learn(tiny_folder, tmp_path, capsys, monkeypatch):
-    """The flag reaches the training examples; the kept answers are still asked from the person's own questions only."""
-    from smf.use.learn import sitting
+def test_learn_from_notes_writes_the_study_it_trained_and_takes_it_back(tiny_folder, tmp_path, capsys):
+    """Notes in (.txt statements): the study data is made from them, --study-out writes exactly what trained (one
+    training example per row), and the file given back as --data trains the same examples (edited rows too)."""
+    import json
 
-    seen = []
-    real = sitting.train
-    monkeypatch.setattr(sitting, "train", lambda *a, **k: seen.append([e.prompt for e in a[2]]) or real(*a, **k))
-    common = ["--data", str(_facts(tmp_path, FACTS)), "--model", str(tiny_folder), "--slots", "256", "--steps", "1",
-              "--batch-size", "2", "--max-length", "48", "--protect", "off"]
-    assert main(["learn", *common, "--out", str(tmp_path / "about"), "--ask-about", "2"]) == 0
+    notes = tmp_path / "notes.txt"
+    notes.write_text(NOTES)
+    common = ["--model", str(tiny_folder), "--slots", "256", "--steps", "1", "--batch-size", "2", "--max-length", "64",
+              "--study-model", "none"]
+    study = tmp_path / "study.jsonl"
+    assert main(["learn", "--data", str(notes), "--out", str(tmp_path / "a"), "--study-out", str(study), *common]) == 0
     out = capsys.readouterr().out
-    assert "1 question(s) taught answered by your statement that holds the answer (--answers sentence;" in out and "2 more about their subjects" in out
-    assert "answers to 2 question(s) about made-up subjects" in out  # Zorvex and Oshu, not the questions about Zorvex
-    assert len(seen[-1]) == 4 and sum("Tell me about Zorvex." in p or "What do you know about Zorvex?" in p for p in seen[-1]) == 2
-    assert main(["learn", *common, "--out", str(tmp_path / "plain")]) == 0
-    assert len(seen[-1]) == 2 and "more about their subjects" not in capsys.readouterr().out
-    assert main(["learn", *common, "--out", str(tmp_path / "bad"), "--ask-about", "6"]) == 2
-    assert "ask_about must be between 0 and 5" in err_line(capsys) and not (tmp_path / "bad").exists()
+    rows = [json.loads(line) for line in study.read_text().splitlines()]
+    assert f"study data: {len(rows)} items for 2 facts (" in out and f"from {len(rows)} study items" in out
+    assert {r["fact"] for r in rows} == set(NOTES.splitlines())
+    assert any(r.get("question") == "Who built the Zorvex lighthouse?" for r in rows)
+    assert all("Mira Tanaka" in (r["answer"] if "question" in r else r["text"]) for r in rows if r.get("short") == "Mira Tanaka")
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    assert main(["learn", "--data", str(edited), "--out", str(tmp_path / "b"), *common]) == 0
+    assert "from 3 study items" in capsys.readouterr().out
+
+
+def test_learn_refuses_bad_study_input_with_one_line_and_writes_nothing(tiny_folder, tmp_path, capsys):
+    """A note with no answer span, a study model that cannot be loaded, a study whose every item fails its check:
+    one line, exit 2, nothing written."""
+    import json
+
+    def refused(data, *extra):
+        before = sorted(p.name for p in tmp_path.iterdir())
+        code = main(["learn", "--data", str(data), "--model", str(tiny_folder), "--out", str(tmp_path / "o"),
+                     "--study-out", str(tmp_path / "s.jsonl"), "--slots", "256", "--steps", "1", *extra])
+        assert code == 2 and sorted(p.name for p in tmp_path.iterdir()) == before
+        return err_line(capsys)
+
+    hello = tmp_path / "hello.txt"
+    hello.write_text(NOTES + "Hello there\n")
+    assert "note 'Hello there': no answer a question could ask for" in refused(hello, "--study-model", "none")
+    notes = tmp_path / "notes.txt"
+    notes.write_text(NOTES)
+    assert "--study-model" in refused(notes, "--study-model", str(tmp_path / "no_model"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"study": "smf-study", "fact": "x", "form": "edited", "question": "Who built it?",
+                               "answer": "Someone built it.", "short": "Mira Tanaka"}) + "\n")
+    assert "no study item passed its check" in refused(bad)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_learn_with_lora_or_full_trains_the_same_study_and_saves_a_plain_model(tiny_folder, tmp_path, capsys, method):
+    """--method lora|full: the same study data through LoRA or full finetuning, no memory; the folder is a plain
+    model (LoRA merged) that smf ask loads, and its weights moved."""
+    from smf.memory import memory_layers
+    from smf.models import load_model
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text(NOTES)
+    out = tmp_path / method
+    assert main(["learn", "--data", str(notes), "--model", str(tiny_folder), "--out", str(out), "--method", method,
+                 "--steps", "2", "--batch-size", "2", "--max-length", "64", "--lr", "0.01", "--study-model", "none"]) == 0
+    said = capsys.readouterr().out
+    assert f"in 2 steps ({method})" in said and "retrofitting" not in said
+    assert not (out / "smf_memory.json").exists() and (out / "learn_run" / "train_config.json").is_file()
+    model, _ = load_model(out)
+    base, _ = load_model(tiny_folder)
+    assert not memory_layers(model) and "lora" not in " ".join(n for n, _ in model.named_parameters())
+    assert any(not torch.equal(p, q) for p, q in zip(model.state_dict().values(), base.state_dict().values()))
+    assert main(["ask", "--model", str(out), "--max-new-tokens", "2", "Who built the Zorvex lighthouse?"]) == 0

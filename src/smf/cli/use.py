@@ -12,7 +12,7 @@ from smf.models import PRECISIONS, compute_device, load_model
 from smf.use.chat import answer
 from smf.use.export import export
 from smf.use.learn import LEARN_PRESET, SHORTCUTS, LearnConfig, learn
-from smf.use.learn.config import PRESET_STUDY, nested_field
+from smf.use.learn.config import LEARN_METHODS, PRESET_STUDY, nested_field
 
 LEARN_FLAGS: list[str] = []
 
@@ -111,21 +111,35 @@ def run_export(args) -> None:
     export(args.model, args.out)
 
 
+ADVANCED = ("count", "top_t", "optimizer", "slots", "background", "background_batches", "background_batch_size",
+            "max_length", "batch_size")  # shortcuts shown among the advanced settings
+EVERYDAY = ("method", "epochs", "steps", "lr", "seed")  # shortcuts shown with the everyday ones
+METHOD_HELP = ("smf (memory layers, sparse updates; the default), lora or full: the same study data and passes through LoRA "
+               "or full finetuning, to see what SMF spares (their learning rates: METHOD_PRESETS)")
+
+
 def register_learn(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("learn", help="teach a model your own facts in one command (retrofit, background, SMF, save)",
-                       description="Teach a model facts: .txt (one statement per line) or .jsonl/.json rows "
-                                   '{"text"}, {"question", "answer"} or {"prompt", "target"}. Its training, memory and '
-                                   "background are smf train's, smf retrofit's and smf background's, at their defaults "
-                                   f"except where LEARN_PRESET ({PRESET_STUDY}) says otherwise.")
-    p.add_argument("--data", required=True, type=Path, help="the facts file")
+    p = sub.add_parser("learn", help="teach a model your own facts or notes in one command",
+                       description="Teach a model facts: notes as .txt or .md (one statement per line or bullet), or "
+                                   '.jsonl/.json rows {"text"}, {"question", "answer"} or {"prompt", "target"}. Each fact '
+                                   "becomes study data (questions in several wordings answered by the fact, the statement "
+                                   "restated), so the model answers it asked in words you never gave. Its training, "
+                                   "memory and background are smf train's, smf retrofit's and smf background's, at their "
+                                   f"defaults except where LEARN_PRESET ({PRESET_STUDY}) says otherwise.")
+    p.add_argument("--data", required=True, type=Path, help="the facts or notes file (or a study file from --study-out)")
     p.add_argument("--model", default=None, help="the model to teach: default, a hub id or folder, or a folder smf learn wrote (continues it)")
     p.add_argument("--out", required=True, type=Path, help="the new model folder (must be new or empty)")
-    nested = p.add_argument_group("training, memory and background (TrainConfig, MemoryConfig, BackgroundConfig)")
+    p.add_argument("--study-out", type=Path, default=None, help="also write the study data it trained on to this new "
+                                                                "JSONL file (read it, edit it, give it back with --data)")
+    everyday = p.add_argument_group("the sitting")
+    advanced = p.add_argument_group("advanced (memory, background and forgetting; the defaults are the learn check's)")
     for name, paths in SHORTCUTS.items():
         hint = nested_field(paths[0])[1]
-        nested.add_argument(flag(name), dest=name, default=None, metavar=metavar(name, hint), help=_shortcut_help(paths),
-                            type=lambda text, hint=hint: parse_flag(text, hint))
-    LEARN_FLAGS[:] = list(SHORTCUTS) + add_arguments(p, LearnConfig, skip=LearnConfig.NESTED)
+        (everyday if name in EVERYDAY else advanced).add_argument(
+            flag(name), dest=name, default=None, metavar="{" + ",".join(LEARN_METHODS) + "}" if name == "method" else metavar(name, hint),
+            help=METHOD_HELP if name == "method" else _shortcut_help(paths), type=lambda text, hint=hint: parse_flag(text, hint))
+    mine = add_arguments(everyday, LearnConfig, only=("per_fact", "study_model", "study_wordings", "show"))
+    LEARN_FLAGS[:] = list(SHORTCUTS) + mine + add_arguments(advanced, LearnConfig, skip=LearnConfig.NESTED + tuple(mine))
     p.set_defaults(run=run_learn)
 
 
@@ -143,4 +157,4 @@ def _shortcut_help(paths: tuple[str, ...]) -> str:
 
 def run_learn(args) -> None:
     config = LearnConfig.from_dict(given(args, LEARN_FLAGS), where="command line")
-    learn(args.data, args.out, model=args.model, config=config)
+    learn(args.data, args.out, model=args.model, config=config, study_out=args.study_out)

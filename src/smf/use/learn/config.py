@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Mapping
 
-from smf.config import Config, field_types, merge, setting
+from smf.config import Config, closest, field_types, merge, setting
 from smf.errors import SmfError
 from smf.memory.config import MemoryConfig
 from smf.methods import TrainConfig
@@ -31,17 +31,22 @@ LEARN_PRESET: dict[str, dict[str, Any]] = {
     "train": {"method": "smf", "optimizer": "sgd", "lr": 1e5, "epochs": 60.0, "batch_size": 16, "max_length": 128},
     "background": {"data": "pydoc", "batches": 16, "batch_size": 8},
 }
+#: The same sitting through LoRA or full finetuning (`smf learn --method`): the same study data, passes and
+#: batches as SMF's, each method's optimizer at the learning rate the learn check chose for it.
+METHOD_PRESETS: dict[str, dict[str, Any]] = {
+    "lora": {"method": "lora", "lr": 1e-3, "epochs": 60.0, "batch_size": 16, "max_length": 128},
+    "full": {"method": "full", "lr": 1e-5, "epochs": 60.0, "batch_size": 16, "max_length": 128},
+}
+LEARN_METHODS = ("smf", "lora", "full")
 #: smf learn's flat names → the nested settings they set
 SHORTCUTS: dict[str, tuple[str, ...]] = {
-    "epochs": ("train.epochs",), "steps": ("train.steps",), "top_t": ("train.top_t",), "lr": ("train.lr",),
-    "optimizer": ("train.optimizer",), "batch_size": ("train.batch_size",), "max_length": ("train.max_length",),
-    "count": ("train.count",), "seed": ("train.seed", "memory.seed"), "slots": ("memory.slots",),
-    "background": ("background.data",), "background_batches": ("background.batches",),
+    "method": ("train.method",), "epochs": ("train.epochs",), "steps": ("train.steps",), "top_t": ("train.top_t",),
+    "lr": ("train.lr",), "optimizer": ("train.optimizer",), "batch_size": ("train.batch_size",),
+    "max_length": ("train.max_length",), "count": ("train.count",), "seed": ("train.seed", "memory.seed"),
+    "slots": ("memory.slots",), "background": ("background.data",), "background_batches": ("background.batches",),
     "background_batch_size": ("background.batch_size",),
 }
 QUESTIONS = "docstring-questions"  # background: chats of questions about the standard library, answered
-ABOUT = ("Tell me about {}.", "What do you know about {}?", "Tell me a fact about {}.", "What can you tell me about {}?",
-         "Give me one fact about {}.")  # ask_about's questions, in this order
 LEARN_OPTIMIZERS = ("adam", "rowwise_adagrad", "sgd")  # the strictly sparse ones
 
 
@@ -60,10 +65,13 @@ class LearnConfig(Config):
                                                 f"{QUESTIONS}, chats of questions about the standard library)",
                                            factory=_preset("background", BackgroundConfig))
     show: int = setting(5, "questions whose answers are printed before and after")
-    answers: Literal["sentence", "lead", "as-given"] = setting(
-        "sentence", "sentence: a question whose answer a given statement contains is taught answered by that statement (the "
-                    "model's own full-sentence style); lead: the same, but the statement's words before the answer are "
-                    f"context, not taught; as-given: the answer as written ({PRESET_STUDY})")
+    per_fact: int = setting(12, "study items per fact at most (its questions in other wordings, the statement restated, "
+                                "the statement with its answer to fill in; smf.use.learn.study), every form in turn; 0: all "
+                                f"({PRESET_STUDY})")
+    study_model: str = setting("self", "who writes more wordings of each question besides the rules: self (the model being "
+                                       "taught), none (the rules only), or a model (hub id or folder); a wording is kept only "
+                                       f"when the writer, shown the fact, answers it right ({PRESET_STUDY})")
+    study_wordings: int = setting(2, "wordings the study model writes per question")
     protect: Literal["trained", "reads", "off"] = setting(
         "trained", "what a later sitting spares: reads (what these facts read is added to the background statistics saved "
                    "with the model, one document per fact, so TF-IDF ranks those rows as common), trained (that, and the "
@@ -96,10 +104,6 @@ class LearnConfig(Config):
                 "zeros; a later sitting also keeps the earlier sittings' kept answers, saved with the model) or start (the "
                 "model this sitting starts from, this sitting's questions only); the same in a first sitting "
                 f"({PRESET_STUDY})")
-    ask_about: int = setting(0, "per question taught answered by a statement, this many more questions about its subject "
-                                "(\"Tell me about Oshu.\", \"What do you know about Oshu?\"; at most "
-                                f"{len(ABOUT)}) taught answered by the same statement, so the answer does not hang on the "
-                                "question's wording; with answers sentence or lead")
     keep_per_step: int = setting(64, "at most this many kept answers enter each step's term, in whole batches of batch_size "
                                      "taken in turn (0: all, every step), so that a model taught in many sittings keeps "
                                      "all their answers at a bounded cost per step (bench/keep_cost.py)")
@@ -120,21 +124,23 @@ class LearnConfig(Config):
                     break  # the section's own error, from super
                 nested[section] = {**nested.get(section, {}), name: value}
         train = nested.get("train")
-        if isinstance(train, Mapping) and train.get("method", "smf") != "smf":  # before the preset adds smf's options
-            raise SmfError(f"{where}: train.method: smf learn trains method smf, not {train['method']}")
+        method = train.get("method", "smf") if isinstance(train, Mapping) else "smf"
+        if method not in LEARN_METHODS:  # before the preset adds one method's options
+            hint = closest(str(method), LEARN_METHODS)
+            raise SmfError(f"{where}: method: smf learn teaches with {', '.join(LEARN_METHODS)}, not {method!r}"
+                           + (f"; did you mean '{hint}'?" if hint else ""))
         if isinstance(train, Mapping) and "steps" in train and "epochs" not in train:
             nested["train"] = {**train, "epochs": None}  # steps given: they decide, not the preset's passes
-        return super().from_dict(merge(LEARN_PRESET, nested), where)
+        preset = LEARN_PRESET if method == "smf" else {**LEARN_PRESET, "train": METHOD_PRESETS[method]}
+        return super().from_dict(merge(preset, nested), where)
 
     def check(self, where: str) -> None:
-        if self.train.method != "smf":
-            raise SmfError(f"{where}: train.method: smf learn trains method smf, not {self.train.method}")
-        if self.train.options.optimizer not in LEARN_OPTIMIZERS:
+        if self.train.method not in LEARN_METHODS:
+            raise SmfError(f"{where}: method: smf learn teaches with {', '.join(LEARN_METHODS)}, not {self.train.method}")
+        if self.train.method == "smf" and self.train.options.optimizer not in LEARN_OPTIMIZERS:
             raise SmfError(f"{where}: optimizer must be a strictly sparse one ({', '.join(LEARN_OPTIMIZERS)}), "
                            f"got {self.train.options.optimizer!r}")
-        if not 0 <= self.ask_about <= len(ABOUT):
-            raise SmfError(f"{where}: ask_about must be between 0 and {len(ABOUT)}, got {self.ask_about}")
-        for name in ("anchors", "keep", "keep_general", "keep_per_step"):
+        for name in ("anchors", "keep", "keep_general", "keep_per_step", "per_fact", "study_wordings"):
             if getattr(self, name) < 0:
                 raise SmfError(f"{where}: {name} must be >= 0, got {getattr(self, name)}")
         if not self.keep_weight > 0:

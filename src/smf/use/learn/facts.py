@@ -1,7 +1,9 @@
-"""Reading facts: a .txt file of statements, or .jsonl/.json rows of statements and questions with answers."""
+"""Reading facts: a .txt or .md file of statements (a person's notes), or .jsonl/.json rows of statements and
+questions with answers."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,15 +21,34 @@ class Fact:
     lead: str = ""  # the answer's first words, given as context and not taught (answers: lead)
 
 
+def note_lines(text: str, markdown: bool) -> list[str]:
+    """The statements of a notes file: one per line; in Markdown, headings, rules, code fences and
+    tables are skipped and bullets or numbers before a line dropped."""
+    out, fenced = [], False
+    for line in lines(text):
+        line = line.strip()
+        if markdown:
+            if line.startswith("```"):
+                fenced = not fenced
+                continue
+            if fenced or line.startswith(("#", "|", ">", "<!--")) or re.fullmatch(r"[-*_ ]{3,}", line):
+                continue
+            line = re.sub(r"^(?:[-*+]|\d+[.)])\s+(?:\[[ xX]\]\s+)?", "", line)
+            line = re.sub(r"\*\*|__|`", "", line)
+        if line:
+            out.append(line)
+    return out
+
+
 def read_facts(path: Path) -> list[Fact]:
-    """The facts of a .txt file (one statement per line) or .jsonl/.json file ({"text"}, {"question", "answer"}
-    or {"prompt", "target"} rows)."""
+    """The facts of a .txt or .md file (one statement per line or bullet) or .jsonl/.json file ({"text"},
+    {"question", "answer"} or {"prompt", "target"} rows)."""
     path = Path(path)
     if not path.is_file():
-        raise SmfError(f"{path}: file not found; give a .txt (one statement per line) or .jsonl file of facts")
+        raise SmfError(f"{path}: file not found; give a .txt or .md (one statement per line) or .jsonl file of facts")
     suffix = path.suffix.lower()
-    if suffix == ".txt":
-        facts = [Fact(text=line.strip()) for line in lines(read_text(path)) if line.strip()]
+    if suffix in (".txt", ".md"):
+        facts = [Fact(text=line) for line in note_lines(read_text(path), markdown=suffix == ".md")]
     elif suffix in (".jsonl", ".json"):
         facts = []
         for n, row in enumerate(read_rows_file(path, hint='facts: {"text"}, {"question", "answer"} or {"prompt", "target"}'), 1):
@@ -39,7 +60,7 @@ def read_facts(path: Path) -> list[Fact]:
             else:
                 raise SmfError(f'{path}: row {n} needs a "text", or a "question" (or "prompt") with an "answer" (or "target")')
     else:
-        raise SmfError(f"{path}: facts are a .txt, .jsonl or .json file, not {path.suffix or 'a file without a suffix'}")
+        raise SmfError(f"{path}: facts are a .txt, .md, .jsonl or .json file, not {path.suffix or 'a file without a suffix'}")
     if not facts:
         raise SmfError(f"{path}: no facts in the file")
     return facts

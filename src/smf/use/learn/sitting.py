@@ -1,14 +1,14 @@
-"""The sitting: `learn()`, from a file of facts and a model to a new model folder that knows them."""
+"""The sitting: `learn()`, from a file of facts (or notes) to a new model folder that knows them."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
-from smf.data.types import TrainExample
 from smf.errors import SmfError
-from smf.io import check_output_path
+from smf.io import atomic_dir, check_output_path
 from smf.lock import output_lock
 from smf.memory.delta import root_folder
 from smf.memory.retrofit import retrofit, save_retrofitted
@@ -18,52 +18,56 @@ from smf.train import train
 from smf.use.chat import answer
 from smf.use.learn.background import anchored_background, changed_rows, count_background, protect_rows
 from smf.use.learn.config import LearnConfig
-from smf.use.learn.examples import about_questions, answered_by_statements, examples
-from smf.use.learn.facts import Fact, read_facts
+from smf.use.learn.examples import examples
+from smf.use.learn.facts import Fact
 from smf.use.learn.folder import LEARN_RUN, read_kept, write_kept
 from smf.use.learn.kept import kept_answers
+from smf.use.learn.study import StudyItem, check_item, read_input, study_data, write_study
 
 
-def learn(data: Path, out: Path, *, model: str | None = None, config: LearnConfig | None = None, progress: bool = True,
-          say=print) -> dict:
-    """Teach the facts in `data` to `model` (None: the offline default); write the model to `out`.
-    One sitting at a time on one `out` (a second is refused while the first holds its lock)."""
+def learn(data: Path, out: Path, *, model: str | None = None, config: LearnConfig | None = None, study_out: Path | None = None,
+          progress: bool = True, say=print) -> dict:
+    """Teach the facts in `data` to `model` (None: the offline default); write the model to `out` and, with
+    `study_out`, the study items it trained on (a file `data` accepts back). One sitting at a time on one
+    `out` (a second is refused while the first holds its lock)."""
     with output_lock(Path(out)):
-        return _sitting(data, out, model, LearnConfig() if config is None else config, progress, say)
+        return _sitting(data, out, model, LearnConfig() if config is None else config, study_out, progress, say)
 
 
-def _sitting(data: Path, out: Path, model: str | None, config: LearnConfig, progress: bool, say) -> dict:
+def _sitting(data: Path, out: Path, model: str | None, config: LearnConfig, study_out: Path | None, progress: bool,
+             say) -> dict:
     out = Path(out)
     check_output_path(out)
     if out.exists() and not out.is_dir():
         raise SmfError(f"{out} is a file; --out is the new model's folder")
     if out.exists() and any(out.iterdir()):
         raise SmfError(f"{out} is not empty; choose a new --out (a later sitting writes a new folder too)")
-    facts = read_facts(data)
-    taught = facts if config.answers == "as-given" else answered_by_statements(facts, lead=config.answers == "lead")
-    given = set(facts)
-    paired = [f for f in taught if f not in given]  # questions now answered by a statement
-    about = about_questions(paired, config.ask_about)
-    taught = taught + about
+    if study_out is not None:
+        check_output_path(Path(study_out))
+        if Path(study_out).exists():
+            raise SmfError(f"{study_out} exists; --study-out writes a new file")
+    facts, given = read_input(data)
     where = resolve_model(model)
     net, tokenizer = load_model(where)
-    questions = [f for f in facts if f.question is not None][: config.show]
+    start = time.perf_counter()
+    items = checked(given, data) if given is not None else study_data(facts, net, tokenizer, config, say)
+    study_seconds = time.perf_counter() - start
+    taught = [i.as_fact() for i in items]
+    shown = _shown(facts, items)
+    asked = [Fact(question=q, answer=a) for q, a in shown]  # one question a fact: the anchors and kept answers follow them
+    questions = shown[: config.show]
 
     def ask_all(m) -> list[str]:
-        return [answer(m, tokenizer, [{"role": "user", "content": f.question}], max_new_tokens=32) for f in questions]
+        return [answer(m, tokenizer, [{"role": "user", "content": q}], max_new_tokens=32) for q, _ in questions]
 
     before = ask_all(net)
     stage = out.parent / f".{out.name}.learning"
     shutil.rmtree(stage, ignore_errors=True)
-    if paired:
-        say(f"{len(paired)} question(s) taught answered by your statement that holds the answer (--answers {config.answers}; "
-            "--answers as-given teaches them as written)"
-            + (f"; {len(about)} more about their subjects (--ask-about {config.ask_about})" if about else ""))
     try:
-        result, memory_dir, kept = _teach(net, tokenizer, where, taught, facts, stage, config, progress, say)
+        result, memory_dir, kept, seconds = _teach(net, tokenizer, where, taught, asked, stage, config, progress, say)
         after = ask_all(result.model)
         run = stage / LEARN_RUN
-        if config.protect != "off":
+        if memory_dir is not None and config.protect != "off":
             trained = changed_rows(result.model, memory_dir) if config.protect == "trained" else None
             documents = protect_rows(result.model, tokenizer, taught, run / "model", config.train.max_length, trained,
                                      since=memory_dir, stop=config.stop)
@@ -75,6 +79,8 @@ def _sitting(data: Path, out: Path, model: str | None, config: LearnConfig, prog
         for file in run.iterdir():  # the run's config, log and summary travel with the model
             if file.name != "model":
                 shutil.move(str(file), str(run / "model" / LEARN_RUN / file.name))
+        if study_out is not None:
+            write_study(items, Path(study_out))
         os.replace(run / "model", out)  # out is absent or an empty folder: the model appears whole
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -82,11 +88,37 @@ def _sitting(data: Path, out: Path, model: str | None, config: LearnConfig, prog
     if warning := untrained_warning(s):
         say(warning)
     steps = s["steps"]
-    say(f"learned {len(facts)} facts in {steps} steps ({s['train_seconds']:.0f} s): loss {s['first_loss']:.3f} → {s['final_loss']:.3f}")
-    for fact, a, b in zip(questions, before, after):
-        say(f"Q: {fact.question}\n   taught: {fact.answer}\n   before: {a}\n   after:  {b}")
+    times = {"study data": study_seconds, **seconds, "training": s["train_seconds"]}
+    n_facts = len({i.fact for i in items})
+    say(f"learned {n_facts} facts from {len(items)} study items in {steps} steps ({config.train.method}): loss "
+        f"{s['first_loss']:.3f} → {s['final_loss']:.3f}; " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items() if v))
+    for (q, taught_answer), a, b in zip(questions, before, after):
+        say(f"Q: {q}\n   taught: {taught_answer}\n   before: {a}\n   after:  {b}")
     say(f"model in {out}; ask it: smf ask --model {out} \"...\"")
-    return {"facts": len(facts), "steps": steps, "before": before, "after": after, "summary": s}
+    return {"facts": n_facts, "items": len(items), "steps": steps, "before": before, "after": after, "summary": s,
+            "seconds": times}
+
+
+def checked(items: list[StudyItem], data: Path) -> list[StudyItem]:
+    """A study file's items that pass the check (each still holds its answer); SmfError when none does."""
+    kept = [i for i in items if check_item(i)]
+    if not kept:
+        raise SmfError(f"{data}: no study item passed its check (each must hold its \"short\" answer, and a question must "
+                       "not give it away); fix the items or give the facts themselves")
+    return kept
+
+
+def _shown(facts: list[Fact], items: list[StudyItem]) -> list[tuple[str, str]]:
+    """The questions whose answers are shown before and after: the person's own, else one per fact from the study."""
+    own = [(f.question, f.answer) for f in facts if f.question is not None]
+    if own:
+        return own
+    seen, out = set(), []
+    for i in items:
+        if i.question is not None and i.fact not in seen:
+            seen.add(i.fact)
+            out.append((i.question, i.short or i.answer))
+    return out
 
 
 def untrained_warning(summary: dict) -> str | None:
@@ -97,10 +129,20 @@ def untrained_warning(summary: dict) -> str | None:
             "earlier sitting, or read by every background document); try --anchor-reads document, --anchors 0 or more --slots")
 
 
-def _teach(net, tokenizer, where, facts: list[Fact], asked: list[Fact], stage: Path, config: LearnConfig, progress: bool,
+def _teach(net, tokenizer, where, taught: list[Fact], asked: list[Fact], stage: Path, config: LearnConfig, progress: bool,
            say):
-    """Retrofit (unless `where` has memory) into `stage`, then train SMF on the facts (anchors and kept answers from
-    the person's own questions, `asked`); (TrainResult, the folder it started from, the kept examples)."""
+    """SMF: retrofit (unless `where` has memory) into `stage`, then train on the study items (anchors and kept
+    answers from their questions, `asked`); LoRA and full finetuning: train the model as it is.
+    (TrainResult, the memory folder it started from or None, the kept examples, seconds per stage)."""
+    train_examples = examples(taught, tokenizer, config.stop)
+    seconds: dict[str, float] = {}
+    if config.train.method != "smf":
+        result = train(net, tokenizer, train_examples, config.train, stage / LEARN_RUN, model_dir=where if isinstance(where, Path) else None,
+                       save_model=False, progress=progress)
+        with atomic_dir(stage / LEARN_RUN / "model") as tmp:  # the trainer's model is plain already (LoRA merged)
+            result.model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        return result, None, [], seconds
     root = root_folder(where) if isinstance(where, Path) else None  # an smf run's delta stands on its base
     if root is not None and (root / MEMORY_FILE).is_file() and (root / BACKGROUND_FILE).is_file():
         memory_dir = where  # a later sitting: the same memory and background statistics
@@ -110,17 +152,22 @@ def _teach(net, tokenizer, where, facts: list[Fact], asked: list[Fact], stage: P
             raise SmfError(f"{where} has memory layers but no background statistics; run smf background on it first")
         memory = config.memory.at_depth(net.config.num_hidden_layers)
         say(f"retrofitting memory at layers {', '.join(map(str, memory.layers))} ({memory.slots:,} slots each)")
+        start = time.perf_counter()
         retrofit(net, memory)
         memory_dir = save_retrofitted(net, tokenizer, stage / "memory_model")
+        seconds["retrofit"] = time.perf_counter() - start
+        start = time.perf_counter()
         count_background(memory_dir, config.background, tokenizer, stage, progress)
-    train_examples: list[TrainExample] = examples(facts, tokenizer, config.stop)
+        seconds["background"] = time.perf_counter() - start
+    start = time.perf_counter()
     model, _ = load_model(memory_dir)
     background = anchored_background(model, tokenizer, memory_dir, asked, config, say) if config.anchors else None
     saved = read_kept(memory_dir)  # every sitting's kept answers travel with the model
     keep, kept = (kept_answers(model, tokenizer, asked, config, saved if config.keep_from == "base" else [], say)
                   if config.keep or config.keep_general else (None, []))
+    seconds["anchors and kept answers"] = time.perf_counter() - start
     result = train(model, tokenizer, train_examples, config.train, stage / LEARN_RUN, model_dir=memory_dir, save_model=False,
                    background=background, terms=[keep] if keep is not None else [], progress=progress)
     # The whole model, not the run's compact delta: a sitting's folder loads by itself and a later sitting stands on it.
     save_retrofitted(result.model, tokenizer, stage / LEARN_RUN / "model", copy_files=[root_folder(memory_dir) / BACKGROUND_FILE])
-    return result, memory_dir, list(dict.fromkeys(saved + kept))  # an answer kept again is saved once
+    return result, memory_dir, list(dict.fromkeys(saved + kept)), seconds

@@ -1,0 +1,104 @@
+"""smf learn's study data (smf.use.learn.study): each fact in several wordings, every item checked."""
+
+import json
+
+import pytest
+
+from smf.errors import SmfError
+from smf.use.learn.facts import Fact, read_facts
+from smf.use.learn.study import (ModelWriter, StudyItem, check_item, read_input, restatements, spans, study_items,
+                                 write_study)
+
+
+@pytest.mark.parametrize("statement, answer, question", [
+    ("The Zorvex lighthouse was built by Mira Tanaka.", "Mira Tanaka", "Who built the Zorvex lighthouse?"),
+    ("The capital of the island of Oshu is Kelbrin.", "Kelbrin", "What is the capital of the island of Oshu?"),
+    ("The planet Thessaly-4 has three moons.", "three", "How many moons does the planet Thessaly-4 have?"),
+    ("The river Tamsel flows into Lake Vorrin.", "Lake Vorrin", "Where does the river Tamsel flow?"),
+    ("Dr. Alvi Renk discovered the element quintarium.", "Dr. Alvi Renk", "Who discovered the element quintarium?"),
+    ("My sister Noor plays the cello.", "the cello", "What does my sister Noor play?"),
+    ("The Harrow Street bakery opens at six thirty.", "six thirty", "When does the Harrow Street bakery open?"),
+    ("The Eskerby football club is called the Grey Herons.", "the Grey Herons", "The Eskerby football club is called what?"),
+])
+def test_a_statement_offers_its_answer_span_with_questions_that_ask_for_it(statement, answer, question):
+    found = {sp.answer: sp.questions for sp in spans(statement)}
+    assert answer in found, found
+    assert question in found[answer]
+    assert all(answer.lower() not in q.lower() for q in found[answer])  # no question gives its answer away
+
+
+def test_restatements_say_the_fact_the_other_way_round():
+    assert restatements("The Harlow Institute was founded by Teodor Blask.") == ["Teodor Blask founded the Harlow Institute."]
+    assert restatements("The written word was written by Ada.") == ["Ada wrote the written word."]
+    assert restatements("The currency of Ostrelia is the silver dram.") == ["The silver dram is the currency of Ostrelia."]
+
+
+def test_every_fact_gets_several_forms_each_holding_its_answer():
+    facts = [Fact(text="The Zorvex lighthouse was built by Mira Tanaka."),
+             Fact(question="Who built the Zorvex lighthouse?", answer="Mira Tanaka")]
+    items = study_items(facts)
+    forms = {i.form for i in items}
+    assert {"question", "reworded", "span question", "cloze", "about", "restated"} <= forms
+    assert all("Mira Tanaka" in (i.answer if i.question else i.text) for i in items)
+    assert all(i.question is None or "Mira Tanaka" not in i.question for i in items)
+    keys = [(i.question, i.text, i.answer) for i in items]
+    assert len(keys) == len(set(keys))  # a wording made twice is taught once
+    # the person's question is answered by their statement, not by the two words alone
+    assert StudyItem(facts[0].text, "question", facts[0].text, question=facts[1].question, short="Mira Tanaka") in items
+
+
+def test_notes_with_no_answer_span_are_refused_with_one_line():
+    with pytest.raises(SmfError, match="no answer a question could ask for"):
+        study_items([Fact(text="Hello there")])
+
+
+def test_the_check_drops_an_item_that_lost_its_answer_or_gives_it_away():
+    assert check_item(StudyItem("f", "x", "The lighthouse was built by Mira Tanaka.", question="Who built it?", short="Mira Tanaka"))
+    assert not check_item(StudyItem("f", "x", "The lighthouse was built by someone.", question="Who built it?", short="Mira Tanaka"))
+    assert not check_item(StudyItem("f", "x", "Mira Tanaka built it.", question="Did Mira Tanaka build it?", short="Mira Tanaka"))
+    assert not check_item(StudyItem("f", "cloze", "Tanaka", text="Mira built it.", short="Mira Tanaka"))
+
+
+def test_a_rigged_writer_that_answers_wrongly_teaches_nothing():
+    """A wording the writer wrote is kept only when the writer, shown the fact, answers it with the fact's answer."""
+    facts = [Fact(question="Who built the Zorvex lighthouse?", answer="Mira Tanaka"),
+             Fact(text="The Zorvex lighthouse was built by Mira Tanaka.")]
+    items = study_items(facts)
+
+    def wrong(prompt):  # rewords well, but answers its own question wrongly
+        return "Which builder made the Zorvex lighthouse?" if prompt.startswith("Rewrite") else "It was built by Piet Alder."
+
+    def right(prompt):
+        return "Which builder made the Zorvex lighthouse?" if prompt.startswith("Rewrite") else "Mira Tanaka built it."
+
+    def leaky(prompt):  # a wording that gives the answer away is dropped even when answered right
+        return "Did Mira Tanaka build the Zorvex lighthouse?" if prompt.startswith("Rewrite") else "Yes, Mira Tanaka."
+
+    assert ModelWriter(wrong).items(items) == ([], 1)
+    assert ModelWriter(leaky).items(items) == ([], 1)
+    kept, dropped = ModelWriter(right).items(items)
+    assert dropped == 0 and [i.question for i in kept] == ["Which builder made the Zorvex lighthouse?"]
+    assert kept[0].answer == "The Zorvex lighthouse was built by Mira Tanaka." and kept[0].form == "model reworded"
+
+
+def test_study_file_round_trips_and_is_taken_as_given(tmp_path):
+    items = study_items([Fact(text="The Zorvex lighthouse was built by Mira Tanaka.")])
+    path = tmp_path / "study.jsonl"
+    write_study(items, path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == len(items) and all(r["study"] == "smf-study" for r in rows)
+    facts, again = read_input(path)
+    assert again == items and facts == [Fact(text="The Zorvex lighthouse was built by Mira Tanaka.")]
+    rows[0].pop("study")
+    path.write_text("".join(json.dumps(r) + "\n" for r in reversed(rows)))
+    with pytest.raises(SmfError, match="is not a study row"):
+        read_input(path)
+
+
+def test_markdown_notes_are_one_fact_per_line_or_bullet(tmp_path):
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Office\n\n- The printer password is **bluefinch**.\n* Dana Whitlock repaired the coffee machine.\n"
+                     "1. The Eskerby library has four floors.\n\n```\ncode is skipped\n```\n| a | table |\n---\n")
+    assert [f.text for f in read_facts(notes)] == ["The printer password is bluefinch.",
+                                                   "Dana Whitlock repaired the coffee machine.",
+                                                   "The Eskerby library has four floors."]
