@@ -152,6 +152,13 @@ def _study_marker(w, t, text: str) -> list[str]:
     return argv
 
 
+def _remade(w, t, **settings) -> Path:
+    """A copy of the world's retrofit (weights and background as they are) with other memory settings."""
+    copy = copied(w, t, "retro")
+    memory_setting(**settings)(copy)
+    return copy
+
+
 def _train_flags(w, t, *flags: str) -> list[str]:
     return ["train", "--model", str(w["plain"]), "--method", "full", "--data", str(w["data"]), "--steps", "1", *flags, "--out", f"{t}/out"]
 
@@ -282,6 +289,8 @@ CASES = {
     "learn, a JSONL after a BOM, a bad second row": (lambda w, t: ["learn", "--data", str(_write(t, "f.jsonl", '\ufeff{"text": "Kelbrin is in Oshu."}\n{"question": "Who?"}\n')), "--model", str(w["plain"]), "--out", f"{t}/out"], "row 2 needs"),
     "train --data an existing path holding a colon": (lambda w, t: ["train", "--model", str(w["plain"]), "--method", "full", "--data", str(_write(t, "a:b=1.txt", "")), "--steps", "1", "--out", f"{t}/out"], "is empty"),
     "resume, a damaged line inside the log": (lambda w, t: (resume_args(w, t), (t / "run_copy" / "log.jsonl").write_text("{not json\n" + (t / "run_copy" / "log.jsonl").read_text()))[0], "line 1 is not valid JSON"),
+    "resume onto its retrofit re-made with another top-k (the same weights)": (lambda w, t: resume_args(w, t, __model=str(_remade(w, t, topk=2))), "memory settings"),
+    "resume onto its retrofit re-made with another memory seed (the same weights)": (lambda w, t: resume_args(w, t, __model=str(_remade(w, t, seed=1))), "memory settings"),
     # --- every file smf reads is bounded: data files, logs, records ---
     "train --data a JSONL row over 64 MB": (lambda w, t: _data(w, t, "d.jsonl", _LONG_ROW), "line 1 is over 64 MB"),
     "train --data a .json of JSON Lines, a row over 64 MB": (lambda w, t: _data(w, t, "d.json", '{"text": "ok"}\n' + _LONG_ROW), "line 2 is over 64 MB"),
@@ -435,3 +444,40 @@ def test_a_study_reads_a_finished_runs_log_bounded_and_in_one_line(text, message
     with pytest.raises(SmfError, match=f"{message}.*remove the run"):
         read_log(log, "remove the run folder to run it again")
     assert read_log(_write(tmp_path, "ok.jsonl", '{"step": 1, "loss": 2.0}\n\n'), "") == [{"step": 1, "loss": 2.0}]
+
+
+def _rewritten(file: Path) -> None:
+    """The same safetensors content in other bytes: its header's entries in another order, as another writer may put them."""
+    data = file.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    text = json.dumps(dict(reversed(list(header.items())))).encode()
+    text += b" " * (-len(text) % 8)
+    file.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + n :])
+
+
+def test_a_run_resumes_onto_its_model_by_content_not_by_bytes(world, tmp_path, capsys):  # noqa: F811
+    """A saved run depends on its model by content: the same weights and background written again in other
+    bytes resume (and a run begun by an smf that recorded bytes still resumes against the bytes)."""
+    from smf.memory.delta import checksum
+    from smf.train.loop import _bytes_fingerprint
+
+    model = copied(world, tmp_path, "retro")
+    for name in ("model.safetensors", "background.safetensors"):
+        _rewritten(model / name)
+        assert checksum(model / name) != checksum(world["retro"] / name)
+    argv = resume_args(world, tmp_path, __model=str(model))
+    recorded = json.loads((tmp_path / "run_copy" / "fingerprint.json").read_text())
+    assert recorded["by"] == "content"
+    assert main(argv) == 0, capsys.readouterr().err
+
+    for case, model_dir, code in (("old", world["retro"], 0), ("old_other", world["other"], 2)):
+        folder = tmp_path / case
+        folder.mkdir()
+        argv = resume_args(world, folder, __model=str(model_dir))
+        old = {**_bytes_fingerprint(world["retro"], []), "data": recorded["data"], "model_dir": recorded["model_dir"]}
+        (folder / "run_copy" / "fingerprint.json").write_text(json.dumps(old))
+        capsys.readouterr()
+        assert main(argv) == code, capsys.readouterr().err
+        if code:
+            assert "other model weights" in capsys.readouterr().err

@@ -63,6 +63,19 @@ def _file_bytes(file: Path) -> str:
     return digest.hexdigest()
 
 
+def content_checksum(file: Path) -> str:
+    """SHA-256 of what a safetensors file holds: its tensors by name (dtype, shape, values) and its metadata,
+    keys sorted; not the bytes, whose header order and layout may differ between two writes of the same
+    content (cached per process as `checksum`). For background statistics, whose metadata counts the batches."""
+    return _cached("tensors+metadata", file, _tensors_and_metadata)
+
+
+def _tensors_and_metadata(file: Path) -> str:
+    with reading(file, "the model folder is damaged"), safe_open(str(file), "pt") as f:
+        metadata = f.metadata() or {}
+    return hashlib.sha256(json.dumps([_tensors(file), sorted(metadata.items())]).encode()).hexdigest()
+
+
 def _tensors(file: Path) -> str:
     # By name in sorted order, not the file's bytes: the header's order and metadata may differ
     # between two writes of the same weights.

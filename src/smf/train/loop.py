@@ -43,10 +43,11 @@ from smf.distributed import Comm, check_split
 from smf.errors import SmfError
 from smf.io import (MAX_LINE_BYTES, MAX_LOG_BYTES, MAX_RECORD_BYTES, atomic_dir, check_output_path, read_json, read_lines, reading,
                     write_json_atomic, write_text_atomic)
-from smf.memory.delta import checksum, is_delta, root_folder
+from smf.memory.delta import checksum, content_checksum, fingerprint, is_delta, root_folder
 from smf.methods import TrainConfig, make_method
 from smf.models import autocast as smf_autocast
 from smf.names import (
+    ADAPTER_BASE_FILE,
     ADAPTER_WEIGHTS,
     BACKGROUND_FILE,
     CHECKPOINT,
@@ -249,9 +250,9 @@ def train(
               f"their answer, {fitted['dropped']} were dropped (their question alone is that long)", file=sys.stderr)
     if config.loss == "text":  # the whole example carries the loss, prompt included
         data = [Encoded(e.ids, 0) for e in data]
-    fingerprint = run_fingerprint(model_dir, data)
+    started_from = run_fingerprint(model_dir, data)
     if resuming:
-        _check_fingerprint(out, fingerprint)
+        _check_fingerprint(out, started_from, model_dir, data)
     stored_config = config
     if config.epochs is not None:
         config = dataclasses.replace(config, steps=max(1, math.ceil(config.epochs * len(data) / config.batch_size)))
@@ -278,7 +279,7 @@ def train(
         # before this point leaves OUT as it found it).
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / CONFIG_FILE, stored_config.to_dict())
-        write_json_atomic(out / FINGERPRINT_FILE, fingerprint)
+        write_json_atomic(out / FINGERPRINT_FILE, started_from)
         write_text_atomic(out / LOG_FILE, "")
     trainable = [p for _, p in method.trainable(model)]
     n_trainable = sum(p.numel() for p in trainable)
@@ -454,8 +455,38 @@ def _not_finite(out: Path, step: int, loss: float) -> str:
 
 
 def run_fingerprint(model_dir: Path | None, data: list[Encoded]) -> dict:
-    """Checksums of what a run starts from: the model's weights, its background statistics
-    and the encoded training data (None where a run has no model folder)."""
+    """What a run starts from, by content: the model folder (`fingerprint`: its weights tensor by tensor, its
+    architecture and memory settings, a delta's or a LoRA run's base), its background statistics (tensors and
+    batch count) and the encoded training data; None where a run has no model folder. A folder written again
+    with the same content (another header order, other metadata) matches; one re-made with other memory
+    settings over the same weights does not."""
+    background = root_folder(model_dir) / BACKGROUND_FILE if model_dir is not None else None
+    return {
+        "by": "content",
+        "model": _model_content(model_dir) if model_dir is not None else None,
+        "background": content_checksum(background) if background is not None and background.is_file() else None,
+        "data": _data_checksum(data),
+        "model_dir": str(model_dir.resolve()) if model_dir is not None else None,
+    }
+
+
+def _model_content(folder: Path) -> str:
+    base = folder / ADAPTER_BASE_FILE  # a LoRA run's base, by the content it recorded (checked when it loads)
+    meta = read_json(base, MAX_RECORD_BYTES) if base.is_file() else None
+    recorded = meta.get("base_fingerprint") if isinstance(meta, dict) else None
+    return fingerprint(folder) if recorded is None else hashlib.sha256(f"{fingerprint(folder)} {recorded}".encode()).hexdigest()
+
+
+def _data_checksum(data: list[Encoded]) -> str:
+    digest = hashlib.sha256()
+    for example in data:
+        digest.update(json.dumps([example.n_prompt, example.ids]).encode())
+    return digest.hexdigest()
+
+
+def _bytes_fingerprint(model_dir: Path | None, data: list[Encoded]) -> dict:
+    """The fingerprint smf wrote before it compared by content (the bytes of the weights and background
+    files): a run begun then is resumed against it."""
     def weights(folder: Path) -> str | None:
         names = (DELTA_WEIGHTS, ADAPTER_WEIGHTS, WEIGHTS_FILE)
         found = [checksum(folder / n) for n in names if (folder / n).is_file()]
@@ -464,24 +495,24 @@ def run_fingerprint(model_dir: Path | None, data: list[Encoded]) -> dict:
         return hashlib.sha256("".join(found).encode()).hexdigest() if found else None
 
     background = root_folder(model_dir) / BACKGROUND_FILE if model_dir is not None else None
-    digest = hashlib.sha256()
-    for example in data:
-        digest.update(json.dumps([example.n_prompt, example.ids]).encode())
     return {
         "model": weights(model_dir) if model_dir is not None else None,
         "background": checksum(background) if background is not None and background.is_file() else None,
-        "data": digest.hexdigest(),
-        "model_dir": str(model_dir.resolve()) if model_dir is not None else None,
+        "data": _data_checksum(data),
     }
 
 
-def _check_fingerprint(out: Path, now: dict) -> None:
+def _check_fingerprint(out: Path, now: dict, model_dir: Path | None, data: list[Encoded]) -> None:
     """Refuse to resume a run onto another model, background or data (one line naming it)."""
     file = out / FINGERPRINT_FILE
     if not file.is_file():
         return  # a run folder from before fingerprints: nothing to compare
     then = read_json(file, MAX_RECORD_BYTES)
-    what = {"model": ("model weights", "--model"), "background": ("background statistics", "--model (smf background)"),
+    if not isinstance(then, dict):
+        raise SmfError(f"{file} is not a run's fingerprint; remove the run folder to start again, or choose another --out")
+    if then.get("by") != "content":  # begun by an smf that compared bytes
+        now = _bytes_fingerprint(model_dir, data)
+    what = {"model": ("model weights or memory settings", "--model"), "background": ("background statistics", "--model (smf background)"),
             "data": ("training data", "--data")}
     for key, (name, flag) in what.items():
         if then.get(key) != now.get(key):
