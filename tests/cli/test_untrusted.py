@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from smf.cli import main
 from smf.errors import SmfError
@@ -150,6 +150,21 @@ def _study_marker(w, t, text: str) -> list[str]:
     argv = study(w, t, recorded=w["plain"])
     _write(t / "s", "study.json", text)
     return argv
+
+
+def _poison_file(file: Path, name: str, value: float = float("nan")) -> None:
+    """One number of the tensor `name` in the safetensors `file` set to `value` (NaN: a damaged or hostile file)."""
+    tensors = load_file(str(file))
+    tensors[name].view(-1)[5] = value
+    save_file(tensors, str(file), metadata={"format": "pt"})
+
+
+def _poisoned(w, t, folder: str, name: str, value: float = float("nan")) -> Path:
+    """A copy of a world model whose weight `name` holds one `value`."""
+    copy = t / f"{folder}_poisoned"
+    shutil.copytree(w[folder], copy)
+    _poison_file(copy / "model.safetensors", name, value)
+    return copy
 
 
 def _remade(w, t, **settings) -> Path:
@@ -291,6 +306,12 @@ CASES = {
     "resume, a damaged line inside the log": (lambda w, t: (resume_args(w, t), (t / "run_copy" / "log.jsonl").write_text("{not json\n" + (t / "run_copy" / "log.jsonl").read_text()))[0], "line 1 is not valid JSON"),
     "resume onto its retrofit re-made with another top-k (the same weights)": (lambda w, t: resume_args(w, t, __model=str(_remade(w, t, topk=2))), "memory settings"),
     "resume onto its retrofit re-made with another memory seed (the same weights)": (lambda w, t: resume_args(w, t, __model=str(_remade(w, t, seed=1))), "memory settings"),
+    # --- weights that are not numbers: the model folder's, not the learning rate's ---
+    "train on a retrofit whose memory values hold NaN": (lambda w, t: ["train", "--model", str(_poisoned(w, t, "retro", "model.layers.3.mlp.memory.values")), "--method", "smf", "--data", str(w["data"]), "--steps", "1", "--out", f"{t}/out"], "retro_poisoned holds weights that are not finite numbers (model.layers.3.mlp.memory.values holds inf or NaN)"),
+    "train --method full on a model folder with an inf weight": (lambda w, t: ["train", "--model", str(_poisoned(w, t, "plain", "model.layers.0.mlp.down_proj.weight", float("inf"))), "--method", "full", "--data", str(w["data"]), "--steps", "1", "--out", f"{t}/out"], "plain_poisoned holds weights that are not finite numbers (model.layers.0.mlp.down_proj.weight holds inf"),
+    "train --method lora on a retrofit whose memory values hold NaN": (lambda w, t: ["train", "--model", str(_poisoned(w, t, "retro", "model.layers.1.mlp.memory.values")), "--method", "lora", "--data", str(w["data"]), "--steps", "1", "--out", f"{t}/out"], "holds weights that are not finite numbers (model.layers.1.mlp.memory.values"),
+    "heal a retrofit whose memory keys hold NaN": (lambda w, t: ["heal", "--model", str(_poisoned(w, t, "retro", "model.layers.1.mlp.memory.keys")), "--steps", "1", "--out", f"{t}/out"], "holds weights that are not finite numbers (model.layers.1.mlp.memory.keys"),
+    "resume, a checkpoint whose trained values hold NaN": (lambda w, t: _checkpoint(w, t, lambda f, t: _poison_file(f / "trainable.safetensors", "model.layers.1.mlp.memory.values")), "checkpoint holds weights that are not finite numbers (model.layers.1.mlp.memory.values"),
     # --- every file smf reads is bounded: data files, logs, records ---
     "train --data a JSONL row over 64 MB": (lambda w, t: _data(w, t, "d.jsonl", _LONG_ROW), "line 1 is over 64 MB"),
     "train --data a .json of JSON Lines, a row over 64 MB": (lambda w, t: _data(w, t, "d.json", '{"text": "ok"}\n' + _LONG_ROW), "line 2 is over 64 MB"),
@@ -369,15 +390,60 @@ def test_an_error_line_quotes_a_short_excerpt(name, world, tmp_path, capsys):  #
     assert len(line) < 500, line[:600]
 
 
-def test_weights_that_are_not_all_finite_are_never_saved(tmp_path, tokenizer):
-    """A finite loss at every step does not make every weight a number (a weight no step reached, an update
-    of inf on the last step): train() refuses in one line and writes no model."""
+def test_a_model_whose_weights_are_not_all_numbers_is_refused_before_training(tmp_path, tokenizer):
+    """NaN in a weight no step reaches, before any step: the model's doing, said so (not the learning rate's)."""
     model = tiny_model(vocab_size=len(tokenizer))
     model.register_parameter("unreached", torch.nn.Parameter(torch.full((2,), float("nan"))))
     config = TrainConfig.from_dict({"method": "full", "steps": 1, "batch_size": 4, "max_length": 64, "lr": 1e-3})
-    with pytest.raises(SmfError, match="not all finite.*unreached.*no model was saved"):
+    with pytest.raises(SmfError, match=r"the model holds weights that are not finite numbers \(unreached holds inf or NaN\).*nothing was trained") as e:
         train(model, tokenizer, examples(), config, tmp_path / "run", progress=False)
+    assert "--lr" not in str(e.value) and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["train on a retrofit whose memory values hold NaN", "train --method full on a model folder with an inf weight"])
+def test_a_model_folder_of_non_finite_weights_is_not_blamed_on_the_learning_rate(name, world, tmp_path, capsys):  # noqa: F811
+    capsys.readouterr()
+    assert main(CASES[name][0](world, tmp_path)) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "the model folder" in line and "--lr" not in line, line
+
+
+def test_weights_that_are_not_all_finite_are_never_saved(tmp_path, tokenizer):
+    """A finite loss at every step does not make every weight a number (an update of inf on the last step):
+    train() refuses in one line, naming the learning rate, and writes no model."""
+    model = tiny_model(vocab_size=len(tokenizer))
+
+    def last_step(m, step):  # after the last step's update, as an update of inf would leave it
+        with torch.no_grad():
+            m.model.norm.weight[0] = float("inf")
+        return {}
+
+    config = TrainConfig.from_dict({"method": "full", "steps": 1, "batch_size": 4, "max_length": 64, "lr": 1e-3})
+    with pytest.raises(SmfError, match=r"the learning rate \(--lr 0.001\) made the trained weights non-finite \(model.norm.weight "
+                                       r"holds inf or NaN\); no model was saved; start again with a lower --lr"):
+        train(model, tokenizer, examples(), config, tmp_path / "run", eval_fn=last_step, progress=False)
     assert not (tmp_path / "run" / "model").exists() and not (tmp_path / "run" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("method, flags, how", [
+    ("full", [], "step 1: the learning rate"),  # Adam's step size overflows float32 at once
+    ("lora", [], "step 1: the learning rate"),
+    ("smf", [], "step 3: the training loss is nan (not a finite number): the learning rate"),  # SMF's rows reach inf on step 2
+    ("smf", ["--checkpoint-every", "1"], "step 2: the learning rate"),  # found before a checkpoint of them replaces step 1's
+], ids=["full", "lora", "smf", "smf, a checkpoint every step"])
+def test_a_learning_rate_that_makes_the_weights_non_finite_is_named(method, flags, how, world, tmp_path, capsys):  # noqa: F811
+    model = world["retro"] if method == "smf" else world["plain"]
+    capsys.readouterr()
+    code = main(["train", "--model", str(model), "--method", method, "--data", str(world["data"]), "--steps", "3", "--lr", "3e38",
+                 "--batch-size", "2", "--max-length", "32", *flags, "--out", f"{tmp_path}/out"])
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("smf: error:")]
+    assert code == 2 and len(errors) == 1, err
+    assert how in errors[0] and "the learning rate (--lr 3e+38) made the weights non-finite" in errors[0], errors[0]
+    assert "start again with a lower --lr" in errors[0] and not (tmp_path / "out" / "model").exists()
+    if flags:
+        assert "its checkpoint at step 1 is kept" in errors[0], errors[0]
+        assert torch.isfinite(load_file(str(tmp_path / "out" / "checkpoint" / "trainable.safetensors"))["model.layers.1.mlp.memory.values"]).all()
 
 
 def _sparse(path: Path, size: int) -> Path:

@@ -260,6 +260,10 @@ def train(
     method = make_method(config)
     method.background = background
     method.comm = comm
+    if (bad := _non_finite(model)) is not None:  # before any step: not the learning rate's doing
+        where = f"the model folder {model_dir}" if model_dir is not None else "the model"
+        raise SmfError(f"{where} holds weights that are not finite numbers ({bad} holds inf or NaN): it is damaged, or was "
+                       "written so; nothing was trained; give a model folder whose weights are all numbers")
     model = method.prepare(model, model_dir)
     optimizer = method.make_optimizer(model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
@@ -327,7 +331,7 @@ def train(
                 bar.close()
                 if log_file:
                     log_file.close()
-                raise SmfError(_not_finite(out, step + 1, loss_total / max(step_targets, 1)))
+                raise SmfError(_not_finite(out, step + 1, loss_total / max(step_targets, 1), method.lr, _non_finite(model)))
             comm.take_bytes()
             with record_function("train/before_step"):  # smf: choose the rows, gather their gradients
                 method.before_step(model, optimizer)
@@ -337,7 +341,15 @@ def train(
                     accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
             with record_function("train/optimizer"):
-                optimizer.step()
+                try:
+                    optimizer.step()
+                except RuntimeError as e:  # torch's Adam: the step size (lr over the bias correction) past the float range
+                    if "overflow" not in str(e):
+                        raise
+                    bar.close()
+                    if log_file:
+                        log_file.close()
+                    raise SmfError(_not_finite(out, step + 1, None, method.lr, "its update overflows a float")) from None
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             seconds = time.perf_counter() - started
@@ -362,6 +374,10 @@ def train(
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
             if main and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and not done:
+                if (bad := _non_finite(model)) is not None:  # never in place of the last checkpoint of numbers
+                    bar.close()
+                    log_file.close()
+                    raise SmfError(_not_finite(out, step + 1, None, method.lr, bad))
                 _save_checkpoint(out, step + 1, model, method, optimizer, scheduler, config)
     bar.close()
     if log_file:
@@ -369,7 +385,7 @@ def train(
     if config.gradient_checkpointing:
         checkpoint_activations(model, False)
     model.eval()
-    _check_finite(model, config)
+    _check_finite(model, method.lr)
     if save_model and main:
         method.save(model, tokenizer, out / "model")
     losses = [r["loss"] for r in log if "loss" in r]
@@ -435,23 +451,33 @@ def check_output(out: Path, config: TrainConfig, resume: bool) -> bool:
     return False
 
 
-def _check_finite(model: nn.Module, config: TrainConfig) -> None:
-    """Refuse to hand back weights that are not all numbers: a finite loss at every step does not rule out
-    an update of inf on the last one, nor NaNs a model folder held where no step looked."""
+def _non_finite(model: nn.Module) -> str | None:
+    """The name of the first parameter of `model` that holds inf or NaN; None when all are numbers."""
     with torch.no_grad():
-        bad = next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+        return next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+
+
+def _check_finite(model: nn.Module, lr: float) -> None:
+    """Refuse to hand back weights that are not all numbers: a finite loss at every step does not rule out
+    an update of inf on the last one (the weights were numbers when training began: `train` checks)."""
+    bad = _non_finite(model)
     if bad is not None:
-        raise SmfError(f"the trained weights are not all finite numbers ({bad} holds inf or NaN); no model was saved; "
-                       f"start again with a lower --lr (it was {config.lr if config.lr is not None else 'the default'}), "
-                       "or check the model's own weights")
+        raise SmfError(f"the learning rate (--lr {lr:g}) made the trained weights non-finite ({bad} holds inf or NaN); "
+                       "no model was saved; start again with a lower --lr")
 
 
-def _not_finite(out: Path, step: int, loss: float) -> str:
-    """The one line for a run whose loss stopped being a number (nothing of the step was applied)."""
+def _not_finite(out: Path, step: int, loss: float | None, lr: float, bad: str | None) -> str:
+    """The one line for a run whose loss, or weights, stopped being numbers at `step` (`bad`: the weight that did,
+    or why; the weights were numbers when training began)."""
     meta = out / CHECKPOINT / "meta.json"
     where = (f"its checkpoint at step {read_json(meta, MAX_RECORD_BYTES)['step']} is kept: continue with --resume"
              if meta.is_file() else "no checkpoint was saved (--checkpoint-every)")
-    return f"step {step}: the training loss is {loss} (not a finite number); training stopped before applying it; {where}, or start again with a lower --lr"
+    what = f"step {step}: the training loss is {loss} (not a finite number)" if loss is not None else f"step {step}"
+    if bad is None:
+        return f"{what}; training stopped before applying it; {where}, or start again with a lower --lr (it was {lr:g})"
+    why = bad if " " in bad else f"{bad} holds inf or NaN"
+    return (f"{what}: the learning rate (--lr {lr:g}) made the weights non-finite ({why}); training stopped; "
+            f"{where}, or start again with a lower --lr")
 
 
 def run_fingerprint(model_dir: Path | None, data: list[Encoded]) -> dict:
@@ -584,6 +610,8 @@ def _load_checkpoint(out: Path, model, method, optimizer, scheduler, write_log: 
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise SmfError(f"{folder / STATE_FILE} does not fit this run ({type(e).__name__}: {first}); {fix}") from None
+    if (bad := _non_finite(model)) is not None:
+        raise SmfError(f"{folder} holds weights that are not finite numbers ({bad} holds inf or NaN); {fix}")
     # The log may run past the checkpoint (the run was killed later): cut it back.
     lines = _log_lines(out / LOG_FILE)
     log = [r for r in lines if r.get("step", step + 1) <= step]
