@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
-from smf.errors import SmfError
+from smf.errors import SmfError, hub_unreachable
 from smf.io import atomic_dir, read_json
 from smf.memory.delta import apply_delta, delta_base, find_base, is_delta
 from smf.memory.retrofit import base_architecture, load_retrofitted
@@ -246,7 +246,9 @@ def load_model(
 
         try:
             model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, trust_remote_code=False, use_safetensors=True)
-        except (OSError, ValueError, SafetensorError) as e:
+        except Exception as e:  # noqa: BLE001 - a hub not reached may raise httpx's errors as they are, which are no OSError
+            if not (isinstance(e, (OSError, ValueError, SafetensorError)) or hub_unreachable(e)):
+                raise
             raise SmfError(_load_failure(where, e)) from None
         model.to(device)
     model.eval()
@@ -273,5 +275,9 @@ def _load_failure(where: Path | str, error: Exception) -> str:
     if isinstance(where, Path):
         return f"cannot load the model in {where}: {str(error).splitlines()[0]}"
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    if hub_unreachable(error) and not offline:
+        return (f"cannot load hub model '{where}': the hub cannot be reached (no connection) and it is not in the local "
+                "cache; give a local model folder, or download it once where the hub is reachable (later runs may set "
+                "HF_HUB_OFFLINE=1 and read the cache)")
     why = "the hub is off (HF_HUB_OFFLINE=1) and it is not in the local cache" if offline else "not found on the hub or in the local cache"
     return f"cannot load hub model '{where}': {why}; give a local folder, or run where the hub is reachable"

@@ -547,3 +547,99 @@ def test_a_run_resumes_onto_its_model_by_content_not_by_bytes(world, tmp_path, c
         assert main(argv) == code, capsys.readouterr().err
         if code:
             assert "other model weights" in capsys.readouterr().err
+
+
+def _unreachable(kind: str) -> Exception:
+    """The error a hub download raises with no network, as each library raises it."""
+    import huggingface_hub.file_download as fd
+    import requests
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    http = next(getattr(fd, name) for name in ("httpx2", "httpx") if hasattr(fd, name))  # huggingface_hub's HTTP client
+    refused = http.ConnectError("[Errno 111] Connection refused")
+    if kind == "huggingface_hub: not cached, the hub not reached":
+        try:
+            raise refused
+        except Exception as e:
+            try:
+                raise LocalEntryNotFoundError("An error happened while trying to locate the file on the Hub") from e
+            except LocalEntryNotFoundError as chained:
+                return chained
+    return {"httpx: connection refused": refused,
+            "requests: connection error": requests.exceptions.ConnectionError("Max retries exceeded"),
+            "huggingface_hub: offline mode": OfflineModeIsEnabled("Cannot reach the hub: offline mode is enabled"),
+            "a timeout": TimeoutError("timed out")}[kind]
+
+
+_HUB_ERRORS = ["huggingface_hub: not cached, the hub not reached", "httpx: connection refused", "requests: connection error",
+               "huggingface_hub: offline mode", "a timeout"]
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Online as far as smf and transformers can tell (HF_HUB_OFFLINE unset), with no network: a socket that
+    connects fails the test (nothing reaches a hub)."""
+    import socket
+
+    import huggingface_hub.constants
+    import transformers.utils.hub
+
+    def connect(*args, **kwargs):
+        raise AssertionError("a test tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(transformers.utils.hub, "is_offline_mode", lambda: False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("kind", _HUB_ERRORS)
+@pytest.mark.parametrize("command", ["ask", "train", "tokenizer"])
+def test_a_hub_model_with_no_network_is_one_line_naming_it(command, kind, no_network, world, tmp_path, capsys):  # noqa: F811
+    """A hub id, HF_HUB_OFFLINE unset, and the download fails for want of a connection: one line naming the model,
+    saying the hub cannot be reached, and what to do (a local folder, HF_HUB_OFFLINE once it is cached)."""
+    import transformers.utils.hub
+
+    calls = []
+
+    def download(repo_id, *args, **kwargs):
+        calls.append(repo_id)
+        raise _unreachable(kind)
+
+    no_network.setattr(transformers.utils.hub, "hf_hub_download", download)
+    no_network.setattr(transformers.utils.hub, "snapshot_download", download)
+    name = "smf-h7-nobody/not-a-model"
+    if command == "tokenizer":  # loaded on its own (smf learn, a study's base)
+        from smf.models import load_tokenizer
+
+        with pytest.raises(SmfError) as e:
+            load_tokenizer(name)
+        line = str(e.value)
+    else:
+        argv = (["ask", "--model", name, "hi"] if command == "ask" else
+                ["train", "--model", name, "--method", "full", "--data", str(world["data"]), "--steps", "1", "--out", f"{tmp_path}/out"])
+        capsys.readouterr()
+        assert main(argv) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+    assert calls and set(calls) == {name}
+    assert f"cannot load hub model '{name}': the hub cannot be reached" in line, line
+    assert "give a local model folder" in line and "HF_HUB_OFFLINE=1" in line, line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", _HUB_ERRORS)
+def test_a_hub_dataset_with_no_network_is_one_line_naming_it(kind, no_network):
+    import datasets
+
+    from smf.data.hub import load_rows
+
+    def load_dataset(path, *args, **kwargs):
+        raise _unreachable(kind)
+
+    no_network.setattr(datasets, "load_dataset", load_dataset)
+    with pytest.raises(SmfError, match=r"cannot load smf-tests/no-such-dataset \[validation\]: the hub cannot be reached .* "
+                                       r"give a local file in the same schema.*HF_DATASETS_OFFLINE=1"):
+        load_rows(None, hub_path="smf-tests/no-such-dataset", hub_name=None, split="validation")

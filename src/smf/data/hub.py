@@ -22,6 +22,7 @@ Conventions follow lm-evaluation-harness (tasks `medmcqa`, `triviaqa`, `wikitext
 from __future__ import annotations
 
 import numbers
+import os
 import random
 import re
 from collections.abc import Mapping, Sequence
@@ -31,7 +32,7 @@ from typing import Any
 from smf.data.rows import one_line, read_rows_file
 from smf.data.templates import LETTERS, letter_prompt, plain_prompt
 from smf.data.types import Document, MCQItem, QAItem, TrainExample
-from smf.errors import SmfError
+from smf.errors import SmfError, hub_unreachable
 
 MEDMCQA_HUB = "openlifescienceai/medmcqa"
 TRIVIAQA_HUB = "mandarjoshi/trivia_qa"
@@ -69,6 +70,10 @@ def load_rows(
     return rows if limit is None else rows[:limit]
 
 
+def _offline() -> bool:
+    return any(os.environ.get(v, "0") not in ("", "0", "false", "False") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
 def _check_limit(limit: int | None) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise SmfError(f"limit must be a non-negative integer, got {limit!r}")
@@ -90,6 +95,10 @@ def _hub_rows(hub_path: str, hub_name: str | None, split: str, limit: int | None
     except Exception as e:
         # `datasets` signals "cannot get it" with many exception types (offline mode,
         # connection errors, unknown names or splits); to the user they mean one thing.
+        if hub_unreachable(e) and not _offline():
+            raise SmfError(f"cannot load {label}: the hub cannot be reached (no connection) and it is not in the local cache; "
+                           "give a local file in the same schema, or download it once where the hub is reachable (later "
+                           "runs may set HF_DATASETS_OFFLINE=1 and read the cache)") from None
         raise SmfError(
             f"cannot load {label} from the Hugging Face hub ({one_line(e)}); "
             "connect to the network with HF_HUB_OFFLINE and HF_DATASETS_OFFLINE unset, "
