@@ -102,3 +102,36 @@ def test_markdown_notes_are_one_fact_per_line_or_bullet(tmp_path):
     assert [f.text for f in read_facts(notes)] == ["The printer password is bluefinch.",
                                                    "Dana Whitlock repaired the coffee machine.",
                                                    "The Eskerby library has four floors."]
+
+
+@pytest.mark.parametrize("content, why", [
+    ('{"prompt": "a", "target": ' + "[" * 100_000 + "]" * 100_000 + "}\n", "line 1: not a row smf wrote"),
+    ('{"prompt": "a", "target": ' + "1" * 5000 + "}\n", "line 1: not a row smf wrote"),
+    ('{"prompt": "a", "target": "b"}\nnot json\n', "line 2: not valid JSON"),
+])
+def test_a_hostile_kept_answers_file_is_one_line(tmp_path, content, why):
+    from smf.names import KEPT_FILE
+    from smf.use.learn.folder import read_kept
+
+    (tmp_path / KEPT_FILE).write_text(content)
+    with pytest.raises(SmfError, match=f"{KEPT_FILE} is damaged \\({why}"):
+        read_kept(tmp_path)
+
+
+def test_a_hostile_protected_rows_file_is_one_line(tmp_path):
+    """Not safetensors, or safetensors holding something other than a layer's row numbers: one line naming it."""
+    import torch
+    from safetensors.torch import save_file
+
+    from smf.names import PROTECTED_FILE
+    from smf.use.learn.folder import read_protected, write_protected
+
+    write_protected(tmp_path, {8: torch.tensor([1, 5])})
+    assert {k: v.tolist() for k, v in read_protected(tmp_path).items()} == {8: [1, 5]}
+    (tmp_path / PROTECTED_FILE).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    with pytest.raises(SmfError, match=f"cannot read .*{PROTECTED_FILE}"):
+        read_protected(tmp_path)
+    for bad in ({"rows.8": torch.ones(2)}, {"weights": torch.tensor([1])}, {"rows.8": torch.ones(2, 2, dtype=torch.long)}):
+        save_file(bad, str(tmp_path / PROTECTED_FILE))
+        with pytest.raises(SmfError, match="is not a layer's list of row numbers"):
+            read_protected(tmp_path)

@@ -24,18 +24,22 @@ from smf.selection import BackgroundConfig
 PRESET_STUDY = "studies/learn-check"
 #: Where `smf learn` differs from the configs' defaults, and why (studies/learn-check): taught one
 #: person's few facts, SGD at lr 1e5 (on zero-initialised values its gradients are tiny; lazy Adam
-#: at lr 1.0, smf train's default, taught less and cost the probes more) for 60 passes of batches of
-#: 16 short examples; background statistics of 16 batches of 8 pydoc sequences, each paragraph
-#: in a chat turn (the offline study's docstrings per sequence did not carry over to sittings).
+#: at lr 1.0, smf train's default, taught less and cost the probes more) for 5 passes over the study
+#: data (8 items a fact) in batches of 16, t = 1000 rows a layer and step (on the validation facts:
+#: 15 of 20 taught, against 8 of 20 with 12 items a fact, 3 passes and t = 300); background statistics
+#: of 16 batches of 8 pydoc sequences, each paragraph in a chat turn (the offline study's docstrings
+#: per sequence did not carry over to sittings).
 LEARN_PRESET: dict[str, dict[str, Any]] = {
-    "train": {"method": "smf", "optimizer": "sgd", "lr": 1e5, "epochs": 60.0, "batch_size": 16, "max_length": 128},
+    "train": {"method": "smf", "optimizer": "sgd", "lr": 1e5, "epochs": 5.0, "batch_size": 16, "max_length": 128,
+              "top_t": 1000},
     "background": {"data": "pydoc", "batches": 16, "batch_size": 8},
 }
 #: The same sitting through LoRA or full finetuning (`smf learn --method`): the same study data, passes and
-#: batches as SMF's, each method's optimizer at the learning rate the learn check chose for it.
+#: batches as SMF's, each method's AdamW at the learning rate the offline sweep chose for it on validation
+#: data (studies/sweep: 40 steps of 16 examples, as a sitting).
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
-    "lora": {"method": "lora", "lr": 1e-3, "epochs": 60.0, "batch_size": 16, "max_length": 128},
-    "full": {"method": "full", "lr": 1e-5, "epochs": 60.0, "batch_size": 16, "max_length": 128},
+    "lora": {"method": "lora", "lr": 1e-3},
+    "full": {"method": "full", "lr": 1e-4},
 }
 LEARN_METHODS = ("smf", "lora", "full")
 #: smf learn's flat names → the nested settings they set
@@ -65,12 +69,13 @@ class LearnConfig(Config):
                                                 f"{QUESTIONS}, chats of questions about the standard library)",
                                            factory=_preset("background", BackgroundConfig))
     show: int = setting(5, "questions whose answers are printed before and after")
-    per_fact: int = setting(12, "study items per fact at most (its questions in other wordings, the statement restated, "
+    per_fact: int = setting(8, "study items per fact at most (its questions in other wordings, the statement restated, "
                                 "the statement with its answer to fill in; smf.use.learn.study), every form in turn; 0: all "
                                 f"({PRESET_STUDY})")
-    study_model: str = setting("self", "who writes more wordings of each question besides the rules: self (the model being "
-                                       "taught), none (the rules only), or a model (hub id or folder); a wording is kept only "
-                                       f"when the writer, shown the fact, answers it right ({PRESET_STUDY})")
+    study_model: str = setting("none", "who writes more wordings of each question besides the rules: none (the rules only), "
+                                       "self (the model being taught) or a model (hub id or folder); a wording is kept only "
+                                       "when the writer, shown the fact, answers it right (not yet measured in the learn check: "
+                                       "it costs a generation and a check per wording)")
     study_wordings: int = setting(2, "wordings the study model writes per question")
     protect: Literal["trained", "reads", "off"] = setting(
         "trained", "what a later sitting spares: reads (what these facts read is added to the background statistics saved "
@@ -131,7 +136,8 @@ class LearnConfig(Config):
                            + (f"; did you mean '{hint}'?" if hint else ""))
         if isinstance(train, Mapping) and "steps" in train and "epochs" not in train:
             nested["train"] = {**train, "epochs": None}  # steps given: they decide, not the preset's passes
-        preset = LEARN_PRESET if method == "smf" else {**LEARN_PRESET, "train": METHOD_PRESETS[method]}
+        shared = {k: v for k, v in LEARN_PRESET["train"].items() if k in ("epochs", "batch_size", "max_length")}
+        preset = LEARN_PRESET if method == "smf" else {**LEARN_PRESET, "train": {**shared, **METHOD_PRESETS[method]}}
         return super().from_dict(merge(preset, nested), where)
 
     def check(self, where: str) -> None:

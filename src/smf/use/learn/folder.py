@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from smf.data.types import TrainExample
 from smf.errors import SmfError
-from smf.io import MAX_JSON_BYTES, read_bytes_bounded, write_text_atomic
+from smf.io import MAX_JSON_BYTES, read_bytes_bounded, reading, write_text_atomic
 from smf.names import KEPT_FILE, PROTECTED_FILE
 
 LEARN_RUN = "learn_run"  # the training run's config, log and summary, inside the model folder
@@ -22,7 +23,15 @@ def read_protected(folder: Path | None) -> dict[int, torch.Tensor]:
     path = Path(folder) / PROTECTED_FILE if folder is not None else None
     if path is None or not path.is_file():
         return {}
-    return {int(name.removeprefix("rows.")): rows for name, rows in load_file(str(path)).items()}
+    fix = "delete it to stop sparing the earlier sittings' rows, or teach from the folder before it"
+    with reading(path, fix):
+        tensors = load_file(str(path))
+    out = {}
+    for name, rows in tensors.items():
+        if not (re.fullmatch(r"rows\.\d{1,4}", name) and rows.dim() == 1 and not rows.is_floating_point()):
+            raise SmfError(f"cannot read {path}: {name!r} is not a layer's list of row numbers; {fix}")
+        out[int(name.removeprefix("rows."))] = rows
+    return out
 
 
 def write_protected(folder: Path, rows: dict[int, torch.Tensor]) -> None:
@@ -53,6 +62,8 @@ def read_kept(folder: Path) -> list[TrainExample]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise damaged(f"line {n}: not valid JSON, {e.msg}") from None
+        except (RecursionError, ValueError) as e:  # nesting too deep, a number too long to read
+            raise damaged(f"line {n}: not a row smf wrote ({type(e).__name__})") from None
         if not (isinstance(row, dict) and isinstance(row.get("prompt"), str) and isinstance(row.get("target"), str)
                 and row["target"]):
             raise damaged(f'line {n}: not a {{"prompt": text, "target": text}} row')
