@@ -129,7 +129,7 @@ def test_learn_config_nests_the_configs_under_one_preset():
     config = LearnConfig()
     preset = LEARN_PRESET["train"]
     assert (config.train.options.optimizer, config.train.lr, config.train.epochs) == (preset["optimizer"], preset["lr"], preset["epochs"])
-XX
+    assert config.train.options.top_t == preset["top_t"]  # smf learn's preset (smf train's default is SmfOptions().top_t)
     assert config.memory == MemoryConfig()
     assert config.background == BackgroundConfig.from_dict(LEARN_PRESET["background"])
     flat = LearnConfig.from_dict({"top_t": 100, "slots": 4096, "seed": 2, "background": "wikitext", "steps": 5})

@@ -1,36 +1,39 @@
-"""A person's check of `smf learn` on the offline default: two sittings of 20 made-up facts.
+"""The learn check: does `smf learn` teach a person's facts as knowledge, and what does it cost?
 
-Sitting 1 teaches tests/fixtures/user_facts/first.jsonl (each fact as one statement and
-one question/answer pair); sitting 2 continues from it with second.jsonl. After each we
-ask, through the chat template as `smf ask` does (greedy, 32 tokens): the taught
-questions, the same facts in a wording never taught (*_heldout.jsonl), the capitals
-probe (60 questions, as in the study) and the world probe (400 questions). An answer counts when the taught answer occurs in
-it (lowercased, punctuation and a leading article dropped).
-Run: .venv/bin/python studies/learn-check/learn_check.py OUT_DIR [KEY=VALUE ...]   (about 15 min on 2 CPU cores)
-KEY=VALUE pairs are `smf learn` settings (LearnConfig), e.g. count=target top_t=100, and
-background=... (`smf learn --background`, e.g. docstring-questions), and replay=N: each sitting's
-facts file also holds N questions about the standard library (docstring_questions("background"))
-with the base model's own chat answers (greedy, cut at the last full sentence), so the training
-also sees the model's own answering style (an experiment, not an `smf learn` option); anchor_rows=N: each
-sitting's facts file also holds N questions per question about made-up subjects (studies/learn-check/anchors.py)
-with the base model's own answers, taught (anchors=N, `smf learn --anchors`, counts them as background instead).
-answers=sentence (today's default) or answers=as-given is `smf learn --answers`; scoring always looks
-for the short answer. Runs recorded before that option existed taught answers as given.
-base_from=FILE takes the base model's answers (probes, and the first sitting's questions where recorded) from an earlier
-learn_check.json or first_sitting.json instead of asking them again; sitting1=DIR starts from a first sitting already taught with the same
-settings (e.g. by first_sitting.py, OUT/sitting1) and teaches the second only.
+For each method (smf, lora, full: `smf learn --method`) and seed, on the offline default model:
+
+1. sitting 1 teaches tests/fixtures/user_facts/first.jsonl (20 facts, each a statement and a question with
+   its answer); we ask the taught questions and the same facts in wordings written by a person and never
+   given (first_heldout.jsonl), and the knowledge probes capitals (60) and world (400), against base;
+2. notes: a sitting given the fixture's statements alone (a person's notes), asked the fixture's questions
+   and the held-out wordings;
+3. sitting 2 teaches second.jsonl on top of sitting 1: its own questions, and how many of sitting 1's
+   answers still come out right (the probes are asked after sitting 1 only).
+
+Answers are asked through the chat template as `smf ask` asks (greedy, 32 tokens) and count when they hold
+the taught answer (lowercased, punctuation and a leading article dropped). Probe changes are in points, ±
+the paired standard error over items (smf.stats).
+
+    python studies/learn-check/learn_check.py OUT [--methods smf,lora,full] [--seeds 0,1,2] [--parts sitting,notes,second]
+    python studies/learn-check/learn_check.py OUT --facts studies/learn-check/validation   # choose settings here
+
+writes OUT/<method>-seed<k>.json per run and OUT/learn_check.json (all runs); `markdown(record, level)` renders
+the page's block from results/learn_check.json (scripts/publish_results.py). Settings are chosen on the
+validation facts in studies/learn-check/validation/ (made up for that), never on the fixture's held-out
+wordings or the probes.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import string
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FACTS = ROOT / "tests" / "fixtures" / "user_facts"
+FIXTURE = ROOT / "tests" / "fixtures" / "user_facts"
+PARTS = ("sitting", "notes", "second")
 
 
 def norm(text: str) -> str:
@@ -38,120 +41,180 @@ def norm(text: str) -> str:
     return " ".join(re.sub(r"^(the|a|an) ", "", text.strip()).split())
 
 
-def score(model, tokenizer, path: Path) -> tuple[int, int, list[dict]]:
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def score(model, tokenizer, path: Path) -> dict:
     from smf.use.chat import answer
 
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "question" in r]
     out = []
-    for r in rows:
+    for r in (r for r in _rows(path) if "question" in r):
         said = answer(model, tokenizer, [{"role": "user", "content": r["question"]}], max_new_tokens=32)
         out.append({"question": r["question"], "answer": r["answer"], "said": said, "correct": norm(r["answer"]) in norm(said)})
-    return sum(o["correct"] for o in out), len(out), out
+    return {"right": sum(o["correct"] for o in out), "of": len(out), "answers": out}
 
 
 def probes(model, tokenizer) -> dict:
-    """The knowledge probes' accuracies and per-item records (for the paired standard error)."""
     from smf.evaluate import evaluate
 
     tasks = evaluate(model, tokenizer, ["capitals", "world"], progress=False)["tasks"]
-    return {name: tasks[name]["headline"]["value"] for name in tasks} | {"records": {n: t["records"] for n, t in tasks.items()}}
+    return {n: {"value": t["headline"]["value"], "records": t["records"]} for n, t in tasks.items()}
 
 
-def changes(now: dict, base: dict) -> dict:
+def change(now: dict, base: dict) -> dict:
     """Each probe's change from base in points, with its paired standard error over items."""
     from smf.stats import paired_stderr
 
-    return {n: [100 * (now[n] - base[n]), paired_stderr(now["records"][n], base["records"][n])] for n in base["records"]}  # points
+    return {n: [100 * (now[n]["value"] - base[n]["value"]), paired_stderr(now[n]["records"], base[n]["records"])] for n in base}
 
 
-def recorded_base(path: Path) -> dict:
-    """The base model's probe accuracies and records (and, from a learn_check.json, its answers to the first sitting's
-    questions) as an earlier run recorded them: greedy answers, the same on one machine."""
-    base = json.loads(Path(path).read_text())["base"]
-    if "records" not in base:
-        raise SystemExit(f"{path}: no base probe records in it (written before they were kept); drop base_from")
-    return {n: base[n] for n in base["records"]} | {k: base[k] for k in ("records", "first_taught") if k in base}
-
-
-def own_answers(model, tokenizer, n: int) -> list[dict]:
-    """n questions about the standard library with the model's own chat answers, cut at a sentence's end."""
-    from anchors import own_answer
-    from smf.data.docstrings import docstring_questions
-
-    pairs = docstring_questions("background")
-    return [{"question": q, "answer": own_answer(model, tokenizer, q, max_new_tokens=64)} for q, _ in pairs[:: max(1, len(pairs) // n)][:n]]
-
-
-def with_rows(path: Path, rows: list[dict], out: Path) -> Path:
-    out.write_text(path.read_text() + "".join(json.dumps(r) + "\n" for r in rows))
+def notes_file(facts: Path, out: Path) -> Path:
+    out.write_text("".join(r["text"] + "\n" for r in _rows(facts) if "text" in r))
     return out
 
 
-def main(folder: Path, settings: dict) -> None:
-    import yaml
+def run(folder: Path, method: str, seed: int, parts: tuple[str, ...], facts: Path, base: dict, with_probes: bool) -> dict:
+    import time
 
     from smf.models import load_model
     from smf.use.learn import LearnConfig, learn
 
-    background = settings.get("background", "pydoc")  # a LearnConfig shortcut: stays in settings
-    replay = int(settings.pop("replay", 0))
-    n_anchors = int(settings.pop("anchor_rows", 0))
-    base_from = settings.pop("base_from", None)
-    taught_first = settings.pop("sitting1", None)
-    config = LearnConfig.from_dict({k: yaml.safe_load(v) for k, v in settings.items()}, where="settings")
+    config = LearnConfig.from_dict({"method": method, "seed": seed}, where="learn check")
+    record: dict = {"method": method, "seed": seed, "settings": config.to_dict()}
+    first, heldout = facts / "first.jsonl", facts / "first_heldout.jsonl"
+    sitting1 = folder / f"{method}-seed{seed}-sitting1"
+    if "sitting" in parts or "second" in parts:
+        start = time.perf_counter()
+        log = learn(first, sitting1, config=config, progress=False, study_out=folder / f"{method}-seed{seed}-study.jsonl",
+                    say=lambda line: None)
+        model, tokenizer = load_model(sitting1)
+        record["sitting"] = {"taught": score(model, tokenizer, first), "heldout": score(model, tokenizer, heldout),
+                             "seconds": log["seconds"], "steps": log["steps"], "items": log["items"],
+                             "wall_seconds": time.perf_counter() - start}
+        if with_probes:
+            now = probes(model, tokenizer)
+            record["sitting"]["probes"] = {n: p["value"] for n, p in now.items()}
+            record["sitting"]["change"] = change(now, base)
+    if "notes" in parts:
+        notes = notes_file(first, folder / "notes.txt")
+        out = folder / f"{method}-seed{seed}-notes"
+        log = learn(notes, out, config=config, progress=False, say=lambda line: None)
+        model, tokenizer = load_model(out)
+        record["notes"] = {"taught": score(model, tokenizer, first), "heldout": score(model, tokenizer, heldout),
+                           "seconds": log["seconds"], "steps": log["steps"], "items": log["items"]}
+    if "second" in parts and (facts / "second.jsonl").is_file():
+        out = folder / f"{method}-seed{seed}-sitting2"
+        log = learn(facts / "second.jsonl", out, model=str(sitting1), config=config, progress=False, say=lambda line: None)
+        model, tokenizer = load_model(out)
+        kept = score(model, tokenizer, first)
+        right_before = {a["question"] for a in record["sitting"]["taught"]["answers"] if a["correct"]}
+        record["second"] = {"taught": score(model, tokenizer, facts / "second.jsonl"),
+                            "heldout": score(model, tokenizer, facts / "second_heldout.jsonl"),
+                            "first_kept": [sum(a["correct"] for a in kept["answers"] if a["question"] in right_before),
+                                           len(right_before)],
+                            "seconds": log["seconds"], "steps": log["steps"]}
+    return record
 
-    folder.mkdir(parents=True, exist_ok=True)
-    report: dict = {}
-    base, tokenizer = load_model()
-    base_probes = recorded_base(base_from) if base_from else probes(base, tokenizer)
-    own = own_answers(base, tokenizer, replay) if replay else []
-    anchored = {}
-    if n_anchors:
-        from anchors import anchor_rows
 
-        anchored = {name: anchor_rows(base, tokenizer, FACTS / f"{name}.jsonl", n_anchors) for name in ("first", "second")}
-    extra = {name: own + anchored.get(name, []) for name in ("first", "second")}
-    first = with_rows(FACTS / "first.jsonl", extra["first"], folder / "first_taught.jsonl") if extra["first"] else FACTS / "first.jsonl"
-    second = with_rows(FACTS / "second.jsonl", extra["second"], folder / "second_taught.jsonl") if extra["second"] else FACTS / "second.jsonl"
-    report["base"] = {**base_probes,
-                      "first_taught": base_probes.get("first_taught") or score(base, tokenizer, FACTS / "first.jsonl")[:2]}
-    sitting1 = Path(taught_first) if taught_first else folder / "sitting1"
-    if not taught_first:
-        learn(first, sitting1, config=config, progress=False)
-    one, _ = load_model(sitting1)
-    t1 = score(one, tokenizer, FACTS / "first.jsonl")
-    h1 = score(one, tokenizer, FACTS / "first_heldout.jsonl")
-    p1 = probes(one, tokenizer)
-    report["sitting1"] = {"taught": t1[:2], "heldout": h1[:2], **p1, "change": changes(p1, base_probes), "answers": t1[2] + h1[2]}
-    learn(second, folder / "sitting2", model=str(sitting1), config=config, progress=False)
-    two, _ = load_model(folder / "sitting2")
-    t2 = score(two, tokenizer, FACTS / "second.jsonl")
-    kept = score(two, tokenizer, FACTS / "first.jsonl")
-    right_before = {a["question"] for a in t1[2] if a["correct"]}
-    still = sum(a["correct"] for a in kept[2] if a["question"] in right_before)
-    p2 = probes(two, tokenizer)
-    h2 = score(two, tokenizer, FACTS / "second_heldout.jsonl")
-    report["sitting2"] = {"taught": t2[:2], "first_still_right": [still, len(right_before)], "heldout": h2[:2], **p2,
-                          "change": changes(p2, base_probes), "answers": t2[2] + h2[2], "first_answers": kept[2]}
-    report["settings"] = config.to_dict() | {"background": background, "replay": replay, "anchor_rows": n_anchors,
-                                             "sitting1": taught_first}
-    report["replayed"] = own
-    report["anchor_rows"] = anchored
-    (folder / "learn_check.json").write_text(json.dumps(report, indent=2) + "\n")
-    b, s1, s2 = report["base"], report["sitting1"], report["sitting2"]
-    def probe(s: dict, name: str) -> str:
-        return f"{100 * s[name]:.1f}" + (f" ({s['change'][name][0]:+.1f} ± {s['change'][name][1]:.1f})" if "change" in s else "")
+def main() -> None:
+    from smf.io import write_json_atomic
+    from smf.models import load_model
 
-    print("| model | taught questions | new wording | first sitting's facts still right | capitals | world |")
-    print("|---|---|---|---|---|---|")
-    print(f"| base | {b['first_taught'][0]}/20 (first sitting's) | – | – | {probe(b, 'capitals')} | {probe(b, 'world')} |")
-    print(f"| after sitting 1 | {s1['taught'][0]}/20 | {s1['heldout'][0]}/20 | – | {probe(s1, 'capitals')} | {probe(s1, 'world')} |")
-    print(f"| after sitting 2 | {s2['taught'][0]}/20 | {s2['heldout'][0]}/20 | {s2['first_still_right'][0]}/{s2['first_still_right'][1]} | "
-          f"{probe(s2, 'capitals')} | {probe(s2, 'world')} |")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--methods", default="smf,lora,full")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--parts", default=",".join(PARTS))
+    parser.add_argument("--facts", type=Path, default=FIXTURE, help="a folder with first.jsonl and first_heldout.jsonl "
+                                                                     "(and second*.jsonl)")
+    parser.add_argument("--no-probes", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 keeps a run steady beside other work)")
+    args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    parts = tuple(args.parts.split(","))
+    base_file = args.out / "base.json"
+    base = None
+    if not args.no_probes:
+        if base_file.is_file():
+            base = json.loads(base_file.read_text())
+        else:
+            model, tokenizer = load_model()
+            base = probes(model, tokenizer)
+            write_json_atomic(base_file, base)
+    for method in args.methods.split(","):
+        for seed in map(int, args.seeds.split(",")):
+            path = args.out / f"{method}-seed{seed}.json"
+            if path.is_file():
+                continue
+            record = run(args.out, method, seed, parts, args.facts, base, not args.no_probes)
+            write_json_atomic(path, record)
+            print(summary_line(record), flush=True)
+    runs = [json.loads(p.read_text()) for p in sorted(args.out.glob("*-seed*.json"))]
+    write_json_atomic(args.out / "learn_check.json", {"base": {n: b["value"] for n, b in base.items()} if base else None,
+                                                      "runs": [_slim(r) for r in runs]})
+
+
+def _slim(record: dict) -> dict:
+    """A run's record without the probes' per-item records (the answers to the facts stay)."""
+    return record
+
+
+def summary_line(r: dict) -> str:
+    bits = [f"{r['method']} seed {r['seed']}"]
+    for part in PARTS:
+        if part in r:
+            p = r[part]
+            bits.append(f"{part}: taught {p['taught']['right']}/{p['taught']['of']} heldout {p['heldout']['right']}/{p['heldout']['of']}"
+                        + (f" kept {p['first_kept'][0]}/{p['first_kept'][1]}" if "first_kept" in p else "")
+                        + "".join(f" {n} {c[0]:+.1f}±{c[1]:.1f}" for n, c in p.get("change", {}).items())
+                        + f" ({sum(p['seconds'].values()):.0f} s)")
+    return "; ".join(bits)
+
+
+def markdown(record: dict, level: int = 2) -> str:
+    """The learn check's table: per method, mean over seeds of each count, and the probes' change from base."""
+    runs = record["runs"]
+    order = ("smf", "lora", "full")
+    methods = sorted(dict.fromkeys(r["method"] for r in runs), key=lambda m: order.index(m) if m in order else len(order))
+    lines = ["| method | seeds | taught (sitting 1) | held-out wording | notes only: asked | notes only: held-out | "
+             "second sitting kept | capitals (pts) | world (pts) | sitting (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def mean(values: list[float]) -> str:
+        if not values:
+            return "–"
+        return f"{values[0]:g}" if len(values) == 1 else f"{sum(values) / len(values):.1f}"
+
+    for m in methods:
+        mine = [r for r in runs if r["method"] == m]
+
+        def counts(part: str, key: str) -> str:
+            got = [r[part][key]["right"] for r in mine if part in r]
+            return f"{mean(got)}/{mine[0][part][key]['of']}" if got else "–"
+
+        kept = [r["second"]["first_kept"] for r in mine if "second" in r]
+        kept_s = f"{sum(k[0] for k in kept)}/{sum(k[1] for k in kept)}" if kept else "–"
+        probe = {}
+        for name in ("capitals", "world"):
+            changes = [r["sitting"]["change"][name] for r in mine if "change" in r.get("sitting", {})]
+            probe[name] = (f"{sum(c[0] for c in changes) / len(changes):+.1f} ± {max(c[1] for c in changes):.1f}"
+                           if changes else "–")
+        secs = [round(sum(r["sitting"]["seconds"].values())) for r in mine if "sitting" in r]
+        lines.append(f"| {m} | {len(mine)} | {counts('sitting', 'taught')} | {counts('sitting', 'heldout')} | "
+                     f"{counts('notes', 'taught')} | {counts('notes', 'heldout')} | {kept_s} | {probe['capitals']} | "
+                     f"{probe['world']} | {mean(secs)} |")
+    base = record.get("base") or {}
+    if base:
+        lines.append("")
+        lines.append("Base: " + ", ".join(f"{n} {100 * v:.1f} %" for n, v in base.items()) + "; counts are of 20 questions "
+                     "(a mean where several seeds ran); probe changes in points ± the paired standard error (the largest "
+                     "over seeds).")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        raise SystemExit("usage: learn_check.py OUT_DIR [KEY=VALUE ...]")
-    main(Path(sys.argv[1]), dict(arg.split("=", 1) for arg in sys.argv[2:]))
+    main()

@@ -124,9 +124,7 @@ def test_published_report_is_what_results_json_renders(page, name, level):
         f"{folder.relative_to(ROOT)}/report.md differs from what its results.json renders to"
 
 
-@pytest.mark.parametrize("study", [
-    pytest.param(s, marks=pytest.mark.xfail(strict=True, reason="issue 46 rewrites the learn check"))
-    if s.name == "learn-check" else s for s in STUDIES], ids=[s.name for s in STUDIES])
+@pytest.mark.parametrize("study", STUDIES, ids=[s.name for s in STUDIES])
 def test_every_study_page_has_its_block(study):
     """Every study page shows its results in a generated block, rendered from the study's record:
     a `smf compare` study's results.json, or a study script's own JSON (heal, published)."""

@@ -327,39 +327,46 @@ def test_learn_protect_counts_the_facts_reads_into_the_background(tiny_folder, t
     from safetensors.torch import load_file
 
     from smf.names import PROTECTED_FILE
-    from smf.use.learn import read_facts
-    from smf.use.learn.examples import answered_by_statements, examples
+    from smf.use.learn.examples import examples
+    from smf.use.learn.study import read_input
 
     facts = _facts(tmp_path, FACTS)
-    common = ["--data", str(facts), "--slots", "65536", "--steps", "2", "--batch-size", "2", "--max-length", "48", "--top-t", "8"]
+    common = ["--data", str(facts), "--slots", "65536", "--steps", "2", "--batch-size", "2", "--max-length", "48", "--top-t", "8",
+              "--anchors", "0"]  # the anchors' reads move with the trained rows below them; tests/use/test_anchors.py checks them
     for mode in ("off", "reads", "trained"):
-        assert main(["learn", *common, "--model", str(tiny_folder), "--out", str(tmp_path / mode), "--protect", mode]) == 0
+        assert main(["learn", *common, "--model", str(tiny_folder), "--out", str(tmp_path / mode), "--protect", mode,
+                     "--study-out", str(tmp_path / f"{mode}.jsonl")]) == 0
         out = capsys.readouterr().out
-        assert ("the background statistics now count what your facts read (18 documents)" in out) == (mode != "off")
+        items = read_input(tmp_path / f"{mode}.jsonl")[1]  # what the sitting taught: one document each
+        assert (f"the background statistics now count what your facts read ({16 + len(items)} documents)" in out) == (mode != "off")
         assert ("trained rows will not be chosen again" in out) == (mode == "trained")
     plain, reads, trained = (BackgroundStats.load(tmp_path / m) for m in ("off", "reads", "trained"))
-    taught = examples(answered_by_statements(read_facts(facts)), load_tokenizer(tiny_folder))
+    taught = examples([i.as_fact() for i in items], load_tokenizer(tiny_folder))
     tokens = sum(len(e.ids) for e in encode_examples(taught, load_tokenizer(tiny_folder), 48))
-    assert plain.batches == 16 and reads.batches == trained.batches == 16 + len(taught) == 18
+    documents = 16 + len(taught)
+    assert plain.batches == 16 and reads.batches == trained.batches == documents
     base = memory_layers(load_retrofitted(tmp_path / "off"))  # the same training in all three folders
     for layer in plain.df:
         added = reads.df[layer] - plain.df[layer]
         assert added.min() >= 0 and added.max() <= len(taught) and added.sum() > 0
         assert int((reads.counts[layer] - plain.counts[layer]).sum()) == tokens * 4 * 16  # heads × top-k reads a token
         changed = base[layer].values.detach().abs().sum(-1) > 0  # the values start at zero
-        assert changed.sum() > 0 and torch.equal(trained.df[layer][changed], torch.full((int(changed.sum()),), 18))
+        assert changed.sum() > 0 and torch.equal(trained.df[layer][changed], torch.full((int(changed.sum()),), documents))
         assert torch.equal(trained.df[layer][~changed], reads.df[layer][~changed])
 
-    # The same facts taught again: from the unprotected folder the same rows train (the control), from the
-    # protected one others do, and the first sitting's rows stay exactly as they were.
+    # The same facts taught again: from the unprotected folder the same rows train again (the control: at the
+    # lowest memory layer, whose reads the first sitting's values do not move; above it they read other rows),
+    # from the protected one others do, and the first sitting's rows stay exactly as they were at every layer.
     for start, spared in (("off", False), ("trained", True)):
         assert main(["learn", *common, "--model", str(tmp_path / start), "--out", str(tmp_path / f"again_{start}")]) == 0
         after = memory_layers(load_retrofitted(tmp_path / f"again_{start}"))
         assert (tmp_path / f"again_{start}" / PROTECTED_FILE).is_file()  # the default protects the trained rows
+        kept = []
         for layer, memory in base.items():
             first = memory.values.detach().abs().sum(-1) > 0
-            assert torch.equal(after[layer].values.detach()[first], memory.values.detach()[first]) == spared
+            kept.append(torch.equal(after[layer].values.detach()[first], memory.values.detach()[first]))
             assert not torch.equal(after[layer].values.detach(), memory.values.detach())  # the second sitting trained
+        assert all(kept) if spared else not kept[0], kept
     third = tmp_path / "third"
     (tmp_path / "more").mkdir()
     more = _facts(tmp_path / "more", [{"question": "Who repaired the Zorvex lighthouse?", "answer": "Ilse Varga"},
