@@ -31,7 +31,27 @@ def pytest_configure(config):
 
 # The offline default model's tokenizer files, committed so that fast tests need no GGUF
 # conversion; test_fixture_tokenizer.py (slow) checks they are what load_tokenizer() gives.
-TOKENIZER = Path(__file__).parent / "fixtures" / "tokenizer"
+def _unpacked_tokenizer() -> Path:
+    """The committed tokenizer (tests/fixtures/tokenizer, tokenizer.json stored gzipped: its vocabulary is
+    49,152 words of text a scan of the repository would read as prose) as a folder transformers reads, made
+    once per process in a temporary folder removed at exit."""
+    import atexit
+    import gzip
+    import shutil
+    import tempfile
+
+    packed = Path(__file__).parent / "fixtures" / "tokenizer"
+    folder = Path(tempfile.mkdtemp(prefix="smf-test-tokenizer-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    for file in packed.iterdir():
+        if file.name.endswith(".gz"):
+            (folder / file.name.removesuffix(".gz")).write_bytes(gzip.decompress(file.read_bytes()))
+        else:
+            shutil.copy2(file, folder / file.name)
+    return folder
+
+
+TOKENIZER = _unpacked_tokenizer()
 
 
 def load_test_tokenizer():

@@ -1,4 +1,4 @@
-"""The committed tokenizer (tests/fixtures/tokenizer, the `tokenizer` fixture of the fast tests)
+"""The committed tokenizer (tests/fixtures/tokenizer, tokenizer.json gzipped; the `tokenizer` fixture of the fast tests)
 is the offline default model's: the same vocabulary, merges and special tokens, the same ids and
 the same chat template as `load_tokenizer()` gives after converting the GGUF file."""
 
