@@ -67,10 +67,12 @@ def text_chunks(texts: list[str], tokenizer, length: int) -> list[Encoded]:
     return chunks
 
 
-def document_sequences(texts: list[str], tokenizer, length: int) -> list[Encoded]:
+def document_sequences(texts: list[str], tokenizer, length: int, min_tokens: int = 1) -> list[Encoded]:
     """Each document its own sequence from its first token (tokenized as a prompt is), cut at `length` tokens:
-    how a chat is read when the model is used, where `text_chunks` puts documents mid-sequence."""
-    return [Encoded(ids[:length], 0) for ids in (tokenizer(t).input_ids for t in texts) if ids]
+    how a chat is read when the model is used, where `text_chunks` puts documents mid-sequence. A sequence of
+    fewer than `min_tokens` tokens (after the cut) is left out (the SMF-on-Qwen study drops those of one token,
+    min_tokens 2: they predict nothing)."""
+    return [Encoded(ids[:length], 0) for ids in (tokenizer(t).input_ids for t in texts) if len(ids[:length]) >= max(min_tokens, 1)]
 
 
 def step_indices(n: int, step: int, batch_size: int, seed: int) -> list[int]:

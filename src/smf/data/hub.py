@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from smf.data.rows import one_line, read_rows_file
-from smf.data.templates import LETTERS, letter_prompt, plain_prompt
+from smf.config import closest
+from smf.data.templates import TRAIN_TEMPLATES, plain_prompt
 from smf.data.types import Document, MCQItem, QAItem, TrainExample
 from smf.errors import SmfError, hub_unreachable
 
@@ -153,6 +154,38 @@ def _medmcqa_item(row: Mapping, source: str, n: int) -> MCQItem:
     )
 
 
+def sample_rows(rows: Sequence, n: int | None, seed: int) -> list:
+    """The SMF-on-Qwen study's per-seed sample of `n` rows: all of them in file order when `n` is None, <= 0 or
+    at least their number (the seed is then ignored); else the rows `numpy.random.default_rng(seed).permutation`
+    puts first, in that order (what `datasets.Dataset.shuffle(seed).select(range(n))` draws)."""
+    rows = list(rows)
+    if n is None or n <= 0 or n >= len(rows):
+        return rows
+    import numpy as np  # a dependency of torch; only a sample needs it
+
+    return [rows[int(i)] for i in np.random.default_rng(seed).permutation(len(rows))[:n]]
+
+
+def check_seed(seed: Any, where: str) -> None:
+    """A data seed is an integer >= 0; "run" (the run's seed) only where a study puts the seed in (`for_seed`)."""
+    if seed == "run":
+        raise SmfError(f"{where}: seed: run stands for each run's seed, which only a study's data, heal.data and "
+                       "background.data have; give an integer seed here")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise SmfError(f"{where}: seed must be an integer >= 0 (or run, in a study), got {seed!r}")
+
+
+def _medmcqa_choice_type(rows: Sequence[Mapping], choice_type: str | None, label: str) -> list:
+    if choice_type is None:
+        return list(rows)
+    if choice_type not in CHOICE_TYPES:
+        raise SmfError(f"medmcqa: choice_type must be single, multi or null, got {choice_type!r}")
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, MCQItem):
+            _require(row, ("choice_type",), label, n)
+    return [row for row in rows if not isinstance(row, MCQItem) and row["choice_type"] == choice_type]
+
+
 def medmcqa_train_examples(
     data: Sequence[MCQItem | Mapping] | None = None,
     *,
@@ -160,30 +193,51 @@ def medmcqa_train_examples(
     split: str = "train",
     limit: int | None = None,
     explanation: bool = True,
+    template: str = "lm-eval",
+    choice_type: str | None = None,
+    sample: int | None = None,
+    seed: int = 0,
 ) -> list[TrainExample]:
-    """Training examples from MedMCQA rows (or MCQItems): the loss sits on the answer.
+    """Training examples from MedMCQA rows (or MCQItems).
 
     data: rows or items; None loads `split` from `source` (a local file; None = the
-    hub). `source` also names the rows in error messages. `limit` keeps the first rows.
-    prompt: lm-eval's MedMCQA prompt (`smf.data.templates.letter_prompt`), ending in "Answer:".
-    target: " {letter}. {correct option}", so the first target token is the letter
-    lm-eval scores; then, for rows whose `exp` is non-empty and `explanation` is True,
-    "\\nExplanation: {exp}". MCQItems carry no explanation.
+    hub). `source` also names the rows in error messages.
+    Rows, in this order: `choice_type` ("single" or "multi") keeps the rows of that type;
+    `sample` draws the study's per-seed sample with `seed` (`sample_rows`); `limit` keeps
+    the first rows of what is left.
+    template (`smf.data.templates.TRAIN_TEMPLATES`): "lm-eval", lm-eval's MedMCQA prompt
+    (`letter_prompt`, ending in "Answer:") with the target " {letter}. {correct option}", so
+    the first target token is the letter lm-eval scores; "published", the SMF-on-Qwen study's
+    training text ("Medical exam question:" ... "Answer: B. option"), all of it the target.
+    Either way, for rows whose `exp` is non-empty and `explanation` is True, then
+    "\nExplanation: {exp stripped}". MCQItems carry no explanation.
     """
     _check_limit(limit)
+    check_seed(seed, "medmcqa")
+    make = train_template(template)
     label = str(source) if source is not None else "rows"
     if data is None:
-        data = load_rows(source, hub_path=MEDMCQA_HUB, hub_name=None, split=split, limit=limit)
+        whole = choice_type is not None or sample is not None  # filter and draw from every row
+        data = load_rows(source, hub_path=MEDMCQA_HUB, hub_name=None, split=split, limit=None if whole else limit)
         label = str(source) if source is not None else _hub_label(MEDMCQA_HUB, None, split)
+    data = sample_rows(_medmcqa_choice_type(data, choice_type, label), sample, seed)
     examples = []
     for n, entry in enumerate(data[:limit] if limit is not None else data, 1):
         item = entry if isinstance(entry, MCQItem) else _medmcqa_item(entry, label, n)
-        target = f" {LETTERS[item.answer]}. {item.choices[item.answer]}"
-        exp = None if isinstance(entry, MCQItem) else entry.get("exp")
-        if explanation and isinstance(exp, str) and exp.strip():
-            target += f"\nExplanation: {exp.strip()}"
-        examples.append(TrainExample(prompt=letter_prompt(item), target=target))
+        exp = None if isinstance(entry, MCQItem) or not explanation else entry.get("exp")
+        examples.append(make(item, exp if isinstance(exp, str) else None))
     return examples
+
+
+CHOICE_TYPES = ("single", "multi")
+
+
+def train_template(name: Any, where: str = "medmcqa") -> Any:
+    if name not in TRAIN_TEMPLATES:
+        close = closest(str(name), TRAIN_TEMPLATES)
+        hint = f" (did you mean '{close}'?)" if close else ""
+        raise SmfError(f"{where}: unknown template {str(name)[:80]!r}{hint}; choose one of {', '.join(TRAIN_TEMPLATES)}")
+    return TRAIN_TEMPLATES[name]
 
 
 def load_medmcqa(
@@ -392,32 +446,81 @@ def load_wikitext_lines(
 # ------------------------------------------------------------------------ OASST1
 
 
-def load_oasst1(
-    source: str | Path | None = None, split: str = "train", limit: int | None = None, lang: str | None = None,
-    seed: int | None = None,
-) -> list[str]:
-    """Message texts of OpenAssistant/oasst1 (one row per message: message_id, role, text, lang, ...).
+OASST1_ROLES = ("prompter", "assistant")
 
-    The published study trains its heal stage and counts its background on the `text` of
-    sampled rows: `seed` shuffles the rows (None keeps their order) before `limit` takes
-    the first ones; `lang` keeps one language (e.g. "en"; None keeps all).
+
+def check_oasst1_options(where: str, *, lang: Any = None, role: Any = None, rank: Any = None, min_chars: Any = None,
+                         sample: Any = None, seed: Any = None, **_: Any) -> None:
+    """Refuse OASST1 filter values that no message can have (one line naming the fix)."""
+    if lang is not None and (not isinstance(lang, str) or not lang.strip()):
+        raise SmfError(f"{where}: lang must be a language code such as en (or null for every language), got {lang!r}")
+    if role is not None and role not in OASST1_ROLES:
+        close = closest(str(role), OASST1_ROLES)
+        hint = f" (did you mean '{close}'?)" if close else ""
+        raise SmfError(f"{where}: role {str(role)[:40]!r} is no OASST1 role{hint}; choose prompter or assistant (or null for both)")
+    ranks = rank if isinstance(rank, list) else [rank] if rank is not None else []
+    if (isinstance(rank, list) and not rank) or any(isinstance(r, bool) or not isinstance(r, int) or r < 0 for r in ranks):
+        raise SmfError(f"{where}: rank must be a rank >= 0 or a list of them (the study keeps [0, 1]; null keeps every "
+                       f"message), got {rank!r}")
+    for name, value in (("min_chars", min_chars), ("sample", sample)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise SmfError(f"{where}: {name} must be an integer >= 0 (or null), got {value!r}")
+    if seed is not None:
+        check_seed(seed, where)
+
+
+def oasst1_rows(
+    source: str | Path | None = None, split: str = "train", limit: int | None = None, lang: str | None = None,
+    seed: int | None = None, role: str | None = None, rank: int | list[int] | None = None, min_chars: int | None = None,
+    sample: int | None = None,
+) -> list[dict]:
+    """The OpenAssistant/oasst1 rows (one row per message) that the filters keep, in the order they are used.
+
+    Filters: `lang` (e.g. "en"), `role` ("prompter" or "assistant"), `rank` (a rank or a list of them: a message
+    without a rank is kept only when rank is null) and `min_chars` (the length of the raw text in code points,
+    spaces included); nothing else is consulted (deleted, synthetic and review fields neither). Then `sample`
+    draws the SMF-on-Qwen study's per-seed sample with `seed` (`sample_rows`: at least as many as are left
+    keeps them all in file order); without `sample`, `seed` shuffles the rows (None keeps their order). Then
+    `limit` keeps the first. Whitespace-only texts are left out. A filter that leaves no message is refused.
     """
     _check_limit(limit)
     label = str(source) if source is not None else _hub_label(OASST1_HUB, None, split)
+    check_oasst1_options(label, lang=lang, role=role, rank=rank, min_chars=min_chars, sample=sample, seed=seed)
     rows = load_rows(source, hub_path=OASST1_HUB, hub_name=None, split=split)
     for n, row in enumerate(rows, 1):
         _require(row, ("message_id", "role", "text"), label, n)
         _text(row, "text", label, n)
-    if lang is not None:
-        rows = [row for row in rows if row.get("lang") == lang]
-    if seed is not None:
-        rows = list(rows)
-        random.Random(seed).shuffle(rows)
-    texts = [row["text"] for row in rows if row["text"].strip()]
-    texts = texts[:limit] if limit is not None else texts
-    if not texts:
-        raise SmfError(f"{label}: no OASST1 messages left (lang={lang!r}); check the file or the lang option")
-    return texts
+    ranks = None if rank is None else set(rank if isinstance(rank, list) else [rank])
+    kept = [row for row in rows
+            if (lang is None or row.get("lang") == lang) and (role is None or row["role"] == role)
+            and (ranks is None or (row.get("rank") in ranks and row.get("rank") is not None))
+            and (min_chars is None or len(row["text"]) >= min_chars)]
+    if sample is not None:
+        kept = sample_rows(kept, sample, 0 if seed is None else seed)
+    elif seed is not None:
+        random.Random(seed).shuffle(kept)
+    kept = [row for row in kept if row["text"].strip()]
+    kept = kept[:limit] if limit is not None else kept
+    if not kept:
+        chosen = ", ".join(f"{k}={v!r}" for k, v in (("lang", lang), ("role", role), ("rank", rank), ("min_chars", min_chars))
+                           if v is not None) or "none"
+        raise SmfError(f"{label}: no OASST1 message of {len(rows)} is left by the filters ({chosen}); loosen them, or check "
+                       "the file")
+    return kept
+
+
+def load_oasst1(
+    source: str | Path | None = None, split: str = "train", limit: int | None = None, lang: str | None = None,
+    seed: int | None = None, role: str | None = None, rank: int | list[int] | None = None, min_chars: int | None = None,
+    sample: int | None = None,
+) -> list[str]:
+    """Message texts of OpenAssistant/oasst1 (one row per message: message_id, role, text, lang, ...): the
+    `text` of `oasst1_rows`, filtered, sampled or shuffled, and cut as it says.
+
+    The published study heals on, and counts its background over, English assistant messages of rank 0 or
+    1 and at least 50 characters: lang: en, role: assistant, rank: [0, 1], min_chars: 50, sample: N.
+    """
+    return [row["text"] for row in oasst1_rows(source, split, limit, lang, seed, role, rank, min_chars, sample)]
 
 
 # ----------------------------------------------------------------------- NQ-open

@@ -29,7 +29,12 @@ from smf.data.hub import (
     TRIVIAQA_HUB,
     load_medmcqa,
     load_nq_open,
+    CHOICE_TYPES,
+    train_template,
+    check_oasst1_options,
+    check_seed,
     load_oasst1,
+    oasst1_rows,
     load_triviaqa,
     load_wikitext,
     load_wikitext_lines,
@@ -50,6 +55,9 @@ class Form:
     options: Mapping[str, Any] = field(default_factory=dict)
     kind: str | None = None  # eval forms: "mcq" | "qa" | "perplexity"
     scoring: Mapping[str, Any] = field(default_factory=dict)  # eval forms: scorer option defaults
+    #: check(where, **options): refuse option values that cannot work (an unknown template, a filter that leaves
+    #: nothing), at config load, before any model work; `smf.data.sources.check_source` calls it
+    check: Callable[..., None] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,8 +128,23 @@ def _facts_eval(split: str, form: str) -> Callable[..., list]:
     return load
 
 
-def _medmcqa_train(limit=None, source=None, split="train", explanation=True):
-    return medmcqa_train_examples(source=source, split=split, limit=limit, explanation=explanation)
+MEDMCQA_TRAIN = {"source": None, "split": "train", "explanation": True, "template": "lm-eval", "choice_type": None,
+                 "sample": None, "seed": 0}
+
+
+def _medmcqa_train(limit=None, source=None, split="train", explanation=True, template="lm-eval", choice_type=None,
+                   sample=None, seed=0):
+    return medmcqa_train_examples(source=source, split=split, limit=limit, explanation=explanation, template=template,
+                                  choice_type=choice_type, sample=sample, seed=seed)
+
+
+def _check_medmcqa_train(where, template="lm-eval", choice_type=None, sample=None, seed=0, **_):
+    train_template(template, where)
+    if choice_type is not None and choice_type not in CHOICE_TYPES:
+        raise SmfError(f"{where}: choice_type must be single, multi or null, got {str(choice_type)[:40]!r}")
+    if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int) or sample < 0):
+        raise SmfError(f"{where}: sample must be an integer >= 0 (or null), got {sample!r}")
+    check_seed(seed, where)
 
 
 def _triviaqa_facts_train(limit=None, source=None, split="train", form="statement"):
@@ -144,7 +167,18 @@ def _wikitext_lines_eval(limit=None, source=None, split="test", version="wikitex
     return load_wikitext_lines(source=source, split=split, version=version, limit=limit)
 
 
-OASST1 = {"source": None, "split": "train", "lang": None, "seed": None}
+OASST1 = {"source": None, "split": "train", "lang": None, "seed": None, "role": None, "rank": None, "min_chars": None,
+          "sample": None}
+
+
+def _check_oasst1(where, source=None, **options):
+    """Filter values no message can have; with a local file, also filters that leave no message of it."""
+    check_oasst1_options(where, **options)
+    if source is not None:
+        try:
+            oasst1_rows(source, **{k: v for k, v in options.items() if k != "limit"})
+        except SmfError as e:
+            raise SmfError(f"{where}: {e}") from None
 
 
 def _oasst1_text(limit=None, **options):
@@ -208,9 +242,10 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
             eval=Form(_facts_eval("control", "mcq"), FACTS, "mcq", CLOZE)),
     Dataset("facts-qa", "fictional facts as open questions, greedy answer, exact match",
             eval=Form(_facts_eval("test", "qa"), FACTS, "qa", PLAIN)),
-    Dataset("medmcqa", f"MedMCQA ({MEDMCQA_HUB}): train question → ' letter. answer' (+ explanation); "
+    Dataset("medmcqa", f"MedMCQA ({MEDMCQA_HUB}): train question → ' letter. answer' (+ explanation; template: "
+                       "published is the SMF-on-Qwen study's text, with choice_type: single, sample: N, seed); "
                        "validation scored in lm-eval's letter format",
-            train=Form(_medmcqa_train, {"source": None, "split": "train", "explanation": True}),
+            train=Form(_medmcqa_train, MEDMCQA_TRAIN, check=_check_medmcqa_train),
             eval=Form(_medmcqa_eval, {**HUB, "choice_type": None}, "mcq", LETTER)),
     Dataset("medmcqa-published", "MedMCQA validation scored as the SMF-on-Qwen study does: single-answer rows, its prompt, "
                                  "' A. option' continuations by mean log-probability per token",
@@ -233,9 +268,9 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
     Dataset("nq-open", "Natural Questions open (google-research-datasets/nq_open) validation: lm-eval's prompt, token F1 "
                        "(Lin et al.'s forgetting probe)",
             eval=Form(_nq_open_eval, HUB, "qa", {"prompt": "nq"})),
-    Dataset("oasst1", "OpenAssistant/oasst1 message texts (the published study's heal and background data); "
-                      "as training data the whole text carries the loss",
-            train=Form(_oasst1_train, OASST1), text=Form(_oasst1_text, OASST1)),
+    Dataset("oasst1", "OpenAssistant/oasst1 message texts (the published study's heal and background data: lang en, role "
+                      "assistant, rank [0, 1], min_chars 50); as training data the whole text carries the loss",
+            train=Form(_oasst1_train, OASST1, check=_check_oasst1), text=Form(_oasst1_text, OASST1, check=_check_oasst1)),
     Dataset("pydoc", "Python's pydoc_data.topics: background part as general text; held-out part, rolling perplexity",
             text=Form(_pydoc_text), eval=Form(_pydoc_eval, {"part": "heldout"}, "perplexity"), origin='pydoc_data.topics'),
     Dataset("pydoc-val", "validation part of pydoc_data.topics (for choosing settings), rolling perplexity",

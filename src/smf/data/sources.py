@@ -10,7 +10,11 @@ rows {"text"}.
 
 A source is a name, a mapping of options ({name: facts, n_facts: 60, seed: 1}), or on
 the command line "facts:n_facts=60,seed=1" (`source_from_text`). Every source takes
-`limit` (the first N). `check_source` checks a source without loading it.
+`limit` (the first N). `check_source` checks a source without loading it (and its option values,
+where the dataset's form has a check: an unknown template, a filter that leaves nothing).
+
+`seed: run` in a study's data, heal.data or background.data stands for each run's seed: the
+study draws that data anew per seed (`for_seed` puts the seed in).
 """
 
 from __future__ import annotations
@@ -71,6 +75,25 @@ def check_source(spec: str | Mapping[str, Any], form: str, where: str = "data") 
     unknown = [k for k in options if k not in f.options]
     if unknown:
         raise SmfError(f"{where}: {name} has no option '{unknown[0]}'{suggest(unknown[0], ['limit', *f.options])}")
+    if f.check is not None:
+        f.check(where, **{**f.options, **for_seed(options, 0)})
+
+
+RUN_SEED = "run"  # a data option `seed: run`: each run's own seed (`for_seed`)
+
+
+def for_seed(spec: Any, seed: int) -> Any:
+    """`spec` with `seed: run` replaced by `seed` (the study's run seed); any other spec as it is."""
+    if isinstance(spec, Mapping) and spec.get("seed") == RUN_SEED:
+        return {**spec, "seed": seed}
+    if isinstance(spec, str) and not _is_file(spec) and ":" in spec:
+        return for_seed(source_from_text(spec), seed)
+    return spec
+
+
+def per_seed(spec: Any) -> bool:
+    """Whether the source is drawn anew for each run seed (`seed: run`)."""
+    return for_seed(spec, 0) != spec and for_seed(spec, 0) != for_seed(spec, 1)
 
 
 def training_examples(spec: str | Mapping[str, Any], where: str = "training data") -> list[TrainExample]:

@@ -7,13 +7,24 @@
   `question_prompt` is the same for a bare question.
 - `plain_prompt`: lm-eval's TriviaQA prompt, which appends "?" to the question as given.
 - `chat_prompt`: the question as a user turn in the tokenizer's chat template.
+
+Training templates (`TRAIN_TEMPLATES`, a MedMCQA source's `template` option) turn a question,
+its answer and its explanation into one training example:
+
+- `lm-eval` (smf's default): prompt `letter_prompt`, target " {letter}. {option}" and then
+  "\nExplanation: {explanation}"; the loss sits on the target.
+- `published`: the SMF-on-Qwen study's training string, one text carrying the loss whole:
+  `published_mcq_prompt` + " {letter}. {option}", then "\nExplanation: {explanation}"; question
+  and options verbatim, nothing added (no EOS, no chat template).
+
+Both take the explanation stripped, and write no line for one that is empty or missing.
 """
 
 from __future__ import annotations
 
 import string
 
-from smf.data.types import MCQItem
+from smf.data.types import MCQItem, TrainExample
 from smf.errors import SmfError
 
 LETTERS = string.ascii_uppercase
@@ -61,3 +72,25 @@ def chat_prompt(tokenizer, question: str) -> str:
         raise SmfError("prompt style 'chat' needs a tokenizer with a chat template; use prompt: plain")
     content = question if question.rstrip().endswith(("?", ".", "!")) else question + "?"
     return tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
+
+
+def _answer(item: MCQItem) -> str:
+    return f" {LETTERS[item.answer]}. {item.choices[item.answer]}"
+
+
+def _explanation(explanation: str | None) -> str:
+    text = explanation.strip() if isinstance(explanation, str) else ""
+    return f"\nExplanation: {text}" if text else ""
+
+
+def lm_eval_train_example(item: MCQItem, explanation: str | None = None) -> TrainExample:
+    """lm-eval's prompt; the answer (and the explanation) as the target."""
+    return TrainExample(prompt=letter_prompt(item), target=_answer(item) + _explanation(explanation))
+
+
+def published_train_example(item: MCQItem, explanation: str | None = None) -> TrainExample:
+    """The SMF-on-Qwen study's training text: its evaluation prompt, the answer, the explanation; all of it the loss."""
+    return TrainExample(prompt="", target=published_mcq_prompt(item) + _answer(item) + _explanation(explanation))
+
+
+TRAIN_TEMPLATES = {"lm-eval": lm_eval_train_example, "published": published_train_example}
