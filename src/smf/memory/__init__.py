@@ -3,6 +3,7 @@
 from smf.memory.config import MemoryConfig
 from smf.memory.layer import MemoryMLP, ProductKeyMemory
 from smf.memory.retrofit import (
+    load_published_memory,
     load_retrofitted,
     memory_config,
     memory_layers,
@@ -16,6 +17,7 @@ __all__ = [
     "MemoryConfig",
     "MemoryMLP",
     "ProductKeyMemory",
+    "load_published_memory",
     "load_retrofitted",
     "memory_config",
     "memory_layers",

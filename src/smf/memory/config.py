@@ -40,6 +40,11 @@ class MemoryConfig(Config):
     value_init: Literal["zeros", "normal"] | None = setting(None, "zeros or normal; none = zeros for additive, normal for replacement")
     value_init_std: float = setting(0.02, "standard deviation of normal value init")
     seed: int = setting(0, "seed of the initial keys and projections, so a retrofit is repeatable")
+    variant: Literal["smf", "published"] = setting(
+        "smf", "smf: this project's layer (input re-normalised, no biases, zero values: an exact no-op at the start); "
+               "published: the SMF-on-Qwen study's layer (query, gate and output projections with biases, the raw FFN "
+               "input, keys U(±1/√key_dim), values N(0, 1/√value_dim), its projection init; value_init and "
+               "value_init_std do not apply; with scale 0.01 for the study's additive arm)")
     scale: float | None = setting(None, "a learnable output scale alpha (mem(x) becomes alpha * mem(x)) initialised at this value, "
                                         "as the published study's additive arm (0.01 with normal values); none = no scale")
     checked: InitVar[bool] = True
@@ -48,7 +53,7 @@ class MemoryConfig(Config):
         if self.layers is not None:
             self.layers = tuple(int(i) for i in self.layers)
         if self.value_init is None:
-            self.value_init = "zeros" if self.mode == "additive" else "normal"
+            self.value_init = "zeros" if self.mode == "additive" and self.variant != "published" else "normal"
         if checked:
             self.check()
 
@@ -86,6 +91,9 @@ class MemoryConfig(Config):
             raise SmfError(f"{where}: memory value dim must be >= 1, got {self.value_dim}")
         if not self.value_init_std >= 0:
             raise SmfError(f"{where}: memory value init std must be >= 0, got {self.value_init_std}")
+        if self.variant == "published" and self.value_init != "normal":
+            raise SmfError(f"{where}: the published memory layer draws its values N(0, 1/√value_dim); remove value_init "
+                           f"'{self.value_init}' or use variant smf")
         if self.scale is not None and not math.isfinite(self.scale):
             raise SmfError(f"{where}: memory scale must be a finite number or null, got {self.scale}")
         if num_layers is not None and self.layers is not None:

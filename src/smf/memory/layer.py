@@ -20,8 +20,15 @@ backward pass can ask for the gradient in factored form instead (`factored_grad 
 the backward pass keeps each read's row and weight and the output gradient per token, V.grad
 stays None, and `selected_grad(rows)` sums the gradient of just the rows chosen.
 
+The published SMF-on-Qwen study's layer is a variant of this one (`variant = "published"`):
+the query, gate and output projections have biases, x̂ is x itself (no re-normalisation of
+the FFN input, already the output of the decoder's post-attention norm), and its
+initialisation is the study's (`reset_parameters`). With biases the layer is not a no-op at
+the start even with zero values; `muted` switches it off instead (`MemoryMLP` gives FFN(x)).
+
 Each layer can record which rows the real tokens of the last forward pass read
-(`record = True`); positions whose attention mask is 0 (padding) are left out. Recording
+(`record = True`); positions whose attention mask is 0 (padding) are left out, unless
+`count_padding` is set (as the published study counts: every position of the batch). Recording
 keeps the rows and the mask as they are: `read_counts()` turns them into per-row counts
 with fixed-shape operations, so a recorded forward never waits for the device (no host
 sync); `last_rows`, the rows of real tokens, is computed on first use.
@@ -70,9 +77,10 @@ class _FactoredRead(torch.autograd.Function):
 
 class ProductKeyMemory(nn.Module):
     """config: a MemoryConfig, or any object with its fields (slots, heads, topk, key_dim,
-    value_dim, value_init, value_init_std). The parameters start uninitialised (on the
-    meta device, so building draws no random numbers); `reset_parameters(generator)`
-    initialises them, or a checkpoint is loaded into them."""
+    value_dim, value_init, value_init_std; variant, absent in folders older than it, is
+    "smf"). The parameters start uninitialised (on the meta device, so building draws no
+    random numbers); `reset_parameters(generator)` initialises them, or a checkpoint is
+    loaded into them."""
 
     def __init__(self, hidden_size: int, config):
         super().__init__()
@@ -83,12 +91,16 @@ class ProductKeyMemory(nn.Module):
         self.value_dim = c.value_dim or hidden_size
         self.value_init, self.value_init_std = c.value_init, c.value_init_std
         self.eps = 1e-6
-        self.q_proj = nn.Linear(hidden_size, c.heads * c.key_dim, bias=False, device="meta")
+        self.variant = getattr(c, "variant", "smf")
+        if self.variant not in ("smf", "published"):
+            raise ValueError(f"unknown memory layer variant {self.variant!r}: smf or published")
+        bias = self.published  # the study's projections have biases
+        self.q_proj = nn.Linear(hidden_size, c.heads * c.key_dim, bias=bias, device="meta")
         # (heads, 2 halves, sqrt(N) sub-keys, key_dim/2)
         self.keys = nn.Parameter(torch.empty(c.heads, 2, self.n_sub, self.half, device="meta"))
         self.values = nn.Parameter(torch.empty(c.slots, self.value_dim, device="meta"))
-        self.gate_proj = nn.Linear(hidden_size, self.value_dim, bias=False, device="meta")
-        self.out_proj = nn.Linear(self.value_dim, hidden_size, bias=False, device="meta")
+        self.gate_proj = nn.Linear(hidden_size, self.value_dim, bias=bias, device="meta")
+        self.out_proj = nn.Linear(self.value_dim, hidden_size, bias=bias, device="meta")
         # An optional learnable output scale alpha (a 0-d parameter), initialised at `scale`.
         self.scale_init = getattr(c, "scale", None)
         self.scale = nn.Parameter(torch.empty((), device="meta")) if self.scale_init is not None else None
@@ -103,6 +115,8 @@ class ProductKeyMemory(nn.Module):
         # Access recording (see module docstring). token_mask is set before each forward
         # pass by the retrofit's hook on the decoder: (B, T_total) with 1 for real tokens.
         self.record = False
+        self.count_padding = False  # count every position's reads, padding included (the published study)
+        self.muted = False  # MemoryMLP skips the memory (FFN(x) alone), see memory_reading_zeros
         self.token_mask: torch.Tensor | None = None
         # A narrower mask for recording only (B, T), e.g. the positions that predict an answer;
         # the trainer sets it before a forward pass and clears it after.
@@ -110,10 +124,18 @@ class ProductKeyMemory(nn.Module):
         self._read: tuple[torch.Tensor, torch.Tensor | None] | None = None  # (rows (B, T, heads*k), mask (B, T))
         self._last_rows: torch.Tensor | None = None
 
+    @property
+    def published(self) -> bool:
+        """Whether this is the published study's layer (biases, no input re-normalisation, its init)."""
+        return self.variant == "published"
+
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Initialise every parameter on the CPU, drawing only from `generator`: projections
-        and keys with unit-variance outputs for unit inputs, values zero (or normal)."""
+        and keys with unit-variance outputs for unit inputs, values zero (or normal); the
+        published variant as the study draws them (`_reset_published`)."""
+        if self.published:
+            return self._reset_published(generator)
         d, v = self.hidden_size, self.value_dim
 
         def normal(*shape: int, std: float) -> nn.Parameter:
@@ -130,16 +152,50 @@ class ProductKeyMemory(nn.Module):
         if self.scale_init is not None:
             self.scale = nn.Parameter(torch.tensor(float(self.scale_init)))
 
+    @torch.no_grad()
+    def _reset_published(self, generator: torch.Generator | None) -> None:
+        """The published study's initialisation (d = hidden size, v = value width, K = key_dim):
+        keys U(±1/√K); values N(0, 1/√v); the query weight Xavier-uniform, bound √(6 / (d + heads·K));
+        the gate and output weights N(0, 1/√(their output width)); every bias U(±1/√(its layer's
+        input width)), as torch's default Linear; the output scale at `scale`."""
+        d, v, q = self.hidden_size, self.value_dim, self.heads * 2 * self.half
+
+        def uniform(*shape: int, bound: float) -> nn.Parameter:
+            return nn.Parameter((torch.rand(*shape, generator=generator) * 2 - 1) * bound)
+
+        def normal(*shape: int, std: float) -> nn.Parameter:
+            return nn.Parameter(torch.randn(*shape, generator=generator) * std)
+
+        self.keys = uniform(self.heads, 2, self.n_sub, self.half, bound=(2 * self.half) ** -0.5)
+        self.values = normal(self.slots, v, std=v**-0.5)
+        self.q_proj.weight = uniform(q, d, bound=math.sqrt(6 / (d + q)))
+        self.q_proj.bias = uniform(q, bound=d**-0.5)
+        self.gate_proj.weight = normal(v, d, std=v**-0.5)
+        self.gate_proj.bias = uniform(v, bound=d**-0.5)
+        self.out_proj.weight = normal(d, v, std=d**-0.5)
+        self.out_proj.bias = uniform(d, bound=v**-0.5)
+        if self.scale_init is not None:
+            self.scale = nn.Parameter(torch.tensor(float(self.scale_init)))
+
     def extra_repr(self) -> str:
-        return f"slots={self.slots}, heads={self.heads}, topk={self.topk}, key_dim={2 * self.half}, value_dim={self.value_dim}"
+        variant = ", variant=published" if self.published else ""
+        return f"slots={self.slots}, heads={self.heads}, topk={self.topk}, key_dim={2 * self.half}, value_dim={self.value_dim}{variant}"
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (..., d) → x / rms(x), computed in fp32."""
+        """x: (..., d) → x / rms(x), computed in fp32; the published variant's x̂ is x itself."""
+        if self.published:
+            return x
         xf = x.float()
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
     def lookup(self, xn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """xn: (n, d) normalised tokens → rows (n, heads, k) int64, weights (n, heads, k)."""
+        rows, best = self.scored_lookup(xn)
+        return rows, best.float().softmax(-1).to(xn.dtype)
+
+    def scored_lookup(self, xn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """xn: (n, d) normalised tokens → rows (n, heads, k) int64 and their raw scores (n, heads, k),
+        best first within each head (before the softmax)."""
         n, k, m = xn.shape[0], self.topk, self.n_sub
         q = self.q_proj(xn).view(n, self.heads, 2, self.half)
         scores = torch.einsum("nhcd,hcmd->nhcm", q, self.keys.to(q.dtype))  # (n, H, 2, sqrt N)
@@ -147,8 +203,7 @@ class ProductKeyMemory(nn.Module):
         cand = (half_scores[:, :, 0, :, None] + half_scores[:, :, 1, None, :]).flatten(2)  # (n, H, k*k)
         cand_rows = (half_idx[:, :, 0, :, None] * m + half_idx[:, :, 1, None, :]).flatten(2)
         best, pos = cand.topk(k, dim=-1)  # (n, H, k)
-        rows = cand_rows.gather(-1, pos)
-        return rows, best.float().softmax(-1).to(xn.dtype)
+        return cand_rows.gather(-1, pos), best
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T, d) → (B, T, d)."""
@@ -194,7 +249,7 @@ class ProductKeyMemory(nn.Module):
 
     def _record(self, rows: torch.Tensor) -> None:
         """rows: (B, T, heads*k). Keep them with the mask of real (unpadded) tokens; no sync."""
-        mask = self.record_mask if self.record_mask is not None else self.token_mask
+        mask = self.record_mask if self.record_mask is not None else None if self.count_padding else self.token_mask
         if mask is not None:
             # With a KV cache the mask spans past and present tokens; this pass is the last T.
             mask = mask[:, -rows.shape[1] :].to(device=rows.device, dtype=torch.bool)
@@ -236,5 +291,7 @@ class MemoryMLP(nn.Module):
         self.memory = memory
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.memory.muted and self.ffn is not None:
+            return self.ffn(x)
         out = self.memory(x)
         return out if self.ffn is None else self.ffn(x) + out

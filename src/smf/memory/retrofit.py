@@ -63,23 +63,73 @@ def memory_config(model: nn.Module) -> MemoryConfig | None:
 @contextlib.contextmanager
 def memory_reading_zeros(model: nn.Module):
     """Within the block, every additive memory of `model` reads zeros: the model gives its pretrained outputs
-    (mem(x) is out_proj(read · gate), without a bias). The values are restored after, bit for bit."""
+    (mem(x) is out_proj(read · gate), without a bias). The values are restored after, bit for bit. A
+    published-variant memory (its projections have biases) is muted instead: its FFN alone."""
     blocks = [b.mlp for b in decoder_layers(model) if isinstance(b.mlp, MemoryMLP)]
     if any(b.ffn is None for b in blocks):
         raise SmfError("the model's memory replaces its FFNs, so without the memory it is not the pretrained model; "
                        "keep the answers of the model as it is instead (smf learn --keep-from start)")
-    saved = {}
+    saved, muted = {}, [b.memory for b in blocks if b.memory.published]
     with torch.no_grad():
         for i, b in enumerate(blocks):
-            if b.memory.values.any():
+            if not b.memory.published and b.memory.values.any():
                 saved[i] = b.memory.values.detach().clone()
                 b.memory.values.zero_()
+    for memory in muted:
+        memory.muted = True
     try:
         yield model
     finally:
+        for memory in muted:
+            memory.muted = False
         with torch.no_grad():
             for i, values in saved.items():
                 blocks[i].memory.values.copy_(values)
+
+
+# The published study's checkpoint names (under `model.layers.<i>.mlp.`) → this layer's.
+PUBLISHED_NAMES = {
+    "memory.keys": "memory.keys",
+    "memory.values.weight": "memory.values",
+    "memory.query_proj.query_mlps.0.weight": "memory.q_proj.weight",
+    "memory.query_proj.query_mlps.0.bias": "memory.q_proj.bias",
+    "memory.swilu_projection.weight": "memory.gate_proj.weight",
+    "memory.swilu_projection.bias": "memory.gate_proj.bias",
+    "memory.value_proj.weight": "memory.out_proj.weight",
+    "memory.value_proj.bias": "memory.out_proj.bias",
+    "memory_scale": "memory.scale",
+}
+
+
+def load_published_memory(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load the memory of a checkpoint the published study saved (a safetensors file of
+    `model.layers.<i>.mlp.memory.*` and `model.layers.<i>.mlp.memory_scale`) into `model`,
+    retrofitted with the published variant and the same shape; returns the model."""
+    path = Path(path)
+    memories = memory_layers(model)
+    fix = "give the study's memory checkpoint (model.safetensors) of a model retrofitted with the same memory config"
+    state = {}
+    with reading(path, fix), safe_open(str(path), framework="pt") as f:
+        for name in f.keys():
+            m = re.fullmatch(r"model\.layers\.(\d+)\.mlp\.(.+)", name)
+            if m is None or m.group(2) not in PUBLISHED_NAMES or int(m.group(1)) not in memories:
+                raise SmfError(f"{path}: {name} is not a memory tensor of this model's layers {sorted(memories)}; {fix}")
+            memory = memories[int(m.group(1))]
+            if not memory.published:
+                raise SmfError(f"{path}: memory layer {m.group(1)} is smf's variant; retrofit with variant: published to load the study's memory")
+            target = PUBLISHED_NAMES[m.group(2)].removeprefix("memory.")
+            own = memory.get_parameter(target)
+            tensor = f.get_tensor(name)
+            if tensor.numel() != own.numel():
+                raise SmfError(f"{path}: {name} has shape {tuple(tensor.shape)}, layer {m.group(1)} needs {tuple(own.shape)}; {fix}")
+            state[(memory, target)] = tensor.reshape(own.shape)
+    missing = [f"{i}.{n}" for i, memory in memories.items() for n, _ in memory.named_parameters() if (memory, n) not in state]
+    if missing:
+        raise SmfError(f"{path}: no tensor for memory {missing[0]}; {fix}")
+    with torch.no_grad():
+        for (memory, target), tensor in state.items():
+            memory.get_parameter(target).copy_(tensor)
+    return model
 
 
 def retrofit(model: nn.Module, config: MemoryConfig, initialise: bool = True) -> nn.Module:
