@@ -17,6 +17,7 @@ families and the report's grouping all read `METHODS`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import InitVar, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -235,6 +236,10 @@ class TrainConfig(Config):
     max_length: int = setting(256, "tokens per example; longer prompts lose their start, never the target")
     warmup_steps: int = setting(0, "linear warm-up steps")
     schedule: Literal["constant", "linear", "cosine"] = setting("constant", "learning-rate schedule after warm-up")
+    schedule_as: Literal["smf", "transformers"] = setting(
+        "smf", "how warm-up and epochs count: smf (update k of the warm-up takes lr·k/(warmup_steps+1); epochs give "
+               "ceil(epochs·examples/batch_size) steps) or transformers (its Trainer, as the published study trains: update k "
+               "takes lr·(k-1)/warmup_steps, the first lr 0; epochs give ceil(epochs·ceil(examples/batch_size)) steps)")
     max_grad_norm: float | None = setting(1.0, "gradient clipping norm; none = no clipping")
     seed: int = setting(0, "seed of the data order, adapters and random selection")
     checkpoint_every: int = setting(0, "steps between checkpoints for --resume (0 = none)")
@@ -317,6 +322,14 @@ class TrainConfig(Config):
         if not isinstance(self.options, expected):
             raise SmfError(f"{where}: options of method {self.method} must be {expected.__name__}, got {type(self.options).__name__}")
         self.options.check(where)
+
+    def epoch_steps(self, n: int) -> int:
+        """The optimizer steps of `epochs` passes over `n` examples: ceil(epochs·n/batch_size) (schedule_as smf), or
+        as transformers' Trainer counts them, whole steps per epoch (a last partial one included) times the epochs,
+        rounded up (schedule_as transformers)."""
+        if self.schedule_as == "transformers":
+            return max(1, math.ceil(self.epochs * math.ceil(n / self.batch_size)))
+        return max(1, math.ceil(self.epochs * n / self.batch_size))
 
     def to_dict(self) -> dict[str, Any]:
         d = {n: getattr(self, n) for n in self.shared_names()}

@@ -178,9 +178,16 @@ class TrainResult:
 
 
 def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
+    """The factor of the peak learning rate that optimizer update `step + 1` takes (LambdaLR's convention).
+
+    schedule_as smf: warm-up (step+1)/(warmup_steps+1), so the first update already learns; transformers:
+    step/warmup_steps, so update 1 takes 0 and warm-up ends one update later (its schedules, e.g.
+    get_cosine_schedule_with_warmup). After warm-up both decay alike over the remaining steps."""
+    hf = config.schedule_as == "transformers"
+
     def factor(step: int) -> float:
         if step < config.warmup_steps:
-            return (step + 1) / (config.warmup_steps + 1)
+            return step / config.warmup_steps if hf else (step + 1) / (config.warmup_steps + 1)
         if config.schedule == "constant":
             return 1.0
         progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
@@ -255,7 +262,7 @@ def train(
         _check_fingerprint(out, started_from, model_dir, data)
     stored_config = config
     if config.epochs is not None:
-        config = dataclasses.replace(config, steps=max(1, math.ceil(config.epochs * len(data) / config.batch_size)))
+        config = dataclasses.replace(config, steps=config.epoch_steps(len(data)))
     set_seed(config.seed)  # LoRA's initial adapters and dropout draw from the global RNGs
     method = make_method(config)
     method.background = background

@@ -80,10 +80,22 @@ def reads_as_documents(model, tokenizer, examples, max_length: int) -> Backgroun
 
 
 def heal(folder: Path, config: HealConfig, out: Path, *, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train every memory parameter of the model in `folder` on general text; the healed model goes to OUT/model."""
+    """Train every memory parameter of the model in `folder` on general text; the healed model goes to OUT/model.
+
+    `config.data` with `seed: run` must have had its seed put in (`smf.data.sources.for_seed`)."""
     folder = Path(folder)
     _require_memory(folder)
     tokenizer = load_tokenizer(folder)
-    chunks = text_chunks(general_texts(config.data, "heal data"), tokenizer, config.max_length)
-    return train(load_retrofitted(folder), tokenizer, chunks, config.train_config(), out, model_dir=folder,
+    texts = general_texts(config.data, "heal data")
+    if config.pack:
+        chunks = text_chunks(texts, tokenizer, config.max_length)
+    else:  # one document per sequence, as the published study heals
+        chunks = document_sequences(texts, tokenizer, config.max_length, min_tokens=2)
+        if not chunks:
+            raise SmfError("heal data: every document is one token or none; give longer texts")
+    train_config = config.train_config()
+    if config.epochs is not None:
+        config.check_warmup(train_config.epoch_steps(len(chunks)), "heal",
+                            f"{config.epochs:g} epochs of {len(chunks)} sequences in batches of {config.batch_size}")
+    return train(load_retrofitted(folder), tokenizer, chunks, train_config, out, model_dir=folder,
                  resume=resume, progress=progress)
