@@ -54,6 +54,13 @@ def test_medmcqa_sample_per_seed_and_tokens_are_the_studys(sample, tokenizer):
     assert encoded[0].ids == case["input_ids_first_row"] and encoded[0].n_prompt == 0
 
 
+def test_a_sample_of_every_row_keeps_the_file_order():
+    every = [e.target for e in _medmcqa()]
+    assert len(every) == 35
+    assert [e.target for e in _medmcqa(sample=35, seed=1)] == every  # N = the rows: the seed is ignored
+    assert [e.target for e in _medmcqa(sample=34, seed=1)] != every[:34]
+
+
 def test_medmcqa_seed_run_is_each_runs_seed():
     spec = {"name": "medmcqa", "source": str(MEDMCQA), "template": "published", "choice_type": "single", "sample": 10,
             "seed": "run"}
