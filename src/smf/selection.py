@@ -12,7 +12,10 @@ training, with c(i) the accesses of row i by the real tokens of the step's batch
     all    every row read (control)
     random t rows drawn uniformly among those read (control)
 
-and the top-t rows per layer are trained.
+and the top-t rows per layer are trained. Only rows the batch read compete; smf's TF-IDF never
+chooses a row scoring 0 (read in every background batch). `published` scores as the published
+SMF-on-Qwen study does: B is at least 1 (no background: idf log 2), KL is p · log((p + 1e-8) /
+(q + 1e-8)), and every row read is eligible whatever its score: k = min(t, rows read).
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ RULES: dict[str, Rule] = {r.name: r for r in [
     Rule("tfidf", "c(i)/Σc · log((B+1)/(df(i)+1)) against the background (Lin et al.)",
          lambda s, layer, rows, p: p * s.idf(layer)[rows], needs_background=True, color="#1f77b4"),
     Rule("kl", "p(i)·log(p(i)/q(i)): row i's term of KL(batch ‖ background)",
-         lambda s, layer, rows, p: p * (p.log() - s.log_q(layer)[rows]), needs_background=True, color="#2ca02c"),
+         lambda s, layer, rows, p: s.kl_terms(layer, rows, p), needs_background=True, color="#2ca02c"),
     Rule("tf", "c(i)/Σc: the rows the batch reads most", lambda s, layer, rows, p: p, color="#17becf"),
     Rule("all", "every row read (control)", color="#9467bd"),
     Rule("random", "t rows drawn uniformly among those read (control)", color="#8c564b"),
@@ -144,14 +147,16 @@ class BackgroundStats:
 class RowSelector:
     """Chooses the top-t memory rows per layer from a step's access counts."""
 
-    def __init__(self, rule: str, top_t: int, background: BackgroundStats | None = None, seed: int = 0):
+    KL_EPS = 1e-8  # the published study adds it to both shares
+
+    def __init__(self, rule: str, top_t: int, background: BackgroundStats | None = None, seed: int = 0, published: bool = False):
         if rule not in RULES:
             raise SmfError(f"unknown selection rule '{rule}'; choose one of {', '.join(RULES)}")
         if top_t <= 0:
             raise SmfError(f"top-t must be a positive number of rows, got {top_t}")
         if RULES[rule].needs_background and background is None:
             raise SmfError(f"selection rule '{rule}' needs background statistics; run smf background on the model first")
-        self.rule, self.top_t, self.background = rule, top_t, background
+        self.rule, self.top_t, self.background, self.published = rule, top_t, background, published
         self.generator = torch.Generator().manual_seed(seed)
         self._idf: dict[int, torch.Tensor] = {}
         self._log_q: dict[int, torch.Tensor] = {}
@@ -167,8 +172,16 @@ class RowSelector:
         """(N,) log((B + 1) / (df + 1))."""
         if layer not in self._idf:
             bg = self.background
-            self._idf[layer] = math.log(bg.batches + 1) - torch.log(bg.df[layer].double() + 1)
+            batches = max(bg.batches, 1) if self.published else bg.batches
+            self._idf[layer] = math.log(batches + 1) - torch.log(bg.df[layer].double() + 1)
         return self._idf[layer]
+
+    def kl_terms(self, layer: int, rows: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """Each row's term of KL(batch ‖ background): p · log(p / q); published: p · log((p + ε) / (q + ε))."""
+        if self.published:
+            eps = self.KL_EPS
+            return p * ((p + eps).log() - (self.log_q(layer)[rows].exp() + eps).log())
+        return p * (p.log() - self.log_q(layer)[rows])
 
     def log_q(self, layer: int) -> torch.Tensor:
         """(N,) log of the add-one smoothed background access distribution."""
@@ -189,7 +202,7 @@ class RowSelector:
             # topk's build-dependent order: every score above the t-th, then the lowest tied rows.
             # O(u), where a stable sort of all u scores costs 13x topk's time at u = 50,000.
             k = min(self.top_t, len(rows))
-            if self.rule == "tfidf":
+            if self.rule == "tfidf" and not self.published:
                 # A row read in every background document (idf 0: common, or marked so by `smf learn`'s
                 # --protect and --anchor-reads exclude) scores 0 however often the batch reads it: it is
                 # never chosen, even when fewer than t rows score above 0 (TF-IDF scores are >= 0).

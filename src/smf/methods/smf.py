@@ -68,8 +68,13 @@ class SmfOptions(Config):
     select_every: Literal["step", "micro_batch"] = setting("step", "when rows are selected: step (from the accesses of all its micro-batches) or "
                                         "micro_batch (each micro-batch's gradient masked to its own top-t, as the published "
                                         "study's gradient hooks; the step trains their union)")
-    count: Literal["all", "target"] = setting("all", "whose memory reads rank the rows: all (every real token) or target (only the positions "
-                                "that predict a loss token, e.g. an answer)")
+    count: Literal["all", "target", "padded"] = setting(
+        "all", "whose memory reads rank the rows: all (every real token), target (only the positions that predict a loss "
+               "token, e.g. an answer) or padded (every position of the batch, padding included, as the published study counts)")
+    scoring: Literal["smf", "published"] = setting(
+        "smf", "smf: TF-IDF never chooses a row scoring 0; published: the published study's scores and eligibility (every "
+               "row read may be chosen, zero- and negative-scoring rows too when fewer score higher; KL with 1e-8 added to "
+               "both shares; no background batches count as one)")
     train_scale: bool = setting(False, "also train the memories' output scale alpha (the published '+S' arm; needs adamw_masked "
                                        "and a memory retrofitted with a scale)")
 
@@ -126,7 +131,7 @@ class SmfMethod(Method):
             for i, memory in self.memories.items():
                 if i not in background.df or len(background.df[i]) != memory.slots:
                     raise SmfError(f"background statistics in {model_dir} do not match memory layer {i}; run smf background again")
-        self.selector = RowSelector(o.rule, o.top_t, background, seed=c.seed)
+        self.selector = RowSelector(o.rule, o.top_t, background, seed=c.seed, published=o.scoring == "published")
         model.requires_grad_(False)
         for i, memory in self.memories.items():
             memory.values.requires_grad_(True)
@@ -135,6 +140,7 @@ class SmfMethod(Method):
             # chosen rows' (a sparse gradient holds a row per read; micro_batch selection masks it in a hook).
             memory.factored_grad = self.factored
             memory.grad_parts.clear()
+            memory.count_padding = o.count == "padded"
             if o.train_scale:
                 if memory.scale is None:
                     raise SmfError(f"train_scale: memory layer {i} has no output scale; retrofit with a memory scale (e.g. scale: 0.01)")
