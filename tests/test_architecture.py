@@ -8,10 +8,11 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 
 # The package order of docs/ARCHITECTURE.md, lowest first: a package may import the packages of
 # earlier steps; packages on one step may import each other, but not in a circle. `smf` is the
-# root package (the version and the error), `__main__` is `python -m smf`; `state` writes training
-# state without pickle.
+# root package: the public API (`api`), served lazily, and the error and version it re-exports (a
+# lower package's `from smf import __version__` depends on `version`, where the name is defined);
+# `__main__` is `python -m smf`; `state` writes training state without pickle.
 LAYERS = [
-    ["smf", "errors", "io", "config", "names", "stats", "state", "lock"],
+    ["version", "errors", "io", "config", "names", "stats", "state", "lock"],
     ["memory"],
     ["data"],
     ["models"],
@@ -20,6 +21,7 @@ LAYERS = [
     ["evaluate"],
     ["train"],
     ["study", "use"],
+    ["api", "smf"],
     ["cli", "__main__"],
 ]
 
@@ -29,9 +31,19 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def root_exports() -> dict[str, str]:
+    """Name → the smf module it comes from, for the names the root package imports at module level
+    (`from smf.errors import SmfError`): `from smf import SmfError` depends on smf.errors, not on the
+    root's lazily served API."""
+    tree = ast.parse((SRC / "smf" / "__init__.py").read_text())
+    return {a.asname or a.name: node.module for node in tree.body if isinstance(node, ast.ImportFrom)
+            and node.level == 0 and (node.module or "").startswith("smf.") for a in node.names}
+
+
 def import_graph() -> dict[str, set[str]]:
     """smf module → the smf modules it imports, at module level or inside functions."""
     modules = {_module_name(p): p for p in SRC.rglob("*.py")}
+    exports = root_exports()
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -43,7 +55,8 @@ def import_graph() -> dict[str, set[str]]:
                 base = node.module or ""
                 if node.level:
                     base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
-                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules
+                           else exports[a.name] if base == "smf" and a.name in exports else base for a in node.names]
             for target in targets:
                 while target and target not in modules:
                     target = target.rpartition(".")[0]
@@ -117,6 +130,8 @@ def test_graph_sees_imports():
     assert "smf.methods.base" in graph["smf.methods.smf"]
     assert "smf.train.loop" in graph["smf.train.stages"]
     assert cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]  # the check itself can fail
+    assert "smf.version" in graph["smf.memory.retrofit"] and "smf" not in graph["smf.memory.retrofit"]  # a re-export
+    assert "smf.api" in graph["smf"]  # the root's lazy API, imported inside a function
 
 
 def test_layer_check_can_fail():

@@ -50,6 +50,16 @@ class SparseRowOptimizer(Optimizer):
     def _update(self, p: torch.Tensor, rows: torch.Tensor, g: torch.Tensor, group: dict) -> None:
         raise NotImplementedError
 
+    def compact_state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`p`'s state for the rows that have any, as plain tensors: {"rows": (r,) int64 ascending, and each
+        per-row state (r, ...)}, or {} (no state). Nothing of the rows never selected: a checkpoint's share."""
+        return {}
+
+    def load_compact_state(self, p: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
+        """Replace `p`'s state by `state`, as `compact_state` gives it."""
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state, got {sorted(state)}")
+
     @torch.no_grad()
     def step(self, closure=None):
         assert closure is None, "sparse row optimizers take no closure"
@@ -128,6 +138,28 @@ class LazyAdam(SparseRowOptimizer):
             for key in ("slot", "used", "step"):
                 self.state[params[i]][key] = saved[key].clone().to(params[i].device if key != "used" else "cpu")
 
+    def compact_state(self, p):
+        st = self.state.get(p)
+        if not st:
+            return {}
+        rows = (st["slot"] >= 0).nonzero().flatten()
+        at = st["slot"][rows]
+        return {"rows": rows, "m": st["m"][at], "v": st["v"][at], "step": st["step"][at]}
+
+    def load_compact_state(self, p, state):
+        self.state.pop(p, None)
+        if not state:
+            return
+        rows = state["rows"].to(device=p.device, dtype=torch.int64)
+        if rows.dim() != 1 or len(rows.unique()) != len(rows) or (len(rows) and not 0 <= int(rows.min()) <= int(rows.max()) < p.shape[0]):
+            raise ValueError(f"rows must be distinct indices of the table's {p.shape[0]} rows")
+        at = self._slots(p, rows)
+        st = self.state[p]
+        for key in ("m", "v", "step"):
+            if tuple(state[key].shape) != (len(rows), *st[key].shape[1:]):
+                raise ValueError(f"{key} has shape {tuple(state[key].shape)}, {len(rows)} rows need {(len(rows), *st[key].shape[1:])}")
+            st[key][at] = state[key].to(st[key])
+
     def rows_with_state(self) -> int:
         """How many rows have Adam state (were ever selected)."""
         return sum(int(st["used"]) for st in self.state.values() if st)
@@ -181,6 +213,24 @@ class RowwiseAdagrad(SparseRowOptimizer):
         total = state["sum"]
         total[rows] += g.float().pow(2).mean(dim=1)
         p[rows] = p[rows] - group["lr"] * g / (total[rows].sqrt() + group["eps"]).to(g.dtype)[:, None]
+
+    def compact_state(self, p):
+        st = self.state.get(p)
+        if not st:
+            return {}
+        rows = st["sum"].nonzero().flatten()  # a row whose sum is 0 steps as one without state
+        return {"rows": rows, "sum": st["sum"][rows]}
+
+    def load_compact_state(self, p, state):
+        self.state.pop(p, None)
+        if not state:
+            return
+        rows = state["rows"].to(device=p.device, dtype=torch.int64)
+        if rows.dim() != 1 or tuple(state["sum"].shape) != (len(rows),):
+            raise ValueError(f"rows {tuple(rows.shape)} and sums {tuple(state['sum'].shape)} must be two vectors of one length")
+        total = torch.zeros(p.shape[0], dtype=torch.float32, device=p.device)
+        total[rows] = state["sum"].to(total)
+        self.state[p]["sum"] = total
 
     def state_bytes(self) -> int:
         return sum(st["sum"].nbytes for st in self.state.values() if st)

@@ -11,7 +11,7 @@ from safetensors import safe_open
 from smf.config import add_arguments, given
 from smf.errors import SmfError
 from smf.io import check_output_path, read_json, reading
-from smf.memory.config import MemoryConfig
+from smf import MemoryConfig
 from smf.memory.delta import delta_base, folder_bytes, is_delta
 from smf.memory.retrofit import retrofit, save_retrofitted
 from smf.models import load_model, resolve_model

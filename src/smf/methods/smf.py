@@ -123,7 +123,7 @@ class SmfMethod(Method):
         self.model_dir = model_dir
         background = None
         if RULES[o.rule].needs_background:
-            if model_dir is None:
+            if model_dir is None and self.background is None:
                 raise SmfError(f"selection rule '{o.rule}' needs background statistics; train from a model folder that has them (smf background)")
             background = self.background or BackgroundStats.load(root_folder(model_dir))
         self._check_processes(background)
@@ -194,6 +194,19 @@ class SmfMethod(Method):
                 keep = torch.zeros(memory.slots, dtype=torch.bool, device=memory.values.device)
                 keep[chosen.to(keep.device)] = True
                 self._hooks.append(memory.values.register_hook(lambda g, keep=keep: _mask_rows(g, keep)))
+
+    def reads_recorded(self) -> bool:
+        """Whether a training forward pass was recorded since the last step (`before_step` needs one)."""
+        return all(reads is not None for reads in self._reads.values())
+
+    def forget_step(self) -> None:
+        """Drop what the micro-batches since the last step left (reads, factored gradients, per micro-batch
+        choices), as zeroing the gradients drops theirs."""
+        self._remove_hooks()
+        self._chosen.clear()
+        for i, memory in self.memories.items():
+            self._reads[i] = None
+            memory.grad_parts.clear()
 
     def _remove_hooks(self) -> None:
         for handle in getattr(self, "_hooks", []):

@@ -1,0 +1,192 @@
+"""transformers' Trainer with smf.SmfOptimizer trains as `smf train --method smf` does: the same rows each
+step, the same weights, nothing else moved; its checkpoints resume to the same weights; what it saves
+loads as smf's own folders do."""
+
+from functools import partial
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
+
+import smf
+from smf.data.batching import collate, encode_examples, step_indices
+from smf.data.types import TrainExample
+from smf.methods import TrainConfig
+from smf.methods.smf import SmfOptions
+from smf.selection import RowSelector
+from smf.train import train
+
+from conftest import memory_folder
+
+MEMORY = dict(layers=(1, 2), slots=256, heads=2, topk=4, key_dim=16)
+TOP_T, LR, STEPS, BATCH, ACCUM = 8, 0.05, 6, 4, 2
+
+
+@pytest.fixture(scope="module")
+def start(tmp_path_factory, tokenizer):
+    """A tiny retrofitted model with background statistics, saved as a folder both sides start from."""
+    return memory_folder(tmp_path_factory.mktemp("trainer") / "memory", tokenizer, smf.MemoryConfig(**MEMORY))
+
+
+@pytest.fixture(scope="module")
+def data(tokenizer):
+    facts = [(f"Where does the keeper of lighthouse {n} live?", f" In the village of {town}.")
+             for n, town in enumerate(["Arnholt", "Brisk", "Calloway", "Dunmere", "Eastvale", "Fairlight", "Glenrock",
+                                       "Hollins", "Ivybridge", "Jarrow"])]
+    return encode_examples([TrainExample(q, a) for q, a in facts], tokenizer, 64)
+
+
+@pytest.fixture
+def selections(monkeypatch):
+    """Every (layer, rows) RowSelector.select returns, in order: what both sides chose, step by step."""
+    chosen = []
+    select = RowSelector.select
+
+    def spy(self, layer, rows, counts):
+        out = select(self, layer, rows, counts)
+        chosen.append((layer, out.clone()))
+        return out
+
+    monkeypatch.setattr(RowSelector, "select", spy)
+    return chosen
+
+
+def trainer_run(start, tokenizer, items, out, *, sequential: bool, save_steps: int = 0, resume=None, callbacks=()):
+    """SMF through transformers' Trainer from the folder `start`: micro-batches of BATCH / ACCUM, ACCUM of them a step."""
+    model, _ = smf.load(start)
+    optimizer = smf.SmfOptimizer(model, start, top_t=TOP_T, lr=LR, max_grad_norm=1.0)
+    args = TrainingArguments(str(out), max_steps=STEPS, per_device_train_batch_size=BATCH // ACCUM, gradient_accumulation_steps=ACCUM,
+                             lr_scheduler_type="constant", report_to="none", use_cpu=True, remove_unused_columns=False,
+                             save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500, disable_tqdm=True,
+                             train_sampling_strategy="sequential" if sequential else "random", seed=0)
+    trainer = Trainer(model=model, args=args, train_dataset=items, data_collator=partial(collate, pad_id=tokenizer.pad_token_id),
+                      optimizers=(optimizer, None), processing_class=tokenizer, callbacks=list(callbacks))
+    trainer.train(resume_from_checkpoint=resume)
+    return model, trainer
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def logits(model, tokenizer) -> torch.Tensor:
+    ids = tokenizer("Where does the keeper of lighthouse 3 live?", return_tensors="pt")
+    with torch.no_grad():
+        return model.eval()(**ids).logits
+
+
+def test_trainer_trains_as_smf_train_does(start, data, tokenizer, tmp_path, selections):
+    """6 steps of 4 examples in 2 micro-batches: `smf train`'s loop, then Trainer + SmfOptimizer on the same batches
+    (the loop's seeded order, read sequentially): the same rows at every step and layer, weights within 1e-6, and
+    against the start: every weight but the value tables, and every value row never selected, bit-identical."""
+    config = TrainConfig(method="smf", steps=STEPS, batch_size=BATCH, grad_accum=ACCUM, lr=LR, max_grad_norm=1.0,
+                         options=SmfOptions(top_t=TOP_T))
+    loop_model = train(smf.load(start)[0], tokenizer, data, config, tmp_path / "run", model_dir=start, save_model=False,
+                       progress=False).model
+    by_loop = selections[:]
+    selections.clear()
+    order = [data[i] for step in range(STEPS) for i in step_indices(len(data), step, BATCH, config.seed)]
+    trainer_model, trainer = trainer_run(start, tokenizer, order, tmp_path / "trainer", sequential=True)
+    by_trainer = selections[:]
+
+    assert len(by_loop) == STEPS * len(MEMORY["layers"]) and all(len(rows) for _, rows in by_loop)
+    assert [layer for layer, _ in by_trainer] == [layer for layer, _ in by_loop]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(by_trainer, by_loop)), "other rows selected"
+    ours, theirs, before = weights(trainer_model), weights(loop_model), weights(smf.load(start)[0])
+    assert ours.keys() == theirs.keys() == before.keys()
+    gap = max((ours[n] - theirs[n]).abs().max().item() for n in ours)
+    assert gap <= 1e-6, gap
+    selected = {i: torch.cat([rows for layer, rows in by_trainer if layer == i]).unique() for i in MEMORY["layers"]}
+    for name, w in ours.items():
+        if name.endswith("memory.values"):
+            layer = int(name.split(".")[2])
+            unselected = torch.ones(len(w), dtype=torch.bool)
+            unselected[selected[layer]] = False
+            assert torch.equal(w[unselected], before[name][unselected]), name
+            assert not torch.equal(w[selected[layer]], before[name][selected[layer]]), f"{name}: the selected rows did not train"
+        else:
+            assert torch.equal(w, before[name]), f"{name} moved"
+            assert torch.equal(theirs[name], before[name]), f"{name} moved in smf train"
+
+    # The saved model loads as smf's own folders do: with transformers (trust_remote_code) and with smf.load.
+    trainer.save_model(str(tmp_path / "saved"))
+    expected = logits(trainer_model, tokenizer)
+    remote = AutoModelForCausalLM.from_pretrained(tmp_path / "saved", trust_remote_code=True)
+    assert type(remote).__name__ == "SmfForCausalLM"
+    assert torch.equal(logits(remote, tokenizer), expected)
+    assert torch.equal(logits(smf.load(tmp_path / "saved")[0], tokenizer), expected)
+
+
+class StopAt(TrainerCallback):
+    """Stops training after `step` (the Trainer checkpoints first when the step is a save step): a run cut short."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+        return control
+
+
+def test_trainer_resume_mid_run_gives_the_same_weights(start, data, tokenizer, tmp_path, selections):
+    """A run stopped after its step-3 checkpoint and resumed by a fresh model, optimizer and Trainer ends with the
+    uninterrupted run's weights, bit for bit; the checkpoint's optimizer.pt holds only the selected rows' state."""
+    items = data * 2  # 20 examples, read in the Trainer's own random order
+    whole, _ = trainer_run(start, tokenizer, items, tmp_path / "whole", sequential=False)
+    uninterrupted = selections[:]
+    selections.clear()
+    trainer_run(start, tokenizer, items, tmp_path / "cut", sequential=False, save_steps=3, callbacks=[StopAt(3)])
+    checkpoint = tmp_path / "cut" / "checkpoint-3"
+    assert checkpoint.is_dir() and not (tmp_path / "cut" / "checkpoint-6").exists()
+    assert [len(rows) for _, rows in selections] == [len(rows) for _, rows in uninterrupted[: len(selections)]]
+    selections.clear()
+    resumed, _ = trainer_run(start, tokenizer, items, tmp_path / "cut", sequential=False, save_steps=3, resume=True)
+    assert len(selections) == 3 * len(MEMORY["layers"])  # steps 4 to 6 only
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(selections, uninterrupted[-len(selections):]))
+    ours, theirs = weights(resumed), weights(whole)
+    assert all(torch.equal(ours[n], theirs[n]) for n in ours), [n for n in ours if not torch.equal(ours[n], theirs[n])]
+
+    # What Trainer wrote (torch.save) read back with its own loader: tensors of the selected rows only, never a table.
+    saved = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+    trained = saved["smf"]["trained"]
+    assert sorted(saved["state"]) == [0, 1] and saved["smf"]["layers"] == list(MEMORY["layers"])
+    for index, state in saved["state"].items():
+        rows = len(trained[index])
+        assert 0 < rows <= 3 * TOP_T and torch.equal(state["rows"], trained[index])
+        assert {k: tuple(v.shape) for k, v in state.items()} == {"rows": (rows,), "m": (rows, 48), "v": (rows, 48), "step": (rows,)}
+
+
+def test_optimizer_state_round_trips_and_refuses_another_memory(start, tmp_path, tokenizer, data):
+    """A model and SmfOptimizer rebuilt from state_dict()s take the next step as the originals do (a fresh optimizer
+    does not: the state matters); the state of another memory is one SmfError naming the fix."""
+    batch = collate(data[:4], tokenizer.pad_token_id)
+
+    def step(model, optimizer):
+        model.train()
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    def copy_of(model):
+        twin = smf.load(start)[0]
+        twin.load_state_dict(model.state_dict())
+        return twin
+
+    model, _ = smf.load(start)
+    optimizer = smf.SmfOptimizer(model, start, top_t=TOP_T, lr=LR)
+    step(model, optimizer)
+    twin, fresh = copy_of(model), copy_of(model)
+    twin_optimizer = smf.SmfOptimizer(twin, start, top_t=TOP_T, lr=LR)
+    twin_optimizer.load_state_dict(optimizer.state_dict())
+    fresh_optimizer = smf.SmfOptimizer(fresh, start, top_t=TOP_T, lr=LR)
+    for m, o in ((model, optimizer), (twin, twin_optimizer), (fresh, fresh_optimizer)):
+        step(m, o)
+    ours, theirs, anew = weights(model), weights(twin), weights(fresh)
+    assert all(torch.equal(ours[n], theirs[n]) for n in ours)
+    assert not all(torch.equal(ours[n], anew[n]) for n in ours)
+
+    folder = memory_folder(tmp_path / "other", tokenizer, smf.MemoryConfig(**{**MEMORY, "slots": 1024}))
+    elsewhere = smf.SmfOptimizer(smf.load(folder)[0], folder, top_t=TOP_T)
+    with pytest.raises(smf.SmfError, match="another memory.*start without resuming"):
+        elsewhere.load_state_dict(optimizer.state_dict())
