@@ -35,7 +35,7 @@ HUB_FILES = {
     "medmcqa-published": FIXTURES / "parity" / "medmcqa_parity.jsonl",
     "triviaqa-published": FIXTURES / "parity" / "triviaqa_parity.jsonl",
     "wikitext-103-published": FIXTURES / "parity" / "wikitext_parity.jsonl",
-    "oasst1": FIXTURES / "oasst1_train.jsonl",
+    "oasst1": FIXTURES / "recipe" / "inputs" / "oasst1_train.jsonl",  # 156 messages: the published filters keep 43
     "nq-open": FIXTURES / "nq_open_validation.jsonl",
 }
 
@@ -68,6 +68,8 @@ def shrink(raw: dict, model: Path) -> dict:
         raw["background"]["data"] = _local(raw["background"]["data"], None)
     if raw.get("heal"):
         raw["heal"] = {**raw["heal"], "data": _local(raw["heal"]["data"], None), "steps": 2, "batch_size": 2, "grad_accum": 1, "max_length": 32}
+        raw["heal"].pop("epochs", None)
+        raw["heal"].pop("warmup_steps", None)
     raw["data"] = _local(raw["data"], None)
     raw["train"] = {**raw.get("train", {}), "steps": 2, "batch_size": 2, "grad_accum": 1, "max_length": 48, "warmup_steps": 0}
     raw["train"].pop("epochs", None)

@@ -3,7 +3,8 @@
 Stages, each skipped when its output already exists (a stopped study resumes):
 
     base/result.json            the base model on the task, extra tasks and probes
-    memory_model/               the retrofitted model (+ healed) with background statistics
+    memory_model/               the retrofitted model (+ healed) with background statistics (memory_model/seed<s>
+                                and heal/seed<s> where heal or background data is drawn per seed: seed: run)
     runs/<label>/seed<s>/       one training run per method setting and seed:
         train_config.json, log.jsonl (losses and curve evaluations), result.json
     results.json, report.md, *.png   written at the end from everything above
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from smf.data.sources import training_examples
+from smf.data.sources import for_seed, per_seed, training_examples
 from smf.errors import SmfError
 from smf.evaluate.evaluator import evaluate
 from smf.evaluate.tasks import Task, load_task, resolve_task
@@ -50,7 +51,9 @@ def run_study(config: StudyConfig, out: str | Path, *, seeds: list[int] | None =
     specs = config.eval_specs() if stream is None else [c["task"] for c in stream] + config.eval_specs()[1:]
     loaded = [load_task(s) for s in specs]
     tasks = {t.label: t for t in loaded}
-    examples = training_examples(config.data)
+    # data drawn per seed (seed: run) is drawn for every seed here, so bad data still fails before any model work
+    examples = {seed: training_examples(for_seed(config.data, seed)) for seed in config.seeds} if per_seed(config.data) \
+        else dict.fromkeys(config.seeds, training_examples(config.data))
     base_dir = resolve_model(config.model)
     # written only now, so a study refused above leaves no study.json to refuse its corrected config
     _mark(out, config, base_dir, claimed)
@@ -63,10 +66,10 @@ def run_study(config: StudyConfig, out: str | Path, *, seeds: list[int] | None =
         write_stream_report(results, out)
         return results
     base = _base_results(config, base_dir, tasks, out)
-    memory_dir = _memory_model(config, base_dir, out, progress) if config.needs_memory() else None
+    memory_dirs = _memory_models(config, base_dir, out, progress) if config.needs_memory() else {}
     for seed in config.seeds:
         for run in config.runs():
-            _train_and_evaluate(config, run, seed, base_dir, memory_dir, tasks, examples, out, progress)
+            _train_and_evaluate(config, run, seed, base_dir, memory_dirs.get(seed), tasks, examples[seed], out, progress)
     results = collect_results(config, out, base)
     write_json_atomic(out / RESULTS_FILE, results)
     write_report(results, out)
@@ -138,21 +141,39 @@ def _base_results(config: StudyConfig, base_dir, tasks: dict, out: Path) -> dict
     return result
 
 
-def _memory_model(config: StudyConfig, base_dir, out: Path, progress: bool) -> Path:
-    """Retrofit (and heal) the base model once; background statistics beside it."""
-    folder = out / "memory_model"
+def memory_per_seed(config: StudyConfig) -> bool:
+    """Whether each run seed has its own memory model: its heal or background data is drawn per seed (seed: run)."""
+    return (config.heal is not None and per_seed(config.heal.data)) or per_seed(config.background.data)
+
+
+def _memory_models(config: StudyConfig, base_dir, out: Path, progress: bool) -> dict[int, Path]:
+    """Run seed → its memory model: one for every seed, or one per seed (`memory_per_seed`)."""
+    if not memory_per_seed(config):
+        return dict.fromkeys(config.seeds, _memory_model(config, base_dir, out, progress))
+    return {seed: _memory_model(config, base_dir, out, progress, seed) for seed in config.seeds}
+
+
+def _memory_model(config: StudyConfig, base_dir, out: Path, progress: bool, seed: int | None = None) -> Path:
+    """Retrofit (and heal) the base model; background statistics beside it. With `seed`, the memory model of
+    that run seed (memory_model/seed<s>, heal/seed<s>), its heal and background data drawn with that seed."""
+    folder = out / "memory_model" if seed is None else out / "memory_model" / f"seed{seed}"
+    heal_out = out / "heal" if seed is None else out / "heal" / f"seed{seed}"
+    heal_config, background_config = config.heal, config.background
+    if seed is not None:
+        heal_config = heal_config and dataclasses.replace(heal_config, data=for_seed(heal_config.data, seed))
+        background_config = dataclasses.replace(background_config, data=for_seed(background_config.data, seed))
     if not (folder / MEMORY_FILE).is_file():
         model, tokenizer = load_model(base_dir)
         retrofit(model, config.memory)
         save_retrofitted(model, tokenizer, folder, overwrite=True, extra={"base_model": str(base_dir)})
-    if config.heal is not None:
-        healed = out / "heal" / MODEL_DIR
+    if heal_config is not None:
+        healed = heal_out / MODEL_DIR
         if not (healed / MEMORY_FILE).is_file():
-            shutil.rmtree(out / "heal", ignore_errors=True)
-            heal(folder, config.heal, out / "heal", progress=progress)
+            shutil.rmtree(heal_out, ignore_errors=True)
+            heal(folder, heal_config, heal_out, progress=progress)
         folder = healed
     if not (folder / BACKGROUND_FILE).is_file():
-        background_statistics(folder, config.background, progress=progress)
+        background_statistics(folder, background_config, progress=progress)
     return folder
 
 
