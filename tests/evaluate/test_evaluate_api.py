@@ -38,7 +38,8 @@ def test_registry_names_the_issue_tasks():
 
 def test_resolve_task_fills_defaults_and_checks_options():
     spec = resolve_task({"name": "capitals", "limit": 5})
-    assert spec.options == {"prompt": "chat", "match": "substring", "stop": ["\n"], "max_new_tokens": 32}
+    assert spec.options == {"prompt": "chat", "match": "substring", "stop": ["\n"], "max_new_tokens": 32,
+                            "decoding": "greedy"}
     assert resolve_task("triviaqa").options["stop"] == ["\n", ".", ","]
     assert resolve_task({"name": "medmcqa", "format": "cloze", "as": "m2"}).label == "m2"
     assert resolve_task({"name": "facts", "n_facts": 30, "seed": 3}).data_options["n_facts"] == 30

@@ -121,6 +121,7 @@ def run_task(model, tokenizer, task: Task, *, batch_size: int = BATCH_SIZE, gene
         out = score_qa(
             model, tokenizer, task.items, prompt=opts["prompt"], match=opts["match"], stop=opts["stop"],
             max_new_tokens=opts["max_new_tokens"], batch_size=generate_batch_size, on_batch=on_batch,
+            decoding=opts["decoding"],
         )
         metrics, recs = out.metrics, out.records
         headline = QA_HEADLINE[opts["match"]]

@@ -5,6 +5,14 @@ it emits an end-of-sequence token or its decoded text contains a stop string, an
 leaves the batch (and the cache) then; the batch ends when every row is done or
 `max_new_tokens` is reached. The text is then
 cut at the stop strings exactly as lm-eval cuts it (`cut_at_stops`).
+
+`generation_settings(model, tokenizer, "generation_config")` gives what the published
+SMF-on-Qwen study's `model.generate(do_sample=False)` applies: the model's generation config's
+repetition penalty (a token already in the prompt or the answer has its logit divided by
+the penalty, or multiplied when negative: transformers' rule, each row over its own tokens,
+never the padding), and only the tokenizer's end-of-sequence token ends a row. The sampling
+fields of that config do nothing there (greedy is forced); "greedy" (the default) is this
+loop without a penalty, ended by any end token of the tokenizer or the generation config.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ class Generation:
     text: str
     raw: str
     n_tokens: int
+    ids: tuple[int, ...] = ()  # the tokens generated (no end-of-sequence token)
 
 
 def cut_at_stops(text: str, stop: Sequence[str]) -> str:
@@ -45,6 +54,27 @@ def stop_token_ids(model, tokenizer) -> set[int]:
     return ids
 
 
+DECODINGS = ("greedy", "generation_config")
+
+
+def generation_settings(model, tokenizer, decoding: str) -> tuple[set[int], float]:
+    """(end-of-sequence ids, repetition penalty) of a decoding: greedy (every end token, no penalty)
+    or generation_config (the tokenizer's EOS only, the model's generation config's penalty)."""
+    if decoding == "greedy":
+        return stop_token_ids(model, tokenizer), 1.0
+    assert decoding == "generation_config", decoding
+    config = getattr(model, "generation_config", None)
+    penalty = getattr(config, "repetition_penalty", None) if config is not None else None
+    eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    return eos, float(penalty) if penalty is not None else 1.0
+
+
+def penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """logits (A, V), seen (A, V) bool → the logits of seen tokens divided by `penalty` (multiplied
+    where negative), as transformers' repetition penalty."""
+    return torch.where(seen, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
+
+
 @torch.inference_mode()
 def greedy_generate(
     model,
@@ -55,21 +85,23 @@ def greedy_generate(
     max_new_tokens: int = 32,
     batch_size: int = 16,
     on_batch: Callable[[int, int], None] | None = None,
+    decoding: str = "greedy",
 ) -> list[Generation]:
     """Greedy continuations of token-id prompts, in input order.
 
     `on_batch(n_prompts, n_tokens)` is called after each batch with the number of
-    tokens the model processed (prompt tokens plus generated tokens).
+    tokens the model processed (prompt tokens plus generated tokens). `decoding`: greedy
+    or generation_config (see the module doc).
     """
     assert all(prompts), "empty prompt"
     device = model_device(model)
-    eos = stop_token_ids(model, tokenizer)
+    eos, penalty = generation_settings(model, tokenizer, decoding)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos), 0)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     results: list[Generation | None] = [None] * len(prompts)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        outs = _generate_batch(model, tokenizer, [prompts[i] for i in idx], stop, max_new_tokens, eos, pad, device)
+        outs = _generate_batch(model, tokenizer, [prompts[i] for i in idx], stop, max_new_tokens, eos, pad, device, penalty)
         for i, g in zip(idx, outs):
             results[i] = g
         if on_batch is not None:
@@ -77,8 +109,9 @@ def greedy_generate(
     return results  # type: ignore[return-value]
 
 
-def _generate_batch(model, tokenizer, prompts, stop, max_new_tokens, eos, pad, device) -> list[Generation]:
+def _generate_batch(model, tokenizer, prompts, stop, max_new_tokens, eos, pad, device, penalty: float = 1.0) -> list[Generation]:
     ids, mask, positions = left_pad(prompts, pad, device)
+    seen = None  # (A, V) bool: the tokens of each live row so far (repetition penalty only)
     generated: list[list[int]] = [[] for _ in prompts]
     active = list(range(len(prompts)))  # rows still generating, in cache order
     cache = None
@@ -93,7 +126,14 @@ def _generate_batch(model, tokenizer, prompts, stop, max_new_tokens, eos, pad, d
             **last_logits_kwargs(model),
         )
         cache = output_cache(out)
-        next_ids = out.logits[:, -1].argmax(-1)  # [A]
+        logits = out.logits[:, -1].float()
+        if penalty != 1.0:
+            if seen is None:
+                seen = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
+                for row, prompt in enumerate(prompts):
+                    seen[row, torch.tensor(prompt, device=logits.device)] = True
+            logits = penalize(logits, seen, penalty)
+        next_ids = logits.argmax(-1)  # [A]
         keep = []
         for k, token in enumerate(next_ids.tolist()):
             row = active[k]
@@ -110,12 +150,15 @@ def _generate_batch(model, tokenizer, prompts, stop, max_new_tokens, eos, pad, d
             sel = torch.tensor(keep, device=device)
             cache.batch_select_indices(sel)
             next_ids, mask, step_pos = next_ids[sel], mask[sel], step_pos[sel]
+            seen = seen[sel] if seen is not None else None
             active = [active[k] for k in keep]
+        if seen is not None:
+            seen[torch.arange(len(active), device=seen.device), next_ids] = True
         step_ids = next_ids.unsqueeze(-1)
         step_pos = step_pos[:, -1:] + 1
         mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
     results = []
     for toks in generated:
         raw = tokenizer.decode(toks, skip_special_tokens=True)
-        results.append(Generation(cut_at_stops(raw, stop), raw, len(toks)))
+        results.append(Generation(cut_at_stops(raw, stop), raw, len(toks), tuple(toks)))
     return results

@@ -43,7 +43,7 @@ from typing import Callable, Sequence
 from smf.data.templates import chat_prompt, nq_prompt, plain_prompt, published_qa_prompt
 from smf.data.types import QAItem
 from smf.errors import SmfError
-from smf.evaluate.generate import greedy_generate
+from smf.evaluate.generate import DECODINGS, greedy_generate
 from smf.evaluate.tokens import encode_text
 from smf.stats import accuracy, mean_score
 
@@ -144,12 +144,15 @@ def score_qa(
     max_new_tokens: int = 32,
     batch_size: int = 16,
     on_batch: Callable[[int, int], None] | None = None,
+    decoding: str = "greedy",
 ) -> QaResult:
     """Exact-match, substring and contains accuracy of greedy answers to `items`.
 
     `match` and `stop` default to the prompt style's (see STYLES). Records: per item
     its id, the cut output, and whether it matched (headline rule).
     `on_batch(n_items, n_tokens)` is called after each batch (progress, throughput).
+    `decoding`: greedy (smf's loop) or generation_config (the model's generation config's
+    repetition penalty, ended only by the tokenizer's EOS, as the published study decodes).
     """
     if prompt not in STYLES:
         raise SmfError(f"unknown prompt style '{prompt}'; choose one of {', '.join(STYLES)}")
@@ -157,6 +160,8 @@ def score_qa(
     match = match or style.match
     if match not in MATCHES:
         raise SmfError(f"unknown match rule '{match}'; choose one of {', '.join(MATCHES)}")
+    if decoding not in DECODINGS:
+        raise SmfError(f"unknown decoding '{decoding}'; choose one of {', '.join(DECODINGS)}")
     stop = tuple(style.stop if stop is None else stop)
     for item in items:
         if not item.aliases:
@@ -165,7 +170,8 @@ def score_qa(
     texts = [ask(i.question) for i in items]
     prompts = [encode_text(tokenizer, t) for t in texts]
     outputs = greedy_generate(
-        model, tokenizer, prompts, stop=stop, max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=on_batch
+        model, tokenizer, prompts, stop=stop, max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=on_batch,
+        decoding=decoding,
     )
     exact = [exact_match(g.text, i.aliases) for g, i in zip(outputs, items)]
     sub = [substring_match(g.text, i.aliases) for g, i in zip(outputs, items)]

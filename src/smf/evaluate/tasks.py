@@ -12,7 +12,8 @@ config:
 Options of every task: `as` (the key in the results; default the name) and `limit`
 (first N items). Data options belong to the task (e.g. `source`, `split`); scoring
 options to its kind: mcq `format`; qa `prompt`, `match`, `stop`,
-`max_new_tokens`; perplexity `max_length`, `max_batch_tokens`, `stride`.
+`max_new_tokens`, `decoding` (greedy, or generation_config: the model's repetition penalty and
+only the tokenizer's EOS, as the published study generates); perplexity `max_length`, `max_batch_tokens`, `stride`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Mapping
 from smf.config import closest
 from smf.data.registry import Dataset, get_form, names
 from smf.errors import SmfError
+from smf.evaluate.generate import DECODINGS
 from smf.evaluate.mcq import FORMATS
 from smf.evaluate.qa import MATCHES, STYLES
 
@@ -30,7 +32,7 @@ from smf.evaluate.qa import MATCHES, STYLES
 # qa `match` and `stop` of None take the prompt style's (smf.evaluate.qa.STYLES).
 SCORING_DEFAULTS = {
     "mcq": {"format": "letter"},
-    "qa": {"prompt": "plain", "match": None, "stop": None, "max_new_tokens": 32},
+    "qa": {"prompt": "plain", "match": None, "stop": None, "max_new_tokens": 32, "decoding": "greedy"},
     # lm-eval would use the model's whole context (8192 for SmolLM2, 32768 for Qwen2.5);
     # 2048 keeps CPU runs practical. Pass the same max_length to both for parity.
     # stride: None = lm-eval's rolling windows; a number = the fixed-length sliding-window recipe
@@ -130,6 +132,8 @@ def _check_scoring(label: str, kind: str, scoring: dict) -> None:
         scoring["match"] = scoring["match"] or style.match
         if scoring["match"] not in MATCHES:
             raise bad("match", MATCHES)
+        if scoring["decoding"] not in DECODINGS:
+            raise bad("decoding", DECODINGS)
         stop = style.stop if scoring["stop"] is None else scoring["stop"]
         scoring["stop"] = [stop] if isinstance(stop, str) else list(stop)
     for option in ("max_new_tokens", "max_length", "max_batch_tokens"):
