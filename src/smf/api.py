@@ -90,7 +90,7 @@ def background_statistics(model: nn.Module, tokenizer, texts: str | Iterable[str
                               progress=progress, mixed_precision=mixed_precision)
 
 
-def load(name: str | os.PathLike | None = None, *, device: str = "cpu"):
+def load(name: str | os.PathLike | None = None, *, device: str = "cpu") -> tuple[nn.Module, Any]:
     """(model, tokenizer) of `name`: a folder smf or a Trainer with `SmfOptimizer` saved (memory, a run's delta,
     a LoRA adapter), a hub id, or None for the offline default model (SmolLM2-135M-Instruct). In eval mode, fp32."""
     model, tokenizer = load_model(name, device=device)

@@ -18,6 +18,8 @@ from smf.train import train
 
 from conftest import memory_folder
 
+pytestmark = pytest.mark.slow  # each test trains (a few seconds)
+
 MEMORY = dict(layers=(1, 2), slots=256, heads=2, topk=4, key_dim=16)
 TOP_T, LR, STEPS, BATCH, ACCUM = 8, 0.05, 6, 4, 2
 
@@ -51,10 +53,10 @@ def selections(monkeypatch):
     return chosen
 
 
-def trainer_run(start, tokenizer, items, out, *, sequential: bool, save_steps: int = 0, resume=None, callbacks=()):
+def trainer_run(start, tokenizer, items, out, *, sequential: bool, save_steps: int = 0, resume=None, callbacks=(), count="all"):
     """SMF through transformers' Trainer from the folder `start`: micro-batches of BATCH / ACCUM, ACCUM of them a step."""
     model, _ = smf.load(start)
-    optimizer = smf.SmfOptimizer(model, start, top_t=TOP_T, lr=LR, max_grad_norm=1.0)
+    optimizer = smf.SmfOptimizer(model, start, top_t=TOP_T, lr=LR, max_grad_norm=1.0, count=count)
     args = TrainingArguments(str(out), max_steps=STEPS, per_device_train_batch_size=BATCH // ACCUM, gradient_accumulation_steps=ACCUM,
                              lr_scheduler_type="constant", report_to="none", use_cpu=True, remove_unused_columns=False,
                              save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500, disable_tqdm=True,
@@ -75,18 +77,20 @@ def logits(model, tokenizer) -> torch.Tensor:
         return model.eval()(**ids).logits
 
 
-def test_trainer_trains_as_smf_train_does(start, data, tokenizer, tmp_path, selections):
+@pytest.mark.parametrize("count", ["all", "target"])
+def test_trainer_trains_as_smf_train_does(start, data, tokenizer, tmp_path, selections, count):
     """6 steps of 4 examples in 2 micro-batches: `smf train`'s loop, then Trainer + SmfOptimizer on the same batches
     (the loop's seeded order, read sequentially): the same rows at every step and layer, weights within 1e-6, and
-    against the start: every weight but the value tables, and every value row never selected, bit-identical."""
+    against the start: every weight but the value tables, and every value row never selected, bit-identical.
+    Rows ranked by every token's reads (count all) or by those of the answers' positions only (target)."""
     config = TrainConfig(method="smf", steps=STEPS, batch_size=BATCH, grad_accum=ACCUM, lr=LR, max_grad_norm=1.0,
-                         options=SmfOptions(top_t=TOP_T))
+                         options=SmfOptions(top_t=TOP_T, count=count))
     loop_model = train(smf.load(start)[0], tokenizer, data, config, tmp_path / "run", model_dir=start, save_model=False,
                        progress=False).model
     by_loop = selections[:]
     selections.clear()
     order = [data[i] for step in range(STEPS) for i in step_indices(len(data), step, BATCH, config.seed)]
-    trainer_model, trainer = trainer_run(start, tokenizer, order, tmp_path / "trainer", sequential=True)
+    trainer_model, trainer = trainer_run(start, tokenizer, order, tmp_path / "trainer", sequential=True, count=count)
     by_trainer = selections[:]
 
     assert len(by_loop) == STEPS * len(MEMORY["layers"]) and all(len(rows) for _, rows in by_loop)
