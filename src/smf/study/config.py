@@ -53,6 +53,7 @@ class EvaluationConfig(Config):
     probes_apart_from_background: bool = setting(
         False, "refuse a forgetting probe (reported or validation) drawn from the same source as the background statistics")
     mixed_precision: str = setting("auto", "auto (bf16 autocast on a GPU, full precision on the CPU), no, or bf16")
+    healed: bool = setting(False, "report the healed memory model, before any training, as its own row (needs heal)")
 
     def specs(self) -> list[Any]:
         return [self.task, *self.extra_tasks, *self.probes]
@@ -230,6 +231,8 @@ class StudyConfig(Config):
         for run in runs:
             run.train_config(self, self.seeds[0], where)  # every setting must make a valid TrainConfig
         check_source(self.data, "train", at(where, "data"))
+        if self.evaluation.healed and self.heal is None:
+            raise SmfError(f"{at(where, 'evaluation.healed')}: a healed row needs a heal; give heal: {{data: ...}} or set healed: false")
         labels = []
         for section, specs in (("evaluation", self.evaluation.specs()), ("validation", self.validation.specs())):
             for spec in specs:

@@ -73,6 +73,9 @@ def markdown(results: dict) -> str:
         err = f" ± {_fmt_value(b['kind'], b['stderr'])}" if b["stderr"] is not None and b["kind"] != "perplexity" else ""
         base_cells.append(_fmt_value(b["kind"], b["value"]) + err)
     lines.append("| **base** | " + " | ".join(base_cells) + " | – | – | – | – |")
+    if results.get("healed"):  # the memory model before training (evaluation.healed)
+        healed = results["healed"]
+        lines.append("| **healed** (before training) | " + " | ".join(_cell(healed, c, kinds[c]) for c in columns) + " | – | – | – | – |")
     validation = results["validation"]
     chosen = set(validation["chosen"].values())
     for row in results["summary"]:

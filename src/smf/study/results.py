@@ -112,6 +112,7 @@ def collect_results(config: StudyConfig, out: Path, base: dict) -> dict:
         if any(r.get("parameters_trained") is not None for r in mine):
             row["parameters_trained"] = mean_std([r.get("parameters_trained") for r in mine])
         summary.append(row)
+    healed = _healed_row(config, out, base_tasks)
     chosen = (choose_on_validation(summary, validation_task, validation_probes, config.tolerance, val.min_gain)
               if validation_task else {})
     base_curve = {k: v["headline"]["value"] for k, v in base.get("curve", {}).items()}
@@ -124,9 +125,24 @@ def collect_results(config: StudyConfig, out: Path, base: dict) -> dict:
                          "stderr": t["headline"]["stderr"], "n": t["n"]} for label, t in base_tasks.items()},
         "base_curve": base_curve,
         "summary": summary,
+        "healed": healed,
         "runs": runs,
         "machine": machine(),
     }
+
+
+def _healed_row(config: StudyConfig, out: Path, base_tasks: dict) -> dict | None:
+    """The healed memory model before training (evaluation.healed), as a summary row: its value and change
+    from base per task, over the seeds evaluated; None when there is none."""
+    found = [read_json(p) for seed in config.seeds if (p := out / "healed" / f"seed{seed}" / RESULT_FILE).is_file()]
+    if not found:
+        return None
+    row = {"label": "healed", "seeds": [r["seed"] for r in found]}
+    for label, b in base_tasks.items():
+        scored = [r["tasks"][label] for r in found]
+        deltas = [delta(t["kind"], t["headline"]["value"], b["headline"]["value"]) for t in scored]
+        row[label] = {"value": mean_std([t["headline"]["value"] for t in scored]), **change_cell(deltas, scored, b)}
+    return row
 
 
 def choose_on_validation(summary: list[dict], task: str, probes: list[str], tolerance: float,

@@ -59,14 +59,18 @@ def run_study(config: StudyConfig, out: str | Path, *, seeds: list[int] | None =
     _mark(out, config, base_dir, claimed)
     if stream is not None:
         base = _base_results(config, base_dir, tasks, out)
-        memory_dir = _memory_model(config, base_dir, out, progress) if config.needs_memory() else None
+        # a stream's runs share one memory model: heal and background data drawn per seed take the first seed
+        first = config.seeds[0] if memory_per_seed(config) else None
+        memory_dir = _memory_model(config, base_dir, out, progress, first) if config.needs_memory() else None
         results = run_stream(config, out, base, base_dir, memory_dir, tasks,
                              lambda model, tokenizer, now: _evaluate(model, tokenizer, now, config, progress), progress)
         write_json_atomic(out / RESULTS_FILE, results)
         write_stream_report(results, out)
         return results
     base = _base_results(config, base_dir, tasks, out)
-    memory_dirs = _memory_models(config, base_dir, out, progress) if config.needs_memory() else {}
+    memory_dirs = _memory_models(config, base_dir, out, progress) if config.needs_memory() or config.evaluation.healed else {}
+    if config.evaluation.healed:
+        _healed_results(config, memory_dirs, tasks, out)
     for seed in config.seeds:
         for run in config.runs():
             _train_and_evaluate(config, run, seed, base_dir, memory_dirs.get(seed), tasks, examples[seed], out, progress)
@@ -175,6 +179,21 @@ def _memory_model(config: StudyConfig, base_dir, out: Path, progress: bool, seed
     if not (folder / BACKGROUND_FILE).is_file():
         background_statistics(folder, background_config, progress=progress)
     return folder
+
+
+def _healed_results(config: StudyConfig, memory_dirs: dict[int, Path], tasks: dict, out: Path) -> None:
+    """Each seed's healed memory model before any training, evaluated: healed/seed<s>/result.json (a memory model
+    shared by the seeds is evaluated once)."""
+    done: dict[Path, dict] = {}
+    for seed, folder in memory_dirs.items():
+        path = out / "healed" / f"seed{seed}" / RESULT_FILE
+        if path.is_file():
+            continue
+        if folder not in done:
+            model, tokenizer = load_model(folder, device=compute_device())
+            done[folder] = _evaluate(model, tokenizer, tasks, config, True)
+            del model
+        write_json_atomic(path, {"label": "healed", "seed": seed, "model": str(folder), "tasks": done[folder]})
 
 
 def _curve_tasks(config: StudyConfig, tasks: dict) -> dict:

@@ -1,0 +1,55 @@
+"""configs/published/smf-on-qwen-medmcqa.yaml end to end on a tiny model with local files in the hub
+schemas (as tests/study/test_study.py runs every config): two seeds, each drawing its own training
+rows and its own memory model (seed: run), the KL and TF-IDF arms, and the healed row; and its bad
+input refused at load."""
+
+import json
+
+import pytest
+
+from conftest import refused_at_load
+from smf.config import read_config
+from smf.study.config import StudyConfig
+from smf.study.runner import run_study
+from test_study import FIXTURES, ROOT, shrink
+
+PUBLISHED = ROOT / "configs" / "published" / "smf-on-qwen-medmcqa.yaml"
+RECIPE_MEDMCQA = FIXTURES / "recipe" / "inputs" / "medmcqa_train.jsonl"
+
+
+@pytest.mark.slow
+def test_published_config_per_seed_with_tfidf_kl_and_healed_rows(tiny_folder, tmp_path):
+    raw = shrink(read_config(PUBLISHED), tiny_folder)
+    raw["seeds"] = [0, 1]
+    raw["methods"] = {k: v for k, v in raw["methods"].items() if k in ("smf-kl", "smf-tfidf")}
+    raw["data"] = {**raw["data"], "source": str(RECIPE_MEDMCQA), "split": "train", "sample": 10}  # 10 of 35: per seed
+    raw["curve"] = {"every": 0}
+    config = StudyConfig.from_dict(raw)
+    assert config.evaluation.healed and config.data["seed"] == "run"
+    results = run_study(config, tmp_path / "study", progress=False)
+    study = tmp_path / "study"
+    for seed in (0, 1):  # a memory model per seed, healed, with its background
+        assert (study / "heal" / f"seed{seed}" / "model" / "background.safetensors").is_file()
+        assert (study / "healed" / f"seed{seed}" / "result.json").is_file()
+    data = {seed: json.loads((study / "runs" / "smf-kl" / f"seed{seed}" / "fingerprint.json").read_text())["data"] for seed in (0, 1)}
+    assert data[0] != data[1]  # each seed trains on its own sample
+    assert results["healed"]["seeds"] == [0, 1]
+    report = (study / "report.md").read_text()
+    assert "| **healed** (before training) |" in report and "| smf-kl |" in report and "| smf-tfidf |" in report
+
+
+BAD = [
+    ("data: {name: medmcqa, template: study}\n", "data: unknown template 'study'; choose one of lm-eval, published"),
+    (f"data: {{name: oasst1, source: {FIXTURES / 'recipe' / 'inputs' / 'oasst1_train.jsonl'}, lang: en, role: assistant, "
+     "rank: [0, 1], min_chars: 100000}\n", "no OASST1 message of 156 is left by the filters"),
+    ("heal: {data: {name: oasst1, role: bot}}\n", "heal.data: role 'bot' is no OASST1 role"),
+    ("background: {data: {name: oasst1, rank: -1}}\n", "background.data: rank must be a rank >= 0"),
+    ("heal: {data: pydoc, steps: 50, warmup_steps: 100}\n", "heal.warmup_steps: a warm-up of 100 steps is longer than the heal's 50 steps"),
+    ("evaluation: {task: facts, healed: true}\n", "evaluation.healed: a healed row needs a heal"),
+]
+
+
+@pytest.mark.parametrize("text, message", BAD, ids=["template", "filter-empty", "role", "rank", "warmup", "healed"])
+def test_bad_recipe_input_is_one_line_at_load(tmp_path, capsys, monkeypatch, text, message):
+    text = text if "evaluation" in text else text + "evaluation: {task: facts}\n"
+    refused_at_load("methods: {smf-kl: {}}\n" + text, tmp_path, capsys, monkeypatch, message)
