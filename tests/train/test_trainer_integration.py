@@ -194,3 +194,33 @@ def test_optimizer_state_round_trips_and_refuses_another_memory(start, tmp_path,
     elsewhere = smf.SmfOptimizer(smf.load(folder)[0], folder, top_t=TOP_T)
     with pytest.raises(smf.SmfError, match="another memory.*start without resuming"):
         elsewhere.load_state_dict(optimizer.state_dict())
+
+
+def test_trl_sft_trainer_trains_with_smf_optimizer(start, tokenizer, tmp_path, selections):
+    """TRL's SFTTrainer (a Trainer) takes SmfOptimizer the same way: 4 steps of 2 micro-batches select rows at every
+    step and layer, and only those rows move; its checkpoint loads with smf.load. Skipped where trl is not installed
+    (not a dependency of smf; `pip install trl --no-deps` adds it beside this transformers)."""
+    trl = pytest.importorskip("trl")
+    from datasets import Dataset
+
+    model, _ = smf.load(start)
+    before = weights(model)
+    data = Dataset.from_dict({"text": [f"The keeper of lighthouse {n} lives in {town}." for n, town in
+                                       enumerate(["Arnholt", "Brisk", "Calloway", "Dunmere", "Eastvale", "Fairlight"])]})
+    args = trl.SFTConfig(str(tmp_path / "sft"), max_steps=4, per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                         report_to="none", use_cpu=True, disable_tqdm=True, save_steps=4)
+    trainer = trl.SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                             optimizers=(smf.SmfOptimizer(model, start, top_t=TOP_T, lr=LR), None))
+    trainer.train()
+    assert len(selections) == 4 * len(MEMORY["layers"]) and all(0 < len(rows) <= TOP_T for _, rows in selections)
+    after = weights(model)
+    for name in after:
+        if name.endswith("memory.values"):
+            layer = int(name.split(".")[2])
+            moved = (after[name] != before[name]).any(-1).nonzero().flatten()
+            selected = torch.cat([rows for i, rows in selections if i == layer]).unique()
+            assert len(moved) and set(moved.tolist()) <= set(selected.tolist()), name
+        else:
+            assert torch.equal(after[name], before[name]), f"{name} moved"
+    saved, _ = smf.load(tmp_path / "sft" / "checkpoint-4")
+    assert all(torch.equal(p, after[n]) for n, p in saved.named_parameters())
