@@ -248,7 +248,7 @@ def test_a_bad_value_names_where_it_was_written():
         TrainConfig.from_dict({"method": "smff"}, where="methods.x")
     with pytest.raises(SmfError, match=r"^methods.x: unknown mixed precision 'fp16'; choose one of auto, no, bf16"):
         TrainConfig.from_dict({"mixed_precision": "fp16"}, where="methods.x")
-    with pytest.raises(SmfError, match=r"^methods.x: count: unknown choice 'targets'; choose one of all, target; did you mean 'target'"):
+    with pytest.raises(SmfError, match=r"^methods.x: count: unknown choice 'targets'; choose one of all, target, padded; did you mean 'target'"):
         TrainConfig.from_dict({"method": "smf", "count": "targets"}, where="methods.x")
 
 

@@ -240,6 +240,10 @@ class TrainConfig(Config):
         "smf", "how warm-up and epochs count: smf (update k of the warm-up takes lr·k/(warmup_steps+1); epochs give "
                "ceil(epochs·examples/batch_size) steps) or transformers (its Trainer, as the published study trains: update k "
                "takes lr·(k-1)/warmup_steps, the first lr 0; epochs give ceil(epochs·ceil(examples/batch_size)) steps)")
+    micro_batch_loss: Literal["step_mean", "own_mean"] = setting(
+        "step_mean", "step_mean: every target token of a step weighs 1 / (the step's target tokens), whatever grad_accum; "
+                     "own_mean: each micro-batch's mean loss, summed over the step's micro-batches (the published study's SMF "
+                     "stage: about grad_accum times the gradient before clipping)")
     max_grad_norm: float | None = setting(1.0, "gradient clipping norm; none = no clipping")
     seed: int = setting(0, "seed of the data order, adapters and random selection")
     checkpoint_every: int = setting(0, "steps between checkpoints for --resume (0 = none)")

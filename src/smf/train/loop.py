@@ -319,10 +319,11 @@ def train(
                 with record_function("train/forward"):  # the phases name themselves in torch's profiler
                     method.before_forward(model, batch)
                     with autocast:
-                        loss_sum, _ = loss_module(**batch)
+                        loss_sum, n_targets = loss_module(**batch)
                     method.after_forward(model)
                 with record_function("train/backward"):
-                    accelerator.backward(loss_sum / max(step_targets, 1))
+                    own_mean = config.micro_batch_loss == "own_mean"  # the micro-batch's mean, not the step's share
+                    accelerator.backward(loss_sum / (n_targets.clamp(min=1) if own_mean else max(step_targets, 1)))
                 loss_total += float(loss_sum.detach())
                 tokens += int(batch["attention_mask"].sum())
             # After the step's last after_forward (Term says why); the gradients are summed over the processes,
