@@ -4,6 +4,7 @@ its tiny heal run): epochs counted as transformers' Trainer counts them, cosine 
 Learning rates within 1e-9."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from smf.methods import TrainConfig
 from smf.methods.heal import HealConfig
 from smf.train.loop import lr_lambda
 from smf.data.batching import document_sequences
+from smf.data.hub import oasst1_rows
 from smf.data.sources import general_texts
 from smf.memory import load_retrofitted
 from smf.train import train
@@ -90,3 +92,19 @@ def test_a_warmup_longer_than_the_heal_is_refused_at_load(tmp_path, capsys, monk
     assert not (tmp_path / "heal").exists()
     refused_at_load(f"methods: {{smf-kl: {{}}}}\nevaluation: {{task: facts}}\nheal: {heal_yaml}\n", tmp_path, capsys, monkeypatch,
                     "heal.warmup_steps: a warm-up of 100 steps is longer than the heal's 6 steps")
+
+
+def test_smf_heal_as_the_study_heals_from_the_command_line(tmp_path, tokenizer, capsys):
+    from smf.cli import main
+
+    folder = memory_folder(tmp_path / "memory", tokenizer, MemoryConfig(layers=(1,), slots=256, heads=2, topk=4, key_dim=16))
+    data = f"oasst1:source={OASST1},lang=en,role=assistant,min_chars=50"
+    assert main(["heal", "--model", str(folder), "--data", data, "--pack", "false", "--epochs", "1", "--batch-size", "16",
+                 "--grad-accum", "8", "--max-length", "32", "--schedule", "cosine", "--warmup-steps", "2",
+                 "--schedule-as", "transformers", "--lr", "5e-4", "--out", str(tmp_path / "heal")]) == 0
+    n = len(oasst1_rows(OASST1, lang="en", role="assistant", min_chars=50))  # every rank: a list does not fit a flag
+    steps = math.ceil(n / 16)
+    assert f"healed for {steps} steps" in capsys.readouterr().out
+    log = [json.loads(line) for line in (tmp_path / "heal" / "log.jsonl").read_text().splitlines()]
+    closed_form = [5e-4 * (s / 2 if s < 2 else 0.5 * (1 + math.cos(math.pi * (s - 2) / (steps - 2)))) for s in range(steps)]
+    assert max(abs(r["lr"] - lr) for r, lr in zip([r for r in log if "loss" in r], closed_form, strict=True)) < 1e-12

@@ -108,6 +108,6 @@ def run_heal(args) -> None:
     config = HealConfig.from_dict(given(args, HEAL_FLAGS), where="command line")
     with output_lock(args.out):
         result = heal(args.model, config, args.out, resume=args.resume)
-    print(f"healed for {config.steps} steps: loss {result.summary['first_loss']:.3f} → {result.summary['final_loss']:.3f}; "
+    print(f"healed for {result.summary['steps']} steps: loss {result.summary['first_loss']:.3f} → {result.summary['final_loss']:.3f}; "
           f"model in {args.out / 'model'} (its keys changed: run smf background on it before smf training)")
 
