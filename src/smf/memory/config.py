@@ -40,6 +40,8 @@ class MemoryConfig(Config):
     value_init: Literal["zeros", "normal"] | None = setting(None, "zeros or normal; none = zeros for additive, normal for replacement")
     value_init_std: float = setting(0.02, "standard deviation of normal value init")
     seed: int = setting(0, "seed of the initial keys and projections, so a retrofit is repeatable")
+    seed_per_run: bool = setting(False, "a study retrofits a memory for each run seed, drawn with that seed (the published "
+                                        "study); false: one memory, drawn with `seed`, for every run")
     variant: Literal["smf", "published"] = setting(
         "smf", "smf: this project's layer (input re-normalised, no biases, zero values: an exact no-op at the start); "
                "published: the SMF-on-Qwen study's layer (query, gate and output projections with biases, the raw FFN "

@@ -146,8 +146,9 @@ def _base_results(config: StudyConfig, base_dir, tasks: dict, out: Path) -> dict
 
 
 def memory_per_seed(config: StudyConfig) -> bool:
-    """Whether each run seed has its own memory model: its heal or background data is drawn per seed (seed: run)."""
-    return (config.heal is not None and per_seed(config.heal.data)) or per_seed(config.background.data)
+    """Whether each run seed has its own memory model: the memory is drawn per seed (memory.seed_per_run) or its heal
+    or background data is (seed: run)."""
+    return config.memory.seed_per_run or (config.heal is not None and per_seed(config.heal.data)) or per_seed(config.background.data)
 
 
 def _memory_models(config: StudyConfig, base_dir, out: Path, progress: bool) -> dict[int, Path]:
@@ -168,7 +169,8 @@ def _memory_model(config: StudyConfig, base_dir, out: Path, progress: bool, seed
         background_config = dataclasses.replace(background_config, data=for_seed(background_config.data, seed))
     if not (folder / MEMORY_FILE).is_file():
         model, tokenizer = load_model(base_dir)
-        retrofit(model, config.memory)
+        memory = dataclasses.replace(config.memory, seed=seed) if config.memory.seed_per_run and seed is not None else config.memory
+        retrofit(model, memory)
         save_retrofitted(model, tokenizer, folder, overwrite=True, extra={"base_model": str(base_dir)})
     if heal_config is not None:
         healed = heal_out / MODEL_DIR
