@@ -23,6 +23,7 @@ def test_published_config_per_seed_with_tfidf_kl_and_healed_rows(tiny_folder, tm
     raw["seeds"] = [0, 1]
     raw["methods"] = {k: v for k, v in raw["methods"].items() if k in ("smf-kl", "smf-tfidf")}
     raw["data"] = {**raw["data"], "source": str(RECIPE_MEDMCQA), "split": "train", "sample": 10}  # 10 of 35: per seed
+    raw["heal"]["data"] = {**raw["heal"]["data"], "sample": 20}  # 20 of the 43 messages kept: per seed
     raw["curve"] = {"every": 0}
     config = StudyConfig.from_dict(raw)
     assert config.evaluation.healed and config.data["seed"] == "run"
@@ -33,6 +34,8 @@ def test_published_config_per_seed_with_tfidf_kl_and_healed_rows(tiny_folder, tm
         assert (study / "healed" / f"seed{seed}" / "result.json").is_file()
     data = {seed: json.loads((study / "runs" / "smf-kl" / f"seed{seed}" / "fingerprint.json").read_text())["data"] for seed in (0, 1)}
     assert data[0] != data[1]  # each seed trains on its own sample
+    healed_on = {seed: json.loads((study / "heal" / f"seed{seed}" / "fingerprint.json").read_text())["data"] for seed in (0, 1)}
+    assert healed_on[0] != healed_on[1]  # and heals on its own
     assert results["healed"]["seeds"] == [0, 1]
     report = (study / "report.md").read_text()
     assert "| **healed** (before training) |" in report and "| smf-kl |" in report and "| smf-tfidf |" in report
