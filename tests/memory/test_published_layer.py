@@ -193,3 +193,33 @@ def test_a_saved_published_memory_loads_in_smf_and_in_transformers(model, tmp_pa
     with torch.no_grad():
         for loaded in (ours, theirs):
             assert (loaded(ref["model_input_ids"]).logits - ref["model_logits"]).abs().max() <= TOL
+
+
+def test_the_paper_shaped_layer_gives_the_published_outputs():
+    """The paper's memory shape (16,384 slots, 4 heads, top-16, key dim 256) at width 64: the layer's output and
+    the rows each head reads. The fixture keeps only the value rows the 14 tokens read (no other row can enter
+    the output), so the rest of the table is zeros here."""
+    from safetensors.torch import load_file
+
+    from recipe_model import RECIPE
+
+    t = load_file(str(RECIPE / "memory_layer_paper_shape_read.safetensors"))
+    config = recipe_json("memory_layer.json")["paper_shape"]["config"]
+    memory = ProductKeyMemory(config["input_dim"], MemoryConfig(
+        layers=(0,), slots=config["mem_n_keys"] ** 2, heads=config["mem_heads"], topk=config["mem_knn"],
+        key_dim=config["mem_k_dim"], variant="published"))
+    memory.reset_parameters(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        memory.keys.copy_(t["weights.keys"].reshape(memory.keys.shape))
+        memory.values.zero_()
+        memory.values[t["values_rows"]] = t["values_read"]
+        for ours, theirs in (("q_proj", "query_proj.query_mlps.0"), ("gate_proj", "swilu_projection"), ("out_proj", "value_proj")):
+            getattr(memory, ours).weight.copy_(t[f"weights.{theirs}.weight"])
+            getattr(memory, ours).bias.copy_(t[f"weights.{theirs}.bias"])
+        x = t["x"]
+        rows, scores = memory.scored_lookup(memory.normalize(x.reshape(-1, x.shape[-1])))
+        out = memory(x)
+    assert torch.equal(rows, t["last_indices"])
+    assert (scores - t["last_scores"]).abs().max() <= TOL
+    assert (out - t["memory_out"]).abs().max() <= TOL
+    assert set(t["values_rows"].tolist()) == set(rows.flatten().tolist())
