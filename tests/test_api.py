@@ -132,3 +132,23 @@ def test_readme_python_example_runs(tiny_folder, tmp_path, monkeypatch, capsys):
     saved, _ = smf.load(tmp_path / "my_model")
     assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), model.state_dict().values()))
     assert capsys.readouterr().out.strip()
+
+
+def test_only_training_passes_choose_rows(tokenizer):
+    """SmfOptimizer counts the reads of forward passes in train mode with gradients on: an evaluation pass (eval mode,
+    or no gradients) between steps chooses nothing, and a step with only such passes is refused."""
+    model = smf.add_memory(tiny_model(vocab_size=len(tokenizer)), smf.MemoryConfig(**SMALL))
+    stats = smf.background_statistics(model, tokenizer, ["alpha beta gamma delta epsilon " * 40], batches=None, max_length=32)
+    optimizer = smf.SmfOptimizer(model, stats, top_t=4)
+    batch = {"input_ids": torch.tensor([[5, 6, 7, 8]]), "labels": torch.tensor([[5, 6, 7, 8]])}
+    model.train()
+    with torch.no_grad():
+        model(**batch)
+    model.eval()
+    model(**batch)
+    with pytest.raises(smf.SmfError, match="no training forward pass since the last step"):
+        optimizer.step()
+    model.train()
+    model(**batch).loss.backward()
+    optimizer.step()
+    assert optimizer.last_stats["rows_selected"] == 2 * 4

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow  # each test trains (a few seconds)
 
 MEMORY = dict(layers=(1, 2), slots=256, heads=2, topk=4, key_dim=16)
 TOP_T, LR, STEPS, BATCH, ACCUM = 8, 0.05, 6, 4, 2
+CLIP = 0.01  # below the steps' gradient norms here (checked at the last step), so clipping acts
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +54,11 @@ def selections(monkeypatch):
     return chosen
 
 
-def trainer_run(start, tokenizer, items, out, *, sequential: bool, save_steps: int = 0, resume=None, callbacks=(), count="all"):
+def trainer_run(start, tokenizer, items, out, *, sequential: bool, save_steps: int = 0, resume=None, callbacks=(), count="all",
+                rule="tfidf"):
     """SMF through transformers' Trainer from the folder `start`: micro-batches of BATCH / ACCUM, ACCUM of them a step."""
     model, _ = smf.load(start)
-    optimizer = smf.SmfOptimizer(model, start, top_t=TOP_T, lr=LR, max_grad_norm=1.0, count=count)
+    optimizer = smf.SmfOptimizer(model, start, top_t=TOP_T, lr=LR, max_grad_norm=CLIP, count=count, rule=rule)
     args = TrainingArguments(str(out), max_steps=STEPS, per_device_train_batch_size=BATCH // ACCUM, gradient_accumulation_steps=ACCUM,
                              lr_scheduler_type="constant", report_to="none", use_cpu=True, remove_unused_columns=False,
                              save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500, disable_tqdm=True,
@@ -83,7 +85,7 @@ def test_trainer_trains_as_smf_train_does(start, data, tokenizer, tmp_path, sele
     (the loop's seeded order, read sequentially): the same rows at every step and layer, weights within 1e-6, and
     against the start: every weight but the value tables, and every value row never selected, bit-identical.
     Rows ranked by every token's reads (count all) or by those of the answers' positions only (target)."""
-    config = TrainConfig(method="smf", steps=STEPS, batch_size=BATCH, grad_accum=ACCUM, lr=LR, max_grad_norm=1.0,
+    config = TrainConfig(method="smf", steps=STEPS, batch_size=BATCH, grad_accum=ACCUM, lr=LR, max_grad_norm=CLIP,
                          options=SmfOptions(top_t=TOP_T, count=count))
     loop_model = train(smf.load(start)[0], tokenizer, data, config, tmp_path / "run", model_dir=start, save_model=False,
                        progress=False).model
@@ -92,6 +94,7 @@ def test_trainer_trains_as_smf_train_does(start, data, tokenizer, tmp_path, sele
     order = [data[i] for step in range(STEPS) for i in step_indices(len(data), step, BATCH, config.seed)]
     trainer_model, trainer = trainer_run(start, tokenizer, order, tmp_path / "trainer", sequential=True, count=count)
     by_trainer = selections[:]
+    assert trainer.optimizer.optimizer.last_stats["grad_norm"] > CLIP  # the last step's rows were clipped
 
     assert len(by_loop) == STEPS * len(MEMORY["layers"]) and all(len(rows) for _, rows in by_loop)
     assert [layer for layer, _ in by_trainer] == [layer for layer, _ in by_loop]
@@ -133,19 +136,21 @@ class StopAt(TrainerCallback):
         return control
 
 
-def test_trainer_resume_mid_run_gives_the_same_weights(start, data, tokenizer, tmp_path, selections):
+@pytest.mark.parametrize("rule", ["tfidf", "random"])
+def test_trainer_resume_mid_run_gives_the_same_weights(start, data, tokenizer, tmp_path, selections, rule):
     """A run stopped after its step-3 checkpoint and resumed by a fresh model, optimizer and Trainer ends with the
-    uninterrupted run's weights, bit for bit; the checkpoint's optimizer.pt holds only the selected rows' state."""
+    uninterrupted run's weights, bit for bit (the random rule's draws continue too); the checkpoint's optimizer.pt
+    holds only the selected rows' state."""
     items = data * 2  # 20 examples, read in the Trainer's own random order
-    whole, _ = trainer_run(start, tokenizer, items, tmp_path / "whole", sequential=False)
+    whole, _ = trainer_run(start, tokenizer, items, tmp_path / "whole", sequential=False, rule=rule)
     uninterrupted = selections[:]
     selections.clear()
-    trainer_run(start, tokenizer, items, tmp_path / "cut", sequential=False, save_steps=3, callbacks=[StopAt(3)])
+    trainer_run(start, tokenizer, items, tmp_path / "cut", sequential=False, save_steps=3, callbacks=[StopAt(3)], rule=rule)
     checkpoint = tmp_path / "cut" / "checkpoint-3"
     assert checkpoint.is_dir() and not (tmp_path / "cut" / "checkpoint-6").exists()
     assert [len(rows) for _, rows in selections] == [len(rows) for _, rows in uninterrupted[: len(selections)]]
     selections.clear()
-    resumed, _ = trainer_run(start, tokenizer, items, tmp_path / "cut", sequential=False, save_steps=3, resume=True)
+    resumed, _ = trainer_run(start, tokenizer, items, tmp_path / "cut", sequential=False, save_steps=3, resume=True, rule=rule)
     assert len(selections) == 3 * len(MEMORY["layers"])  # steps 4 to 6 only
     assert all(torch.equal(a, b) for (_, a), (_, b) in zip(selections, uninterrupted[-len(selections):]))
     ours, theirs = weights(resumed), weights(whole)
@@ -179,6 +184,7 @@ def test_optimizer_state_round_trips_and_refuses_another_memory(start, tmp_path,
 
     model, _ = smf.load(start)
     optimizer = smf.SmfOptimizer(model, start, top_t=TOP_T, lr=LR)
+    optimizer.param_groups[0]["lr"] = LR / 2  # set by hand (or a schedule): the state carries it
     step(model, optimizer)
     twin, fresh = copy_of(model), copy_of(model)
     twin_optimizer = smf.SmfOptimizer(twin, start, top_t=TOP_T, lr=LR)
