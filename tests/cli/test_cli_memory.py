@@ -61,3 +61,18 @@ def test_retrofit_refuses_existing_output(tiny_folder, tmp_path, capsys):
 def test_info_on_missing_folder(tmp_path, capsys):
     assert main(["info", str(tmp_path / "nothing")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_retrofit_with_the_published_layer(tiny_folder, tmp_path, capsys):
+    """--variant published: the study's layer, which changes the logits from the start (its projections have
+    biases and its values are drawn); info says so; zero values for it are refused in one line."""
+    out = tmp_path / "published"
+    common = ["retrofit", "--model", str(tiny_folder), "--layers", "1", "--slots", "64", "--heads", "2", "--topk", "4", "--key-dim", "16"]
+    assert main([*common, "--variant", "published", "--scale", "0.01", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "max |logit change| on a probe sentence: 0\n" not in printed
+    assert main(["info", str(out)]) == 0
+    assert "additive at layers 1 (the published study's layer" in capsys.readouterr().out
+    assert main([*common, "--variant", "published", "--value-init", "zeros", "--out", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the published memory layer draws its values N(0, 1/√value_dim); remove value_init 'zeros'" in err[0]

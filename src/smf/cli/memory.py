@@ -24,7 +24,7 @@ MEMORY_FLAGS: list[str] = []
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("retrofit", help="add product-key memory layers to a pretrained model and save it")
     p.add_argument("--model", default=None, help="hub id, local folder, or omit for the offline default (SmolLM2-135M-Instruct)")
-    MEMORY_FLAGS[:] = add_arguments(p, MemoryConfig)
+    MEMORY_FLAGS[:] = add_arguments(p, MemoryConfig, skip=("seed_per_run",))  # a study's setting: one retrofit draws one memory
     p.add_argument("--out", required=True, type=Path, help="output folder (must not exist)")
     p.set_defaults(run=run_retrofit)
 
@@ -113,7 +113,8 @@ def describe(path: Path) -> str:
             raise SmfError(f"{memory_file}: no 'memory' section; was this folder written by smf?")
         c = MemoryConfig.from_dict(meta["memory"], where=str(memory_file))
         lines += [
-            f"memory: {c.mode} at layers {', '.join(map(str, c.layers))}",
+            f"memory: {c.mode} at layers {', '.join(map(str, c.layers))}"
+            + (" (the published study's layer: biased projections, the raw FFN input)" if c.variant == "published" else ""),
             f"  slots {c.slots:,} per layer ({c.sub_keys}×{c.sub_keys} product keys), heads {c.heads}, top-k {c.topk}, "
             f"key dim {c.key_dim}, value dim {c.value_dim or arch.get('hidden_size')}",
         ]
