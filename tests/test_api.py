@@ -31,7 +31,7 @@ def test_every_public_name_is_listed_typed_and_documented():
     assert sorted(smf.__all__) == sorted(set(smf.__all__)) and "SmfOptimizer" in smf.__all__
     for name in smf.__all__:
         value = getattr(smf, name)
-        assert name in dir(smf)
+        assert name in dir(smf) and not inspect.ismodule(value), name
         assert f"`{name}" in documented or f"smf.{name}" in documented, f"{name} is not in docs/api.md"
         if callable(value) and name != "SmfError":
             assert inspect.getdoc(value), f"smf.{name} has no docstring"
@@ -42,6 +42,17 @@ def test_every_public_name_is_listed_typed_and_documented():
                            if p.name not in ("tokenizer",)), f"smf.{name} has an untyped parameter"
     with pytest.raises(AttributeError, match="no attribute 'train_loop'"):
         smf.train_loop  # noqa: B018 - the rest is private
+
+
+def test_no_public_name_is_shadowed_by_a_submodule():
+    """Importing every smf module first (each import of a subpackage sets it as an attribute of `smf`) leaves every
+    public name the API's object, never a module."""
+    code = ("import pkgutil, importlib, smf, smf.api\n"
+            "for m in pkgutil.walk_packages(smf.__path__, 'smf.'):\n"
+            "    if m.name not in ('smf.__main__',): importlib.import_module(m.name)\n"
+            "print([n for n in smf.__all__ if n not in ('SmfError', '__version__') and getattr(smf, n) is not getattr(smf.api, n)])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip().splitlines()
+    assert out[-1] == "[]", out
 
 
 def one_line(error: pytest.ExceptionInfo) -> str:
@@ -152,3 +163,26 @@ def test_only_training_passes_choose_rows(tokenizer):
     model(**batch).loss.backward()
     optimizer.step()
     assert optimizer.last_stats["rows_selected"] == 2 * 4
+
+
+def test_export_evaluate_and_learn_reach_the_commands_code(tokenizer, tmp_path):
+    """smf.export writes a folder smf.load reads with the same logits; smf.evaluate scores a named task; smf.learn
+    checks its settings as `smf learn` does (one SmfError naming the setting) before any model work."""
+    from conftest import memory_folder
+
+    folder = memory_folder(tmp_path / "memory", tokenizer, smf.MemoryConfig(**SMALL))
+    result = smf.export(folder, tmp_path / "exported")
+    assert result["memory"] and result["max_logit_gap"] <= 1e-5 and "background.safetensors" in result["carried"]
+    model, _ = smf.load(tmp_path / "exported")
+    ids = tokenizer("alpha beta", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(model(**ids).logits, smf.load(folder)[0](**ids).logits)
+    with pytest.raises(smf.SmfError, match="already exists"):
+        smf.export(folder, tmp_path / "exported")
+    scores = smf.evaluate_tasks(model, tokenizer, ["capitals"], limit=3)
+    assert len(scores["tasks"]["capitals"]["records"]) == 3
+    notes = tmp_path / "notes.txt"
+    notes.write_text("The lab printer's password is bluefinch.\n")
+    with pytest.raises(smf.SmfError, match="top_tt"):
+        smf.learn(notes, tmp_path / "learned", model=folder, settings={"top_tt": 10})
+    assert not (tmp_path / "learned").exists()

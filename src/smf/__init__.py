@@ -22,11 +22,11 @@ from smf.errors import SmfError
 from smf.version import __version__
 
 if TYPE_CHECKING:  # what the lazy names below are, for type checkers and editors
-    from smf.api import (BackgroundStats, MemoryConfig, SmfOptimizer, add_memory, ask, background_statistics, evaluate,
-                         export, learn, load)
+    from smf.api import (BackgroundStats, MemoryConfig, SmfOptimizer, add_memory, ask, background_statistics,
+                         evaluate_tasks, export, learn, load)
 
 # The names smf.api serves, loaded on first use.
-_LAZY = ("MemoryConfig", "BackgroundStats", "SmfOptimizer", "add_memory", "background_statistics", "learn", "evaluate",
+_LAZY = ("MemoryConfig", "BackgroundStats", "SmfOptimizer", "add_memory", "background_statistics", "learn", "evaluate_tasks",
          "load", "export", "ask")
 
 __all__ = ["SmfError", "__version__", *_LAZY]

@@ -2,7 +2,8 @@
 
 Thin wrappers over the code the CLI runs: retrofit (`add_memory`), background statistics, SMF in any
 torch training loop or transformers' Trainer (`SmfOptimizer`), `smf learn` (`learn`), `smf eval`
-(`evaluate`), loading (`load`), `smf export` (`export`) and `smf ask` (`ask`). Every error a caller can
+(`evaluate_tasks`; `smf.evaluate` is the subpackage of tasks and scorers, and a public name never shadows
+a subpackage), loading (`load`), `smf export` (`export`) and `smf ask` (`ask`). Every error a caller can
 cause is an `SmfError` whose one line names the problem and the fix.
 
     import smf
@@ -35,7 +36,7 @@ from smf.use.export import export as _export
 from smf.use.learn import LearnConfig
 from smf.use.learn import learn as _learn
 
-__all__ = ["BackgroundStats", "MemoryConfig", "SmfOptimizer", "add_memory", "ask", "background_statistics", "evaluate",
+__all__ = ["BackgroundStats", "MemoryConfig", "SmfOptimizer", "add_memory", "ask", "background_statistics", "evaluate_tasks",
            "export", "learn", "load"]
 
 
@@ -104,7 +105,7 @@ def export(model: str | os.PathLike, out: str | os.PathLike) -> dict:
     return _export(model, out, say=lambda line: None)
 
 
-def evaluate(model: nn.Module, tokenizer, tasks: Sequence[str | Mapping[str, Any]], *, limit: int | None = None,
+def evaluate_tasks(model: nn.Module, tokenizer, tasks: Sequence[str | Mapping[str, Any]], *, limit: int | None = None,
              progress: bool = False) -> dict:
     """Score `model` on named tasks as `smf eval` does (e.g. ["capitals", "pydoc"], or {"name": ..., options});
     `limit` caps the items of each task. Returns {"tasks": {label: {metric: value, ..., "records": [...]}}}."""
