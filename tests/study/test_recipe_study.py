@@ -56,3 +56,22 @@ BAD = [
 def test_bad_recipe_input_is_one_line_at_load(tmp_path, capsys, monkeypatch, text, message):
     text = text if "evaluation" in text else text + "evaluation: {task: facts}\n"
     refused_at_load("methods: {smf-kl: {}}\n" + text, tmp_path, capsys, monkeypatch, message)
+
+
+def test_hub_heal_data_that_a_filter_empties_fails_before_any_model_work(tmp_path, monkeypatch):
+    """A hub source cannot be read when the config loads; its filters are tried before the base model is."""
+    from smf.data import hub
+    from smf.errors import SmfError
+
+    rows = [json.loads(line) for line in (FIXTURES / "recipe" / "inputs" / "oasst1_train.jsonl").read_text().splitlines()]
+    monkeypatch.setattr(hub, "_hub_rows", lambda *a, **k: rows)  # the hub's OASST1, offline
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded before the heal data was read")
+
+    monkeypatch.setattr("smf.study.runner.resolve_model", no_model)
+    config = StudyConfig.from_dict({"methods": {"smf-kl": {}}, "evaluation": {"task": "facts", "probes": []},
+                                    "heal": {"data": {"name": "oasst1", "lang": "de", "role": "assistant", "min_chars": 2000},
+                                             "steps": 2}, "seeds": [0, 1]})
+    with pytest.raises(SmfError, match=r"no OASST1 message of 156 is left by the filters \(lang='de'"):
+        run_study(config, tmp_path / "study", progress=False)

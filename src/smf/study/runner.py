@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from smf.data.sources import for_seed, per_seed, training_examples
+from smf.data.registry import get_form
+from smf.data.sources import _is_file, _split, for_seed, general_texts, per_seed, training_examples
 from smf.errors import SmfError
 from smf.evaluate.evaluator import evaluate
 from smf.evaluate.tasks import Task, load_task, resolve_task
@@ -54,6 +55,8 @@ def run_study(config: StudyConfig, out: str | Path, *, seeds: list[int] | None =
     # data drawn per seed (seed: run) is drawn for every seed here, so bad data still fails before any model work
     examples = {seed: training_examples(for_seed(config.data, seed)) for seed in config.seeds} if per_seed(config.data) \
         else dict.fromkeys(config.seeds, training_examples(config.data))
+    if config.needs_memory() or config.evaluation.healed:
+        _check_filtered_text(config)
     base_dir = resolve_model(config.model)
     # written only now, so a study refused above leaves no study.json to refuse its corrected config
     _mark(out, config, base_dir, claimed)
@@ -78,6 +81,19 @@ def run_study(config: StudyConfig, out: str | Path, *, seeds: list[int] | None =
     write_json_atomic(out / RESULTS_FILE, results)
     write_report(results, out)
     return results
+
+
+def _check_filtered_text(config: StudyConfig) -> None:
+    """Heal and background data whose filters may leave nothing (a hub source with filter options, as OASST1's)
+    are read now, for each seed that draws them, so such data fails before any model work (a local file was
+    read when the config loaded)."""
+    specs = [("heal data", config.heal.data)] if config.heal is not None else []
+    for what, spec in [*specs, ("background data", config.background.data)]:
+        name, options = _split(spec, what)
+        if _is_file(name) or options.get("source") is not None or get_form(name, "text")[1].check is None:
+            continue
+        for seed in config.seeds if per_seed(spec) else config.seeds[:1]:
+            general_texts(for_seed(spec, seed), what)
 
 
 def _claim(out: Path, config: StudyConfig) -> dict | None:
