@@ -16,11 +16,10 @@ change with the CLI. `import smf` stays cheap: the API's names load on first use
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from smf.errors import SmfError
 from smf.version import __version__
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING's value here, without importing typing (it costs more than smf)
 if TYPE_CHECKING:  # what the lazy names below are, for type checkers and editors
     from smf.api import (BackgroundStats, MemoryConfig, SmfOptimizer, add_memory, ask, background_statistics,
                          evaluate_tasks, export, learn, load)
