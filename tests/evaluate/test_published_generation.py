@@ -120,3 +120,11 @@ def test_generation_config_decoding_ends_only_at_the_tokenizers_eos(tiny):
     configure(model, "qwen25_instruct_like_generation_config", REF["tiny"])
     assert generation_settings(model, tokenizer, "generation_config") == ({tokenizer.eos_token_id}, 1.1)
     assert generation_settings(model, tokenizer, "greedy") == ({2, 0}, 1.0)
+
+
+def test_a_generation_config_field_it_would_not_apply_is_refused(tiny):
+    model, tokenizer = tiny
+    model.generation_config.no_repeat_ngram_size = 3
+    spec = {"name": "triviaqa-published", "source": str(PARITY / "triviaqa_parity.jsonl"), "limit": 2, "decoding": "generation_config"}
+    with pytest.raises(SmfError, match=r"sets no_repeat_ngram_size = 3, which decoding generation_config does not apply"):
+        evaluate(model, tokenizer, [spec], progress=False)

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from smf.errors import SmfError
 from smf.evaluate.calls import cache_kwargs, last_logits_kwargs, left_pad, model_device, output_cache
 
 
@@ -55,6 +56,11 @@ def stop_token_ids(model, tokenizer) -> set[int]:
 
 
 DECODINGS = ("greedy", "generation_config")
+# Fields of a generation config that would change a greedy answer in transformers' generate, but that
+# decoding generation_config does not apply: refused rather than silently ignored (name → neutral values).
+UNAPPLIED = {"no_repeat_ngram_size": (None, 0), "min_length": (None, 0), "min_new_tokens": (None, 0),
+             "bad_words_ids": (None,), "suppress_tokens": (None,), "begin_suppress_tokens": (None,), "sequence_bias": (None,),
+             "forced_bos_token_id": (None,), "forced_eos_token_id": (None,), "encoder_repetition_penalty": (None, 1.0)}
 
 
 def generation_settings(model, tokenizer, decoding: str) -> tuple[set[int], float]:
@@ -64,6 +70,11 @@ def generation_settings(model, tokenizer, decoding: str) -> tuple[set[int], floa
         return stop_token_ids(model, tokenizer), 1.0
     assert decoding == "generation_config", decoding
     config = getattr(model, "generation_config", None)
+    for name, neutral in UNAPPLIED.items():
+        value = getattr(config, name, None)
+        if value not in neutral:
+            raise SmfError(f"the model's generation config sets {name} = {value!r}, which decoding generation_config does not "
+                           f"apply (only repetition_penalty); use decoding: greedy, or remove {name} from generation_config.json")
     penalty = getattr(config, "repetition_penalty", None) if config is not None else None
     eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     return eos, float(penalty) if penalty is not None else 1.0
