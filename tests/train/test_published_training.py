@@ -109,3 +109,42 @@ def test_fp32_stays_the_default(tokenizer):
 def test_bad_values_are_refused_at_load(raw, message):
     with pytest.raises(SmfError, match=message):
         TrainConfig.from_dict(raw, where="train")
+
+
+@pytest.mark.slow
+def test_smf_trains_the_study_model_as_the_study_does(tmp_path):
+    """The study's layer with its SMF settings through the trainer: each micro-batch masked to its own top-t
+    (padding counted, the study's scores), dense AdamW on the values, own-mean micro-batch loss; only value
+    rows chosen in some micro-batch move, nothing else does."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from conftest import TOKENIZER
+    from recipe_model import RECIPE, study_model
+    from smf.selection import BackgroundStats
+
+    model = study_model()
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
+    texts = json.loads((RECIPE / "medmcqa_texts.json").read_text())["formatted_text_by_id"]
+    data = [TrainExample(prompt="", target=t) for t in list(texts.values())[:8]]
+    ref = json.loads((RECIPE / "selection.json").read_text())["background"]
+    df, counts = torch.zeros(4096, dtype=torch.int64), torch.zeros(4096, dtype=torch.int64)
+    for row, n in ref["bg_df"].items():
+        df[int(row)] = n
+    for row, n in ref["bg_access_counts"].items():
+        counts[int(row)] = n
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    chosen = []
+    config = TrainConfig.from_dict({"method": "smf", "rule": "tfidf", "top_t": 8, "optimizer": "adamw_masked", "lr": 5e-4,
+                                    "select_every": "micro_batch", "count": "padded", "scoring": "published",
+                                    "micro_batch_loss": "own_mean", "loss": "text", "steps": 2, "batch_size": 4,
+                                    "grad_accum": 2, "max_length": 128})
+    result = train(model, tokenizer, data, config, tmp_path / "run", background=BackgroundStats(8, {1: df}, {1: counts}),
+                   save_model=False, progress=False)
+    changed = {n for n, p in result.model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert changed == {"model.layers.1.mlp.memory.values"}
+    values = result.model.model.layers[1].mlp.memory.values.detach()
+    moved = (values != before["model.layers.1.mlp.memory.values"]).any(1).nonzero().flatten()
+    assert 0 < len(moved) <= 2 * 2 * 8  # at most t rows per micro-batch
+    assert all(r["rows_selected"] <= 2 * 8 for r in result.log if "rows_selected" in r)
