@@ -55,14 +55,14 @@ def selections(monkeypatch):
 
 
 def trainer_run(start, tokenizer, items, out, *, sequential: bool, save_steps: int = 0, resume=None, callbacks=(), count="all",
-                rule="tfidf"):
+                rule="tfidf", **arguments):
     """SMF through transformers' Trainer from the folder `start`: micro-batches of BATCH / ACCUM, ACCUM of them a step."""
     model, _ = smf.load(start)
     optimizer = smf.SmfOptimizer(model, start, top_t=TOP_T, lr=LR, max_grad_norm=CLIP, count=count, rule=rule)
     args = TrainingArguments(str(out), max_steps=STEPS, per_device_train_batch_size=BATCH // ACCUM, gradient_accumulation_steps=ACCUM,
                              lr_scheduler_type="constant", report_to="none", use_cpu=True, remove_unused_columns=False,
                              save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500, disable_tqdm=True,
-                             train_sampling_strategy="sequential" if sequential else "random", seed=0)
+                             train_sampling_strategy="sequential" if sequential else "random", seed=0, **arguments)
     trainer = Trainer(model=model, args=args, train_dataset=items, data_collator=partial(collate, pad_id=tokenizer.pad_token_id),
                       optimizers=(optimizer, None), processing_class=tokenizer, callbacks=list(callbacks))
     trainer.train(resume_from_checkpoint=resume)
@@ -122,6 +122,18 @@ def test_trainer_trains_as_smf_train_does(start, data, tokenizer, tmp_path, sele
     assert type(remote).__name__ == "SmfForCausalLM"
     assert torch.equal(logits(remote, tokenizer), expected)
     assert torch.equal(logits(smf.load(tmp_path / "saved")[0], tokenizer), expected)
+
+
+def test_trainer_gradient_checkpointing_changes_nothing(start, data, tokenizer, tmp_path, selections):
+    """TrainingArguments(gradient_checkpointing=True) recomputes each layer's forward pass in the backward pass (and
+    the memories' reads with it): the same rows are chosen and the same weights come out, bit for bit."""
+    plain, _ = trainer_run(start, tokenizer, data, tmp_path / "plain", sequential=True)
+    chosen = selections[:]
+    selections.clear()
+    recomputed, _ = trainer_run(start, tokenizer, data, tmp_path / "recomputed", sequential=True, gradient_checkpointing=True)
+    assert len(selections) == len(chosen) and all(torch.equal(a, b) for (_, a), (_, b) in zip(selections, chosen))
+    ours, theirs = weights(recomputed), weights(plain)
+    assert all(torch.equal(ours[n], theirs[n]) for n in ours)
 
 
 class StopAt(TrainerCallback):
