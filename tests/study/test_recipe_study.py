@@ -6,8 +6,10 @@ input refused at load."""
 import json
 
 import pytest
+import yaml
 
 from conftest import refused_at_load
+from smf.cli import main
 from smf.config import read_config
 from smf.study.config import StudyConfig
 from smf.study.runner import run_study
@@ -27,8 +29,11 @@ def test_published_config_per_seed_with_tfidf_kl_and_healed_rows(tiny_folder, tm
     raw["curve"] = {"every": 0}
     config = StudyConfig.from_dict(raw)
     assert config.evaluation.healed and config.data["seed"] == "run"
-    results = run_study(config, tmp_path / "study", progress=False)
+    path = tmp_path / "smf-on-qwen-medmcqa.yaml"
+    path.write_text(yaml.safe_dump(raw))
     study = tmp_path / "study"
+    assert main(["compare", "--config", str(path), "--out", str(study)]) == 0  # as a user runs it
+    results = json.loads((study / "results.json").read_text())
     for seed in (0, 1):  # a memory model per seed, healed, with its background
         assert (study / "heal" / f"seed{seed}" / "model" / "background.safetensors").is_file()
         assert (study / "healed" / f"seed{seed}" / "result.json").is_file()
