@@ -58,6 +58,40 @@ MUTANTS = {
     "aggregation drops a seed": (
         "src/smf/study/results.py", '{"mean": statistics.fmean(values),', '{"mean": statistics.fmean(values[1:] or values),',
         ["tests/study/test_report_logic.py"]),
+    # issue 48: SmfOptimizer in transformers' Trainer and the public API
+    'Trainer: reads of the last micro-batch only': (
+        'src/smf/train/hf.py', '            self._method.after_forward(self.model)',
+        '            self._method._reads = dict.fromkeys(self._method._reads); self._method.after_forward(self.model)', ['tests/train/test_trainer_integration.py::test_trainer_trains_as_smf_train_does']),
+    'Trainer: count target ignored': (
+        'src/smf/train/hf.py', '        self._method.before_forward(self.model, {"labels"',
+        '        return; self._method.before_forward(self.model, {"labels"', ['tests/train/test_trainer_integration.py::test_trainer_trains_as_smf_train_does']),
+    'Trainer: selected rows not clipped': (
+        'src/smf/train/hf.py', 'max_grad_norm=max_grad_norm,\n                             seed=seed',
+        'max_grad_norm=None,\n                             seed=seed', ['tests/train/test_trainer_integration.py::test_trainer_trains_as_smf_train_does']),
+    "Trainer: saved folder without smf's model files": (
+        'src/smf/train/hf.py', '    if kwargs.get("is_main_process", True):\n        write_model_files',
+        '    if False:\n        write_model_files', ['tests/train/test_trainer_integration.py::test_trainer_trains_as_smf_train_does']),
+    'Trainer checkpoint: Adam moments not saved': (
+        'src/smf/optim.py', '"m": st["m"][at], "v"',
+        '"m": st["m"][at] * 0, "v"', ['tests/train/test_trainer_integration.py::test_trainer_resume_mid_run_gives_the_same_weights']),
+    'Trainer checkpoint: the table-sized slot index saved': (
+        'src/smf/optim.py', '"step": st["step"][at]}',
+        '"step": st["step"][at], "slot": st["slot"]}', ['tests/train/test_trainer_integration.py::test_trainer_resume_mid_run_gives_the_same_weights']),
+    "Trainer checkpoint: random rule's generator not restored": (
+        'src/smf/train/hf.py', '            method.selector.generator.set_state(meta["selector_rng"].cpu())',
+        '            pass', ['tests/train/test_trainer_integration.py::test_trainer_resume_mid_run_gives_the_same_weights']),
+    'SmfOptimizer: background of another memory accepted': (
+        'src/smf/train/hf.py', '    if ours != theirs:\n        raise SmfError(f"the background',
+        '    if False:\n        raise SmfError(f"the background', ['tests/test_api.py::test_bad_input_is_one_smf_error_naming_the_fix']),
+    'SmfOptimizer: evaluation passes choose rows': (
+        'src/smf/train/hf.py', '        if module.training and torch.is_grad_enabled():\n            self._method.after_forward',
+        '        if torch.is_grad_enabled():\n            self._method.after_forward', ['tests/test_api.py::test_only_training_passes_choose_rows']),
+    'import smf loads the API eagerly': (
+        'src/smf/__init__.py', 'from smf.version import __version__\n',
+        'from smf.version import __version__\nimport smf.api  # noqa: F401\n', ['tests/test_api.py::test_import_smf_is_cheap']),
+    'the CLI imports an unlisted internal': (
+        'src/smf/cli/memory.py', 'from smf import MemoryConfig\n',
+        'from smf import MemoryConfig\nfrom smf.memory.layer import ProductKeyMemory  # noqa: F401\n', ['tests/cli/test_cli_imports.py']),
 }
 
 COPY = ("src", "tests", "configs", "studies", "scripts", "docs", "bench", "pyproject.toml", "README.md", "BENCHMARKS.md", "Makefile")
