@@ -90,6 +90,8 @@ def test_bad_input_is_one_smf_error_naming_the_fix(tokenizer):
         smf.SmfOptimizer(model, ours, optimizer="adamw_masked")
     with pytest.raises(smf.SmfError, match="top_t must be a positive number"):
         smf.SmfOptimizer(model, ours, top_t=0)
+    with pytest.raises(smf.SmfError, match="batches must be >= 1"):
+        smf.background_statistics(model, tokenizer, text, batches=0, max_length=32)
     with pytest.raises(smf.SmfError, match=r"give more text or fewer batches"):
         smf.background_statistics(model, tokenizer, text, batches=100, max_length=32)
     optimizer = smf.SmfOptimizer(model, ours, count="target")

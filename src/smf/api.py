@@ -71,7 +71,7 @@ def background_statistics(model: nn.Module, tokenizer, texts: str | Iterable[str
     """
     if not memory_layers(model):
         raise SmfError("background_statistics: the model has no memory layers; add them first: smf.add_memory(model, smf.MemoryConfig())")
-    config = BackgroundConfig(data=texts if isinstance(texts, (str, Mapping)) else "docstrings", batches=batches or 1,
+    config = BackgroundConfig(data=texts if isinstance(texts, (str, Mapping)) else "docstrings", batches=1 if batches is None else batches,
                               batch_size=batch_size, max_length=max_length, pack=pack, mixed_precision=mixed_precision)
     config.check("background_statistics")
     if isinstance(texts, (str, Mapping)):
