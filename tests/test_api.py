@@ -86,6 +86,10 @@ def test_bad_input_is_one_smf_error_naming_the_fix(tokenizer):
         smf.SmfOptimizer(model)
     assert "count them first: stats = smf.background_statistics(model, tokenizer)" in one_line(e)
     ours = smf.background_statistics(model, tokenizer, text, batches=None, max_length=32)
+    rows = smf.background_statistics(model, tokenizer, [{"text": t} for t in text], batches=None, max_length=32)  # a dataset's rows
+    assert rows.batches == ours.batches > 1 and all(torch.equal(rows.df[i], ours.df[i]) for i in ours.df)
+    with pytest.raises(smf.SmfError, match="texts holds no text"):
+        smf.background_statistics(model, tokenizer, [{"content": "alpha"}], batches=None)
     with pytest.raises(smf.SmfError, match="optimizer must be one of adam, sgd, rowwise_adagrad"):
         smf.SmfOptimizer(model, ours, optimizer="adamw_masked")
     with pytest.raises(smf.SmfError, match="top_t must be a positive number"):

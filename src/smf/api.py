@@ -64,7 +64,8 @@ def background_statistics(model: nn.Module, tokenizer, texts: str | Iterable[str
     ranks a step's rows against them (TF-IDF: rows general text rarely reads rank first).
 
     texts: the name of one of smf's general-text sources ("docstrings", the default: the standard library's
-    docstrings; "pydoc"; "wikitext"), a .txt/.jsonl file, or the documents themselves (strings).
+    docstrings; "pydoc"; "wikitext"), a .txt/.jsonl file, or the documents themselves: strings, or rows with a
+    "text" field (a `datasets.Dataset` of them).
     pack: join the documents with EOS and cut them into sequences of `max_length` tokens; False: each document
     one sequence from its start, cut at `max_length` (chats). batches of batch_size sequences (default 512 of
     1, as `smf background`); None: every sequence the texts make. Save with `.save(folder)`.
@@ -77,7 +78,8 @@ def background_statistics(model: nn.Module, tokenizer, texts: str | Iterable[str
     if isinstance(texts, (str, Mapping)):
         documents = general_texts(texts, "background_statistics texts")
     else:
-        documents = [t for t in texts if isinstance(t, str) and t.strip()] if not isinstance(texts, (bytes, bytearray)) else []
+        rows = [] if isinstance(texts, (bytes, bytearray)) else [t.get("text") if isinstance(t, Mapping) else t for t in texts]
+        documents = [t for t in rows if isinstance(t, str) and t.strip()]
         if not documents:
             raise SmfError("background_statistics: texts holds no text; give documents (strings), a file, or a source name such as 'docstrings'")
     chunks: list[Encoded] = (text_chunks if pack else document_sequences)(documents, tokenizer, max_length)
