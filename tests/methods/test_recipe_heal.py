@@ -16,7 +16,7 @@ from smf.memory import MemoryConfig
 from smf.methods import TrainConfig
 from smf.methods.heal import HealConfig
 from smf.train.loop import lr_lambda
-from smf.data.batching import document_sequences
+from smf.data.batching import document_sequences, step_indices
 from smf.data.hub import oasst1_rows
 from smf.data.sources import general_texts
 from smf.memory import load_retrofitted
@@ -77,6 +77,18 @@ def test_a_heal_as_the_study_heals(tmp_path, tokenizer):
     expected = SCHEDULE["tiny_run_observed"]["lr_applied_at_update (on_pre_optimizer_step)"]
     assert len(lrs) == len(expected) == 6 and max(abs(a - b) for a, b in zip(lrs, expected)) < 1e-9
     assert result.summary["steps"] == 6
+    # 2 epochs, each message once an epoch: steps of 16, 16 and 11 messages (the study's 22 micro-batches of 2 in
+    # windows of 8, 8 and 6), never one of a third pass
+    assert sum(r["tokens"] for r in result.log if "loss" in r) == 2 * sum(len(s.ids) for s in sequences)
+
+
+def test_steps_keep_to_their_epoch_as_the_studys_trainer():
+    count = SCHEDULE["tiny_run_step_count"]
+    n, steps = count["n_train_rows"], count["max_steps"]
+    order = [step_indices(n, step, 16, seed=0, whole_epochs=True) for step in range(steps)]
+    assert [len(s) for s in order] == [16, 16, 11] * 2
+    assert sorted(sum(order[:3], [])) == sorted(sum(order[3:], [])) == list(range(n))
+    assert [len(step_indices(n, step, 16, seed=0)) for step in range(steps)] == [16] * 6  # smf's own: epochs back to back
 
 
 def test_a_warmup_longer_than_the_heal_is_refused_at_load(tmp_path, capsys, monkeypatch, tokenizer):

@@ -75,8 +75,14 @@ def document_sequences(texts: list[str], tokenizer, length: int, min_tokens: int
     return [Encoded(ids[:length], 0) for ids in (tokenizer(t).input_ids for t in texts) if len(ids[:length]) >= max(min_tokens, 1)]
 
 
-def step_indices(n: int, step: int, batch_size: int, seed: int) -> list[int]:
-    """Example indices of optimizer step `step`: epochs of seeded permutations, back to back."""
+def step_indices(n: int, step: int, batch_size: int, seed: int, whole_epochs: bool = False) -> list[int]:
+    """Example indices of optimizer step `step`: epochs of seeded permutations, back to back (a step may span
+    two epochs). `whole_epochs`: each step takes its examples from one epoch, as transformers' Trainer steps
+    (ceil(n / batch_size) steps an epoch, the last one the rest: fewer examples when batch_size does not divide n)."""
+    if whole_epochs:
+        epoch, k = divmod(step, -(-n // batch_size))
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        return [int(i) for i in perm[k * batch_size : min((k + 1) * batch_size, n)]]
     out = []
     for position in range(step * batch_size, (step + 1) * batch_size):
         epoch, i = divmod(position, n)

@@ -238,8 +238,9 @@ class TrainConfig(Config):
     schedule: Literal["constant", "linear", "cosine"] = setting("constant", "learning-rate schedule after warm-up")
     schedule_as: Literal["smf", "transformers"] = setting(
         "smf", "how warm-up and epochs count: smf (update k of the warm-up takes lr·k/(warmup_steps+1); epochs give "
-               "ceil(epochs·examples/batch_size) steps) or transformers (its Trainer, as the published study trains: update k "
-               "takes lr·(k-1)/warmup_steps, the first lr 0; epochs give ceil(epochs·ceil(examples/batch_size)) steps)")
+               "ceil(epochs·examples/batch_size) steps, a step may span two epochs) or transformers (its Trainer, as the "
+               "published study trains: update k takes lr·(k-1)/warmup_steps, the first lr 0; epochs give "
+               "ceil(epochs·ceil(examples/batch_size)) steps, each within one epoch, an epoch's last one the rest)")
     micro_batch_loss: Literal["step_mean", "own_mean"] = setting(
         "step_mean", "step_mean: every target token of a step weighs 1 / (the step's target tokens), whatever grad_accum; "
                      "own_mean: each micro-batch's mean loss, summed over the step's micro-batches (the published study's SMF "

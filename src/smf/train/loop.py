@@ -257,6 +257,11 @@ def train(
               f"their answer, {fitted['dropped']} were dropped (their question alone is that long)", file=sys.stderr)
     if config.loss == "text":  # the whole example carries the loss, prompt included
         data = [Encoded(e.ids, 0) for e in data]
+    whole_epochs = config.schedule_as == "transformers"  # steps end at each epoch's end, the last one short
+    if whole_epochs and comm.world > 1 and len(data) % config.batch_size:
+        raise SmfError(f"schedule_as transformers ends each epoch on a short step ({len(data) % config.batch_size} of "
+                       f"{config.batch_size} examples), which smf trains in one process only; run one process, or use "
+                       "schedule_as smf")
     started_from = run_fingerprint(model_dir, data)
     if resuming:
         _check_fingerprint(out, started_from, model_dir, data)
@@ -309,7 +314,7 @@ def train(
     with PeakMemory(accelerator.device) as memory:
         for step in range(start_step, config.steps):
             started = time.perf_counter()
-            items = [data[i] for i in step_indices(len(data), step, config.batch_size, config.seed)]
+            items = [data[i] for i in step_indices(len(data), step, config.batch_size, config.seed, whole_epochs)]
             step_targets = sum(max(0, len(x.ids) - max(x.n_prompt, 1)) for x in items)  # over the global batch
             items = items[comm.rank * share : (comm.rank + 1) * share]
             batches = [collate(items[j : j + micro], pad_id) for j in range(0, len(items), micro)]
