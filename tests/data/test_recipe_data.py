@@ -11,6 +11,7 @@ import pytest
 from smf.data.batching import document_sequences, encode_examples
 from smf.data.hub import oasst1_rows
 from smf.data.sources import check_source, for_seed, general_texts, training_examples
+from smf.data.types import TrainExample
 from smf.errors import SmfError
 
 RECIPE = Path(__file__).resolve().parents[1] / "fixtures" / "recipe"
@@ -119,3 +120,16 @@ def test_one_token_documents_are_left_out_when_asked(tokenizer):
     assert len(tokenizer(short).input_ids) == 1
     assert [len(s.ids) for s in document_sequences([short, long], tokenizer, 64)][0] == 1
     assert len(document_sequences([short, long], tokenizer, 64, min_tokens=2)) == 1
+
+
+def test_smf_train_draws_seed_run_with_its_seed(tiny_folder, tmp_path, tokenizer):
+    from smf.cli import main
+    from smf.train.loop import _data_checksum
+
+    data = f"medmcqa:source={MEDMCQA},template=published,choice_type=single,sample=10,seed=run"
+    assert main(["train", "--model", str(tiny_folder), "--method", "full", "--data", data, "--seed", "1", "--steps", "1",
+                 "--batch-size", "2", "--max-length", "1024", "--loss", "text", "--out", str(tmp_path / "run")]) == 0
+    trained_on = json.loads((tmp_path / "run" / "fingerprint.json").read_text())["data"]
+    texts = _fixture("medmcqa_texts.json")["samples"]["N10_seed1"]["texts"]
+    encoded = [type(e)(e.ids, 0) for e in encode_examples([TrainExample("", t) for t in texts], tokenizer, 1024)]
+    assert trained_on == _data_checksum(encoded)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from smf.config import add_arguments, flag, given, read_config
-from smf.data.sources import check_source, training_examples
+from smf.data.sources import check_source, for_seed, training_examples
 from smf.errors import SmfError
 from smf.lock import output_lock
 from smf.methods import METHODS, TrainConfig
@@ -84,7 +84,7 @@ def run_train(args) -> None:
     data, config = train_settings(args)
     with output_lock(args.out):
         check_output(args.out, config, args.resume)  # before any model work
-        examples = training_examples(data)
+        examples = training_examples(for_seed(data, config.seed))  # seed: run is the run's --seed
         where = resolve_model(args.model)
         model, tokenizer = load_model(where)
         result = train(model, tokenizer, examples, config, args.out, model_dir=where if isinstance(where, Path) else None,

@@ -169,8 +169,8 @@ def sample_rows(rows: Sequence, n: int | None, seed: int) -> list:
 def check_seed(seed: Any, where: str) -> None:
     """A data seed is an integer >= 0; "run" (the run's seed) only where a study puts the seed in (`for_seed`)."""
     if seed == "run":
-        raise SmfError(f"{where}: seed: run stands for each run's seed, which only a study's data, heal.data and "
-                       "background.data have; give an integer seed here")
+        raise SmfError(f"{where}: seed: run stands for each run's seed, which a study's data, heal.data and "
+                       "background.data, smf train's --data and smf heal's --data have; give an integer seed here")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise SmfError(f"{where}: seed must be an integer >= 0 (or run, in a study), got {seed!r}")
 

@@ -86,7 +86,7 @@ class HealConfig(Config):
         name, options = _split(self.data, "heal.data")
         if self.pack or not (_is_file(name) or options.get("source") is not None):
             return None
-        return len(general_texts(for_seed(self.data, 0), "heal data"))
+        return len(general_texts(for_seed(self.data, self.seed), "heal data"))
 
     def train_config(self, where: str = "heal") -> TrainConfig:
         return TrainConfig.from_dict({"method": "heal", "steps": self.steps, "epochs": self.epochs, "lr": self.lr,

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from smf.data.batching import collate, document_sequences, encode_examples, text_chunks
-from smf.data.sources import general_texts
+from smf.data.sources import for_seed, general_texts
 from smf.errors import SmfError
 from smf.memory.retrofit import load_retrofitted, memory_layers, set_recording
 from smf.methods.heal import HealConfig
@@ -82,11 +82,11 @@ def reads_as_documents(model, tokenizer, examples, max_length: int) -> Backgroun
 def heal(folder: Path, config: HealConfig, out: Path, *, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train every memory parameter of the model in `folder` on general text; the healed model goes to OUT/model.
 
-    `config.data` with `seed: run` must have had its seed put in (`smf.data.sources.for_seed`)."""
+    `config.data` with `seed: run` draws with the heal's `seed` (a study puts its run seed in first)."""
     folder = Path(folder)
     _require_memory(folder)
     tokenizer = load_tokenizer(folder)
-    texts = general_texts(config.data, "heal data")
+    texts = general_texts(for_seed(config.data, config.seed), "heal data")  # seed: run is the heal's seed
     if config.pack:
         chunks = text_chunks(texts, tokenizer, config.max_length)
     else:  # one document per sequence, as the published study heals
