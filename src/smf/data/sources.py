@@ -14,7 +14,8 @@ the command line "facts:n_facts=60,seed=1" (`source_from_text`). Every source ta
 where the dataset's form has a check: an unknown template, a filter that leaves nothing).
 
 `seed: run` in a study's data, heal.data or background.data stands for each run's seed: the
-study draws that data anew per seed (`for_seed` puts the seed in).
+study draws that data anew per seed (`for_seed` puts the seed in); in `smf train --data` it is
+the run's --seed, in `smf heal --data` the heal's seed.
 """
 
 from __future__ import annotations
