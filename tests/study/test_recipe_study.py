@@ -6,7 +6,9 @@ input refused at load."""
 import json
 
 import pytest
+import torch
 import yaml
+from safetensors import safe_open
 
 from conftest import refused_at_load
 from smf.cli import main
@@ -44,6 +46,37 @@ def test_published_config_per_seed_with_tfidf_kl_and_healed_rows(tiny_folder, tm
     assert results["healed"]["seeds"] == [0, 1]
     report = (study / "report.md").read_text()
     assert "| **healed** (before training) |" in report and "| smf-kl |" in report and "| smf-tfidf |" in report
+    # the model half as the study: its layer, drawn per seed; its selection, padded counts and own-mean loss
+    drawn = {}
+    for seed in (0, 1):
+        folder = study / "memory_model" / f"seed{seed}"
+        assert json.loads((folder / "smf_memory.json").read_text())["memory"]["variant"] == "published"
+        with safe_open(str(folder / "model.safetensors"), "pt") as f:
+            drawn[seed] = f.get_tensor(next(k for k in f.keys() if k.endswith("memory.values")))
+    assert not torch.equal(drawn[0], drawn[1])
+    for arm in ("smf-kl", "smf-tfidf"):
+        trained = json.loads((study / "runs" / arm / "seed0" / "train_config.json").read_text())
+        assert (trained["scoring"], trained["count"], trained["micro_batch_loss"]) == ("published", "padded", "own_mean")
+
+
+
+@pytest.mark.parametrize("path", sorted(PUBLISHED.parent.glob("*.yaml")), ids=lambda p: p.stem)
+def test_published_configs_use_the_studys_model_half(path):
+    """The study's layer drawn per seed, its selection on padded counts, TriviaQA decoded as it decodes; in the
+    MedMCQA study also its own-mean SMF loss and bf16 full finetuning (the continual pipeline's training is smf's)."""
+    config = StudyConfig.from_dict(read_config(path))
+    assert config.memory.variant == "published" and config.memory.seed_per_run
+    medmcqa = path.stem.startswith("smf-on-qwen-medmcqa")
+    for run in config.runs():
+        s = run.settings
+        if s["method"] == "smf":
+            assert (s["scoring"], s["count"]) == ("published", "padded"), run.label
+            assert s.get("micro_batch_loss") == ("own_mean" if medmcqa else None), run.label
+        if s["method"] == "full":
+            assert s.get("weights") == ("bf16" if medmcqa else None)
+    tasks = [config.evaluation.task, *config.evaluation.probes]
+    trivia = [t for t in tasks if isinstance(t, dict) and t["name"] == "triviaqa-published"]
+    assert trivia and all(t["decoding"] == "generation_config" for t in trivia)
 
 
 BAD = [
