@@ -83,6 +83,10 @@ BAD = [
     ("data: {name: medmcqa, template: study}\n", "data: unknown template 'study'; choose one of lm-eval, published"),
     (f"data: {{name: oasst1, source: {FIXTURES / 'recipe' / 'inputs' / 'oasst1_train.jsonl'}, lang: en, role: assistant, "
      "rank: [0, 1], min_chars: 100000}\n", "no OASST1 message of 156 is left by the filters"),
+    (f"heal: {{data: {{name: oasst1, source: {FIXTURES / 'recipe' / 'inputs' / 'oasst1_train.jsonl'}, lang: en, role: assistant, "
+     "min_chars: 100000}, steps: 2}\n", "no OASST1 message of 156 is left by the filters (lang='en', role='assistant', min_chars=100000)"),
+    (f"background: {{data: {{name: oasst1, source: {FIXTURES / 'recipe' / 'inputs' / 'oasst1_train.jsonl'}, lang: fr}}}}\n",
+     "no OASST1 message of 156 is left by the filters (lang='fr')"),
     ("heal: {data: {name: oasst1, role: bot}}\n", "heal.data: role 'bot' is no OASST1 role"),
     ("background: {data: {name: oasst1, rank: -1}}\n", "background.data: rank must be a rank >= 0"),
     ("heal: {data: pydoc, steps: 50, warmup_steps: 100}\n", "heal.warmup_steps: a warm-up of 100 steps is longer than the heal's 50 steps"),
@@ -90,10 +94,35 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("text, message", BAD, ids=["template", "filter-empty", "role", "rank", "warmup", "healed"])
+@pytest.mark.parametrize("text, message", BAD, ids=["template", "filter-empty", "heal-filter-empty", "background-filter-empty",
+                                                   "role", "rank", "warmup", "healed"])
 def test_bad_recipe_input_is_one_line_at_load(tmp_path, capsys, monkeypatch, text, message):
     text = text if "evaluation" in text else text + "evaluation: {task: facts}\n"
     refused_at_load("methods: {smf-kl: {}}\n" + text, tmp_path, capsys, monkeypatch, message)
+
+
+CLI_BAD = [
+    (["heal", "--data", f"oasst1:source={FIXTURES / 'recipe' / 'inputs' / 'oasst1_train.jsonl'},lang=fr", "--steps", "2"],
+     "no OASST1 message of 156 is left by the filters (lang='fr')"),
+    (["heal", "--data", f"oasst1:source={FIXTURES / 'recipe' / 'inputs' / 'oasst1_train.jsonl'},lang=en,role=assistant,min_chars=50",
+      "--pack", "false", "--epochs", "2", "--batch-size", "16", "--warmup-steps", "100"],
+     "a warm-up of 100 steps is longer than the heal's 7 steps (2 epochs of 56 sequences in batches of 16)"),
+    (["train", "--data", "medmcqa:template=study"], "--data: unknown template 'study'; choose one of lm-eval, published"),
+]
+
+
+@pytest.mark.parametrize("args, message", CLI_BAD, ids=["heal-filter-empty", "heal-warmup", "train-template"])
+def test_bad_recipe_input_on_the_command_line_is_one_line(tmp_path, capsys, monkeypatch, args, message):
+    """smf heal and smf train refuse the same input before any model is read: exit 2, one line."""
+    def no_model(*a, **k):
+        raise AssertionError("a model was loaded before the input was checked")
+
+    monkeypatch.setattr("smf.models.resolve_model", no_model)
+    out = tmp_path / "out"
+    assert main([*args, "--model", str(tmp_path / "no-model"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("smf: error: ") and message in err[0], err
+    assert not out.exists()
 
 
 def test_hub_heal_data_that_a_filter_empties_fails_before_any_model_work(tmp_path, monkeypatch):
