@@ -91,6 +91,43 @@ MUTANTS = {
     'the CLI imports an unlisted internal': (
         'src/smf/cli/memory.py', 'from smf import MemoryConfig\n',
         'from smf import MemoryConfig\nfrom smf.memory.layer import ProductKeyMemory  # noqa: F401\n', ['tests/cli/test_cli_imports.py']),
+    # issue 47: the published study's recipe as settings, each proved against the study's own outputs
+    "published layer: its input re-normalised": (
+        "src/smf/memory/layer.py", "        if self.published:\n            return x\n",
+        "        if False:\n            return x\n", ["tests/memory/test_published_layer.py::test_the_layer_and_its_mlp_give_the_published_outputs"]),
+    "published scoring: zero-score rows excluded": (
+        "src/smf/selection.py", 'if self.rule == "tfidf" and not self.published:', 'if self.rule == "tfidf":',
+        ["tests/methods/test_published_selection.py::test_selection_on_given_counts_is_the_studys"]),
+    "count padded: padding left out": (
+        "src/smf/methods/smf.py", 'memory.count_padding = o.count == "padded"', "memory.count_padding = False",
+        ["tests/methods/test_published_selection.py::test_a_padded_batch_counts_and_chooses_as_the_study"]),
+    "greedy decoding applies the repetition penalty": (
+        "src/smf/evaluate/generate.py", "return stop_token_ids(model, tokenizer), 1.0",
+        'return stop_token_ids(model, tokenizer), float(getattr(model.generation_config, "repetition_penalty", None) or 1.0)',
+        ["tests/evaluate/test_published_generation.py::test_the_penalty_changes_the_answers_and_greedy_stays_as_it_was"]),
+    "generation_config decoding stops at every end token": (
+        "src/smf/evaluate/generate.py", "    eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()\n    return eos,",
+        "    eos = stop_token_ids(model, tokenizer)\n    return eos,",
+        ["tests/evaluate/test_published_generation.py::test_generation_config_decoding_ends_only_at_the_tokenizers_eos"]),
+    "MedMCQA choice filter off": (
+        "src/smf/data/hub.py", 'if not isinstance(row, MCQItem) and row["choice_type"] == choice_type]',
+        "if not isinstance(row, MCQItem)]", ["tests/data/test_recipe_data.py::test_medmcqa_sample_per_seed_and_tokens_are_the_studys"]),
+    "OASST1 min_chars counted on stripped text": (
+        "src/smf/data/hub.py", 'len(row["text"]) >= min_chars', 'len(row["text"].strip()) >= min_chars',
+        ["tests/data/test_recipe_data.py::test_oasst1_messages_kept_are_the_studys"]),
+    "cosine off by one step": (
+        "src/smf/train/loop.py", "progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)",
+        "progress = (step + 1 - config.warmup_steps) / max(1, config.steps - config.warmup_steps)",
+        ["tests/methods/test_recipe_heal.py::test_heal_schedule_is_the_studys"]),
+    "own_mean ignored": (
+        "src/smf/train/loop.py", 'own_mean = config.micro_batch_loss == "own_mean"', "own_mean = False",
+        ["tests/train/test_published_training.py::test_own_mean_sums_the_micro_batches_mean_losses"]),
+    "full weights bf16 ignored": (
+        "src/smf/methods/full.py", "            model.to(torch.bfloat16)", "            pass",
+        ["tests/train/test_published_training.py::test_bf16_full_finetuning_keeps_bf16_weights_and_adam_state"]),
+    "seed_per_run ignored (one memory for every seed)": (
+        "src/smf/study/runner.py", "if config.memory.seed_per_run and seed is not None else config.memory",
+        "if False else config.memory", ["tests/study/test_memory_per_seed.py::test_each_run_seed_draws_its_own_memory"]),
 }
 
 COPY = ("src", "tests", "configs", "studies", "scripts", "docs", "bench", "pyproject.toml", "README.md", "BENCHMARKS.md", "Makefile")
