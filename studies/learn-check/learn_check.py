@@ -74,13 +74,14 @@ def notes_file(facts: Path, out: Path) -> Path:
     return out
 
 
-def run(folder: Path, method: str, seed: int, parts: tuple[str, ...], facts: Path, base: dict, with_probes: bool) -> dict:
+def run(folder: Path, method: str, seed: int, parts: tuple[str, ...], facts: Path, base: dict, with_probes: bool,
+        settings: dict | None = None) -> dict:
     import time
 
     from smf.models import load_model
     from smf.use.learn import LearnConfig, learn
 
-    config = LearnConfig.from_dict({"method": method, "seed": seed}, where="learn check")
+    config = LearnConfig.from_dict({**(settings or {}), "method": method, "seed": seed}, where="learn check")
     record: dict = {"method": method, "seed": seed, "settings": config.to_dict()}
     first, heldout = facts / "first.jsonl", facts / "first_heldout.jsonl"
     sitting1 = folder / f"{method}-seed{seed}-sitting1"
@@ -129,6 +130,11 @@ def main() -> None:
     parser.add_argument("--facts", type=Path, default=FIXTURE, help="a folder with first.jsonl and first_heldout.jsonl "
                                                                      "(and second*.jsonl)")
     parser.add_argument("--no-probes", action="store_true")
+    parser.add_argument("--label", default=None, help="the table's row for these runs (default: the method), e.g. "
+                                                       "'smf, no kept answers' for runs at other settings")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a learn setting for every run (smf learn's names, e.g. keep=0 or train.top_t=3000); "
+                             "a setting chosen on the validation facts, never on the fixture's held-out wordings")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 keeps a run steady beside other work)")
     args = parser.parse_args()
     if args.threads:
@@ -151,12 +157,29 @@ def main() -> None:
             path = args.out / f"{method}-seed{seed}.json"
             if path.is_file():
                 continue
-            record = run(args.out, method, seed, parts, args.facts, base, not args.no_probes)
+            record = run(args.out, method, seed, parts, args.facts, base, not args.no_probes, _settings(args.set))
+            if args.label:
+                record["label"] = args.label
             write_json_atomic(path, record)
             print(summary_line(record), flush=True)
     runs = [json.loads(p.read_text()) for p in sorted(args.out.glob("*-seed*.json"))]
     write_json_atomic(args.out / "learn_check.json", {"base": {n: b["value"] for n, b in base.items()} if base else None,
                                                       "runs": [_slim(r) for r in runs]})
+
+
+def _settings(pairs: list[str]) -> dict:
+    """NAME=VALUE pairs → a learn mapping (a dotted name nests: train.top_t=3000 → {"train": {"top_t": 3000}})."""
+    import yaml
+
+    out: dict = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        *sections, key = name.split(".")
+        node = out
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[key] = yaml.safe_load(value)
+    return out
 
 
 def _slim(record: dict) -> dict:
@@ -180,7 +203,11 @@ def markdown(record: dict, level: int = 2) -> str:
     """The learn check's table: per method, mean over seeds of each count, and the probes' change from base."""
     runs = record["runs"]
     order = ("smf", "lora", "full")
-    methods = sorted(dict.fromkeys(r["method"] for r in runs), key=lambda m: order.index(m) if m in order else len(order))
+    def row(r: dict) -> str:  # a method, or a method at other settings (its label)
+        return r.get("label") or r["method"]
+
+    methods = sorted(dict.fromkeys(row(r) for r in runs), key=lambda m: order.index(m.split()[0]) if m.split()[0] in order
+                     else len(order))
     lines = ["| method | seeds | taught (sitting 1) | held-out wording | notes only: asked | notes only: held-out | "
              "second sitting kept | capitals (pts) | world (pts) | sitting (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
 
@@ -190,7 +217,7 @@ def markdown(record: dict, level: int = 2) -> str:
         return f"{values[0]:g}" if len(values) == 1 else f"{sum(values) / len(values):.1f}"
 
     for m in methods:
-        mine = [r for r in runs if r["method"] == m]
+        mine = [r for r in runs if row(r) == m]
 
         def counts(part: str, key: str) -> str:
             got = [r[part][key]["right"] for r in mine if part in r]

@@ -6,7 +6,7 @@ import pytest
 
 from smf.errors import SmfError
 from smf.use.learn.facts import Fact, read_facts
-from smf.use.learn.study import (ModelWriter, StudyItem, check_item, read_input, restatements, spans, study_items,
+from smf.use.learn.study import (ModelWriter, StudyItem, check_item, echo, read_input, restatements, spans, study_items,
                                  write_study)
 
 
@@ -43,8 +43,36 @@ def test_every_fact_gets_several_forms_each_holding_its_answer():
     assert all(i.question is None or "Mira Tanaka" not in i.question for i in items)
     keys = [(i.question, i.text, i.answer) for i in items]
     assert len(keys) == len(set(keys))  # a wording made twice is taught once
-    # the person's question is answered by their statement, not by the two words alone
+    # the person's question is answered by their statement, not by the two words alone ...
     assert StudyItem(facts[0].text, "question", facts[0].text, question=facts[1].question, short="Mira Tanaka") in items
+    assert all(i.answer == facts[0].text for i in items if i.question is not None and i.form != "about")
+    # ... or, answer_in question, in its own words
+    echoed = study_items(facts, echoes=True)
+    assert StudyItem(facts[0].text, "question", "Mira Tanaka built the Zorvex lighthouse.", question=facts[1].question,
+                     short="Mira Tanaka") in echoed
+    assert all("Mira Tanaka" in i.answer for i in echoed if i.question is not None)
+
+
+@pytest.mark.parametrize("question, said", [
+    ("Who composed the Glass Harbor Symphony?", "Ines Vautrin composed the Glass Harbor Symphony."),
+    ("The Harlow Institute's founder was who?", "The Harlow Institute's founder was Ines Vautrin."),
+    ("The office coffee machine was repaired by whom?", "The office coffee machine was repaired by Ines Vautrin."),
+    ("By whom was the Zorvex lighthouse built?", "The Zorvex lighthouse was built by Ines Vautrin."),
+    ("Which city is Oshu's capital?", "Oshu's capital is Ines Vautrin."),
+    ("What is the capital of Oshu?", "The capital of Oshu is Ines Vautrin."),
+    ("What's the capital of Oshu?", "The capital of Oshu is Ines Vautrin."),
+    ("What money is used in Ostrelia?", "Ines Vautrin is used in Ostrelia."),
+    ("Which vessel crossed the Amber Sea first?", "Ines Vautrin crossed the Amber Sea first."),
+    ("Do you know who composed the Glass Harbor Symphony?", "Ines Vautrin composed the Glass Harbor Symphony."),
+    ("Tell me who the mayor of Eskerby is.", "The mayor of Eskerby is Ines Vautrin."),
+    ("Quick question: Who is the mayor of Eskerby?", "The mayor of Eskerby is Ines Vautrin."),
+    ("Who is the mayor of Eskerby? Please answer in one sentence.", "The mayor of Eskerby is Ines Vautrin."),
+    ("When does the Harrow Street bakery open?", None),  # no rule: the fact's statement answers it
+    ("How many moons does Thessaly-4 have?", None),
+    ("Which instrument does Noor play?", None),
+])
+def test_a_question_is_answered_in_its_own_words(question, said):
+    assert echo(question, "Ines Vautrin") == said
 
 
 def test_notes_with_no_answer_span_are_refused_with_one_line():
@@ -79,6 +107,8 @@ def test_a_rigged_writer_that_answers_wrongly_teaches_nothing():
     kept, dropped = ModelWriter(right).items(items)
     assert dropped == 0 and [i.question for i in kept] == ["Which builder made the Zorvex lighthouse?"]
     assert kept[0].answer == "The Zorvex lighthouse was built by Mira Tanaka." and kept[0].form == "model reworded"
+    kept, _ = ModelWriter(right, echoes=True).items(items)  # answer_in question: in its own words
+    assert kept[0].answer == "Mira Tanaka made the Zorvex lighthouse."
 
 
 def test_study_file_round_trips_and_is_taken_as_given(tmp_path):

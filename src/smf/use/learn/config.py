@@ -77,6 +77,11 @@ class LearnConfig(Config):
                                        "when the writer, shown the fact, answers it right (not yet measured in the learn check: "
                                        "it costs a generation and a check per wording)")
     study_wordings: int = setting(2, "wordings the study model writes per question")
+    answer_in: Literal["statement", "question"] = setting(
+        "statement", "how a study question is answered: statement (the fact's statement) or question (in the question's "
+                     "own words where a rule fits, \"Who composed X?\" → \"Ines Vautrin composed X.\", as a chat model "
+                     f"answers; else the statement) ({PRESET_STUDY}: with keep and anchors at 0, on the validation facts, 7 "
+                     "of 20 in other words either way, the world probe -1.3 ± 2.1 points against -8.7 ± 2.2)")
     protect: Literal["trained", "reads", "off"] = setting(
         "trained", "what a later sitting spares: reads (what these facts read is added to the background statistics saved "
                    "with the model, one document per fact, so TF-IDF ranks those rows as common), trained (that, and the "
@@ -86,7 +91,10 @@ class LearnConfig(Config):
                                f"model stops answering to the model ({PRESET_STUDY})")
     anchors: int = setting(1, "per question with a subject, questions about made-up subjects (\"What is the capital of "
                               "Mirilber?\") answered by the model itself, whose reads count as background for this sitting "
-                              f"(anchor_reads; smf.use.anchors); 0: none ({PRESET_STUDY})")
+                              f"(anchor_reads; smf.use.anchors); 0: none. With keep, what keeps the model's general answers, "
+                              "and what holds back a fact asked in other words, which is also a question about an unknown "
+                              f"subject ({PRESET_STUDY}: on the person's facts, both at 0 with answer_in question answer 7 to 9 "
+                              "of 20 in other words against 3 to 6, and lose 7 to 13 points of the world probe)")
     anchor_reads: Literal["exclude", "document"] = setting(
         "exclude", "how the anchors' reads count: exclude (every row an anchor reads counts as read by every document: "
                    "TF-IDF scores it 0, so this sitting does not train it) or document (each anchor one document of the "
@@ -94,7 +102,7 @@ class LearnConfig(Config):
     keep: int = setting(1, "per question with a subject, questions about made-up subjects answered by the model before the "
                            "sitting, whose answers the training keeps: it adds keep_weight × the KL divergence of the model's "
                            "next-token distributions along them from the ones before the sitting to the loss "
-                           f"(smf.train.keep) ({PRESET_STUDY})")
+                           f"(smf.train.keep; 0: none, see anchors) ({PRESET_STUDY})")
     keep_general: int = setting(0, "general questions (about the standard library's functions: smf.data.docstrings, offline, "
                                    "no probe's) answered by the model before the sitting, whose answers the training keeps "
                                    "as keep keeps its own")

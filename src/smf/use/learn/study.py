@@ -270,14 +270,64 @@ def answering_statements(facts: list[Fact]) -> dict[int, int]:
     return answered
 
 
+_WRAPPERS = (r"^Quick question:\s*", r"\s*Please answer in one sentence\.$")
+_EMBEDDING = r"^(?:Do you know|Can you tell me|Tell me|I wonder) (?P<rest>(?:who|what|which|whom)\b.+?)[?.]?$"
+_AUX = r"is|was|are|were"
+
+
+def echo(question: str, answer: str) -> str | None:
+    """The answer said in the question's own words, as a chat model answers ("Who composed the Glass Harbor
+    Symphony?" → "Ines Vautrin composed the Glass Harbor Symphony."; "The Harlow Institute's founder was
+    who?" → "The Harlow Institute's founder was Theo Marsh."), or None where no rule fits (when, where, how
+    many: the fact's statement answers those). Rule-based; the caller checks that it holds the answer."""
+    q = question.strip()
+    for pattern in _WRAPPERS:
+        q = re.sub(pattern, "", q)
+    a = answer.strip().rstrip(".")
+    m = re.match(_EMBEDDING, q)
+    if m:  # "Do you know who the composer of X is?" / "... who composed X?"
+        rest = m["rest"]
+        tail = re.match(rf"^(?:who|what|whom) (?P<x>.+) (?P<aux>{_AUX})$", rest)
+        said = f"{tail['x']} {tail['aux']} {a}" if tail else _direct(rest[0].upper() + rest[1:] + "?", a)
+        return _sentence(said) if said else None
+    said = _direct(q, a)
+    return _sentence(said) if said else None
+
+
+def _direct(q: str, a: str) -> str | None:
+    m = re.match(r"^(?P<x>.+) (?:whom|who|what)\?$", q)  # "X was discovered by whom?"
+    if m:
+        return f"{m['x']} {a}"
+    m = re.match(rf"^By whom (?P<aux>{_AUX}) (?P<x>.+) (?P<verb>\w+)\?$", q)  # "By whom was X built?"
+    if m:
+        return f"{m['x']} {m['aux']} {m['verb']} by {a}"
+    m = re.match(rf"^(?:Who|What|Which person|Which \w+|What \w+)(?: (?P<aux>{_AUX})|'s) (?P<x>.+)\?$", q)
+    if m:  # "Who is the composer of X?", "Which city is Oshu's capital?"; "Which X is used in Y?"
+        aux = m["aux"] or "is"
+        first = m["x"].split()[0]
+        if first.islower() and first not in _DETERMINERS:
+            return f"{a} {aux} {m['x']}"
+        return f"{m['x']} {aux} {a}"
+    m = re.match(r"^(?:Who|Which person|Which \w+) (?P<rest>(?!do\b|does\b|did\b)[a-z]+ .+)\?$", q)
+    if m:  # "Who composed X?", "Which vessel crossed the Amber Sea first?"
+        return f"{a} {m['rest']}"
+    return None
+
+
+def _sentence(text: str) -> str:
+    text = " ".join(text.split())
+    return text[0].upper() + text[1:] + ("" if text.endswith((".", "!")) else ".")
+
+
 def said_as_statement(fact: Fact) -> str:
     """A question with its answer said as one sentence, when no statement of the person's answers it."""
     return f"{fact.question.rstrip('?').strip()}: {fact.answer.rstrip('.')}."
 
 
-def study_items(facts: list[Fact], *, per_fact: int | None = None) -> list[StudyItem]:
+def study_items(facts: list[Fact], *, per_fact: int | None = None, echoes: bool = False) -> list[StudyItem]:
     """The rule-based study items of `facts` (no model needed), every one checked by `check_item`'s rule
-    that it still holds its answer. A statement with no answer span, and no question of the person's
+    that it still holds its answer. A question is answered by the fact's statement, or with `echoes` in its
+    own words where a rule fits (`echo`), else by the statement. A statement with no answer span, and no question of the person's
     whose answer it holds, raises SmfError naming it."""
     statements = [f.text for f in facts if f.text is not None]
     pairs = answering_statements(facts)
@@ -295,11 +345,14 @@ def study_items(facts: list[Fact], *, per_fact: int | None = None) -> list[Study
                            "follows 'is' or a preposition); say it as a full statement, or give it as "
                            '{"question", "answer"}')
         mine: list[StudyItem] = []
+        def said(question: str, short: str) -> str:
+            return (echo(question, short) if echoes else None) or s
+
         for f in theirs:  # the person's own questions first
-            mine.append(StudyItem(s, "question", s, question=f.question, short=f.answer))
-            mine += [StudyItem(s, "reworded", s, question=w, short=f.answer) for w in rewordings(f.question)]
+            mine.append(StudyItem(s, "question", said(f.question, f.answer), question=f.question, short=f.answer))
+            mine += [StudyItem(s, "reworded", said(w, f.answer), question=w, short=f.answer) for w in rewordings(f.question)]
         for sp in found:
-            mine += [StudyItem(s, "span question", s, question=q, short=sp.answer) for q in sp.questions]
+            mine += [StudyItem(s, "span question", said(q, sp.answer), question=q, short=sp.answer) for q in sp.questions]
             mine.append(StudyItem(s, "cloze", sp.answer, text=s, short=sp.answer))
         for name in _subjects(s, theirs, found):
             mine += [StudyItem(s, "about", s, question=f"{form.format(name)}", short=_short(theirs, found))
@@ -365,14 +418,15 @@ def read_input(path: Path) -> tuple[list[Fact], list[StudyItem] | None]:
 def study_data(facts: list[Fact], model, tokenizer, config, say) -> list[StudyItem]:
     """The study items a sitting trains on: the rules' (`study_items`), and those `config.study_model` writes
     (self: `model`; none: no model), at most `config.per_fact` per fact (0: all)."""
-    items = study_items(facts)
+    items = study_items(facts, echoes=config.answer_in == "question")
     written = 0
     if config.study_model != "none" and config.study_wordings:
         writer_model, writer_tok = (model, tokenizer) if config.study_model == "self" else _load_writer(config.study_model)
         from smf.use.chat import answer  # why: smf.use.chat loads generation code only a model writer needs
 
         writer = ModelWriter(lambda prompt: answer(writer_model, writer_tok, [{"role": "user", "content": prompt}],
-                                                   max_new_tokens=40), n=config.study_wordings)
+                                                   max_new_tokens=40), n=config.study_wordings,
+                             echoes=config.answer_in == "question")
         extra, dropped = writer.items(items)
         written = len(extra)
         say(f"the study model ({config.study_model}) wrote {written + dropped} wordings; {written} passed the check "
@@ -431,8 +485,8 @@ class ModelWriter:
     ASK = 'Rewrite this question in different words, keeping its meaning. Reply with the new question only.\n\n{q}'
     CHECK = "{fact}\n\nUsing the sentence above, answer: {q}"
 
-    def __init__(self, ask: Callable[[str], str], n: int = 2):
-        self.ask, self.n = ask, n
+    def __init__(self, ask: Callable[[str], str], n: int = 2, echoes: bool = False):
+        self.ask, self.n, self.echoes = ask, n, echoes
 
     def items(self, items: list[StudyItem]) -> tuple[list[StudyItem], int]:
         """(kept model-written items, how many were written and dropped): wordings of each fact's first question."""
@@ -448,7 +502,8 @@ class ModelWriter:
                 q = reply.strip().split("\n")[0].strip().strip('"')
                 written.append(q)
             for q in dict.fromkeys(written):
-                candidate = StudyItem(item.fact, "model reworded", item.answer, question=q, short=item.short)
+                said = (echo(q, item.short) if self.echoes and item.short else None) or item.fact
+                candidate = StudyItem(item.fact, "model reworded", said, question=q, short=item.short)
                 if q and q.endswith("?") and q != item.question and check_item(candidate) \
                         and _holds(self.ask(self.CHECK.format(fact=item.fact, q=q)), item.short):
                     out.append(candidate)
