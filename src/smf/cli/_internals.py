@@ -11,7 +11,7 @@ entry here the CLI no longer imports.
 INTERNAL: dict[str, tuple[str, ...]] = {
     "smf.config": ("add_arguments", "flag", "given", "metavar", "parse_flag", "read_config"),
     "smf.data.registry": ("DATASETS",),
-    "smf.data.sources": ("check_source", "training_examples"),
+    "smf.data.sources": ("check_source", "for_seed", "training_examples"),
     "smf.errors": ("SmfError",),
     "smf.evaluate.evaluator": ("BATCH_SIZE", "GENERATE_BATCH_SIZE", "evaluate"),
     "smf.evaluate.tasks": ("load_task", "resolve_task"),
