@@ -16,8 +16,10 @@ the paired standard error over items (smf.stats).
 
     python studies/learn-check/learn_check.py OUT [--methods smf,lora,full] [--seeds 0,1,2] [--parts sitting,notes,second]
     python studies/learn-check/learn_check.py OUT --facts studies/learn-check/validation   # choose settings here
+    python studies/learn-check/learn_check.py OUT --methods smf --seeds 0,1,2 --parts sitting \
+        --set keep=0 --set anchors=0 --set answer_in=question --label 'smf --keep 0 --anchors 0 --answer-in question'
 
-writes OUT/<method>-seed<k>.json per run and OUT/learn_check.json (all runs); `markdown(record, level)` renders
+writes OUT/<method or label>-seed<k>.json per run and OUT/learn_check.json (all runs); `markdown(record, level)` renders
 the page's block from results/learn_check.json (scripts/publish_results.py). Settings are chosen on the
 validation facts in studies/learn-check/validation/ (made up for that), never on the fixture's held-out
 wordings or the probes.
@@ -75,19 +77,20 @@ def notes_file(facts: Path, out: Path) -> Path:
 
 
 def run(folder: Path, method: str, seed: int, parts: tuple[str, ...], facts: Path, base: dict, with_probes: bool,
-        settings: dict | None = None) -> dict:
+        settings: dict | None = None, name: str | None = None) -> dict:
     import time
 
     from smf.models import load_model
     from smf.use.learn import LearnConfig, learn
 
+    name = name or method  # the folders' prefix: the method, or a label's
     config = LearnConfig.from_dict({**(settings or {}), "method": method, "seed": seed}, where="learn check")
     record: dict = {"method": method, "seed": seed, "settings": config.to_dict()}
     first, heldout = facts / "first.jsonl", facts / "first_heldout.jsonl"
-    sitting1 = folder / f"{method}-seed{seed}-sitting1"
+    sitting1 = folder / f"{name}-seed{seed}-sitting1"
     if "sitting" in parts or "second" in parts:
         start = time.perf_counter()
-        log = learn(first, sitting1, config=config, progress=False, study_out=folder / f"{method}-seed{seed}-study.jsonl",
+        log = learn(first, sitting1, config=config, progress=False, study_out=folder / f"{name}-seed{seed}-study.jsonl",
                     say=lambda line: None)
         model, tokenizer = load_model(sitting1)
         record["sitting"] = {"taught": score(model, tokenizer, first), "heldout": score(model, tokenizer, heldout),
@@ -99,13 +102,13 @@ def run(folder: Path, method: str, seed: int, parts: tuple[str, ...], facts: Pat
             record["sitting"]["change"] = change(now, base)
     if "notes" in parts:
         notes = notes_file(first, folder / "notes.txt")
-        out = folder / f"{method}-seed{seed}-notes"
+        out = folder / f"{name}-seed{seed}-notes"
         log = learn(notes, out, config=config, progress=False, say=lambda line: None)
         model, tokenizer = load_model(out)
         record["notes"] = {"taught": score(model, tokenizer, first), "heldout": score(model, tokenizer, heldout),
                            "seconds": log["seconds"], "steps": log["steps"], "items": log["items"]}
     if "second" in parts and (facts / "second.jsonl").is_file():
-        out = folder / f"{method}-seed{seed}-sitting2"
+        out = folder / f"{name}-seed{seed}-sitting2"
         log = learn(facts / "second.jsonl", out, model=str(sitting1), config=config, progress=False, say=lambda line: None)
         model, tokenizer = load_model(out)
         kept = score(model, tokenizer, first)
@@ -154,10 +157,12 @@ def main() -> None:
             write_json_atomic(base_file, base)
     for method in args.methods.split(","):
         for seed in map(int, args.seeds.split(",")):
-            path = args.out / f"{method}-seed{seed}.json"
+            name = method if not args.label else re.sub(r"[^a-z0-9]+", "-", args.label.lower()).strip("-")
+            path = args.out / f"{name}-seed{seed}.json"  # a label's runs beside the default's
             if path.is_file():
                 continue
-            record = run(args.out, method, seed, parts, args.facts, base, not args.no_probes, _settings(args.set))
+            record = run(args.out, method, seed, parts, args.facts, base, not args.no_probes, _settings(args.set),
+                         name)
             if args.label:
                 record["label"] = args.label
             write_json_atomic(path, record)
@@ -206,8 +211,8 @@ def markdown(record: dict, level: int = 2) -> str:
     def row(r: dict) -> str:  # a method, or a method at other settings (its label)
         return r.get("label") or r["method"]
 
-    methods = sorted(dict.fromkeys(row(r) for r in runs), key=lambda m: order.index(m.split()[0]) if m.split()[0] in order
-                     else len(order))
+    methods = sorted(dict.fromkeys(row(r) for r in runs), key=lambda m: (order.index(m.split()[0]) if m.split()[0] in order
+                                                                         else len(order), m != m.split()[0]))
     lines = ["| method | seeds | taught (sitting 1) | held-out wording | notes only: asked | notes only: held-out | "
              "second sitting kept | capitals (pts) | world (pts) | sitting (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
 
