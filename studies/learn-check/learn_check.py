@@ -174,7 +174,7 @@ def main() -> None:
 
 def _settings(pairs: list[str]) -> dict:
     """NAME=VALUE pairs → a learn mapping (a dotted name nests: train.top_t=3000 → {"train": {"top_t": 3000}})."""
-    import yaml
+    from smf.io import parse_yaml
 
     out: dict = {}
     for pair in pairs:
@@ -183,7 +183,7 @@ def _settings(pairs: list[str]) -> dict:
         node = out
         for section in sections:
             node = node.setdefault(section, {})
-        node[key] = yaml.safe_load(value)
+        node[key] = parse_yaml(value, f"--set {name}")
     return out
 
 

@@ -192,20 +192,30 @@ def save_retrofitted(
 
     `copy_files` are copied in too (e.g. the background statistics of the source folder).
     """
-    config = memory_config(model)
-    assert config is not None, "not a retrofitted model"
+    assert memory_config(model) is not None, "not a retrofitted model"
     out = Path(out)
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        _write_transformers_files(model, config, tmp)
+        write_model_files(model, tmp, extra)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(tmp)
         save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        write_json_atomic(tmp / MEMORY_FILE, {"smf_version": __version__, "memory": config.to_dict(), **(extra or {})})
         for file in copy_files:
             shutil.copy2(file, tmp / Path(file).name)
     return out
+
+
+def write_model_files(model: nn.Module, folder: str | os.PathLike, extra: dict | None = None) -> None:
+    """Beside the weights (smf's own, or those transformers' `save_pretrained` wrote into `folder`): the files
+    that make `folder` a folder of a retrofitted model (config.json with its auto_map, modeling_smf.py,
+    layer.py, smf_memory.json with `extra` in it)."""
+    config = memory_config(model)
+    if config is None:
+        raise SmfError("this model has no memory layers; add them first: smf.add_memory(model, smf.MemoryConfig())")
+    folder = Path(folder)
+    _write_transformers_files(model, config, folder)
+    write_json_atomic(folder / MEMORY_FILE, {"smf_version": __version__, "memory": config.to_dict(), **(extra or {})})
 
 
 def _write_transformers_files(model: nn.Module, config: MemoryConfig, folder: Path) -> None:

@@ -41,21 +41,17 @@ from __future__ import annotations
 
 import os
 import types
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from smf.errors import SmfError
-from smf.io import write_json_atomic
-from smf.memory.retrofit import _write_transformers_files, memory_config, memory_layers
+from smf.memory.retrofit import memory_layers, write_model_files
 from smf.methods import TrainConfig
 from smf.methods.smf import SmfMethod, SmfOptions
-from smf.names import MEMORY_FILE
 from smf.optim import SparseRowOptimizer
 from smf.selection import RULES, BackgroundStats
-from smf.version import __version__
 
 SPARSE = ("adam", "sgd", "rowwise_adagrad")  # the strictly sparse optimizers (smf.methods.smf.OPTIMIZERS)
 FORMAT = "smf-optimizer-1"  # what a state_dict of SmfOptimizer says it is
@@ -72,17 +68,6 @@ def check_background(model: nn.Module, background: BackgroundStats) -> None:
     if ours != theirs:
         raise SmfError(f"the background statistics were counted on another memory ({_geometry(theirs)}) than this model's "
                        f"({_geometry(ours)}); count them on this model: smf.background_statistics(model, tokenizer)")
-
-
-def write_model_files(model: nn.Module, folder: str | os.PathLike) -> None:
-    """Beside weights transformers' `save_pretrained` wrote into `folder`: the files that make it a folder of a
-    retrofitted model (config.json with its auto_map, modeling_smf.py, layer.py, smf_memory.json)."""
-    config = memory_config(model)
-    if config is None:
-        raise SmfError("this model has no memory layers; add them first: smf.add_memory(model, smf.MemoryConfig())")
-    folder = Path(folder)
-    _write_transformers_files(model, config, folder)
-    write_json_atomic(folder / MEMORY_FILE, {"smf_version": __version__, "memory": config.to_dict()})
 
 
 def _save_pretrained(self: nn.Module, save_directory, *args, **kwargs):
