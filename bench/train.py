@@ -174,7 +174,7 @@ def measure(rounds: int, steps: int, repeat: int) -> dict:
 
 def _study_state(label: str) -> float | None:
     """The mean optimizer state of `label` in the published controls study (40 steps), if present."""
-    path = ROOT / "docs" / "results" / "offline-controls" / "results.json"
+    path = ROOT / "studies" / "controls" / "results" / "results.json"
     if not path.is_file():
         return None
     row = next((r for r in json.loads(path.read_text())["summary"] if r["label"] == label), None)
