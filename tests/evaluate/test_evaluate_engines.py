@@ -6,9 +6,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from smf.data.types import MCQItem
-from smf.evaluate.generate import cut_at_stops, greedy_generate
+from smf.evaluate.generate import cut_at_stops, greedy_generate, shared_prefix
 from smf.evaluate.loglik import Request, score_requests, score_requests_full
-from smf.data.templates import cloze_prompt, letter_prompt
+from smf.data.templates import chat_prompt, cloze_prompt, letter_prompt
 from smf.evaluate.mcq import build_requests, score_mcq
 from smf.evaluate.perplexity import count_words, rolling_loglikelihoods, rolling_windows
 from smf.evaluate.tokens import encode_pair, encode_text, prefix_token_id
@@ -186,3 +186,26 @@ def test_overlong_context_is_cut_from_the_left_like_lm_eval(tiny, tokenizer):
     cut = score_requests(tiny, [request], max_length=max_length)[0]
     kept = Request(request.context[2:], request.continuations)
     assert cut.logprobs == pytest.approx(score_requests_full(tiny, [kept])[0].logprobs, abs=1e-4)
+
+
+@pytest.mark.parametrize("decoding", ["greedy", "generation_config"])
+def test_prompts_sharing_a_prefix_answer_as_each_alone(tokenizer, decoding):
+    # the chat template's system turn is run once per batch and its cache shared by the rows
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                                         initializer_range=0.2)).eval()  # wide enough weights that each prompt answers its own way
+    model.generation_config.repetition_penalty = 1.3
+    questions = ["What is the capital of France?", "Hi", "Name three rivers in Europe, please", "Why?"]
+    prompts = [encode_text(tokenizer, chat_prompt(tokenizer, q)) for q in questions]
+    assert shared_prefix(prompts) >= 10 and shared_prefix(prompts[:1]) == 0
+    together = greedy_generate(model, tokenizer, prompts, stop=(), max_new_tokens=6, batch_size=4, decoding=decoding)
+    alone = [greedy_generate(model, tokenizer, [p], stop=(), max_new_tokens=6, decoding=decoding)[0] for p in prompts]
+    assert [g.ids for g in together] == [g.ids for g in alone]
+    assert len({g.ids for g in together}) > 1  # the rows answer differently: each reads its own question
+
+
+def test_shared_prefix_leaves_every_prompt_a_token_of_its_own():
+    assert shared_prefix([[1, 2, 3], [1, 2, 3, 4]]) == 2
+    assert shared_prefix([[1, 2, 3], [1, 5, 3], [1, 2]]) == 1
+    assert shared_prefix([[7, 2], [1, 2]]) == 0

@@ -1,6 +1,9 @@
 """Batched greedy generation that stops at stop strings, as lm-eval's `generate_until`.
 
-Prompts are left-padded and decoded together with a KV cache. A row is done once
+Prompts are left-padded and decoded together with a KV cache. The tokens every prompt begins
+with (a chat template's system turn) are run once per batch and their cache shared by its rows:
+each row then reads prefix, padding, its own tokens, with positions that count real tokens only,
+so it sees what it would see alone. A row is done once
 it emits an end-of-sequence token or its decoded text contains a stop string, and
 leaves the batch (and the cache) then; the batch ends when every row is done or
 `max_new_tokens` is reached. The text is then
@@ -109,10 +112,12 @@ def greedy_generate(
     eos, penalty = generation_settings(model, tokenizer, decoding)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos), 0)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    shared = shared_prefix(prompts)
     results: list[Generation | None] = [None] * len(prompts)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        outs = _generate_batch(model, tokenizer, [prompts[i] for i in idx], stop, max_new_tokens, eos, pad, device, penalty)
+        outs = _generate_batch(model, tokenizer, [prompts[i] for i in idx], stop, max_new_tokens, eos, pad, device, penalty,
+                               shared)
         for i, g in zip(idx, outs):
             results[i] = g
         if on_batch is not None:
@@ -120,12 +125,33 @@ def greedy_generate(
     return results  # type: ignore[return-value]
 
 
-def _generate_batch(model, tokenizer, prompts, stop, max_new_tokens, eos, pad, device, penalty: float = 1.0) -> list[Generation]:
-    ids, mask, positions = left_pad(prompts, pad, device)
+def shared_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every prompt shares, leaving each at least one token of its own
+    (0 for a single prompt: nothing to share)."""
+    if len(prompts) < 2:
+        return 0
+    first, n = prompts[0], min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        k = 0
+        while k < n and p[k] == first[k]:
+            k += 1
+        n = k
+    return n
+
+
+def _generate_batch(model, tokenizer, prompts, stop, max_new_tokens, eos, pad, device, penalty: float = 1.0,
+                    shared: int = 0) -> list[Generation]:
+    cache = None
+    ids, mask, positions = left_pad([p[shared:] for p in prompts], pad, device)
+    if shared:  # the shared prefix once, its cache repeated for every row: prefix, padding, the row's own tokens
+        out = model(input_ids=torch.tensor([prompts[0][:shared]], device=device), use_cache=True, **last_logits_kwargs(model))
+        cache = output_cache(out)
+        cache.batch_repeat_interleave(len(prompts))
+        mask = torch.cat([mask.new_ones((len(prompts), shared)), mask], dim=1)
+        positions = positions + shared
     seen = None  # (A, V) bool: the tokens of each live row so far (repetition penalty only)
     generated: list[list[int]] = [[] for _ in prompts]
     active = list(range(len(prompts)))  # rows still generating, in cache order
-    cache = None
     step_ids, step_pos = ids, positions
     for _ in range(max_new_tokens):
         out = model(
