@@ -152,8 +152,10 @@ def _score_windows(model, windows: list, n_documents: int, score: Callable, max_
         rows = max(1, max_batch_tokens // len(windows[start][1].inputs))
         batch = windows[start:start + rows]
         start += len(batch)
-        ids, mask = right_pad([w.inputs for _, w in batch], pad_id, device)
-        logits = model(input_ids=ids, attention_mask=mask).logits  # [R, T, V]
+        ids, _ = right_pad([w.inputs for _, w in batch], pad_id, device)
+        # No attention mask: a row's padding follows its tokens, which causal attention already keeps from
+        # seeing it, and without a mask the attention kernel skips the masked half (same scores).
+        logits = model(input_ids=ids).logits  # [R, T, V]
         for row, (d, w) in enumerate(batch):
             totals[d] += score(logits[row], w)
         if on_batch is not None:
