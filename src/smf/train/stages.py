@@ -8,6 +8,7 @@ model. Both read their settings from one config dataclass (`HealConfig`,
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -43,16 +44,26 @@ def collect_background(model, batches, progress: bool = True, mixed_precision: s
     was_training = model.training
     model.eval()
     set_recording(model, True)
+    # The reads are made by the last memory layer's forward: the layers above it and the logits cannot change them.
+    stop = list(memories.values())[-1].register_forward_hook(_stop_forward)
     try:
         for batch in tqdm(batches, desc="background statistics", disable=not progress, unit="batch"):
-            # the decoder alone: the memories are inside it, and logits are not needed
-            with precision:
+            with precision, contextlib.suppress(_ReadsTaken):
                 model.get_decoder()(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
             stats.add_counts({i: m.read_counts() for i, m in memories.items()})
     finally:
+        stop.remove()
         set_recording(model, False)
         model.train(was_training)
     return stats
+
+
+class _ReadsTaken(Exception):
+    """Ends a forward pass once the last memory layer has recorded its reads."""
+
+
+def _stop_forward(module, args, output) -> None:
+    raise _ReadsTaken
 
 
 def background_statistics(folder: Path, config: BackgroundConfig, *, progress: bool = True) -> BackgroundStats:
