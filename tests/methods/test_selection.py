@@ -135,6 +135,29 @@ def test_ties_at_the_t_th_place_go_to_the_lower_rows(rule):
     assert torch.equal(chosen, torch.cat([twice, once]).sort().values)
 
 
+@pytest.mark.parametrize("rule", ["tf", "tfidf", "kl"])
+@pytest.mark.parametrize("published", [False, True])
+def test_fixed_shape_selection_chooses_the_rows_select_chooses(rule, published):
+    """A training step selects in fixed shapes (no host sync): its valid rows are select's, in the same order;
+    the others are distinct rows not chosen. Cases: few rows read, many, ties at the t-th place, rows of
+    score 0 (read in every background document), negative KL terms, nothing read."""
+    g = torch.Generator().manual_seed(0)
+    n = 2000
+    bg = BackgroundStats(8, {0: torch.randint(0, 9, (n,), generator=g)}, {0: torch.randint(0, 50, (n,), generator=g)})
+    cases = [torch.randint(0, 3, (n,), generator=g), torch.randint(0, 2, (n,), generator=g) * (torch.rand(n, generator=g) < 0.01),
+             torch.zeros(n, dtype=torch.int64), (torch.arange(n) % 7 == 0).long() * 2 + (torch.arange(n) % 5 == 0).long()]
+    cases.append(torch.where(bg.df[0] == 8, 5, cases[0]))  # rows read in every document read often
+    for counts in cases:
+        for t in (1, 40, 300, n):
+            selector = RowSelector(rule, t, bg, published=published)
+            rows = counts.nonzero().flatten()
+            expected = selector.select(0, rows, counts[rows])
+            fixed, valid = selector.select_fixed(0, counts)
+            assert len(fixed) == min(t, n) and torch.equal(fixed[valid], expected)
+            assert torch.equal(fixed, fixed.unique())  # ascending, distinct
+            assert not set(fixed[~valid].tolist()) & set(expected.tolist())
+
+
 def test_background_df_counts_every_row_read_once_or_more():
     stats = BackgroundStats.empty({0: 6})
     stats.add_counts({0: torch.tensor([0, 1, 3, 0, 2, 0])})
@@ -142,3 +165,29 @@ def test_background_df_counts_every_row_read_once_or_more():
     assert stats.df[0].tolist() == [0, 2, 1, 0, 1, 0]  # a batch that read a row once counts as one
     assert stats.counts[0].tolist() == [0, 2, 3, 0, 2, 0]
     assert stats.batches == 2
+
+
+def test_background_counting_stops_at_the_last_memory_layer(tokenizer):
+    """The reads are made by the time the last memory layer has run: the layers above it are not run, and the
+    counts are those of whole forward passes. The model runs whole again afterwards."""
+    from smf.data.batching import collate, text_chunks
+    from smf.memory.retrofit import decoder_layers
+    from smf.train.stages import collect_background
+
+    model = retrofit(tiny_model(vocab_size=len(tokenizer)), MemoryConfig(layers=[1, 2], slots=256, heads=2, topk=4, key_dim=16))
+    chunks = text_chunks(["alpha beta gamma delta epsilon " * 30], tokenizer, 24)
+    batches = [collate(chunks[i : i + 2], tokenizer.pad_token_id) for i in range(0, 4, 2)]
+    ran = []
+    hook = decoder_layers(model)[3].register_forward_hook(lambda *args: ran.append(1))
+    stats = collect_background(model, batches, progress=False)
+    assert ran == []
+    whole = BackgroundStats.empty({1: 256, 2: 256})
+    set_recording(model, True)
+    for batch in batches:
+        model(**batch)
+        whole.add_counts({i: m.read_counts() for i, m in memory_layers(model).items()})
+    set_recording(model, False)
+    hook.remove()
+    assert len(ran) == len(batches)
+    for i in (1, 2):
+        assert torch.equal(stats.df[i], whole.df[i]) and torch.equal(stats.counts[i], whole.counts[i]) and stats.counts[i].sum() > 0
