@@ -5,7 +5,8 @@ with several GPUs NCCL multi-GPU, SMF steps work, and records tokens/s for the t
 at Qwen2.5-0.5B geometry"). In order, each part recorded as it finishes:
 
 1. `sync_free`: a recorded forward and backward of a memory layer on the GPU and its read
-   counts, under `torch.cuda.set_sync_debug_mode("error")` (any host sync raises);
+   counts, and an SMF step (selection and lazy Adam), under `torch.cuda.set_sync_debug_mode("error")`
+   (any host sync raises);
 2. `bf16_evaluation`: `evaluate(..., mixed_precision="auto")` on the GPU runs its linear
    layers in bf16 (perplexity and multiple choice at Qwen2.5-0.5B geometry, random weights,
    with fp32 beside it: the time, and how far the scores move);
@@ -85,7 +86,46 @@ def sync_free(device) -> dict:
             torch.cuda.set_sync_debug_mode("default")
     real = int(memory.token_mask.sum())
     return {"checked_with": "torch.cuda.set_sync_debug_mode('error')" if cuda else "nothing (CPU)",
-            "reads_counted": int(counts.sum()), "reads_expected": real * 4 * 16}
+            "reads_counted": int(counts.sum()), "reads_expected": real * 4 * 16, "smf_step": smf_step_sync_free(device)}
+
+
+def smf_step_sync_free(device) -> dict:
+    """An SMF step (selection of the top-t rows per layer, lazy Adam with clipping) on a small retrofitted model,
+    its second step under the sync check (the first grows lazy Adam's buffers, which waits once)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from smf.memory import MemoryConfig, retrofit
+    from smf.methods import TrainConfig, make_method
+    from smf.selection import BackgroundStats
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+                                         num_attention_heads=4, num_key_value_heads=2))
+    model = retrofit(model, MemoryConfig(layers=[1, 3], slots=16384, heads=4, topk=16, key_dim=64)).to(device)
+    background = BackgroundStats.empty({1: 16384, 3: 16384})
+    background.add_counts({1: torch.randint(0, 3, (16384,)), 3: torch.randint(0, 3, (16384,))})
+    method = make_method(TrainConfig.from_dict({"method": "smf", "steps": 2, "batch_size": 4, "rule": "tfidf", "top_t": 512,
+                                                "max_grad_norm": 1e-3}))
+    method.background = background
+    model = method.prepare(model.train(), None)
+    optimizer = method.make_optimizer(model)
+    ids = torch.randint(3, 512, (4, 64), device=device)
+    cuda = torch.device(device).type == "cuda"
+    for step in range(2):
+        model(input_ids=ids, labels=ids).loss.backward()
+        method.after_forward(model)
+        if cuda and step == 1:
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            method.before_step(model, optimizer)
+            optimizer.step()
+        finally:
+            if cuda:
+                torch.cuda.set_sync_debug_mode("default")
+        optimizer.zero_grad(set_to_none=True)
+    return {"rows_selected": method.step_stats(optimizer)["rows_selected"]}
 
 
 def bf16_evaluation(device, tokenizer_dir: str | None) -> dict:
@@ -234,8 +274,8 @@ def render(result: dict) -> str:
         lines += ["Run on a lent machine (its own torch, transformers, accelerate and peft; `PYTHONPATH=src`, the tokenizer "
                   "folder as the module docstring says): " + "; then ".join(f"`{c}`" for c in result["calls"].values()) + ".", ""]
     s = result.get("sync_free", {})
-    lines.append(f"- Host syncs in a recorded memory forward, read counts and backward ({s.get('checked_with', '-')}): "
-                 + ("none" if s.get("ok") else f"**{s.get('error', 'not run')}**") + ".")
+    lines.append(f"- Host syncs in a recorded memory forward, read counts and backward, and in an SMF step's selection and "
+                 f"lazy Adam update ({s.get('checked_with', '-')}): " + ("none" if s.get("ok") else f"**{s.get('error', 'not run')}**") + ".")
     b = result.get("bf16_evaluation", {})
     if b.get("ok"):
         auto, full = b["auto"], b["no"]

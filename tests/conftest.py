@@ -82,6 +82,12 @@ def _deterministic():
     yield
 
 
+def chosen_rows(rows: dict, valid: dict | None = None) -> dict:
+    """What a sparse optimizer's `set_rows(rows, valid)` is told to train: each parameter's valid rows (a step
+    selects in fixed shapes: rows not chosen fill the rest), cloned."""
+    return {p: (r[valid[p]] if valid and p in valid else r).clone() for p, r in rows.items()}
+
+
 def tiny_config(kind: str = "llama", **overrides):
     """A small random decoder config (no downloads): 'llama' or 'qwen2'."""
     from transformers import LlamaConfig, Qwen2Config

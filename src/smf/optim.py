@@ -13,6 +13,11 @@ its moments and weight decay keep moving old rows.)
 Gradients may be sparse (from `embedding_bag(sparse=True)`, possibly uncoalesced) or
 dense. With `max_grad_norm`, the selected rows' gradients (over all parameters of the
 optimizer) are clipped to that total norm before the update.
+
+A step never waits for the device (no host sync): rows may come with a `valid` mask (a selection
+of fixed size, `RowSelector.select_fixed`), whose invalid rows step as rows not selected (they
+stay bit-identical and their state does not move), and the step's numbers (`last_stats`) stay
+tensors until read. Only LazyAdam waits, when its moment buffers must grow (doubling: rarely).
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ def selected_gradient(grad: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     assert grad.sparse_dim() == 1, "expected row-sparse gradients (as embedding_bag gives)"
     index = grad._indices()[0]  # (nnz,), repeats allowed when uncoalesced
     values = grad._values()  # (nnz, D)
-    keep = torch.isin(index, rows)
+    keep = torch.isin(index, rows)[:, None]  # a read of a row not in `rows` adds a zero (fixed shapes: no host sync)
+    at = torch.searchsorted(rows, index).clamp_(max=len(rows) - 1)
     out = torch.zeros(len(rows), values.shape[1], dtype=values.dtype, device=values.device)
-    return out.index_add_(0, torch.searchsorted(rows, index[keep]), values[keep])
+    return out.index_add_(0, at, torch.where(keep, values, 0))
 
 
 class SparseRowOptimizer(Optimizer):
@@ -41,13 +47,15 @@ class SparseRowOptimizer(Optimizer):
     def __init__(self, params, defaults: dict):
         super().__init__(params, defaults)
         self._rows: dict[torch.Tensor, torch.Tensor] = {}
+        self._valid: dict[torch.Tensor, torch.Tensor] = {}
         self.last_stats: dict = {}
 
-    def set_rows(self, rows: dict[torch.Tensor, torch.Tensor]) -> None:
-        """rows: {parameter: sorted distinct row indices (t,)} to update on the next step."""
-        self._rows = rows
+    def set_rows(self, rows: dict[torch.Tensor, torch.Tensor], valid: dict[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """rows: {parameter: sorted distinct row indices (t,)} to update on the next step; `valid`: {parameter: (t,)
+        bool}, the rows to update among them (default all)."""
+        self._rows, self._valid = rows, valid or {}
 
-    def _update(self, p: torch.Tensor, rows: torch.Tensor, g: torch.Tensor, group: dict) -> None:
+    def _update(self, p: torch.Tensor, rows: torch.Tensor, g: torch.Tensor, group: dict, valid: torch.Tensor) -> None:
         raise NotImplementedError
 
     def compact_state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -70,28 +78,34 @@ class SparseRowOptimizer(Optimizer):
                 if rows is None or len(rows) == 0 or p.grad is None:
                     continue
                 rows = rows.to(p.device)
-                grads[p] = (group, rows, selected_gradient(p.grad, rows))
-        norm = torch.sqrt(sum((g.double().pow(2).sum() for _, _, g in grads.values()), torch.tensor(0.0, dtype=torch.float64)))
-        scale = 1.0
+                valid = self._valid[p].to(p.device) if p in self._valid else torch.ones(len(rows), dtype=torch.bool, device=p.device)
+                grads[p] = (group, rows, valid, torch.where(valid[:, None], selected_gradient(p.grad, rows), 0))
+        zero = torch.zeros((), dtype=torch.float64, device=next(iter(grads))[0].device if grads else "cpu")
+        norm = torch.sqrt(sum((g.double().pow(2).sum() for *_, g in grads.values()), zero))
         max_norm = self.defaults.get("max_grad_norm")
-        if max_norm and norm > max_norm:
-            scale = float(max_norm / (norm + 1e-6))
-        changed = 0
-        for p, (group, rows, g) in grads.items():
+        # clipped to max_norm where the norm is above it (a device number: no host sync)
+        scale = torch.where(norm > max_norm, max_norm / (norm + 1e-6), 1.0) if max_norm else None
+        selected, changed = zero.long(), zero.long()
+        for p, (group, rows, valid, g) in grads.items():
             before = p[rows].clone()
-            self._update(p, rows, g * scale if scale != 1.0 else g, group)
-            changed += int((p[rows] != before).any(-1).sum())
-        self.last_stats = {"rows_selected": sum(len(r) for _, r, _ in grads.values()), "rows_changed": changed, "grad_norm": float(norm)}
-        self._rows = {}
+            self._update(p, rows, g * scale if scale is not None else g, group, valid)
+            selected = selected + valid.sum()
+            changed = changed + ((p[rows] != before).any(-1) & valid).sum()
+        self.last_stats = {"rows_selected": selected, "rows_changed": changed, "grad_norm": norm}
+        self._rows, self._valid = {}, {}
         return None
+
+    def read_stats(self) -> dict:
+        """The last step's numbers as Python numbers (reading them waits for the device once)."""
+        return {k: v.item() if torch.is_tensor(v) else v for k, v in self.last_stats.items()}
 
 
 class SparseSGD(SparseRowOptimizer):
     def __init__(self, params, lr: float, max_grad_norm: float | None = None):
         super().__init__(params, {"lr": lr, "max_grad_norm": max_grad_norm})
 
-    def _update(self, p, rows, g, group):
-        p[rows] = p[rows] - group["lr"] * g
+    def _update(self, p, rows, g, group, valid):
+        p[rows] = torch.where(valid[:, None], p[rows] - group["lr"] * g, p[rows])
 
     def state_bytes(self) -> int:
         return 0
@@ -101,32 +115,41 @@ class LazyAdam(SparseRowOptimizer):
     def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, max_grad_norm: float | None = None):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "max_grad_norm": max_grad_norm})
+        self._bounds: dict[torch.Tensor, int] = {}  # parameter → an upper bound of its slots in use, known on the host
 
-    def _slots(self, p: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """State slots of `rows`, allocating slots (zero moments, step 0) for new rows.
+    def _slots(self, p: torch.Tensor, rows: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """State slots of `rows`, allocating slots (zero moments, step 0) for the new ones among the `valid` rows
+        (default all), in row order; an invalid row gets the scratch slot (the buffers' last), whatever it has.
 
-        Slot buffers grow by doubling, so allocation is amortised O(1) per new row.
+        Slot buffers grow by doubling, so allocation is amortised O(1) per new row. How many slots are in use
+        stays on the device; the host keeps an upper bound (`bound`) and waits for the device only when that
+        bound says the buffers may be too small.
         """
         state = self.state[p]
         if not state:
             state["slot"] = torch.full((p.shape[0],), -1, dtype=torch.int64, device=p.device)  # row → slot
-            state["used"] = torch.zeros((), dtype=torch.int64)
+            state["used"] = torch.zeros((), dtype=torch.int64, device=p.device)
             state["m"] = p.new_zeros(0, p.shape[1])
             state["v"] = p.new_zeros(0, p.shape[1])
             state["step"] = torch.zeros(0, dtype=torch.int64, device=p.device)
-        slot = state["slot"]
-        new = rows[slot[rows] < 0]
-        if len(new):
+        valid = torch.ones(len(rows), dtype=torch.bool, device=p.device) if valid is None else valid
+        if self._bounds.get(p, 1 << 62) + len(rows) > len(state["step"]) - 1:  # the last slot is scratch
             used = int(state["used"])
-            if used + len(new) > len(state["step"]):
-                capacity = max(2 * len(state["step"]), used + len(new), 64)
+            self._bounds[p] = used
+            if used + len(rows) > len(state["step"]) - 1:
+                capacity = max(2 * len(state["step"]), used + len(rows) + 1, 64)
                 for key in ("m", "v", "step"):
                     grown = state[key].new_zeros(capacity, *state[key].shape[1:])
                     grown[:used] = state[key][:used]
                     state[key] = grown
-            slot[new] = torch.arange(used, used + len(new), device=p.device)
-            state["used"] += len(new)
-        return slot[rows]
+        slot = state["slot"]
+        at = slot[rows]
+        new = valid & (at < 0)
+        at = torch.where(new, state["used"].to(p.device) + new.cumsum(0) - 1, at)
+        slot[rows] = at
+        state["used"] = state["used"] + new.sum().to(state["used"].device)
+        self._bounds[p] += len(rows)
+        return torch.where(valid, at, len(state["step"]) - 1)
 
     def load_state_dict(self, state_dict: dict) -> None:
         # Optimizer.load_state_dict casts state tensors to the parameter's dtype; the
@@ -136,7 +159,8 @@ class LazyAdam(SparseRowOptimizer):
         params = [p for group in self.param_groups for p in group["params"]]
         for i, saved in state_dict["state"].items():
             for key in ("slot", "used", "step"):
-                self.state[params[i]][key] = saved[key].clone().to(params[i].device if key != "used" else "cpu")
+                self.state[params[i]][key] = saved[key].clone().to(params[i].device)
+        self._bounds.clear()
 
     def compact_state(self, p):
         st = self.state.get(p)
@@ -148,6 +172,7 @@ class LazyAdam(SparseRowOptimizer):
 
     def load_compact_state(self, p, state):
         self.state.pop(p, None)
+        self._bounds.pop(p, None)
         if not state:
             return
         rows = state["rows"].to(device=p.device, dtype=torch.int64)
@@ -164,9 +189,9 @@ class LazyAdam(SparseRowOptimizer):
         """How many rows have Adam state (were ever selected)."""
         return sum(int(st["used"]) for st in self.state.values() if st)
 
-    def _update(self, p, rows, g, group):
+    def _update(self, p, rows, g, group, valid):
         beta1, beta2 = group["betas"]
-        s = self._slots(p, rows)
+        s = self._slots(p, rows, valid)
         state = self.state[p]
         m = state["m"][s].mul_(beta1).add_(g, alpha=1 - beta1)
         v = state["v"][s].mul_(beta2).addcmul_(g, g, value=1 - beta2)
@@ -177,11 +202,11 @@ class LazyAdam(SparseRowOptimizer):
         w = p[rows]
         if group["weight_decay"]:
             w = w * (1 - group["lr"] * group["weight_decay"])
-        p[rows] = w - group["lr"] * (m / bc1) / ((v / bc2).sqrt() + group["eps"])
+        p[rows] = torch.where(valid[:, None], w - group["lr"] * (m / bc1) / ((v / bc2).sqrt() + group["eps"]), p[rows])
 
     def state_bytes(self) -> int:
         """Bytes the optimizer state holds: the row → slot index and the allocated moment and
-        step buffers (they grow by doubling, so up to twice the rows in use)."""
+        step buffers (they grow by doubling: up to twice the rows in use, or those and one step's rows)."""
         return sum(t.nbytes for st in self.state.values() for t in st.values() if torch.is_tensor(t))
 
     def used_state_bytes(self) -> int:
@@ -206,13 +231,13 @@ class RowwiseAdagrad(SparseRowOptimizer):
     def __init__(self, params, lr: float, eps: float = 1e-8, max_grad_norm: float | None = None):
         super().__init__(params, {"lr": lr, "eps": eps, "max_grad_norm": max_grad_norm})
 
-    def _update(self, p, rows, g, group):
+    def _update(self, p, rows, g, group, valid):
         state = self.state[p]
         if not state:
             state["sum"] = torch.zeros(p.shape[0], dtype=torch.float32, device=p.device)
         total = state["sum"]
-        total[rows] += g.float().pow(2).mean(dim=1)
-        p[rows] = p[rows] - group["lr"] * g / (total[rows].sqrt() + group["eps"]).to(g.dtype)[:, None]
+        total[rows] += torch.where(valid, g.float().pow(2).mean(dim=1), 0)
+        p[rows] = torch.where(valid[:, None], p[rows] - group["lr"] * g / (total[rows].sqrt() + group["eps"]).to(g.dtype)[:, None], p[rows])
 
     def compact_state(self, p):
         st = self.state.get(p)

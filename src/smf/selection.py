@@ -79,7 +79,7 @@ class Rule:
 # The rules, in the order the CLI and the report list them; add a rule here.
 RULES: dict[str, Rule] = {r.name: r for r in [
     Rule("tfidf", "c(i)/Σc · log((B+1)/(df(i)+1)) against the background (Lin et al.)",
-         lambda s, layer, rows, p: p * s.idf(layer)[rows], needs_background=True, color="#1f77b4"),
+         lambda s, layer, rows, p: p * s.idf(layer, rows.device)[rows], needs_background=True, color="#1f77b4"),
     Rule("kl", "p(i)·log(p(i)/q(i)): row i's term of KL(batch ‖ background)",
          lambda s, layer, rows, p: s.kl_terms(layer, rows, p), needs_background=True, color="#2ca02c"),
     Rule("tf", "c(i)/Σc: the rows the batch reads most", lambda s, layer, rows, p: p, color="#17becf"),
@@ -158,8 +158,8 @@ class RowSelector:
             raise SmfError(f"selection rule '{rule}' needs background statistics; run smf background on the model first")
         self.rule, self.top_t, self.background, self.published = rule, top_t, background, published
         self.generator = torch.Generator().manual_seed(seed)
-        self._idf: dict[int, torch.Tensor] = {}
-        self._log_q: dict[int, torch.Tensor] = {}
+        self._idf: dict[tuple[int, str], torch.Tensor] = {}
+        self._log_q: dict[tuple[int, str], torch.Tensor] = {}
 
     def scores(self, layer: int, rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """rows (u,) distinct rows read, counts (u,) their accesses → scores (u,) float64."""
@@ -168,27 +168,31 @@ class RowSelector:
         assert score is not None, f"rule {self.rule} has no scores"
         return score(self, layer, rows, c / c.sum())
 
-    def idf(self, layer: int) -> torch.Tensor:
-        """(N,) log((B + 1) / (df + 1))."""
-        if layer not in self._idf:
-            bg = self.background
-            batches = max(bg.batches, 1) if self.published else bg.batches
-            self._idf[layer] = math.log(batches + 1) - torch.log(bg.df[layer].double() + 1)
-        return self._idf[layer]
+    def idf(self, layer: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(N,) log((B + 1) / (df + 1)), on `device`."""
+        if (layer, str(device)) not in self._idf:
+            if (layer, "cpu") not in self._idf:
+                bg = self.background
+                batches = max(bg.batches, 1) if self.published else bg.batches
+                self._idf[layer, "cpu"] = math.log(batches + 1) - torch.log(bg.df[layer].double() + 1)
+            self._idf[layer, str(device)] = self._idf[layer, "cpu"].to(device)
+        return self._idf[layer, str(device)]
 
     def kl_terms(self, layer: int, rows: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """Each row's term of KL(batch ‖ background): p · log(p / q); published: p · log((p + ε) / (q + ε))."""
         if self.published:
             eps = self.KL_EPS
-            return p * ((p + eps).log() - (self.log_q(layer)[rows].exp() + eps).log())
-        return p * (p.log() - self.log_q(layer)[rows])
+            return p * ((p + eps).log() - (self.log_q(layer, rows.device)[rows].exp() + eps).log())
+        return p * (p.log() - self.log_q(layer, rows.device)[rows])
 
-    def log_q(self, layer: int) -> torch.Tensor:
-        """(N,) log of the add-one smoothed background access distribution."""
-        if layer not in self._log_q:
-            smoothed = self.background.counts[layer].double() + 1
-            self._log_q[layer] = smoothed.log() - smoothed.sum().log()
-        return self._log_q[layer]
+    def log_q(self, layer: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(N,) log of the add-one smoothed background access distribution, on `device`."""
+        if (layer, str(device)) not in self._log_q:
+            if (layer, "cpu") not in self._log_q:
+                smoothed = self.background.counts[layer].double() + 1
+                self._log_q[layer, "cpu"] = smoothed.log() - smoothed.sum().log()
+            self._log_q[layer, str(device)] = self._log_q[layer, "cpu"].to(device)
+        return self._log_q[layer, str(device)]
 
     def select(self, layer: int, rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """rows (u,) distinct rows read, counts (u,) → the rows to train, sorted (≤ t,)."""
@@ -214,3 +218,32 @@ class RowSelector:
             tied = (scores == threshold).nonzero().flatten()[: k - len(above)]
             chosen = rows[torch.cat([above, tied]).to(rows.device)]
         return chosen.sort().values
+
+    @property
+    def fixed_size(self) -> bool:
+        """Whether `select_fixed` can choose for this rule: a scored rule ranks every row in fixed shapes."""
+        return RULES[self.rule].score is not None
+
+    def select_fixed(self, layer: int, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """counts (N,) on the device → rows (k,) ascending and valid (k,) bool, k = min(t, N): the rows
+        `select(layer, *rows read)` chooses are the valid ones; the others are rows not chosen, there to keep
+        the shape fixed. Every operation has a fixed output shape, so the host never waits for the device."""
+        assert self.fixed_size, f"rule {self.rule} picks rows itself"
+        n, device = counts.shape[0], counts.device
+        k = min(self.top_t, n)
+        c = counts.double()
+        score = RULES[self.rule].score(self, layer, torch.arange(n, device=device), c / c.sum())
+        eligible = counts > 0
+        if self.rule == "tfidf" and not self.published:
+            eligible &= score > 0  # as select: a row scoring 0 is never chosen
+        score = torch.where(eligible, score, -math.inf)
+        threshold = score.topk(k).values[-1]  # -inf when fewer than k rows are eligible
+        above = score > threshold
+        tied = eligible & (score == threshold)
+        chosen = above | (tied & (tied.cumsum(0) <= k - above.sum()))  # ties to the lower rows, as select
+        picked = chosen.sum()
+        place = torch.arange(k, device=device)
+        rows = torch.where(place < picked, torch.nonzero_static(chosen, size=k).flatten(),
+                           torch.nonzero_static(~chosen, size=k).flatten()[(place - picked).clamp(min=0)])
+        rows, order = rows.sort()
+        return rows, (place < picked)[order]

@@ -42,6 +42,8 @@ def check_run(selector: RowSelector, counts: torch.Tensor, run: dict) -> None:
     rows = counts.nonzero().flatten()
     chosen = selector.select(LAYER, rows, counts[rows]).tolist()
     assert len(chosen) == run["k"]
+    fixed, valid = selector.select_fixed(LAYER, counts)  # what a training step uses: the same rows
+    assert fixed[valid].tolist() == chosen
     if not run["k"]:
         assert run["chosen_sorted"] == []
         return

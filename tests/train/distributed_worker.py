@@ -65,7 +65,15 @@ def main() -> int:
         calls.append({"layer": layer, "rows": chosen.tolist()})
         return chosen
 
+    select_fixed = RowSelector.select_fixed
+
+    def recording_select_fixed(self, layer, counts):
+        rows, valid = select_fixed(self, layer, counts)
+        calls.append({"layer": layer, "rows": rows[valid].tolist()})
+        return rows, valid
+
     RowSelector.select = recording_select
+    RowSelector.select_fixed = recording_select_fixed
     first: dict[str, torch.Tensor] = {}
 
     def recording(before_step):

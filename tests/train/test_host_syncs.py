@@ -1,6 +1,5 @@
-"""The memory lookup and its access recording never wait for the device (no host sync), so a
-GPU step is not stalled once per layer; the only sync of an SMF step is its selection, once
-per layer. No GPU here: the test watches the ATen operations themselves and flags those that
+"""The memory lookup, its access recording, the selection of rows and the sparse optimizer's step
+never wait for the device (no host sync), so a GPU step is not stalled once per layer. No GPU here: the test watches the ATen operations themselves and flags those that
 need a device value on the host (a data-dependent output size, or `.item()`)."""
 
 import pytest
@@ -70,12 +69,16 @@ def test_a_recorded_forward_and_its_counts_never_sync(masked):
     assert torch.equal(counts.nonzero().flatten(), rows) and torch.equal(counts[rows], n)
 
 
-def test_an_smf_step_syncs_only_to_select(tmp_path):
+@pytest.mark.parametrize("rule", ["tfidf", "kl", "tf"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "rowwise_adagrad"])
+def test_an_smf_step_never_syncs(tmp_path, tokenizer, rule, optimizer):
     """Forward, backward and the recording of every micro-batch add no sync to those the model
-    makes without memory (transformers' mask check makes one per forward); the selection waits
-    for the device once per memory layer (how many rows were read), then ranks on the host."""
+    makes without memory (transformers' mask check makes one per forward); the selection and the
+    optimizer's step add none: the scored rules choose in fixed shapes on the device. Lazy Adam
+    waits when its moment buffers must grow (once per layer in the first step here), not in later steps."""
     from smf.memory import retrofit
     from smf.methods import TrainConfig, make_method
+    from smf.selection import BackgroundStats
 
     batch = {"input_ids": torch.randint(3, 96, (2, 12)), "attention_mask": torch.ones(2, 12, dtype=torch.long)}
     batch["labels"] = batch["input_ids"].clone()
@@ -92,11 +95,22 @@ def test_an_smf_step_syncs_only_to_select(tmp_path):
 
     plain = micro_batches(tiny_model().train())
     model = retrofit(tiny_model(), MemoryConfig(layers=[1, 2], slots=1024, heads=2, topk=4, key_dim=16))
-    method = make_method(TrainConfig.from_dict({"method": "smf", "steps": 1, "batch_size": 4, "grad_accum": 2, "rule": "tf", "top_t": 16}))
+    background = BackgroundStats.empty({1: 1024, 2: 1024})
+    background.add_counts({1: torch.randint(0, 3, (1024,)), 2: torch.randint(0, 3, (1024,))})
+    method = make_method(TrainConfig.from_dict({"method": "smf", "steps": 2, "batch_size": 4, "grad_accum": 2, "rule": rule,
+                                                "top_t": 16, "optimizer": optimizer, "max_grad_norm": 1e-3}))
+    method.background = background
     model = method.prepare(model, None)
-    optimizer = method.make_optimizer(model)
-    assert micro_batches(model, method) == plain
-    with Syncs() as watch:
-        method.before_step(model, optimizer)
-    # per memory layer: the rows read (on the device), then the ranking's above/tied rows (on the host)
-    assert watch.found == ["nonzero"] * 3 * 2
+    opt = method.make_optimizer(model)
+    found = []
+    for step in range(2):
+        assert micro_batches(model, method) == plain
+        with Syncs() as watch:
+            method.before_step(model, opt)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        found.append(watch.found)
+    assert found[1] == [] and found[0] == (["_local_scalar_dense"] * 2 if optimizer == "adam" else [])  # a growth per layer
+    stats = method.step_stats(opt)  # read once the step is done
+    assert stats["rows_selected"] == sum(stats["rows_selected_per_layer"].values()) > 0
+    assert stats["grad_norm"] > 1e-3  # clipped, on the device

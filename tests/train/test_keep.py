@@ -54,7 +54,8 @@ def test_keep_adds_its_gradient_to_the_chosen_rows_and_chooses_none(smf_folder, 
     on them differs, the rows not chosen stay bit-identical, and the log holds the term."""
     chosen: list = []
     original = SparseRowOptimizer.set_rows
-    monkeypatch.setattr(SparseRowOptimizer, "set_rows", lambda self, rows: chosen.append([r.clone() for r in rows.values()]) or original(self, rows))
+    monkeypatch.setattr(SparseRowOptimizer, "set_rows", lambda self, rows, valid=None: chosen.append(
+        [r[valid[p]] if valid else r.clone() for p, r in rows.items()]) or original(self, rows, valid))
 
     def run(name, keep_weight):
         model = load_retrofitted(smf_folder)

@@ -13,6 +13,7 @@ from smf.methods.smf import SmfMethod
 from smf.optim import SparseRowOptimizer
 from smf.selection import BackgroundStats
 from smf.train import TrainConfig, train
+from conftest import chosen_rows
 from test_train import examples, smf_folder  # noqa: F401  (a fixture)
 
 
@@ -43,11 +44,11 @@ def test_the_optimizer_gets_the_top_t_rows_of_each_step(rule, smf_folder, tokeni
             current.setdefault(i, []).append(memory.last_rows.clone())
         original_after(self, model)
 
-    def set_rows(self, rows):
+    def set_rows(self, rows, valid=None):
         reads_per_step.append({i: torch.cat(r).flatten() for i, r in current.items()})
         current.clear()
-        chosen.append({tuple(v.shape): v.clone() for v in rows.values()} | {"rows": [r.clone() for r in rows.values()]})
-        original_set(self, rows)
+        chosen.append({"rows": list(chosen_rows(rows, valid).values())})
+        original_set(self, rows, valid)
 
     monkeypatch.setattr(SmfMethod, "after_forward", after_forward)
     monkeypatch.setattr(SparseRowOptimizer, "set_rows", set_rows)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from conftest import memory_folder, tiny_model
+from conftest import chosen_rows, memory_folder, tiny_model
 from smf.data.types import TrainExample
 from smf.errors import SmfError
 from smf.memory import MemoryConfig, memory_layers, retrofit, save_retrofitted
@@ -51,7 +51,7 @@ def test_smf_is_strictly_sparse(smf_folder, tokenizer, tmp_path, monkeypatch, op
     """50 steps: unselected rows bit-identical; each row changes only on steps that select it."""
     selected = []
     original = SparseRowOptimizer.set_rows
-    monkeypatch.setattr(SparseRowOptimizer, "set_rows", lambda self, rows: (selected.append({k: v.clone() for k, v in rows.items()}), original(self, rows))[1])
+    monkeypatch.setattr(SparseRowOptimizer, "set_rows", lambda self, rows, valid=None: (selected.append(chosen_rows(rows, valid)), original(self, rows, valid))[1])
     model = load(smf_folder)
     base = {n: p.detach().clone() for n, p in model.named_parameters() if not n.endswith("memory.values")}
     values = {i: m.values for i, m in memory_layers(model).items()}
@@ -337,7 +337,8 @@ def test_factored_value_gradients_train_as_the_sparse_ones(smf_folder, tokenizer
         monkeypatch.setattr(SmfMethod, "factored", property(lambda self, f=factored: f))
         selected = []
         original = SparseRowOptimizer.set_rows
-        monkeypatch.setattr(SparseRowOptimizer, "set_rows", lambda self, rows: (selected.append([v.clone() for v in rows.values()]), original(self, rows))[1])
+        monkeypatch.setattr(SparseRowOptimizer, "set_rows", lambda self, rows, valid=None: (
+            selected.append(list(chosen_rows(rows, valid).values())), original(self, rows, valid))[1])
         model = load(smf_folder)
         if factored:  # the backward pass leaves no V.grad, only its factors
             seen = []

@@ -41,7 +41,8 @@ def data(tokenizer):
 
 @pytest.fixture
 def selections(monkeypatch):
-    """Every (layer, rows) RowSelector.select returns, in order: what both sides chose, step by step."""
+    """Every (layer, rows) RowSelector chooses, in order (select, or select_fixed's valid rows): what both sides chose,
+    step by step."""
     chosen = []
     select = RowSelector.select
 
@@ -50,7 +51,14 @@ def selections(monkeypatch):
         chosen.append((layer, out.clone()))
         return out
 
+    def spy_fixed(self, layer, counts):
+        rows, valid = select_fixed(self, layer, counts)
+        chosen.append((layer, rows[valid].clone()))
+        return rows, valid
+
+    select_fixed = RowSelector.select_fixed
     monkeypatch.setattr(RowSelector, "select", spy)
+    monkeypatch.setattr(RowSelector, "select_fixed", spy_fixed)
     return chosen
 
 

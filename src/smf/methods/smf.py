@@ -37,8 +37,9 @@ DENSE = ("adamw_masked",)
 
 
 def _read_rows(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N,) read counts → the rows read (ascending) and their counts. Where a step waits for the
-    device, once per layer: how many rows were read is known only there (ranking runs on the host)."""
+    """(N,) read counts → the rows read (ascending) and their counts. The rules that pick rows themselves
+    (all, random) and micro-batch selection wait for the device here, once per layer: how many rows were
+    read is known only there. The scored rules select in fixed shapes instead (`RowSelector.select_fixed`)."""
     rows = counts.nonzero().flatten()
     return rows, counts[rows]
 
@@ -150,7 +151,8 @@ class SmfMethod(Method):
         self._selected: dict[int, int] = {}
         self._chosen: dict[int, list[torch.Tensor]] = {}  # per micro-batch choices (select_every: micro_batch)
         self._hooks: list = []
-        self._trained = {i: torch.zeros(m.slots, dtype=torch.bool) for i, m in self.memories.items()}  # rows ever selected
+        # rows ever selected, where the values are (marking them never waits for the device)
+        self._trained = {i: torch.zeros(m.slots, dtype=torch.bool, device=m.values.device) for i, m in self.memories.items()}
         return model
 
     def _check_processes(self, background) -> None:
@@ -224,7 +226,9 @@ class SmfMethod(Method):
         grad_accum / processes micro-batches each, they are one process's micro-batches.
         """
         comm = self.comm
-        chosen = {}
+        chosen, valid = {}, {}
+        # the scored rules choose in fixed shapes, on the device: the step never waits for it
+        fixed = self.factored and self.selector.fixed_size
         self._remove_hooks()
         for i, memory in self.memories.items():
             reads, self._reads[i] = self._reads[i], None
@@ -242,14 +246,22 @@ class SmfMethod(Method):
                     reads = comm.sum_(reads.to(device=comm.device, dtype=torch.int32)).long()
                 else:
                     comm.note(memory.slots * 4)
-                chosen[memory.values] = self.selector.select(i, *_read_rows(reads))
+                if fixed:  # valid marks the chosen rows among t (the others only keep the shape fixed)
+                    chosen[memory.values], valid[memory.values] = self.selector.select_fixed(i, reads)
+                else:
+                    chosen[memory.values] = self.selector.select(i, *_read_rows(reads))
             if memory.factored_grad and memory.grad_parts:  # the chosen rows' gradient, and only theirs
                 rows = chosen[memory.values].to(memory.values.device)
                 memory.values.grad = torch.sparse_coo_tensor(rows[None], memory.selected_grad(rows), memory.values.shape,
                                                              is_coalesced=True, check_invariants=False)
                 memory.grad_parts.clear()
-            self._selected[i] = len(chosen[memory.values])
-            self._trained[i][chosen[memory.values].cpu()] = True
+            rows = chosen[memory.values].to(self._trained[i].device)
+            if memory.values in valid:
+                self._selected[i] = valid[memory.values].sum()
+                self._trained[i][rows] |= valid[memory.values].to(rows.device)
+            else:
+                self._selected[i] = len(rows)
+                self._trained[i][rows] = True
         if self.dense:  # the published arm: zero the unselected rows' gradient
             for values, rows in chosen.items():
                 if values.grad is not None:
@@ -258,7 +270,7 @@ class SmfMethod(Method):
                     values.grad[~keep] = 0
         self._sum_selected(chosen)
         if not self.dense:
-            optimizer.set_rows(chosen)
+            optimizer.set_rows(chosen, valid)
 
     def _sum_selected(self, chosen: dict) -> None:
         """Sum the selected rows' gradients (and a trained scale's) over the processes, in one buffer."""
@@ -287,19 +299,19 @@ class SmfMethod(Method):
     def step_stats(self, optimizer) -> dict:
         if self.dense:
             return {"rows_selected": sum(self._selected.values()), "rows_selected_per_layer": dict(self._selected)}
-        stats = dict(optimizer.last_stats)
-        stats["rows_selected_per_layer"] = dict(self._selected)
+        stats = optimizer.read_stats()
+        stats["rows_selected_per_layer"] = {i: int(n) for i, n in self._selected.items()}
         if isinstance(optimizer, LazyAdam):
             stats["rows_with_state"] = optimizer.rows_with_state()
         return stats
 
     def extra_state(self) -> dict:
-        return {"selector_rng": self.selector.generator.get_state(), "trained": {i: t.clone() for i, t in self._trained.items()}}
+        return {"selector_rng": self.selector.generator.get_state(), "trained": {i: t.cpu().clone() for i, t in self._trained.items()}}
 
     def load_extra_state(self, state: dict) -> None:
         self.selector.generator.set_state(state["selector_rng"])
         for i, rows in state.get("trained", {}).items():
-            self._trained[i] = rows.clone()
+            self._trained[i] = rows.to(self._trained[i].device, copy=True)
 
     def summary_stats(self, model) -> dict:
         """What the run trained, beside the size of the tables it could train."""
@@ -310,7 +322,7 @@ class SmfMethod(Method):
     def save_selected(self, out: Path) -> None:
         """The rows this run ever selected, per layer (`smf inspect` checks changes against them)."""
         tmp = Path(out) / f".{SELECTED_FILE}.tmp"
-        save_file({f"rows.{i}": t.nonzero().flatten() for i, t in self._trained.items()}, str(tmp))
+        save_file({f"rows.{i}": t.nonzero().flatten().cpu() for i, t in self._trained.items()}, str(tmp))
         os.replace(tmp, Path(out) / SELECTED_FILE)
 
     def optimizer_state_bytes(self, optimizer) -> int:

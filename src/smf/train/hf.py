@@ -146,7 +146,7 @@ class SmfOptimizer(torch.optim.Optimizer):
         super().__init__([m.values for m in method.memories.values()], dict(inner.defaults))
         # One set of groups and state: what the Trainer's scheduler sets (lr) is what the inner optimizer reads.
         self.param_groups, self.state, self.defaults = inner.param_groups, inner.state, inner.defaults
-        self.last_stats: dict[str, Any] = {}
+        self._stepped = False
         decoder = model.get_decoder()
         self._hooks = [decoder.register_forward_hook(self._after_forward)]
         if count == "target":
@@ -180,8 +180,14 @@ class SmfOptimizer(torch.optim.Optimizer):
                            "(model.train()) with gradients on, then backward, then step")
         self._method.before_step(self.model, self._inner)
         self._inner.step()
-        self.last_stats = self._method.step_stats(self._inner)
+        self._stepped = True
         return None
+
+    @property
+    def last_stats(self) -> dict[str, Any]:
+        """The last step's numbers: rows selected (per layer and in all), rows changed, gradient norm. Reading them
+        waits for the device once; the step itself never does."""
+        return self._method.step_stats(self._inner) if self._stepped else {}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget the gradients and reads of micro-batches not stepped yet."""

@@ -224,7 +224,7 @@ def train(
     *,
     model_dir: str | Path | None = None,
     resume: bool = False,
-    eval_fn: Callable[[nn.Module, int], dict] | None = None,
+    eval_fn: Callable[[nn.Module, int], dict | None] | None = None,
     eval_every: int = 0,
     save_model: bool = True,
     background=None,
@@ -235,7 +235,8 @@ def train(
 
     model_dir: the folder the model was loaded from (background statistics for smf,
     the base that a LoRA adapter names). eval_fn(model, step) → metrics, called every
-    `eval_every` steps (0: never) and at the end, logged beside the losses (training curves).
+    `eval_every` steps (0: never) and at the end, logged beside the losses (training curves); None logs
+    nothing (a caller that evaluates the final model itself).
     The model is saved in OUT/model (unless `save_model` is false): compact where the method
     can (an SMF delta over `model_dir`, a LoRA adapter).
     `background`: SMF's background statistics, instead of those beside `model_dir`.
@@ -320,6 +321,7 @@ def train(
             batches = [collate(items[j : j + micro], pad_id) for j in range(0, len(items), micro)]
             loss_total, tokens = 0.0, 0
             for batch in batches:
+                tokens += int(batch["attention_mask"].sum())  # counted on the host, before the batch goes to the device
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                 with record_function("train/forward"):  # the phases name themselves in torch's profiler
                     method.before_forward(model, batch)
@@ -329,8 +331,7 @@ def train(
                 with record_function("train/backward"):
                     own_mean = config.micro_batch_loss == "own_mean"  # the micro-batch's mean, not the step's share
                     accelerator.backward(loss_sum / (n_targets.clamp(min=1) if own_mean else max(step_targets, 1)))
-                loss_total += float(loss_sum.detach())
-                tokens += int(batch["attention_mask"].sum())
+                loss_total = loss_total + loss_sum.detach().double()  # read once the step's micro-batches are done
             # After the step's last after_forward (Term says why); the gradients are summed over the processes,
             # each of which computed the whole term, hence 1 / world.
             values = {}
@@ -338,6 +339,7 @@ def train(
                 with record_function(f"train/{term.name}"):
                     values[term.name] = term.backward(loss_module.model, step, device=accelerator.device, autocast=autocast,
                                                       backward=lambda loss: accelerator.backward(loss / comm.world))
+            loss_total = float(loss_total)
             if comm.distributed:  # the step's loss and tokens over all processes (for the log, and one verdict on NaN)
                 loss_total, tokens = _sum_over(comm, loss_total, tokens)
             if not math.isfinite(loss_total) or not all(math.isfinite(v) for v in values.values()):
@@ -381,11 +383,13 @@ def train(
             if main and eval_fn is not None and ((eval_every and (step + 1) % eval_every == 0) or done):
                 model.eval()
                 with memory.paused():  # the peak is training's, not the evaluation's
-                    record = {"step": step + 1, "eval": eval_fn(model, step + 1)}
+                    evaluated = eval_fn(model, step + 1)
                 model.train()
-                log.append(record)
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
+                if evaluated is not None:
+                    record = {"step": step + 1, "eval": evaluated}
+                    log.append(record)
+                    log_file.write(json.dumps(record) + "\n")
+                    log_file.flush()
             if main and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and not done:
                 if (bad := _non_finite(model)) is not None:  # never in place of the last checkpoint of numbers
                     bar.close()
