@@ -113,3 +113,18 @@ def test_generation_batch_is_its_own_setting_and_leaves_answers_as_they_were(tin
     many = evaluate(model, tokenizer, tasks, batch_size=2, generate_batch_size=5, progress=False)["tasks"]
     assert seen == {"generate": [1, 5], "score": [2, 2]}
     assert [r["output"] for r in one["capitals"]["records"]] == [r["output"] for r in many["capitals"]["records"]]
+
+
+@pytest.mark.parametrize("task", [{"name": "facts", "limit": 12}, {"name": "pydoc", "limit": 4, "max_length": 64},
+                                  {"name": "pydoc", "limit": 4, "max_length": 64, "stride": 32, "as": "pydoc-sliding"}])
+def test_first_items_headline_is_what_scoring_them_alone_gives(tiny, task):
+    # a training curve's last point comes from the final evaluation this way
+    from smf.evaluate.evaluator import first_items_headline
+
+    model, tokenizer = tiny
+    whole = evaluate(model, tokenizer, [task], progress=False)["tasks"]
+    alone = evaluate(model, tokenizer, [{**task, "limit": 3}], progress=False)["tasks"]
+    (label, result), = whole.items()
+    first = alone[label]["headline"]["value"]
+    assert first_items_headline(result, 3) == pytest.approx(first, rel=1e-6)
+    assert first_items_headline(result, 3) != pytest.approx(result["headline"]["value"], rel=1e-6)  # not the whole task's

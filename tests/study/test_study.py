@@ -125,6 +125,32 @@ def test_config_runs_end_to_end(path, tiny_folder, tmp_path, monkeypatch):
     assert json.loads(before)["runs"] == json.loads((tmp_path / "study" / "results.json").read_text())["runs"]
 
 
+@pytest.mark.slow
+def test_a_curves_last_point_and_the_base_curve_come_from_the_evaluations(tiny_folder, tmp_path, monkeypatch):
+    """The evaluation points during training score the task's and probes' first items; at the last step they are
+    taken from the final evaluation's records (not scored again), and the base curve from the base evaluation's."""
+    from smf.evaluate.evaluator import first_items_headline
+
+    raw = shrink(read_config(ROOT / "configs" / "offline.yaml"), tiny_folder)
+    raw["methods"] = {"lora": raw["methods"]["lora"]}
+    config = StudyConfig.from_dict(raw)
+    scored = []
+    real = run_study.__globals__["evaluate"]
+    monkeypatch.setitem(run_study.__globals__, "evaluate", lambda m, t, tasks, **kw: scored.append(len(tasks)) or real(m, t, tasks, **kw))
+    results = run_study(config, tmp_path / "study", progress=False)
+    assert len(scored) == 3  # base, the curve point at step 1, the final evaluation: nothing scored twice
+    run = results["runs"][0]
+    points = [c for c in run["curve"] if "eval" in c]
+    assert [c["step"] for c in points] == [1, 2]
+    final = json.loads((tmp_path / "study" / "runs" / "lora" / "seed0" / "result.json").read_text())["tasks"]
+    base = json.loads((tmp_path / "study" / "base" / "result.json").read_text())["tasks"]
+    for label, value in points[-1]["eval"].items():
+        n = 1 if final[label]["kind"] == "perplexity" else 2  # the curve's documents and limit (shrink)
+        assert value == first_items_headline(final[label], n)
+        assert results["base_curve"][label] == first_items_headline(base[label], n)
+    assert set(points[-1]["eval"]) == set(points[0]["eval"]) == set(results["base_curve"]) == {"facts", "pydoc", "capitals", "world"}
+
+
 def write(tmp_path, text):
     path = tmp_path / "study.yaml"
     path.write_text(text)

@@ -93,6 +93,17 @@ def evaluate(
     return {"tasks": results}
 
 
+def first_items_headline(result: dict, n: int) -> float:
+    """The headline of a task's first `n` items, from the records of a `run_task` result: what scoring those
+    items alone gives (up to the float noise of the batches they were scored in). Training curves take their
+    final point from the final evaluation this way rather than scoring the same items again."""
+    records = result["records"][:n]
+    if result["kind"] != "perplexity":
+        return sum(float(r["correct"]) for r in records) / len(records)
+    count = "words" if result["headline"]["metric"] == "word_perplexity" else "tokens"
+    return math.exp(-sum(r["loglikelihood"] for r in records) / max(1, sum(r[count] for r in records)))
+
+
 def run_task(model, tokenizer, task: Task, *, batch_size: int = BATCH_SIZE, generate_batch_size: int = GENERATE_BATCH_SIZE,
              progress: bool = True) -> dict:
     """Score one loaded task; see the module doc for the result's shape."""

@@ -89,6 +89,9 @@ def collect_results(config: StudyConfig, out: Path, base: dict) -> dict:
                         curve.append({"step": rec["step"], "loss": rec["loss"]})
                     elif "eval" in rec:
                         curve.append({"step": rec["step"], "eval": {k: v["headline"]["value"] for k, v in rec["eval"].items()}})
+            if "curve_final" in r:  # the last point, taken from the final evaluation
+                final = r["curve_final"]
+                curve.append({"step": final["step"], "eval": {k: v["headline"]["value"] for k, v in final["eval"].items()}})
             runs.append({
                 "label": r["label"], "family": r["family"], "seed": seed, "settings": r["settings"], "metrics": metrics,
                 "trainable_parameters": s["trainable_parameters"], "train_tokens_per_s": s["train_tokens_per_s"],

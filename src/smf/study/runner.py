@@ -24,7 +24,7 @@ import torch
 from smf.data.registry import get_form
 from smf.data.sources import _is_file, _split, for_seed, general_texts, per_seed, training_examples
 from smf.errors import SmfError
-from smf.evaluate.evaluator import evaluate
+from smf.evaluate.evaluator import evaluate, first_items_headline
 from smf.evaluate.tasks import Task, load_task, resolve_task
 from smf.io import MAX_RECORD_BYTES, read_json, write_json_atomic
 from smf.memory.delta import fingerprint
@@ -155,7 +155,7 @@ def _base_results(config: StudyConfig, base_dir, tasks: dict, out: Path) -> dict
     start = time.perf_counter()
     result = {"label": "base", "model": str(base_dir), "tasks": _evaluate(model, tokenizer, tasks, config, True)}
     if config.curve.every:
-        result["curve"] = _evaluate(model, tokenizer, _curve_tasks(config, tasks), config, False)
+        result["curve"] = _curve_point(_curve_tasks(config, tasks), result["tasks"])
     result["eval_seconds"] = time.perf_counter() - start
     write_json_atomic(path, result)
     return result
@@ -225,6 +225,13 @@ def _curve_tasks(config: StudyConfig, tasks: dict) -> dict:
     return out
 
 
+def _curve_point(curve_tasks: dict, evaluated: dict) -> dict:
+    """The curve's evaluation of the model `evaluated` scored: its curve tasks' items are the first of those."""
+    return {label: {"headline": {"metric": evaluated[label]["headline"]["metric"],
+                                 "value": first_items_headline(evaluated[label], len(t.items))}}
+            for label, t in curve_tasks.items()}
+
+
 def _train_and_evaluate(config: StudyConfig, run: RunSpec, seed: int, base_dir, memory_dir, tasks: dict,
                         examples: list, out: Path, progress: bool) -> None:
     folder = run.folder(out, seed)
@@ -235,7 +242,9 @@ def _train_and_evaluate(config: StudyConfig, run: RunSpec, seed: int, base_dir, 
     model, tokenizer = load_model(model_dir, device=compute_device())
     every = config.curve.every
     curve_tasks = _curve_tasks(config, tasks) if every else {}
-    eval_fn = (lambda m, step: _evaluate(m, tokenizer, curve_tasks, config, False)) if every else None
+    # the last point is the final evaluation's (below), not the same items scored again
+    eval_fn = (lambda m, step: None if step == train_config.steps else _evaluate(m, tokenizer, curve_tasks, config, False)) \
+        if every else None
     resume = (folder / CONFIG_FILE).is_file()
     if resume and ((folder / SUMMARY_FILE).is_file() or not (folder / CHECKPOINT).is_dir()):
         # trained but not evaluated (the model was not kept), or nothing to resume from: train again
@@ -253,6 +262,8 @@ def _train_and_evaluate(config: StudyConfig, run: RunSpec, seed: int, base_dir, 
         "train_config": train_config.to_dict(), "summary": result.summary,
         "wall_seconds": train_wall + 0.0, "eval_seconds": time.perf_counter() - start - train_wall, "tasks": evaluated,
     }
+    if every:
+        record["curve_final"] = {"step": train_config.steps, "eval": _curve_point(curve_tasks, evaluated)}
     write_json_atomic(folder / RESULT_FILE, record)
     shutil.rmtree(folder / CHECKPOINT, ignore_errors=True)
     del model, result
