@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from smf.optim import LazyAdam, SparseSGD, selected_gradient
+from smf.optim import LazyAdam, RowwiseAdagrad, SparseSGD, selected_gradient
 
 
 def sparse_grad(index, values, n):
@@ -159,3 +159,31 @@ def test_rowwise_adagrad_follows_its_rule_and_keeps_one_float_per_row():
     loaded = RowwiseAdagrad([torch.nn.Parameter(start.clone())], lr=0.5)
     loaded.load_state_dict(opt.state_dict())
     assert torch.equal(loaded.state[loaded.param_groups[0]["params"][0]]["sum"], total)
+
+
+@pytest.mark.parametrize("make", [lambda p: SparseSGD(p, lr=0.5), lambda p: LazyAdam(p, lr=0.5, weight_decay=0.1),
+                                  lambda p: RowwiseAdagrad(p, lr=0.5)])
+def test_rows_not_valid_step_as_rows_not_selected(make):
+    """A fixed-shape selection hands the optimizer t rows and a valid mask: the invalid rows keep their bits and
+    their state (lazy Adam: moments and step count; a row without state gets none)."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(8, 3))
+    opt = make([w])
+    w.grad = torch.randn(8, 3).to_sparse(1)
+    opt.set_rows({w: torch.tensor([1, 2])})
+    opt.step()  # rows 1 and 2 have state now
+    state = {k: v.clone() for k, v in opt.state[w].items()} if opt.state[w] else {}
+    start = w.detach().clone()
+    w.grad = torch.randn(8, 3).to_sparse(1)
+    opt.set_rows({w: torch.tensor([1, 2, 5, 6])}, {w: torch.tensor([False, True, True, False])})
+    opt.step()
+    moved = (w.detach() != start).any(-1)
+    assert moved.tolist() == [False, False, True, False, False, True, False, False]
+    assert opt.read_stats()["rows_selected"] == 2 == opt.read_stats()["rows_changed"]
+    if isinstance(opt, LazyAdam):
+        slot = opt.state[w]["slot"]
+        assert slot[6] < 0 and slot[5] >= 0 and opt.rows_with_state() == 3
+        for key in ("m", "v", "step"):
+            assert torch.equal(opt.state[w][key][slot[1]], state[key][state["slot"][1]]), key
+    if isinstance(opt, RowwiseAdagrad):
+        assert opt.state[w]["sum"][[1, 6]].tolist() == state["sum"][[1, 6]].tolist()
