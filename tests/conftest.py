@@ -136,16 +136,30 @@ def memory_folder(path, tokenizer, memory, text: str | None = None):
     return path
 
 
+# Every module that imports resolve_model by name at its top (tests/test_architecture.py keeps the list whole;
+# an import inside a function looks the name up when it runs).
+RESOLVES_MODELS = ("smf.models", "smf.study.runner", "smf.use.export", "smf.use.learn.sitting", "smf.cli.memory", "smf.cli.train")
+
+
+def forbid_model_loading(monkeypatch, when: str) -> None:
+    """Any model resolved from now on fails the test. Each module is imported first, so none binds the
+    stand-in for good (a module first imported while it is in place would keep it after the test)."""
+    import importlib
+
+    def no_model(*args, **kwargs):
+        raise AssertionError(f"a model was loaded before {when}")
+
+    for where in RESOLVES_MODELS:
+        importlib.import_module(where)
+        monkeypatch.setattr(f"{where}.resolve_model", no_model)
+
+
 def refused_at_load(config_text: str, tmp_path, capsys, monkeypatch, message: str) -> None:
     """`smf compare` refuses the config at load: exit 2, one line naming `message`, no model
     loaded and no study folder written."""
     from smf.cli import main
 
-    def no_model(*args, **kwargs):
-        raise AssertionError("a model was loaded before the config was checked")
-
-    for where in ("smf.models", "smf.study.runner"):  # the runner imports it by name
-        monkeypatch.setattr(f"{where}.resolve_model", no_model)
+    forbid_model_loading(monkeypatch, "the config was checked")
     path = tmp_path / "study.yaml"
     path.write_text(config_text)
     out = tmp_path / "out"

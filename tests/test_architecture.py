@@ -163,3 +163,16 @@ def test_every_command_module_is_in_the_cli_package():
 
     assert all(name.startswith("smf.cli.") for name in COMMANDS)
     assert sorted(_module_name(p) for p in (SRC / "smf" / "cli").glob("[!_]*.py")) == sorted(COMMANDS)
+
+
+def test_the_tests_know_every_module_that_resolves_a_model_by_name():
+    """tests/conftest.py's forbid_model_loading replaces resolve_model in each module that imports it by name;
+    a module missing from its list would load a model unseen (or keep the stand-in for good)."""
+    from conftest import RESOLVES_MODELS
+
+    found = {"smf.models"}
+    for path in SRC.rglob("*.py"):
+        for node in ast.parse(path.read_text()).body:  # imports at the module's top
+            if isinstance(node, ast.ImportFrom) and node.module == "smf.models" and any(a.name == "resolve_model" for a in node.names):
+                found.add(_module_name(path))
+    assert found == set(RESOLVES_MODELS)

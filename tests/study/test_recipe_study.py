@@ -10,7 +10,7 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from conftest import refused_at_load
+from conftest import forbid_model_loading, refused_at_load
 from smf.cli import main
 from smf.config import read_config
 from smf.study.config import StudyConfig
@@ -114,10 +114,7 @@ CLI_BAD = [
 @pytest.mark.parametrize("args, message", CLI_BAD, ids=["heal-filter-empty", "heal-warmup", "train-template"])
 def test_bad_recipe_input_on_the_command_line_is_one_line(tmp_path, capsys, monkeypatch, args, message):
     """smf heal and smf train refuse the same input before any model is read: exit 2, one line."""
-    def no_model(*a, **k):
-        raise AssertionError("a model was loaded before the input was checked")
-
-    monkeypatch.setattr("smf.models.resolve_model", no_model)
+    forbid_model_loading(monkeypatch, "the input was checked")
     out = tmp_path / "out"
     assert main([*args, "--model", str(tmp_path / "no-model"), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
