@@ -149,8 +149,9 @@ def forbid_model_loading(monkeypatch, when: str) -> None:
     def no_model(*args, **kwargs):
         raise AssertionError(f"a model was loaded before {when}")
 
-    for where in RESOLVES_MODELS:
+    for where in RESOLVES_MODELS:  # all imported before any is patched
         importlib.import_module(where)
+    for where in RESOLVES_MODELS:
         monkeypatch.setattr(f"{where}.resolve_model", no_model)
 
 
