@@ -148,7 +148,7 @@ class SmfMethod(Method):
                 memory.scale.requires_grad_(True)
         set_recording(model, True)
         self._reads: dict[int, torch.Tensor | None] = {i: None for i in self.memories}  # the step's read counts (N,)
-        self._selected: dict[int, int] = {}
+        self._selected: dict[int, int | torch.Tensor] = {}  # rows selected per layer (a tensor when chosen in fixed shapes)
         self._chosen: dict[int, list[torch.Tensor]] = {}  # per micro-batch choices (select_every: micro_batch)
         self._hooks: list = []
         # rows ever selected, where the values are (marking them never waits for the device)
