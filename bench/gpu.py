@@ -274,8 +274,9 @@ def render(result: dict) -> str:
         lines += ["Run on a lent machine (its own torch, transformers, accelerate and peft; `PYTHONPATH=src`, the tokenizer "
                   "folder as the module docstring says): " + "; then ".join(f"`{c}`" for c in result["calls"].values()) + ".", ""]
     s = result.get("sync_free", {})
-    lines.append(f"- Host syncs in a recorded memory forward, read counts and backward, and in an SMF step's selection and "
-                 f"lazy Adam update ({s.get('checked_with', '-')}): " + ("none" if s.get("ok") else f"**{s.get('error', 'not run')}**") + ".")
+    step = ", and in an SMF step's selection and lazy Adam update" if s.get("smf_step") else ""  # checked since issue 49
+    lines.append(f"- Host syncs in a recorded memory forward, read counts and backward{step} ({s.get('checked_with', '-')}): "
+                 + ("none" if s.get("ok") else f"**{s.get('error', 'not run')}**") + ".")
     b = result.get("bf16_evaluation", {})
     if b.get("ok"):
         auto, full = b["auto"], b["no"]
