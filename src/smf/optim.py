@@ -28,17 +28,23 @@ import torch
 from torch.optim import Optimizer
 
 
-def selected_gradient(grad: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """grad: (N, D) sparse or dense; rows: (t,) sorted, distinct → their gradient (t, D)."""
+def selected_gradient(grad: torch.Tensor, rows: torch.Tensor, fixed_shapes: bool = False) -> torch.Tensor:
+    """grad: (N, D) sparse or dense; rows: (t,) sorted, distinct → their gradient (t, D).
+
+    `fixed_shapes`: never wait for the device. Every entry of a sparse gradient is then added (those of rows not
+    in `rows` as zeros), which costs what the entries cost: meant for a gradient of about `rows`' entries (SMF's
+    factored one); otherwise only the kept entries are gathered (the count of which the host waits for)."""
     if not grad.is_sparse:
         return grad[rows]
     assert grad.sparse_dim() == 1, "expected row-sparse gradients (as embedding_bag gives)"
     index = grad._indices()[0]  # (nnz,), repeats allowed when uncoalesced
     values = grad._values()  # (nnz, D)
-    keep = torch.isin(index, rows)[:, None]  # a read of a row not in `rows` adds a zero (fixed shapes: no host sync)
-    at = torch.searchsorted(rows, index).clamp_(max=len(rows) - 1)
+    keep = torch.isin(index, rows)
     out = torch.zeros(len(rows), values.shape[1], dtype=values.dtype, device=values.device)
-    return out.index_add_(0, at, torch.where(keep, values, 0))
+    if not fixed_shapes:
+        return out.index_add_(0, torch.searchsorted(rows, index[keep]), values[keep])
+    at = torch.searchsorted(rows, index).clamp_(max=len(rows) - 1)
+    return out.index_add_(0, at, torch.where(keep[:, None], values, 0))
 
 
 class SparseRowOptimizer(Optimizer):
@@ -78,8 +84,9 @@ class SparseRowOptimizer(Optimizer):
                 if rows is None or len(rows) == 0 or p.grad is None:
                     continue
                 rows = rows.to(p.device)
-                valid = self._valid[p].to(p.device) if p in self._valid else torch.ones(len(rows), dtype=torch.bool, device=p.device)
-                grads[p] = (group, rows, valid, torch.where(valid[:, None], selected_gradient(p.grad, rows), 0))
+                fixed = p in self._valid
+                valid = self._valid[p].to(p.device) if fixed else torch.ones(len(rows), dtype=torch.bool, device=p.device)
+                grads[p] = (group, rows, valid, torch.where(valid[:, None], selected_gradient(p.grad, rows, fixed), 0))
         zero = torch.zeros((), dtype=torch.float64, device=next(iter(grads))[0].device if grads else "cpu")
         norm = torch.sqrt(sum((g.double().pow(2).sum() for *_, g in grads.values()), zero))
         max_norm = self.defaults.get("max_grad_norm")

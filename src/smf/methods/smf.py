@@ -268,12 +268,13 @@ class SmfMethod(Method):
                     keep = torch.zeros(values.shape[0], dtype=torch.bool, device=values.device)
                     keep[rows.to(values.device)] = True
                     values.grad[~keep] = 0
-        self._sum_selected(chosen)
+        self._sum_selected(chosen, valid)
         if not self.dense:
             optimizer.set_rows(chosen, valid)
 
-    def _sum_selected(self, chosen: dict) -> None:
-        """Sum the selected rows' gradients (and a trained scale's) over the processes, in one buffer."""
+    def _sum_selected(self, chosen: dict, valid: dict) -> None:
+        """Sum the selected rows' gradients (and a trained scale's) over the processes, in one buffer (`valid`: the
+        tables whose rows were chosen in fixed shapes)."""
         comm = self.comm
         scales = [m.scale for m in self.memories.values() if m.scale is not None and m.scale.requires_grad]
         if not comm.distributed:
@@ -282,7 +283,8 @@ class SmfMethod(Method):
         grads = []
         for values, rows in chosen.items():
             rows = rows.to(values.device)
-            grads.append(selected_gradient(values.grad, rows) if values.grad is not None else values.new_zeros(len(rows), values.shape[1]))
+            grads.append(selected_gradient(values.grad, rows, values in valid) if values.grad is not None
+                         else values.new_zeros(len(rows), values.shape[1]))
         for s in scales:
             if s.grad is None:
                 s.grad = torch.zeros_like(s)
