@@ -46,7 +46,7 @@ MUTANTS = {
         "src/smf/memory/layer.py", "self._read = (rows.detach(), mask)", "self._read = (rows.detach(), None)",
         ["tests/memory/test_memory.py", "tests/methods/test_selection.py"]),
     "background df swapped for counts": (
-        "src/smf/selection.py", "torch.log(bg.df[layer].double() + 1)", "torch.log(bg.counts[layer].double() + 1)",
+        "src/smf/selection.py", "torch.log(self.background.df[layer].double() + 1)", "torch.log(self.background.counts[layer].double() + 1)",
         ["tests/methods/test_selection.py"]),
     "sign flip in KL": (
         "src/smf/selection.py", "p * (p.log() - self.log_q(layer, rows.device)[rows])", "p * (self.log_q(layer, rows.device)[rows] - p.log())",

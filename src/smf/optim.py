@@ -87,7 +87,7 @@ class SparseRowOptimizer(Optimizer):
                 fixed = p in self._valid
                 valid = self._valid[p].to(p.device) if fixed else torch.ones(len(rows), dtype=torch.bool, device=p.device)
                 grads[p] = (group, rows, valid, torch.where(valid[:, None], selected_gradient(p.grad, rows, fixed), 0))
-        zero = torch.zeros((), dtype=torch.float64, device=next(iter(grads))[0].device if grads else "cpu")
+        zero = torch.zeros((), dtype=torch.float64, device=next(iter(grads)).device if grads else "cpu")
         norm = torch.sqrt(sum((g.double().pow(2).sum() for *_, g in grads.values()), zero))
         max_norm = self.defaults.get("max_grad_norm")
         # clipped to max_norm where the norm is above it (a device number: no host sync)
@@ -152,9 +152,9 @@ class LazyAdam(SparseRowOptimizer):
         slot = state["slot"]
         at = slot[rows]
         new = valid & (at < 0)
-        at = torch.where(new, state["used"].to(p.device) + new.cumsum(0) - 1, at)
+        at = torch.where(new, state["used"] + new.cumsum(0) - 1, at)  # "used" lives with the parameter
         slot[rows] = at
-        state["used"] = state["used"] + new.sum().to(state["used"].device)
+        state["used"] = state["used"] + new.sum()
         self._bounds[p] += len(rows)
         return torch.where(valid, at, len(state["step"]) - 1)
 

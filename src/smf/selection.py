@@ -144,6 +144,15 @@ class BackgroundStats:
         return cls(batches, df, counts)
 
 
+def _cached(cache: dict, layer: int, device: torch.device | str, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """A layer's tensor from `cache` on `device`: made once on the CPU, copied once to each other device."""
+    if (layer, "cpu") not in cache:
+        cache[layer, "cpu"] = make()
+    if (layer, str(device)) not in cache:
+        cache[layer, str(device)] = cache[layer, "cpu"].to(device)
+    return cache[layer, str(device)]
+
+
 class RowSelector:
     """Chooses the top-t memory rows per layer from a step's access counts."""
 
@@ -170,13 +179,11 @@ class RowSelector:
 
     def idf(self, layer: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """(N,) log((B + 1) / (df + 1)), on `device`."""
-        if (layer, str(device)) not in self._idf:
-            if (layer, "cpu") not in self._idf:
-                bg = self.background
-                batches = max(bg.batches, 1) if self.published else bg.batches
-                self._idf[layer, "cpu"] = math.log(batches + 1) - torch.log(bg.df[layer].double() + 1)
-            self._idf[layer, str(device)] = self._idf[layer, "cpu"].to(device)
-        return self._idf[layer, str(device)]
+        def make() -> torch.Tensor:
+            batches = max(self.background.batches, 1) if self.published else self.background.batches
+            return math.log(batches + 1) - torch.log(self.background.df[layer].double() + 1)
+
+        return _cached(self._idf, layer, device, make)
 
     def kl_terms(self, layer: int, rows: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """Each row's term of KL(batch ‖ background): p · log(p / q); published: p · log((p + ε) / (q + ε))."""
@@ -187,12 +194,11 @@ class RowSelector:
 
     def log_q(self, layer: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """(N,) log of the add-one smoothed background access distribution, on `device`."""
-        if (layer, str(device)) not in self._log_q:
-            if (layer, "cpu") not in self._log_q:
-                smoothed = self.background.counts[layer].double() + 1
-                self._log_q[layer, "cpu"] = smoothed.log() - smoothed.sum().log()
-            self._log_q[layer, str(device)] = self._log_q[layer, "cpu"].to(device)
-        return self._log_q[layer, str(device)]
+        def make() -> torch.Tensor:
+            smoothed = self.background.counts[layer].double() + 1
+            return smoothed.log() - smoothed.sum().log()
+
+        return _cached(self._log_q, layer, device, make)
 
     def select(self, layer: int, rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """rows (u,) distinct rows read, counts (u,) → the rows to train, sorted (≤ t,)."""
