@@ -4,6 +4,8 @@
 - `lora`: PEFT LoRA adapters (all linear layers by default), AdamW
 - `full`: every weight, AdamW
 - `heal`: every memory parameter (queries, keys, values, gates), base frozen, AdamW
+- `replay`: smf, lora or full with general text mixed into each step (families replay-smf, replay-lora, replay-full)
+- `kl-anchor`: lora or full with a KL term to the base model's outputs on general text (kl-lora, kl-full)
 
 A new method is one module with a `Method` subclass and one `register_method` line
 (here, or in the user's own code before smf runs).
@@ -14,10 +16,14 @@ from __future__ import annotations
 from smf.methods.base import METHODS, Family, Method, NoOptions, TrainConfig, families, method_class, register_method
 from smf.methods.full import FullMethod
 from smf.methods.heal import HealMethod
+from smf.methods.kl_anchor import KlAnchorMethod
 from smf.methods.lora import LoraMethod
+from smf.methods.replay import ReplayMethod
 from smf.methods.smf import SmfMethod
 
 for _cls in (SmfMethod, LoraMethod, FullMethod, HealMethod):
+    register_method(_cls)
+for _cls in (ReplayMethod, KlAnchorMethod):  # after the methods they wrap
     register_method(_cls)
 
 

@@ -86,6 +86,11 @@ class Method:
         """The labels a study may use for this method (default: its name)."""
         return [Family(cls.name, cls.name, {}, cls.color, cls.compared_as)] if cls.compared_as else []
 
+    @classmethod
+    def uses_memory(cls, config: "TrainConfig") -> bool:
+        """Whether a run with `config` trains a retrofitted model (a method that wraps another asks that one)."""
+        return cls.needs_memory
+
     @property
     def lr(self) -> float:
         return self.config.lr if self.config.lr is not None else self.default_lr
@@ -100,6 +105,10 @@ class Method:
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         c = self.config
         return torch.optim.AdamW([p for _, p in self.trainable(model)], lr=self.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
+
+    def terms(self, model: nn.Module, tokenizer) -> list:
+        """Terms of the loss the method adds at every step (smf.train.loop.Term), built once after `prepare`."""
+        return []
 
     def before_forward(self, model: nn.Module, batch: dict) -> None:
         """Called before each micro-batch's forward pass (input_ids, attention_mask, labels)."""
@@ -208,10 +217,10 @@ def families() -> dict[str, Family]:
 
 
 def option_owners() -> dict[str, list[str]]:
-    """Option name → the methods that have it."""
+    """Option name → the methods that have it (a method that wraps others, smf.methods.wrap, owns only its own)."""
     owners: dict[str, list[str]] = {}
     for cls in METHODS.values():
-        for name in field_names(cls.Options):
+        for name in getattr(cls.Options, "OWN", None) or field_names(cls.Options):
             owners.setdefault(name, []).append(cls.name)
     return owners
 
@@ -223,7 +232,7 @@ def option_owners() -> dict[str, list[str]]:
 class TrainConfig(Config):
     """Everything that decides a training run. Same config + same seed → same weights."""
 
-    method: str = setting("smf", "training method (smf, lora, full, heal, or a registered one)")
+    method: str = setting("smf", "training method (smf, lora, full, heal, replay, kl-anchor, or a registered one)")
     lr: float | None = setting(None, "peak learning rate; none = the method's default (smf: 1.0 adam / 2.0 sgd; lora 2e-4; full 5e-5; heal 1e-3)")
     weight_decay: float = setting(0.0, "weight decay (AdamW; lazy Adam decays selected rows only)")
     betas: tuple[float, float] = setting((0.9, 0.999), "Adam betas")

@@ -238,7 +238,7 @@ class StudyConfig(Config):
             for spec in specs:
                 labels.append(resolve_task(spec, where=at(where, section)).label)
         _check_validation_apart(self, where)
-        if self.evaluation.probes_apart_from_background and self.needs_memory():
+        if self.evaluation.probes_apart_from_background:
             _check_probes_apart(self, where)
         if self.stream.chunks is not None:
             self.stream_chunks(where)
@@ -297,7 +297,7 @@ class StudyConfig(Config):
         return self.evaluation.specs() + self.validation.specs()
 
     def needs_memory(self) -> bool:
-        return any(METHODS[r.family.method].needs_memory for r in self.runs())
+        return any(METHODS[r.family.method].uses_memory(r.train_config(self, self.seeds[0])) for r in self.runs())
 
     def identity(self) -> dict[str, Any]:
         """The settings that decide the runs (a study folder holds one identity)."""
@@ -339,20 +339,32 @@ def _check_validation_apart(study: "StudyConfig", where: str) -> None:
                                f"task {r.label}; validate on items the report does not score (e.g. facts-val, pydoc-val, capitals-val)")
 
 
+def _origin(spec, where: str) -> str:
+    """The file or dataset source a general-text spec reads."""
+    name, _ = _split(spec, where)
+    return str(Path(name).resolve()) if _is_file(name) else DATASETS[name].source()
+
+
 def _check_probes_apart(study: "StudyConfig", where: str) -> None:
-    """No forgetting probe may come from the text the background statistics count: TF-IDF steers
-    away from the rows that text reads, so such a probe would flatter selection."""
-    name, _ = _split(study.background.data, at(where, "background.data"))
-    origin = str(Path(name).resolve()) if _is_file(name) else DATASETS[name].source()
+    """No forgetting probe may come from the text the background statistics count (TF-IDF steers away from the
+    rows that text reads, so such a probe would flatter selection), nor from the general text a method trains
+    on (replay, kl-anchor: the probe would measure what the run rehearsed)."""
+    texts = {}  # origin → what reads it
+    if study.needs_memory():
+        texts[_origin(study.background.data, at(where, "background.data"))] = "the text the background statistics count"
+    for run in study.runs(where):
+        general = getattr(run.train_config(study, study.seeds[0], where).options, "general", None)
+        if general is not None:
+            texts.setdefault(_origin(general, at(where, f"methods.{entry_of(run.label)}.general")), f"the general text {run.label} trains on")
     for section, specs in (("evaluation", study.evaluation.probes), ("validation", study.validation.probes)):
         for spec in specs:
             probe = resolve_task(spec, where=at(where, section))
             source = probe.data_options.get("source")
             theirs = str(Path(source).resolve()) if source and _is_file(str(source)) else probe.dataset.source()
-            if theirs == origin:
+            if theirs in texts:
                 raise SmfError(f"{at(where, 'evaluation.probes_apart_from_background')}: the {section} probe {probe.label} "
-                               f"is drawn from {origin}, the text the background statistics count; count the background "
-                               "on other text (e.g. background: {data: docstrings}) or drop the probe")
+                               f"is drawn from {theirs}, {texts[theirs]}; take that text from another source (e.g. "
+                               "docstrings) or drop the probe")
 
 
 def _sweeps(method: str, key: str, value: list) -> bool:

@@ -238,7 +238,7 @@ def _train_and_evaluate(config: StudyConfig, run: RunSpec, seed: int, base_dir, 
     if (folder / RESULT_FILE).is_file():
         return
     train_config = run.train_config(config, seed)
-    model_dir = memory_dir if METHODS[train_config.method].needs_memory else base_dir
+    model_dir = memory_dir if METHODS[train_config.method].uses_memory(train_config) else base_dir
     model, tokenizer = load_model(model_dir, device=compute_device())
     every = config.curve.every
     curve_tasks = _curve_tasks(config, tasks) if every else {}

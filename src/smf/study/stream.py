@@ -34,7 +34,7 @@ from smf.data.sources import training_examples
 from smf.errors import SmfError
 from smf.evaluate.tasks import resolve_task
 from smf.io import read_json, write_json_atomic, write_text_atomic
-from smf.methods import METHODS
+from smf.methods import make_method
 from smf.models import load_model
 from smf.names import CHECKPOINT, CONFIG_FILE, MODEL_DIR, REPORT_FILE, RESULT_FILE, STREAM_FILE, SUMMARY_FILE
 from smf.selection import BackgroundStats
@@ -69,14 +69,15 @@ def _run_one(config: StudyConfig, run: RunSpec, seed: int, chunks: list[dict], b
              evaluate, out: Path, progress: bool) -> None:
     folder = run.folder(out, seed)
     train_config = run.train_config(config, seed)
-    method = METHODS[train_config.method]
+    method = make_method(train_config)  # an instance: a method that wraps another answers as that one
     validation = {resolve_task(s).label for s in config.validation.specs()}
     probes = {resolve_task(s).label for s in config.evaluation.specs()[1:]}
     for k, chunk in enumerate(chunks, 1):
         here = chunk_folder(folder, k)
         if (here / RESULT_FILE).is_file():
             continue
-        model, tokenizer, model_dir, background = _state_before(config, method, folder, k, base_dir, memory_dir)
+        model, tokenizer, model_dir, background = _state_before(config, method, method.uses_memory(train_config), folder, k,
+                                                                  base_dir, memory_dir)
         resume = (here / CONFIG_FILE).is_file()
         if resume and ((here / SUMMARY_FILE).is_file() or not (here / CHECKPOINT).is_dir()):
             shutil.rmtree(here)  # trained but not evaluated, or nothing to resume from: train again
@@ -104,12 +105,12 @@ def _run_one(config: StudyConfig, run: RunSpec, seed: int, chunks: list[dict], b
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
 
-def _state_before(config: StudyConfig, method, folder: Path, k: int, base_dir, memory_dir):
+def _state_before(config: StudyConfig, method, memory: bool, folder: Path, k: int, base_dir, memory_dir):
     """(model, tokenizer, model_dir, background) to learn chunk k from: chunk k-1's saved model, as the
     method reads it back (`Method.continue_from`)."""
-    start = memory_dir if method.needs_memory else base_dir
+    start = memory_dir if memory else base_dir
     background = None
-    if method.needs_memory and config.stream.background == "accumulate":
+    if memory and config.stream.background == "accumulate":
         background = BackgroundStats.load(chunk_folder(folder, k - 1) if k > 1 else memory_dir)
     if k == 1:
         return (*load_model(start), start, background)

@@ -278,6 +278,7 @@ def train(
         raise SmfError(f"{where} holds weights that are not finite numbers ({bad} holds inf or NaN): it is damaged, or was "
                        "written so; nothing was trained; give a model folder whose weights are all numbers")
     model = method.prepare(model, model_dir)
+    terms = [*terms, *method.terms(model, tokenizer)]  # before a checkpoint loads: a term may copy the starting model
     optimizer = method.make_optimizer(model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
     # Autocast is ours rather than accelerate's: its mixed-precision setting is process-wide

@@ -1,0 +1,89 @@
+"""KL-anchored finetuning: LoRA or full finetuning with a penalty that keeps the model's outputs on
+general text near the base model's, the regularised baseline a practitioner reaches for.
+
+`kl-anchor` of lora or full trains as that method does, and each step adds
+
+    kl_weight · mean over the tokens of kl_windows general-text windows of KL(base ‖ model)
+
+where base is the model training started from: for LoRA the same model with its adapters switched off
+(no copy), for full finetuning a frozen copy taken before the first step (the weights' memory twice).
+The windows come from `general` (max_length tokens each), in a seeded order, in turn.
+
+EWC (a quadratic penalty on each weight's move, weighted by its Fisher information) would fit the same
+shape, as a term over the trainable weights; it is left out: its Fisher estimate needs one more pass over
+general text and a float per trained weight, and KL on outputs is the penalty the forgetting probes measure.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from smf.config import setting
+from smf.errors import SmfError
+from smf.methods.full import FullOptions
+from smf.methods.lora import LoraOptions
+from smf.methods.wrap import InTurn, WrapOptions, Wrapping, target_logprobs, wrapping_options
+
+
+@dataclass
+class KlAnchorOwnOptions(WrapOptions):
+    """The method trained, the general text and the weight of the KL term."""
+
+    method = "kl-anchor"
+
+    kl_weight: float = setting(1.0, "weight of the mean KL(base ‖ model) on general text in the loss")
+    kl_windows: int = setting(8, "general-text windows in each step's KL term")
+
+    def check(self, where: str) -> None:
+        if not self.kl_weight > 0:
+            raise SmfError(f"{where}: kl_weight must be > 0, got {self.kl_weight}")
+        if self.kl_windows < 1:
+            raise SmfError(f"{where}: kl_windows must be >= 1, got {self.kl_windows}")
+        super().check(where)
+
+
+class KlAnchorTerm:
+    """weight × the mean over the step's general-window tokens of KL(base ‖ model); `base` is a context manager
+    under which the model is the base (LoRA's adapters off), or a frozen copy of the starting model."""
+
+    name = "kl_anchor"
+
+    def __init__(self, windows: InTurn, weight: float, frozen=None):
+        self.windows, self.weight, self.frozen = windows, weight, frozen
+
+    def reference(self, model, batch) -> torch.Tensor:
+        with torch.no_grad():
+            if self.frozen is not None:
+                return target_logprobs(self.frozen, batch)
+            with model.disable_adapter():
+                return target_logprobs(model, batch)
+
+    def backward(self, model, step, *, device, autocast, backward) -> float:
+        batch = self.windows.batch(step, device)
+        with autocast:
+            ref = self.reference(model, batch)
+            logp = target_logprobs(model, batch)
+        kl = F.kl_div(logp, ref, log_target=True, reduction="batchmean")  # Σ p_base (log p_base − log p) / tokens
+        backward(kl * self.weight)
+        return float(kl.detach())
+
+
+class KlAnchorMethod(Wrapping):
+    name = "kl-anchor"
+    about = "LoRA or full (of: lora, full) with a KL term to the base model's outputs on general text"
+    wraps = ("lora", "full")
+    family_prefix = "kl"
+    family_colors = {"lora": "#e377c2", "full": "#9467bd"}
+    Options = wrapping_options("KlAnchorOptions", KlAnchorOwnOptions, LoraOptions, FullOptions)
+
+    def terms(self, model, tokenizer):
+        frozen = None
+        if self.options.of == "full":
+            frozen = copy.deepcopy(model).requires_grad_(False).eval()
+        return [KlAnchorTerm(self.windows(tokenizer, self.options.kl_windows), self.options.kl_weight, frozen)]
+
+
