@@ -136,10 +136,10 @@ def test_wrappers_take_the_wrapped_methods_options_and_refuse_anothers():
     assert TrainConfig.from_dict(config.to_dict()).options == config.options
     assert METHODS["replay"].uses_memory(TrainConfig.from_dict({"method": "replay", "of": "smf"}))
     assert not METHODS["kl-anchor"].uses_memory(TrainConfig.from_dict({"method": "kl-anchor", "of": "full"}))
-    assert {"replay-smf", "replay-lora", "replay-full", "kl-lora", "kl-full"} <= set(families())
-    assert families()["replay-smf"].compared_as == "smf" and families()["kl-full"].compared_as == "baseline"
+    assert {"replay-smf", "replay-lora", "replay-full", "kl-anchor-lora", "kl-anchor-full"} <= set(families())
+    assert families()["replay-smf"].compared_as == "smf" and families()["kl-anchor-full"].compared_as == "baseline"
     for raw, message in (({"method": "replay", "of": "full", "rank": 4}, "'rank' is an option of lora; replay of full"),
-                         ({"method": "kl-anchor", "of": "smf"}, "wrapped by kl-anchor 'smf'; choose one of lora, full"),
+                         ({"method": "kl-anchor", "of": "heal"}, "wrapped by kl-anchor 'heal'; choose one of lora, full, smf"),
                          ({"method": "replay", "ratio": 0}, "ratio must be in"),
                          ({"method": "kl-anchor", "kl_weight": -1}, "kl_weight must be > 0"),
                          ({"method": "replay", "of": "smf", "top_t": 0}, "top_t must be a positive number")):
@@ -192,10 +192,13 @@ def test_replay_moves_the_model_otherwise_than_its_method_alone(tiny_folder, tmp
     assert not torch.equal(a.model.norm.weight, b.model.norm.weight)
 
 
-def test_replay_of_smf_trains_only_the_rows_the_examples_chose(tmp_path, tokenizer):
+@pytest.mark.parametrize("method, key", [("replay", "replay_loss"), ("kl-anchor", "kl_anchor")])
+def test_a_baseline_of_smf_trains_only_the_rows_the_examples_chose(method, key, tmp_path, tokenizer):
     """With SMF the general windows run after the step's reads are counted: they choose no rows, and the rows
-    that change are those the examples' steps selected."""
+    that change are those the examples' steps selected. kl-anchor's base is the model with its memory reading
+    zeros: KL 0 at the first step, above 0 once rows have moved."""
     from conftest import memory_folder
+    from smf.data.sources import training_examples
     from smf.memory import MemoryConfig
     from smf.memory.retrofit import memory_layers
     from smf.models import load_model
@@ -203,13 +206,15 @@ def test_replay_of_smf_trains_only_the_rows_the_examples_chose(tmp_path, tokeniz
 
     folder = memory_folder(tmp_path / "mem", tokenizer, MemoryConfig(layers=[1, 2], slots=256, heads=2, topk=4, key_dim=16))
     model, tok = load_model(folder)
-    config = TrainConfig.from_dict({"method": "replay", "of": "smf", "general": str(_docs(tmp_path)), "top_t": 8, "steps": 2,
-                                    "batch_size": 4, "max_length": 32, "ratio": 1.0})
-    from smf.data.sources import training_examples
-
+    config = TrainConfig.from_dict({"method": method, "of": "smf", "general": str(_docs(tmp_path)), "top_t": 8, "steps": 2,
+                                    "batch_size": 4, "max_length": 32, "ratio": 1.0} if method == "replay" else
+                                   {"method": method, "of": "smf", "general": str(_docs(tmp_path)), "top_t": 8, "steps": 2,
+                                    "batch_size": 4, "max_length": 32})
     result = train(model, tok, training_examples("facts:n_facts=20,n_control=8"), config, tmp_path / "run", model_dir=folder, progress=False)
-    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert all(r["rows_selected"] <= 2 * 8 and "replay_loss" in r for r in log if "loss" in r)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if "loss" in line]
+    assert all(r["rows_selected"] <= 2 * 8 for r in log) and log[-1][key] > 1e-6
+    if method == "kl-anchor":
+        assert log[0][key] == pytest.approx(0.0, abs=1e-6)
     start, _ = load_model(folder)
     for i, memory in memory_layers(result.model).items():
         changed = (memory.values != memory_layers(start)[i].values).any(-1).nonzero().flatten()
@@ -230,13 +235,13 @@ def _study(tiny_folder, tmp_path, methods: dict) -> Path:
 def test_baselines_through_a_study(tiny_folder, tmp_path):
     general = str(_docs(tmp_path))
     path = _study(tiny_folder, tmp_path, {"replay-full": {"general": general, "ratio": [0.25, 0.5]},
-                                          "kl-lora": {"general": general, "kl_windows": 2}, "replay-smf": {"general": general}})
+                                          "kl-anchor-lora": {"general": general, "kl_windows": 2}, "replay-smf": {"general": general}})
     assert main(["compare", "--config", str(path), "--out", str(tmp_path / "s")]) == 0
     results = json.loads((tmp_path / "s" / "results.json").read_text())
-    assert [r["label"] for r in results["summary"]] == ["replay-full ratio=0.25", "replay-full ratio=0.5", "kl-lora", "replay-smf"]
-    assert {r["family"] for r in results["runs"]} == {"replay-full", "kl-lora", "replay-smf"}
+    assert [r["label"] for r in results["summary"]] == ["replay-full ratio=0.25", "replay-full ratio=0.5", "kl-anchor-lora", "replay-smf"]
+    assert {r["family"] for r in results["runs"]} == {"replay-full", "kl-anchor-lora", "replay-smf"}
     report = (tmp_path / "s" / "report.md").read_text()
-    assert "| kl-lora |" in report and "replay-smf" in report
+    assert "| kl-anchor-lora |" in report and "replay-smf" in report
 
 
 def test_a_studys_general_text_may_not_be_a_probes_source(tiny_folder, tmp_path, capsys):
@@ -258,10 +263,10 @@ def test_a_baseline_through_a_stream(tiny_folder, tmp_path):
     from smf.study.runner import run_study
 
     raw = stream_raw(tiny_folder, chunks=2)
-    raw.update(methods={"kl-lora": {"general": str(_docs(tmp_path)), "kl_windows": 2}}, train={**raw["train"], "steps": 1})
+    raw.update(methods={"kl-anchor-lora": {"general": str(_docs(tmp_path)), "kl_windows": 2}}, train={**raw["train"], "steps": 1})
     raw["evaluation"] = {"task": raw["evaluation"]["task"], "probes": raw["evaluation"]["probes"]}
     results = run_study(StudyConfig.from_dict(raw), tmp_path / "s", progress=False)
-    assert [r["label"] for r in results["summary"]] == ["kl-lora"] and len(results["runs"][0]["matrix"]) == 2
-    run = tmp_path / "s" / "runs" / "kl-lora" / "seed0"
+    assert [r["label"] for r in results["summary"]] == ["kl-anchor-lora"] and len(results["runs"][0]["matrix"]) == 2
+    run = tmp_path / "s" / "runs" / "kl-anchor-lora" / "seed0"
     assert (run / "chunk1" / "model" / "adapter_config.json").is_file()  # LoRA saves compactly: every chunk kept
     assert (run / "chunk2" / "model" / "adapter_config.json").is_file()

@@ -1,13 +1,16 @@
 """KL-anchored finetuning: LoRA or full finetuning with a penalty that keeps the model's outputs on
-general text near the base model's, the regularised baseline a practitioner reaches for.
+general text near the base model's, the regularised baseline a practitioner reaches for; and SMF with
+the same penalty (`smf learn`'s kept answers, on general text), so a study can weigh it for SMF too.
 
-`kl-anchor` of lora or full trains as that method does, and each step adds
+`kl-anchor` of lora, full or smf trains as that method does, and each step adds
 
     kl_weight · mean over the tokens of kl_windows general-text windows of KL(base ‖ model)
 
-where base is the model training started from: for LoRA the same model with its adapters switched off
-(no copy), for full finetuning a frozen copy taken before the first step (the weights' memory twice).
-The windows come from `general` (max_length tokens each), in a seeded order, in turn.
+where base is the model training started from: for LoRA the same model with its adapters switched off,
+for SMF the same model with its memory reading zeros (smf.memory.memory_reading_zeros: the pretrained
+model), for full finetuning a frozen copy taken before the first step (the weights' memory twice). The
+windows come from `general` (max_length tokens each), in a seeded order, in turn. With SMF the windows
+run after the step's reads are counted: they choose no rows, and the term moves only the chosen rows.
 
 EWC (a quadratic penalty on each weight's move, weighted by its Fisher information) would fit the same
 shape, as a term over the trainable weights; it is left out: its Fisher estimate needs one more pass over
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +29,9 @@ import torch.nn.functional as F
 from smf.config import setting
 from smf.errors import SmfError
 from smf.methods.full import FullOptions
+from smf.memory.retrofit import memory_reading_zeros
 from smf.methods.lora import LoraOptions
+from smf.methods.smf import SmfOptions
 from smf.methods.wrap import InTurn, WrapOptions, Wrapping, target_logprobs, wrapping_options
 
 
@@ -47,19 +53,21 @@ class KlAnchorOwnOptions(WrapOptions):
 
 
 class KlAnchorTerm:
-    """weight × the mean over the step's general-window tokens of KL(base ‖ model); `base` is a context manager
-    under which the model is the base (LoRA's adapters off), or a frozen copy of the starting model."""
+    """weight × the mean over the step's general-window tokens of KL(base ‖ model). The base is `frozen` (a copy of
+    the starting model), or the training model within `as_base(model)` (a context: LoRA's adapters off, SMF's
+    memory reading zeros)."""
 
     name = "kl_anchor"
 
-    def __init__(self, windows: InTurn, weight: float, frozen=None):
+    def __init__(self, windows: InTurn, weight: float, frozen=None, as_base: Callable | None = None):
         self.windows, self.weight, self.frozen = windows, weight, frozen
+        self.as_base = as_base or (lambda model: model.disable_adapter())
 
     def reference(self, model, batch) -> torch.Tensor:
         with torch.no_grad():
             if self.frozen is not None:
                 return target_logprobs(self.frozen, batch)
-            with model.disable_adapter():
+            with self.as_base(model):
                 return target_logprobs(model, batch)
 
     def backward(self, model, step, *, device, autocast, backward) -> float:
@@ -74,16 +82,16 @@ class KlAnchorTerm:
 
 class KlAnchorMethod(Wrapping):
     name = "kl-anchor"
-    about = "LoRA or full (of: lora, full) with a KL term to the base model's outputs on general text"
-    wraps = ("lora", "full")
-    family_prefix = "kl"
-    family_colors = {"lora": "#e377c2", "full": "#9467bd"}
-    Options = wrapping_options("KlAnchorOptions", KlAnchorOwnOptions, LoraOptions, FullOptions)
+    about = "a method (of: lora, full, smf) with a KL term to the base model's outputs on general text"
+    wraps = ("lora", "full", "smf")
+    family_prefix = "kl-anchor"
+    family_colors = {"lora": "#e377c2", "full": "#9467bd", "smf": "#2ca02c"}
+    Options = wrapping_options("KlAnchorOptions", KlAnchorOwnOptions, LoraOptions, FullOptions, SmfOptions)
 
     def terms(self, model, tokenizer):
-        frozen = None
-        if self.options.of == "full":
-            frozen = copy.deepcopy(model).requires_grad_(False).eval()
-        return [KlAnchorTerm(self.windows(tokenizer, self.options.kl_windows), self.options.kl_weight, frozen)]
+        o = self.options
+        frozen = copy.deepcopy(model).requires_grad_(False).eval() if o.of == "full" else None
+        as_base = memory_reading_zeros if o.of == "smf" else None
+        return [KlAnchorTerm(self.windows(tokenizer, o.kl_windows), o.kl_weight, frozen, as_base)]
 
 
