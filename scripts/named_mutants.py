@@ -151,13 +151,13 @@ MUTANTS = {
         ["tests/methods/test_baselines.py::test_replay_term_is_ratio_times_the_windows_mean_token_loss",
          "tests/methods/test_baselines.py::test_replay_moves_the_model_otherwise_than_its_method_alone"]),
     "KL anchor's sign flipped": (
-        "src/smf/methods/kl_anchor.py", "backward(kl * self.weight)", "backward(-kl * self.weight)",
+        "src/smf/methods/terms.py", "backward(kl * self.weight)", "backward(-kl * self.weight)",
         ["tests/methods/test_baselines.py::test_kl_term_is_the_weighted_mean_kl_from_the_frozen_start"]),
     "replay windows a step not from the ratio": (
         "src/smf/methods/replay.py", "per_step = math.ceil(self.options.ratio * self.config.batch_size)", "per_step = self.config.batch_size",
         ["tests/methods/test_baselines.py::test_baseline_through_smf_train"]),
     "KL anchor's reference is the training model": (
-        "src/smf/methods/kl_anchor.py", "frozen = copy.deepcopy(model).requires_grad_(False).eval()", "frozen = model",
+        "src/smf/methods/kl_anchor.py", "frozen = copy.deepcopy(model).requires_grad_(False).eval() if", "frozen = model if",
         ["tests/methods/test_baselines.py"]),
 }
 

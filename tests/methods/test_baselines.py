@@ -18,9 +18,8 @@ from smf.config import read_config
 from smf.data.batching import Encoded
 from smf.errors import SmfError
 from smf.methods import METHODS, TrainConfig, families, make_method
-from smf.methods.kl_anchor import KlAnchorTerm
 from smf.methods.replay import ReplayTerm
-from smf.methods.wrap import InTurn, general_windows
+from smf.methods.terms import BaseKl, InTurn, general_windows
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,7 +79,7 @@ def test_kl_term_is_the_weighted_mean_kl_from_the_frozen_start():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     windows = InTurn(_windows(), per_step=3, pad_id=0)
-    value, grads = _term_grads(model, KlAnchorTerm(windows, weight=2.0, frozen=frozen))
+    value, grads = _term_grads(model, BaseKl(windows, weight=2.0, frozen=frozen))
     batch = windows.batch(0, "cpu")
     with torch.no_grad():
         ref = _full_logprobs(frozen, batch)
@@ -97,7 +96,7 @@ def test_kl_term_with_lora_takes_the_base_with_its_adapters_off():
 
     model = get_peft_model(tiny_model(), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
     windows = InTurn(_windows(), per_step=2, pad_id=0)
-    term = KlAnchorTerm(windows, weight=1.0)
+    term = BaseKl(windows, weight=1.0)
     assert term.backward(model, 0, device="cpu", autocast=torch.autocast("cpu", enabled=False), backward=lambda loss: None) == 0.0
     with torch.no_grad():  # the adapters move: the model is no longer its base
         for name, p in model.named_parameters():

@@ -11,7 +11,8 @@ from smf.memory import load_retrofitted, memory_layers, memory_reading_zeros
 from smf.optim import SparseRowOptimizer
 from smf.train import TrainConfig, train
 from smf.data.batching import collate
-from smf.train.keep import Keep, kept_logprobs
+from smf.methods.terms import target_logprobs
+from smf.train.keep import Keep
 from test_anchors import learn_args
 from test_train import examples, smf_folder  # noqa: F401  (fixtures)
 
@@ -29,7 +30,7 @@ def kl_now(model, keep: Keep, pad: int) -> float:
     total = 0.0
     with torch.no_grad():
         for chunk, ref in zip(keep.chunks, keep.reference):
-            logp = kept_logprobs(model, collate(chunk, pad))
+            logp = target_logprobs(model, collate(chunk, pad))
             p = ref.float().exp()
             total += float((p * (ref.float() - logp)).sum())
     return total / keep.positions
@@ -148,7 +149,7 @@ def test_the_term_the_loop_adds_is_the_weighted_mean_kl(smf_folder, tokenizer, d
     memory.values.grad = None
     total = 0.0
     for chunk, ref in zip(keep.chunks, keep.reference):
-        logp = kept_logprobs(model, collate(chunk, tokenizer.pad_token_id))
+        logp = target_logprobs(model, collate(chunk, tokenizer.pad_token_id))
         total = total + (ref.float().exp() * (ref.float() - logp)).sum()
         if divergence == "symmetric":
             total = total + (logp.exp() * (logp - ref.float())).sum()
@@ -179,7 +180,7 @@ def test_a_capped_term_takes_the_chunks_in_turn_and_is_their_mean_kl(smf_folder,
     memory.values.grad = None
     total, n = 0.0, 0
     for i in (4, 0):
-        logp = kept_logprobs(model, collate(keep.chunks[i], tokenizer.pad_token_id))
+        logp = target_logprobs(model, collate(keep.chunks[i], tokenizer.pad_token_id))
         total = total + (keep.reference[i].float().exp() * (keep.reference[i].float() - logp)).sum()
         n += len(keep.reference[i])
     (total / n).backward()

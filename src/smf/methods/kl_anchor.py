@@ -21,18 +21,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable
-
-import torch
-import torch.nn.functional as F
 
 from smf.config import setting
 from smf.errors import SmfError
-from smf.methods.full import FullOptions
 from smf.memory.retrofit import memory_reading_zeros
+from smf.methods.full import FullOptions
 from smf.methods.lora import LoraOptions
 from smf.methods.smf import SmfOptions
-from smf.methods.wrap import InTurn, WrapOptions, Wrapping, target_logprobs, wrapping_options
+from smf.methods.terms import BaseKl
+from smf.methods.wrap import WrapOptions, Wrapping, wrapping_options
 
 
 @dataclass
@@ -52,34 +49,6 @@ class KlAnchorOwnOptions(WrapOptions):
         super().check(where)
 
 
-class KlAnchorTerm:
-    """weight × the mean over the step's general-window tokens of KL(base ‖ model). The base is `frozen` (a copy of
-    the starting model), or the training model within `as_base(model)` (a context: LoRA's adapters off, SMF's
-    memory reading zeros)."""
-
-    name = "kl_anchor"
-
-    def __init__(self, windows: InTurn, weight: float, frozen=None, as_base: Callable | None = None):
-        self.windows, self.weight, self.frozen = windows, weight, frozen
-        self.as_base = as_base or (lambda model: model.disable_adapter())
-
-    def reference(self, model, batch) -> torch.Tensor:
-        with torch.no_grad():
-            if self.frozen is not None:
-                return target_logprobs(self.frozen, batch)
-            with self.as_base(model):
-                return target_logprobs(model, batch)
-
-    def backward(self, model, step, *, device, autocast, backward) -> float:
-        batch = self.windows.batch(step, device)
-        with autocast:
-            ref = self.reference(model, batch)
-            logp = target_logprobs(model, batch)
-        kl = F.kl_div(logp, ref, log_target=True, reduction="batchmean")  # Σ p_base (log p_base − log p) / tokens
-        backward(kl * self.weight)
-        return float(kl.detach())
-
-
 class KlAnchorMethod(Wrapping):
     name = "kl-anchor"
     about = "a method (of: lora, full, smf) with a KL term to the base model's outputs on general text"
@@ -92,6 +61,6 @@ class KlAnchorMethod(Wrapping):
         o = self.options
         frozen = copy.deepcopy(model).requires_grad_(False).eval() if o.of == "full" else None
         as_base = memory_reading_zeros if o.of == "smf" else None
-        return [KlAnchorTerm(self.windows(tokenizer, o.kl_windows), o.kl_weight, frozen, as_base)]
+        return [BaseKl(self.windows(tokenizer, o.kl_windows), o.kl_weight, frozen, as_base)]
 
 

@@ -24,7 +24,8 @@ from smf.errors import SmfError
 from smf.methods.full import FullOptions
 from smf.methods.lora import LoraOptions
 from smf.methods.smf import SmfOptions
-from smf.methods.wrap import InTurn, WrapOptions, Wrapping, next_token_targets, target_logprobs, wrapping_options
+from smf.methods.terms import InTurn, next_token_targets, target_logprobs
+from smf.methods.wrap import WrapOptions, Wrapping, wrapping_options
 
 
 @dataclass

@@ -8,67 +8,18 @@ those of every method it may wrap (`wrapping_options`); setting an option of a m
 wrap this time is refused.
 
 The general text is cut into windows of the run's max_length tokens, the windows drawn in a
-seeded order and taken in turn, so a resumed run sees the same windows at the same steps.
+seeded order and taken in turn (smf.methods.terms), so a resumed run sees the same windows at the same steps.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import random
 from typing import ClassVar, Literal  # noqa: F401  (Literal: the wrapped options' annotations resolve here)
 
-import torch
-from torch import nn
-
 from smf.config import Config, choice, setting
-from smf.data.batching import IGNORE, Encoded, collate
-from smf.data.sources import general_texts
 from smf.errors import SmfError
 from smf.methods.base import METHODS, Family, Method, TrainConfig
-
-
-def target_logprobs(model: nn.Module, batch: dict) -> torch.Tensor:
-    """Log-probabilities (n, vocab) in fp32 of the next token at each position whose next token is a label,
-    in row-major order over the batch (the LM head runs on those positions only)."""
-    core = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = core.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
-    where = batch["labels"][:, 1:] != IGNORE
-    return core.get_output_embeddings()(hidden[:, :-1][where]).float().log_softmax(-1)
-
-
-def next_token_targets(batch: dict) -> torch.Tensor:
-    """The labels `target_logprobs` predicts, in the same order."""
-    labels = batch["labels"][:, 1:]
-    return labels[labels != IGNORE]
-
-
-def general_windows(spec, tokenizer, length: int, count: int, seed: int, where: str) -> list[Encoded]:
-    """Up to `count` windows of `length` tokens (at least 8) of the general text `spec` (a data source), every token
-    a loss token, the documents in a seeded order; only as many documents are tokenized as the windows need."""
-    texts = general_texts(spec, where)
-    order = list(range(len(texts)))
-    random.Random(seed).shuffle(order)
-    windows: list[Encoded] = []
-    for i in order:
-        ids = tokenizer(texts[i], add_special_tokens=False)["input_ids"]
-        windows += [Encoded(ids[k : k + length], 0) for k in range(0, len(ids), length) if len(ids[k : k + length]) >= 8]
-        if len(windows) >= count:
-            break
-    if not windows:
-        raise SmfError(f"{where}: the general text {spec!r} holds no window of 8 tokens or more; give longer text")
-    return windows[:count]
-
-
-class InTurn:
-    """Windows taken `per_step` at a time, in turn (wrapping round): step s takes the same ones on every run."""
-
-    def __init__(self, windows: list[Encoded], per_step: int, pad_id: int):
-        self.windows, self.per_step, self.pad_id = windows, per_step, pad_id
-
-    def batch(self, step: int, device) -> dict:
-        n = len(self.windows)
-        items = [self.windows[(step * self.per_step + i) % n] for i in range(self.per_step)]
-        return {k: v.to(device) for k, v in collate(items, self.pad_id).items()}
+from smf.methods.terms import InTurn, general_windows
 
 
 def wrapping_options(name: str, own: type, *wrapped: type) -> type:
@@ -220,4 +171,4 @@ class Wrapping(Method):
         return InTurn(found, per_step, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
 
 
-__all__ = ["InTurn", "WrapOptions", "Wrapping", "general_windows", "next_token_targets", "target_logprobs", "wrapping_options"]
+__all__ = ["WrapOptions", "Wrapping", "wrapping_options"]

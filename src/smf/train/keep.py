@@ -29,18 +29,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from smf.data.batching import IGNORE, Encoded, collate, encode_examples
+from smf.data.batching import Encoded, collate, encode_examples
 from smf.data.types import TrainExample
 from smf.errors import SmfError
-
-
-def kept_logprobs(model, batch: dict) -> torch.Tensor:
-    """Log-probabilities (n, vocab) in fp32 of the next token at each position whose next token is a label,
-    in row-major order over the batch."""
-    core = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = core.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
-    where = batch["labels"][:, 1:] != IGNORE
-    return core.get_output_embeddings()(hidden[:, :-1][where]).float().log_softmax(-1)
+from smf.methods.terms import target_logprobs
 
 
 DIVERGENCES = ("forward", "symmetric")
@@ -74,7 +66,7 @@ class Keep:
         was_training = model.training
         model.eval()
         try:
-            reference = [kept_logprobs(model, _on(collate(c, pad), device)).clamp_(min=-60).half().cpu() for c in chunks]
+            reference = [target_logprobs(model, _on(collate(c, pad), device)).clamp_(min=-60).half().cpu() for c in chunks]
         finally:
             model.train(was_training)
         return cls(chunks, reference, weight, pad, max(1, most // batch) if most else 0, divergence)
@@ -104,7 +96,7 @@ class Keep:
         total, n = 0.0, sum(len(self.reference[i]) for i in which)
         for chunk, ref in ((self.chunks[i], self.reference[i]) for i in which):
             with autocast:
-                logp = kept_logprobs(model, _on(collate(chunk, self.pad_id), device))
+                logp = target_logprobs(model, _on(collate(chunk, self.pad_id), device))
             ref = ref.to(device=logp.device, dtype=torch.float32)
             kl = F.kl_div(logp, ref, log_target=True, reduction="sum")  # Σ p_ref (log p_ref − log p)
             if self.divergence == "symmetric":
