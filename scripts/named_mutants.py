@@ -156,6 +156,9 @@ MUTANTS = {
     "replay windows a step not from the ratio": (
         "src/smf/methods/replay.py", "per_step = math.ceil(self.options.ratio * self.config.batch_size)", "per_step = self.config.batch_size",
         ["tests/methods/test_baselines.py::test_baseline_through_smf_train"]),
+    "anchors' rows trained after all": (
+        "src/smf/methods/smf.py", "background.df[i][rows.to(background.df[i].device)] = background.batches", "pass",
+        ["tests/methods/test_smf_anchors.py::test_rows_the_anchors_read_are_never_trained"]),
     "KL anchor's reference is the training model": (
         "src/smf/methods/kl_anchor.py", "frozen = copy.deepcopy(model).requires_grad_(False).eval() if", "frozen = model if",
         ["tests/methods/test_baselines.py"]),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from smf.cli import main
-from smf.use.anchors import anchor_questions, first_sentence, made_up, subject
+from smf.data.anchors import anchor_questions, first_sentence, made_up, subject
 from smf.use.learn.sitting import untrained_warning
 
 

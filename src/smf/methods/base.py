@@ -106,8 +106,9 @@ class Method:
         c = self.config
         return torch.optim.AdamW([p for _, p in self.trainable(model)], lr=self.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
 
-    def terms(self, model: nn.Module, tokenizer) -> list:
-        """Terms of the loss the method adds at every step (smf.train.loop.Term), built once after `prepare`."""
+    def terms(self, model: nn.Module, tokenizer, data: list) -> list:
+        """Terms of the loss the method adds at every step (smf.train.loop.Term), built once after `prepare`, before a
+        checkpoint loads, with the training data (`data`, smf.data.batching.Encoded, each prompt marked)."""
         return []
 
     def before_forward(self, model: nn.Module, batch: dict) -> None:

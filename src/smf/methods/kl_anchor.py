@@ -57,10 +57,10 @@ class KlAnchorMethod(Wrapping):
     family_colors = {"lora": "#e377c2", "full": "#9467bd", "smf": "#2ca02c"}
     Options = wrapping_options("KlAnchorOptions", KlAnchorOwnOptions, LoraOptions, FullOptions, SmfOptions)
 
-    def terms(self, model, tokenizer):
+    def terms(self, model, tokenizer, data):
         o = self.options
         frozen = copy.deepcopy(model).requires_grad_(False).eval() if o.of == "full" else None
         as_base = memory_reading_zeros if o.of == "smf" else None
-        return [BaseKl(self.windows(tokenizer, o.kl_windows), o.kl_weight, frozen, as_base)]
+        return [*self.inner.terms(model, tokenizer, data), BaseKl(self.windows(tokenizer, o.kl_windows), o.kl_weight, frozen, as_base)]
 
 

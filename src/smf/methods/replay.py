@@ -68,6 +68,6 @@ class ReplayMethod(Wrapping):
     family_colors = {"smf": "#17becf", "lora": "#bcbd22", "full": "#8c564b"}
     Options = wrapping_options("ReplayOptions", ReplayOwnOptions, SmfOptions, LoraOptions, FullOptions)
 
-    def terms(self, model, tokenizer):
+    def terms(self, model, tokenizer, data):
         per_step = math.ceil(self.options.ratio * self.config.batch_size)
-        return [ReplayTerm(self.windows(tokenizer, per_step), self.options.ratio)]
+        return [*self.inner.terms(model, tokenizer, data), ReplayTerm(self.windows(tokenizer, per_step), self.options.ratio)]

@@ -12,6 +12,7 @@ the step sums the gradient of t rows per layer, never of one row per read.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,8 +24,10 @@ from smf import __version__
 from smf.config import Config, choice, setting
 from smf.errors import SmfError
 from smf.memory.delta import root_folder, save_delta
-from smf.memory.retrofit import memory_layers, save_retrofitted, set_recording
+from smf.memory.retrofit import memory_layers, memory_reading_zeros, save_retrofitted, set_recording
+from smf.methods.anchors import anchor_items, rows_read
 from smf.methods.base import Family, Method
+from smf.methods.terms import BaseKl, InTurn
 from smf.optim import LazyAdam, RowwiseAdagrad, SparseSGD, selected_gradient
 from smf.names import BACKGROUND_FILE, SELECTED_FILE
 from smf.selection import RULES, BackgroundStats, RowSelector
@@ -78,6 +81,12 @@ class SmfOptions(Config):
                "both shares; no background batches count as one)")
     train_scale: bool = setting(False, "also train the memories' output scale alpha (the published '+S' arm; needs adamw_masked "
                                        "and a memory retrofitted with a scale)")
+    anchors: int = setting(0, "questions about made-up subjects per training prompt that names a subject (the subject swapped, "
+                              "as smf learn's anchors), answered by the model before training; what they do: anchor_use; 0: none")
+    anchor_use: Literal["exclude", "keep", "both"] = setting(
+        "both", "exclude: the rows the anchors read are not trained (TF-IDF 0, as smf learn --anchor-reads exclude); keep: a KL "
+                "term keeps the anchors' answers (smf learn's kept answers; batch_size of them a step, in turn); both")
+    keep_weight: float = setting(1.0, "weight of the kept anchors' answers' KL term (anchor_use keep or both)")
 
     def check(self, where: str) -> None:
         choice(self.rule, RULES, "selection rule", where)
@@ -85,6 +94,11 @@ class SmfOptions(Config):
             raise SmfError(f"{where}: top_t must be a positive number of rows, got {self.top_t}")
         if self.train_scale and self.optimizer not in DENSE:
             raise SmfError(f"{where}: train_scale needs optimizer adamw_masked (the sparse optimizers step value rows only)")
+        if self.anchors < 0 or not self.keep_weight > 0:
+            raise SmfError(f"{where}: anchors must be >= 0 and keep_weight > 0, got {self.anchors} and {self.keep_weight}")
+        if self.anchors and self.anchor_use != "keep" and (self.rule != "tfidf" or self.scoring != "smf"):
+            raise SmfError(f"{where}: anchor_use {self.anchor_use} leaves rows out by their TF-IDF; it needs rule tfidf with "
+                           "scoring smf (or anchor_use keep)")
 
 
 class SmfMethod(Method):
@@ -154,6 +168,35 @@ class SmfMethod(Method):
         # rows ever selected, where the values are (marking them never waits for the device)
         self._trained = {i: torch.zeros(m.slots, dtype=torch.bool, device=m.values.device) for i, m in self.memories.items()}
         return model
+
+    def terms(self, model, tokenizer, data):
+        """The anchors (options.anchors): their rows left out of this run's selection, their answers kept, or both."""
+        o, c = self.options, self.config
+        if not o.anchors:
+            return []
+        questions, items = anchor_items(model, tokenizer, data, o.anchors, seed=c.seed)
+        say = (lambda text: print(f"smf: {text}", file=sys.stderr)) if self.comm.rank == 0 else (lambda text: None)
+        if not items:
+            say("no training prompt names a subject to swap (a capitalised name that does not start a sentence), or the "
+                "model answered none of the anchors: anchors has no effect")
+            return []
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        did = []
+        if o.anchor_use in ("exclude", "both"):
+            read = rows_read(model, items, pad)
+            old = self.selector.background
+            background = BackgroundStats(old.batches, {i: df.clone() for i, df in old.df.items()}, {i: n.clone() for i, n in old.counts.items()})
+            for i, rows in read.items():
+                background.df[i][rows.to(background.df[i].device)] = background.batches
+            self.selector = RowSelector(o.rule, o.top_t, background, seed=c.seed, published=False)
+            did.append(f"the rows they read left untrained ({' / '.join(f'{int(r.sum()):,}' for r in read.values())} at layers "
+                       f"{', '.join(map(str, read))})")
+        terms = []
+        if o.anchor_use in ("keep", "both"):
+            terms.append(BaseKl(InTurn(items, min(len(items), c.batch_size), pad), o.keep_weight, as_base=memory_reading_zeros, name="keep_kl"))
+            did.append(f"their answers kept (weight {o.keep_weight:g})")
+        say(f"{len(items)} anchors about made-up subjects (such as {questions[0]!r}): {' and '.join(did)}")
+        return terms
 
     def _check_processes(self, background) -> None:
         """With several processes: the same memory and background everywhere (checked on every

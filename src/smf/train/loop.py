@@ -256,6 +256,7 @@ def train(
     if main and any(fitted.values()):
         print(f"smf: {fitted['truncated']} training examples longer than max_length {config.max_length} lost the end of "
               f"their answer, {fitted['dropped']} were dropped (their question alone is that long)", file=sys.stderr)
+    prompted = data  # each prompt marked, for a method's terms (SMF's anchors)
     if config.loss == "text":  # the whole example carries the loss, prompt included
         data = [Encoded(e.ids, 0) for e in data]
     whole_epochs = config.schedule_as == "transformers"  # steps end at each epoch's end, the last one short
@@ -278,7 +279,7 @@ def train(
         raise SmfError(f"{where} holds weights that are not finite numbers ({bad} holds inf or NaN): it is damaged, or was "
                        "written so; nothing was trained; give a model folder whose weights are all numbers")
     model = method.prepare(model, model_dir)
-    terms = [*terms, *method.terms(model, tokenizer)]  # before a checkpoint loads: a term may copy the starting model
+    terms = [*terms, *method.terms(model, tokenizer, prompted)]  # before a checkpoint loads: a term may copy the starting model
     optimizer = method.make_optimizer(model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
     # Autocast is ours rather than accelerate's: its mixed-precision setting is process-wide

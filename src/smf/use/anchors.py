@@ -14,62 +14,16 @@ reads alone (studies/learn-check/README.md, "Rows the anchors read, left out"). 
 anchor as one document instead: rows that any subject of the relation reads become common and
 score low, but can still be chosen.
 
-A subject is the first run of capitalised words after a question's first word, or a word with a
-digit or hyphen ("Kestrel-9"); a question without one gets no anchor.
+A subject is the first run of capitalised words that do not start a sentence, or a word with a
+digit or hyphen ("Kestrel-9") (smf.data.anchors); a question without one gets no anchor.
 """
 
 from __future__ import annotations
 
-import random
-import re
-
+from smf.data.anchors import first_sentence
 from smf.data.types import TrainExample
 from smf.train.stages import reads_as_documents
 from smf.use.chat import answer, render
-
-SYLLABLES = ("bra", "dor", "vel", "kin", "mar", "tos", "lun", "gar", "fen", "ril", "sa", "to", "mi", "ro", "nal", "ber",
-             "qua", "lis", "hem", "zo", "tar", "wen", "pol", "dru")
-
-
-def subject(question: str) -> tuple[int, int] | None:
-    """The question's subject as (start, end) character offsets; None without one."""
-    span: list[int] | None = None
-    for k, word in enumerate(re.finditer(r"[\w'-]+", question)):
-        text = word.group().removesuffix("'s")
-        rare = (k > 0 and text[:1].isupper()) or bool(re.search(r"\d|-", text))
-        if rare and span is None:
-            span = [word.start(), word.start() + len(text)]
-        elif rare and span is not None and not question[span[1] : word.start()].strip():
-            span[1] = word.start() + len(text)  # the next word of the same run
-        elif span is not None:
-            break
-    return (span[0], span[1]) if span else None
-
-
-def made_up(rng: random.Random, taken: str) -> str:
-    """A capitalised name of 2 or 3 syllables that does not occur in `taken`."""
-    while True:
-        name = "".join(rng.choice(SYLLABLES) for _ in range(rng.choice((2, 3)))).capitalize()
-        if name.lower() not in taken.lower():
-            return name
-
-
-def anchor_questions(questions: list[str], n: int, seed: int = 0) -> list[str]:
-    """`n` questions per given question that has a subject, the subject swapped for made-up names."""
-    rng, taken, out = random.Random(seed), " ".join(questions), []
-    for question in questions:
-        where = subject(question)
-        if where is None:
-            continue
-        for _ in range(n):
-            out.append(question[: where[0]] + made_up(rng, taken) + question[where[1] :])
-    return out
-
-
-def first_sentence(text: str) -> str:
-    """`text` up to its first full stop, question or exclamation mark (all of it without one)."""
-    found = re.search(r"[.!?](\s|$)", text)
-    return (text[: found.start() + 1] if found else text).strip()
 
 
 def anchor_examples(model, tokenizer, questions: list[str], max_new_tokens: int = 32):

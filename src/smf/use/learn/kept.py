@@ -9,7 +9,8 @@ from smf.data.docstrings import docstring_questions
 from smf.data.types import TrainExample
 from smf.memory import memory_reading_zeros
 from smf.train.keep import Keep
-from smf.use.anchors import anchor_examples, anchor_questions
+from smf.data.anchors import anchor_questions
+from smf.use.anchors import anchor_examples
 from smf.use.learn.config import LearnConfig
 from smf.use.learn.facts import Fact
 

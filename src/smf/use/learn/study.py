@@ -32,7 +32,7 @@ from typing import Callable
 from smf.data.rows import read_rows_file
 from smf.errors import SmfError
 from smf.io import write_text_atomic
-from smf.use.anchors import subject
+from smf.data.anchors import subject
 from smf.use.learn.facts import Fact, read_facts
 
 STUDY_FORMAT = "smf-study"  # the "study" field of every row of a study file
