@@ -30,7 +30,7 @@ HEAL_FLAGS: list[str] = []
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="finetune a model: smf (sparse memory), lora or full",
+    p = sub.add_parser("train", help="finetune a model: smf (sparse memory), lora, full, replay or kl-anchor",
                        description="Train a model with one method; flags override --config (a YAML file; 'base: FILE' "
                                    "extends another), which overrides the defaults. Each default names the study that "
                                    "chose it (studies/NAME).")
