@@ -255,17 +255,20 @@ def test_a_studys_general_text_may_not_be_a_probes_source(tiny_folder, tmp_path,
 
 
 @pytest.mark.slow
-def test_a_baseline_through_a_stream(tiny_folder, tmp_path):
+@pytest.mark.parametrize("label, settings, compact", [("kl-anchor-lora", {"kl_windows": 2}, True), ("replay-full", {"ratio": 0.5}, False)])
+def test_a_baseline_through_a_stream(label, settings, compact, tiny_folder, tmp_path):
+    """Each chunk continues from the last; what is kept follows the wrapped method: every LoRA adapter, only the
+    latest whole model of full finetuning."""
     from test_stream import stream_raw
 
     from smf.study.config import StudyConfig
     from smf.study.runner import run_study
 
     raw = stream_raw(tiny_folder, chunks=2)
-    raw.update(methods={"kl-anchor-lora": {"general": str(_docs(tmp_path)), "kl_windows": 2}}, train={**raw["train"], "steps": 1})
+    raw.update(methods={label: {"general": str(_docs(tmp_path)), **settings}}, train={**raw["train"], "steps": 1})
     raw["evaluation"] = {"task": raw["evaluation"]["task"], "probes": raw["evaluation"]["probes"]}
     results = run_study(StudyConfig.from_dict(raw), tmp_path / "s", progress=False)
-    assert [r["label"] for r in results["summary"]] == ["kl-anchor-lora"] and len(results["runs"][0]["matrix"]) == 2
-    run = tmp_path / "s" / "runs" / "kl-anchor-lora" / "seed0"
-    assert (run / "chunk1" / "model" / "adapter_config.json").is_file()  # LoRA saves compactly: every chunk kept
-    assert (run / "chunk2" / "model" / "adapter_config.json").is_file()
+    assert [r["label"] for r in results["summary"]] == [label] and len(results["runs"][0]["matrix"]) == 2
+    run = tmp_path / "s" / "runs" / label / "seed0"
+    assert (run / "chunk1" / "model").is_dir() == compact and (run / "chunk2" / "model").is_dir()
+    assert (run / "chunk2" / "model" / "adapter_config.json").is_file() == compact

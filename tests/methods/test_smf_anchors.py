@@ -88,6 +88,31 @@ def test_kept_answers_are_a_kl_term_to_the_base(folder, tmp_path):
     assert all(0 < int(rows.sum()) <= 2 * 8 for rows in changed.values())  # the term moves only the chosen rows
 
 
+@pytest.mark.slow
+def test_a_run_with_kept_answers_resumes_bit_identical(folder, tmp_path):
+    """Killed after its step-2 checkpoint and resumed, the run asks the same anchors of the same start and ends
+    with the weights of the run that was never stopped."""
+    config = TrainConfig.from_dict({"method": "smf", "top_t": 8, "steps": 4, "batch_size": 4, "max_length": 48, "anchors": 1,
+                                    "anchor_use": "keep", "checkpoint_every": 2})
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_3(model, step):
+        if step == 3:
+            raise Killed
+
+    whole = train(*load_model(folder), EXAMPLES, config, tmp_path / "whole", model_dir=folder, progress=False, save_model=False)
+    with pytest.raises(Killed):
+        train(*load_model(folder), EXAMPLES, config, tmp_path / "killed", model_dir=folder, eval_fn=kill_at_3, eval_every=1,
+              progress=False, save_model=False)
+    resumed = train(*load_model(folder), EXAMPLES, config, tmp_path / "killed", model_dir=folder, resume=True, progress=False,
+                    save_model=False)
+    assert resumed.summary["resumed_from_step"] == 2
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_a_study_sweeps_the_anchor_settings():
     raw = {"methods": {"smf-tfidf": {"anchors": 1, "anchor_use": ["exclude", "keep", "both"]}},
            "evaluation": {"task": "facts", "probes": ["capitals"]}}

@@ -166,7 +166,9 @@ def test_full_trains_every_weight(tmp_path, tokenizer):
 @pytest.mark.slow
 @pytest.mark.parametrize("method, extra", [("smf", dict(rule="random", top_t=8)), ("smf", dict(rule="kl", top_t=8)),
                                            ("smf", dict(rule="tfidf", top_t=8, optimizer="sgd")),
-                                           ("smf", dict(rule="tfidf", top_t=8, optimizer="rowwise_adagrad")), ("lora", {}), ("full", {})])
+                                           ("smf", dict(rule="tfidf", top_t=8, optimizer="rowwise_adagrad")), ("lora", {}), ("full", {}),
+                                           ("replay", dict(of="full", general="docstrings", ratio=0.5)),
+                                           ("kl-anchor", dict(of="full", general="docstrings", kl_windows=2))])
 def test_resume_is_bit_identical(method, extra, smf_folder, tmp_path, tokenizer):
     config = cfg(method=method, steps=6, batch_size=4, checkpoint_every=2, max_length=64, lr=1e-2 if method != "smf" else 0.5, **extra)
     folder = smf_folder if method == "smf" else _plain_folder(tmp_path, tokenizer)

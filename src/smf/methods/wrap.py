@@ -1,7 +1,7 @@
 """A method that trains as another method does, with a term of its own in the loss: the shape of the
 baselines a practitioner reaches for against forgetting (smf.methods.replay, smf.methods.kl_anchor).
 
-`Wrapping.of` names the method it wraps (`of: lora`); everything that method decides (its trainable
+The option `of` names the method it wraps (`of: lora`); everything that method decides (its trainable
 parameters, optimizer, saving, its options such as LoRA's rank) is the wrapped method's, and the
 wrapper adds one `Term` (smf.train.loop) per step on general text. Its options are its own beside
 those of every method it may wrap (`wrapping_options`); setting an option of a method it does not
@@ -61,7 +61,7 @@ class WrapOptions(Config):
 
 
 class Wrapping(Method):
-    """Trains as the method `options.of` does, and adds `term` (built by `make_term`) to each step's loss."""
+    """Trains as the method `options.of` does, and adds the terms its `terms` returns to each step's loss."""
 
     #: the methods this one may wrap
     wraps: ClassVar[tuple[str, ...]] = ()
@@ -71,12 +71,9 @@ class Wrapping(Method):
 
     def __init__(self, config: TrainConfig):
         super().__init__(config)
-        o = self.options
-        inner_cls = METHODS[o.of]
-        own = {f.name for f in dataclasses.fields(type(o))} - {f.name for f in dataclasses.fields(inner_cls.Options)}
-        values = {f.name: getattr(o, f.name) for f in dataclasses.fields(inner_cls.Options)}
-        self.inner = inner_cls(dataclasses.replace(config, method=o.of, options=inner_cls.Options(**values)))
-        self.own_options = {name: getattr(o, name) for name in own}
+        inner_cls = METHODS[self.options.of]
+        values = {f.name: getattr(self.options, f.name) for f in dataclasses.fields(inner_cls.Options)}
+        self.inner = inner_cls(dataclasses.replace(config, method=self.options.of, options=inner_cls.Options(**values)))
 
     @classmethod
     def families(cls) -> list[Family]:
