@@ -188,7 +188,7 @@ def main() -> None:
         tree.mkdir()
         for name in COPY:
             src = ROOT / name
-            (shutil.copytree if src.is_dir() else shutil.copy2)(src, tree / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {}))
+            (shutil.copytree if src.is_dir() else shutil.copy2)(src, tree / name, **({"ignore": shutil.ignore_patterns("__pycache__"), "symlinks": True} if src.is_dir() else {}))  # a study's config links to configs/
         baselines = {}
         for file, old, new, tests in chosen.values():
             text = (tree / file).read_text()
