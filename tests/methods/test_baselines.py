@@ -141,7 +141,9 @@ def test_wrappers_take_the_wrapped_methods_options_and_refuse_anothers():
                          ({"method": "kl-anchor", "of": "heal"}, "wrapped by kl-anchor 'heal'; choose one of lora, full, smf"),
                          ({"method": "replay", "ratio": 0}, "ratio must be in"),
                          ({"method": "kl-anchor", "kl_weight": -1}, "kl_weight must be > 0"),
-                         ({"method": "replay", "of": "smf", "top_t": 0}, "top_t must be a positive number")):
+                         ({"method": "replay", "of": "smf", "top_t": 0}, "top_t must be a positive number"),
+                         ({"method": "replay", "general": "missing.jsonl"}, "missing.jsonl: file not found"),
+                         ({"method": "kl-anchor", "general": "medmcqa"}, "medmcqa")):
         with pytest.raises(SmfError, match=message):
             TrainConfig.from_dict(raw)
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar, Literal  # noqa: F401  (Literal: the wrapped options' annotations resolve here)
 
-from smf.config import Config, choice, setting
+from smf.config import Config, at, choice, setting
+from smf.data.sources import check_source
 from smf.errors import SmfError
 from smf.methods.base import METHODS, Family, Method, TrainConfig
 from smf.methods.terms import InTurn, general_windows
@@ -52,6 +53,7 @@ class WrapOptions(Config):
 
 
     def check(self, where: str) -> None:
+        check_source(self.general, "text", at(where, "general"))  # before any model work: a name, or a file that exists
         METHODS[self.method].check_wrapped(self, where)
 
     def to_dict(self) -> dict:
