@@ -120,7 +120,7 @@ def test_a_study_sweeps_the_anchor_settings():
     assert labels == ["smf-tfidf anchor_use=exclude", "smf-tfidf anchor_use=keep", "smf-tfidf anchor_use=both"]
 
 
-@pytest.mark.parametrize("options, message", [({"anchors": 1, "rule": "kl"}, "needs rule tfidf"),
+@pytest.mark.parametrize("options, message", [({"anchors": 1, "anchor_use": "exclude", "rule": "kl"}, "needs rule tfidf"),
                                               ({"anchors": -1}, "anchors must be >= 0"),
                                               ({"anchors": 1, "keep_weight": 0}, "keep_weight > 0")])
 def test_bad_anchor_settings_are_refused(options, message):

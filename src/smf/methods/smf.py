@@ -84,8 +84,10 @@ class SmfOptions(Config):
     anchors: int = setting(0, "questions about made-up subjects per training prompt that names a subject (the subject swapped, "
                               "as smf learn's anchors), answered by the model before training; what they do: anchor_use; 0: none")
     anchor_use: Literal["exclude", "keep", "both"] = setting(
-        "both", "exclude: the rows the anchors read are not trained (TF-IDF 0, as smf learn --anchor-reads exclude); keep: a KL "
-                "term keeps the anchors' answers (smf learn's kept answers; batch_size of them a step, in turn); both")
+        "keep", "keep: a KL term keeps the anchors' answers (smf learn's kept answers; batch_size of them a step, in turn); "
+                "exclude: the rows the anchors read are not trained (TF-IDF 0, as smf learn --anchor-reads exclude); both: as "
+                "exclude, for the anchors then never read a trained row and their term stays 0 (studies/baselines: keep halved "
+                "the capitals loss for 5 points of gain, exclude left +6.7 of +53.3)")
     keep_weight: float = setting(1.0, "weight of the kept anchors' answers' KL term (anchor_use keep or both)")
 
     def check(self, where: str) -> None:
