@@ -186,8 +186,8 @@ class SmfMethod(Method):
         did = []
         if o.anchor_use in ("exclude", "both"):
             read = rows_read(model, items, pad)
-            old = self.selector.background
-            background = BackgroundStats(old.batches, {i: df.clone() for i, df in old.df.items()}, {i: n.clone() for i, n in old.counts.items()})
+            old = self.selector.background  # a copy gets the change: the folder's statistics stay as they are
+            background = BackgroundStats.empty({i: len(df) for i, df in old.df.items()}).add(old)
             for i, rows in read.items():
                 background.df[i][rows.to(background.df[i].device)] = background.batches
             self.selector = RowSelector(o.rule, o.top_t, background, seed=c.seed, published=False)
