@@ -15,7 +15,10 @@ each question), at each memory layer, over the 64 rows (heads × top-k) read at 
 - of those covered rows, the share the same study items read too when the fact's subject is swapped
   for a made-up name (smf.data.anchors): rows any subject would read in that sentence, which is what the
   kept answers and anchors of `smf learn` keep from training;
-- another fact: the share of a held-out wording's rows read by the next fact's taught wording (chance).
+- another fact: the share of a held-out wording's rows read by the next fact's taught wording (chance);
+- answer first: the same for a reply that starts with the answer (`smf learn --answer-in answer`), read at
+  the reply's opening: the share of the held-out wording's rows the taught wording reads, and of those the
+  share the taught wording with a made-up subject reads too.
 
     python studies/learn-check/rows_shared.py studies/learn-check/results/rows_shared.json [--facts DIR]
 
@@ -78,6 +81,10 @@ def measure(facts_dir: Path, per_fact: int = 8, seed: int = 0) -> dict:
         answer = fact.answer
         taught = read(fact.question, statement, answer)
         taught_rows.append(taught)
+        opening, opening_held = read(fact.question, "", ""), read(other["question"], "", "")
+        where = subject(fact.question)
+        opening_swapped = read(fact.question.replace(fact.question[where[0]:where[1]], made_up(rng, fact.question)), "", "") \
+            if where is not None else {i: set() for i in memories}
         same = read(other["question"], statement, answer)
         own = read(other["question"], echo(other["question"], answer) or statement, answer)
         union = {i: set() for i in memories}
@@ -95,7 +102,9 @@ def measure(facts_dir: Path, per_fact: int = 8, seed: int = 0) -> dict:
                     swapped[i] |= rows
         per.append({"question": other["question"], "layers": {
             str(i): {"same_reply": len(taught[i] & same[i]), "own_words": len(own[i]), "covered": len(own[i] & union[i]),
-                     "covered_any_subject": len(own[i] & union[i] & swapped[i])} for i in memories}})
+                     "covered_any_subject": len(own[i] & union[i] & swapped[i]),
+                     "first_shared": len(opening[i] & opening_held[i]),
+                     "first_any_subject": len(opening[i] & opening_held[i] & opening_swapped[i])} for i in memories}})
     for k, record in enumerate(per):  # chance: the next fact's taught wording
         nxt = taught_rows[(k + 1) % len(per)]
         for i in memories:
@@ -108,14 +117,18 @@ def measure(facts_dir: Path, per_fact: int = 8, seed: int = 0) -> dict:
 def markdown(record: dict, level: int) -> str:
     reads, n = record["reads_per_token"], len(record["per"])
     lines = ["| layer | same reply, other wording | own words: covered by the study | of those, read with any subject | "
-             "another fact |", "|---|---|---|---|---|"]
+             "another fact | answer first: other wording | of those, read with any subject |",
+             "|---|---|---|---|---|---|---|"]
     for layer in record["layers"]:
         total = {key: sum(p["layers"][layer][key] for p in record["per"]) for key in
-                 ("same_reply", "own_words", "covered", "covered_any_subject", "another_fact")}
+                 ("same_reply", "own_words", "covered", "covered_any_subject", "another_fact", "first_shared",
+                  "first_any_subject")}
         lines.append(f"| {layer} | {100 * total['same_reply'] / (reads * n):.0f} % | "
                      f"{100 * total['covered'] / max(total['own_words'], 1):.0f} % | "
                      f"{100 * total['covered_any_subject'] / max(total['covered'], 1):.0f} % | "
-                     f"{100 * total['another_fact'] / (reads * n):.0f} % |")
+                     f"{100 * total['another_fact'] / (reads * n):.0f} % | "
+                     f"{100 * total['first_shared'] / (reads * n):.0f} % | "
+                     f"{100 * total['first_any_subject'] / max(total['first_shared'], 1):.0f} % |")
     lines.append("")
     lines.append(f"Rows read at the token before the answer ({reads} a token: heads × top-k), summed over the {n} facts "
                  f"of {record['facts']}; the study is the first {record['per_fact']} items of each fact.")

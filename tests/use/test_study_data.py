@@ -51,6 +51,14 @@ def test_every_fact_gets_several_forms_each_holding_its_answer():
     assert StudyItem(facts[0].text, "question", "Mira Tanaka built the Zorvex lighthouse.", question=facts[1].question,
                      short="Mira Tanaka") in echoed
     assert all("Mira Tanaka" in i.answer for i in echoed if i.question is not None)
+    # ... or, answer_in answer, the short answer first and then the statement (through the sitting's study data)
+    from smf.use.learn import LearnConfig
+    from smf.use.learn.study import study_data
+
+    first = study_data(facts, None, None, LearnConfig.from_dict({"answer_in": "answer", "per_fact": 0}), say=lambda line: None)
+    assert StudyItem(facts[0].text, "question", "Mira Tanaka. The Zorvex lighthouse was built by Mira Tanaka.",
+                     question=facts[1].question, short="Mira Tanaka") in first
+    assert all(i.answer.startswith("Mira Tanaka. ") for i in first if i.question is not None and i.form != "about")
 
 
 @pytest.mark.parametrize("question, said", [

@@ -77,11 +77,13 @@ class LearnConfig(Config):
                                        "when the writer, shown the fact, answers it right (not yet measured in the learn check: "
                                        "it costs a generation and a check per wording)")
     study_wordings: int = setting(2, "wordings the study model writes per question")
-    answer_in: Literal["statement", "question"] = setting(
+    answer_in: Literal["statement", "question", "answer"] = setting(
         "statement", "how a study question is answered: statement (the fact's statement) or question (in the question's "
                      "own words where a rule fits, \"Who composed X?\" → \"Ines Vautrin composed X.\", as a chat model "
-                     f"answers; else the statement) ({PRESET_STUDY}: with keep and anchors at 0, on the validation facts, 7 "
-                     "of 20 in other words either way, the world probe -1.3 ± 2.1 points against -8.7 ± 2.2)")
+                     "answers; else the statement) or answer (the short answer, then the statement) ({PRESET_STUDY}: with "
+                     "keep and anchors at 0, on the validation facts, 7 of 20 in other words with statement or question, the "
+                     "world probe -8.7 ± 2.2 and -1.3 ± 2.1 points; 10 of 20 with answer, -10.2 ± 2.5; answer with keep and "
+                     "anchors: 0 of 20)")
     protect: Literal["trained", "reads", "off"] = setting(
         "trained", "what a later sitting spares: reads (what these facts read is added to the background statistics saved "
                    "with the model, one document per fact, so TF-IDF ranks those rows as common), trained (that, and the "

@@ -324,10 +324,11 @@ def said_as_statement(fact: Fact) -> str:
     return f"{fact.question.rstrip('?').strip()}: {fact.answer.rstrip('.')}."
 
 
-def study_items(facts: list[Fact], *, per_fact: int | None = None, echoes: bool = False) -> list[StudyItem]:
+def study_items(facts: list[Fact], *, per_fact: int | None = None, echoes: bool = False, first: bool = False) -> list[StudyItem]:
     """The rule-based study items of `facts` (no model needed), every one checked by `check_item`'s rule
     that it still holds its answer. A question is answered by the fact's statement, or with `echoes` in its
-    own words where a rule fits (`echo`), else by the statement. A statement with no answer span, and no question of the person's
+    own words where a rule fits (`echo`), else by the statement; with `first`, the short answer comes first
+    ("Mira Tanaka. The Zorvex lighthouse was built by Mira Tanaka."). A statement with no answer span, and no question of the person's
     whose answer it holds, raises SmfError naming it."""
     statements = [f.text for f in facts if f.text is not None]
     pairs = answering_statements(facts)
@@ -346,7 +347,8 @@ def study_items(facts: list[Fact], *, per_fact: int | None = None, echoes: bool 
                            '{"question", "answer"}')
         mine: list[StudyItem] = []
         def said(question: str, short: str) -> str:
-            return (echo(question, short) if echoes else None) or s
+            reply = (echo(question, short) if echoes else None) or s
+            return f"{_sentence(short)} {reply}" if first else reply
 
         for f in theirs:  # the person's own questions first
             mine.append(StudyItem(s, "question", said(f.question, f.answer), question=f.question, short=f.answer))
@@ -418,7 +420,7 @@ def read_input(path: Path) -> tuple[list[Fact], list[StudyItem] | None]:
 def study_data(facts: list[Fact], model, tokenizer, config, say) -> list[StudyItem]:
     """The study items a sitting trains on: the rules' (`study_items`), and those `config.study_model` writes
     (self: `model`; none: no model), at most `config.per_fact` per fact (0: all)."""
-    items = study_items(facts, echoes=config.answer_in == "question")
+    items = study_items(facts, echoes=config.answer_in == "question", first=config.answer_in == "answer")
     written = 0
     if config.study_model != "none" and config.study_wordings:
         writer_model, writer_tok = (model, tokenizer) if config.study_model == "self" else _load_writer(config.study_model)
