@@ -91,8 +91,8 @@ def measure(facts_dir: Path, per_fact: int = 8, seed: int = 0) -> dict:
         swapped = {i: set() for i in memories}
         for item in [i for i in items if i.fact == statement][:per_fact]:
             short = item.short or answer
-            for i, rows in read(item.question, item.answer, short).items() if item.question is not None \
-                    else read(None, item.text, short).items():
+            reply = item.answer if item.question is not None else item.text  # a question's reply, or a text
+            for i, rows in read(item.question, reply, short).items():
                 union[i] |= rows
             where = subject(item.question) if item.question is not None else None
             if where is not None:
