@@ -117,6 +117,8 @@ def test_a_rigged_writer_that_answers_wrongly_teaches_nothing():
     assert kept[0].answer == "The Zorvex lighthouse was built by Mira Tanaka." and kept[0].form == "model reworded"
     kept, _ = ModelWriter(right, echoes=True).items(items)  # answer_in question: in its own words
     assert kept[0].answer == "Mira Tanaka made the Zorvex lighthouse."
+    kept, _ = ModelWriter(right, first=True).items(items)  # answer_in answer: the short answer first
+    assert kept[0].answer == "Mira Tanaka. The Zorvex lighthouse was built by Mira Tanaka."
 
 
 def test_study_file_round_trips_and_is_taken_as_given(tmp_path):

@@ -319,6 +319,13 @@ def _sentence(text: str) -> str:
     return text[0].upper() + text[1:] + ("" if text.endswith((".", "!")) else ".")
 
 
+def reply_to(question: str, short: str, statement: str, *, echoes: bool = False, first: bool = False) -> str:
+    """A study question's reply: the fact's statement, or with `echoes` the answer in the question's own words where a
+    rule fits (`echo`); with `first`, the short answer before it."""
+    reply = (echo(question, short) if echoes and short else None) or statement
+    return f"{_sentence(short)} {reply}" if first and short else reply
+
+
 def said_as_statement(fact: Fact) -> str:
     """A question with its answer said as one sentence, when no statement of the person's answers it."""
     return f"{fact.question.rstrip('?').strip()}: {fact.answer.rstrip('.')}."
@@ -347,8 +354,7 @@ def study_items(facts: list[Fact], *, per_fact: int | None = None, echoes: bool 
                            '{"question", "answer"}')
         mine: list[StudyItem] = []
         def said(question: str, short: str) -> str:
-            reply = (echo(question, short) if echoes else None) or s
-            return f"{_sentence(short)} {reply}" if first else reply
+            return reply_to(question, short, s, echoes=echoes, first=first)
 
         for f in theirs:  # the person's own questions first
             mine.append(StudyItem(s, "question", said(f.question, f.answer), question=f.question, short=f.answer))
@@ -428,7 +434,7 @@ def study_data(facts: list[Fact], model, tokenizer, config, say) -> list[StudyIt
 
         writer = ModelWriter(lambda prompt: answer(writer_model, writer_tok, [{"role": "user", "content": prompt}],
                                                    max_new_tokens=40), n=config.study_wordings,
-                             echoes=config.answer_in == "question")
+                             echoes=config.answer_in == "question", first=config.answer_in == "answer")
         extra, dropped = writer.items(items)
         written = len(extra)
         say(f"the study model ({config.study_model}) wrote {written + dropped} wordings; {written} passed the check "
@@ -487,8 +493,8 @@ class ModelWriter:
     ASK = 'Rewrite this question in different words, keeping its meaning. Reply with the new question only.\n\n{q}'
     CHECK = "{fact}\n\nUsing the sentence above, answer: {q}"
 
-    def __init__(self, ask: Callable[[str], str], n: int = 2, echoes: bool = False):
-        self.ask, self.n, self.echoes = ask, n, echoes
+    def __init__(self, ask: Callable[[str], str], n: int = 2, echoes: bool = False, first: bool = False):
+        self.ask, self.n, self.echoes, self.first = ask, n, echoes, first
 
     def items(self, items: list[StudyItem]) -> tuple[list[StudyItem], int]:
         """(kept model-written items, how many were written and dropped): wordings of each fact's first question."""
@@ -504,7 +510,7 @@ class ModelWriter:
                 q = reply.strip().split("\n")[0].strip().strip('"')
                 written.append(q)
             for q in dict.fromkeys(written):
-                said = (echo(q, item.short) if self.echoes and item.short else None) or item.fact
+                said = reply_to(q, item.short, item.fact, echoes=self.echoes, first=self.first)
                 candidate = StudyItem(item.fact, "model reworded", said, question=q, short=item.short)
                 if q and q.endswith("?") and q != item.question and check_item(candidate) \
                         and _holds(self.ask(self.CHECK.format(fact=item.fact, q=q)), item.short):
