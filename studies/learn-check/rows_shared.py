@@ -28,7 +28,6 @@ writes its record and prints `markdown(record, 2)`, the page's block (scripts/pu
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
 
@@ -36,14 +35,11 @@ ROOT = Path(__file__).resolve().parents[2]
 VALIDATION = ROOT / "studies" / "learn-check" / "validation"
 
 
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def measure(facts_dir: Path, per_fact: int = 8, seed: int = 0) -> dict:
     import torch
 
     from smf.data.anchors import made_up, subject
+    from smf.data.rows import read_rows_file
     from smf.memory.config import MemoryConfig
     from smf.memory.retrofit import memory_layers, retrofit
     from smf.models import load_model, resolve_model
@@ -69,12 +65,21 @@ def measure(facts_dir: Path, per_fact: int = 8, seed: int = 0) -> dict:
             model(input_ids=torch.tensor([ids]))
         return {i: set(m.last_rows[-1].tolist()) for i, m in memories.items()}
 
+    rng = random.Random(seed)
+
+    def swapped(question: str, *texts: str) -> tuple[str, ...] | None:
+        """The question and `texts` with the question's subject swapped for one made-up name (None without a subject)."""
+        where = subject(question)
+        if where is None:
+            return None
+        name, new = question[where[0]:where[1]], made_up(rng, question)
+        return tuple(t.replace(name, new) for t in (question, *texts))
+
     facts = read_facts(facts_dir / "first.jsonl")
-    held = _rows(facts_dir / "first_heldout.jsonl")
+    held = read_rows_file(facts_dir / "first_heldout.jsonl", hint='{"question", "answer"}')
     questions = [f for f in facts if f.question is not None]
     statements = [f.text for f in facts if f.text is not None]
     items = study_items(facts)
-    rng = random.Random(seed)
     per: list[dict] = []
     taught_rows = []
     for fact, statement, other in zip(questions, statements, held):
@@ -82,34 +87,32 @@ def measure(facts_dir: Path, per_fact: int = 8, seed: int = 0) -> dict:
         taught = read(fact.question, statement, answer)
         taught_rows.append(taught)
         opening, opening_held = read(fact.question, "", ""), read(other["question"], "", "")
-        where = subject(fact.question)
-        opening_swapped = read(fact.question.replace(fact.question[where[0]:where[1]], made_up(rng, fact.question)), "", "") \
-            if where is not None else {i: set() for i in memories}
+        other_subject = swapped(fact.question)
+        opening_swapped = read(other_subject[0], "", "") if other_subject else {i: set() for i in memories}
         same = read(other["question"], statement, answer)
         own = read(other["question"], echo(other["question"], answer) or statement, answer)
         union = {i: set() for i in memories}
-        swapped = {i: set() for i in memories}
+        any_subject = {i: set() for i in memories}
         for item in [i for i in items if i.fact == statement][:per_fact]:
             short = item.short or answer
             reply = item.answer if item.question is not None else item.text  # a question's reply, or a text
             for i, rows in read(item.question, reply, short).items():
                 union[i] |= rows
-            where = subject(item.question) if item.question is not None else None
-            if where is not None:
-                name = item.question[where[0]:where[1]]
-                new = made_up(rng, item.question)
-                for i, rows in read(item.question.replace(name, new), item.answer.replace(name, new), short).items():
-                    swapped[i] |= rows
+            other_subject = swapped(item.question, item.answer) if item.question is not None else None
+            if other_subject:
+                for i, rows in read(*other_subject, short).items():
+                    any_subject[i] |= rows
         per.append({"question": other["question"], "layers": {
             str(i): {"same_reply": len(taught[i] & same[i]), "own_words": len(own[i]), "covered": len(own[i] & union[i]),
-                     "covered_any_subject": len(own[i] & union[i] & swapped[i]),
+                     "covered_any_subject": len(own[i] & union[i] & any_subject[i]),
                      "first_shared": len(opening[i] & opening_held[i]),
                      "first_any_subject": len(opening[i] & opening_held[i] & opening_swapped[i])} for i in memories}})
     for k, record in enumerate(per):  # chance: the next fact's taught wording
         nxt = taught_rows[(k + 1) % len(per)]
         for i in memories:
             record["layers"][str(i)]["another_fact"] = len(nxt[i] & taught_rows[k][i])
-    reads = next(iter(memories.values())).heads * next(iter(memories.values())).topk
+    memory = next(iter(memories.values()))
+    reads = memory.heads * memory.topk
     return {"facts": str(facts_dir.relative_to(ROOT)) if facts_dir.is_relative_to(ROOT) else str(facts_dir),
             "reads_per_token": reads, "per_fact": per_fact, "layers": [str(i) for i in memories], "per": per}
 
