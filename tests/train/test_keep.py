@@ -128,6 +128,7 @@ def test_learn_keep_builds_the_term_from_anchors_and_refuses_a_bad_weight(tiny_f
                                  ("--keep-general", "-2", "keep_general must be >= 0"),
                                  ("--keep-from", "later", "keep_from: unknown choice 'later'; choose one of base, start"),
                                  ("--keep-per-step", "-1", "keep_per_step must be >= 0"),
+                                 ("--study-wordings", "4", "study_wordings must be 0 to 3"),
                                  ("--keep-divergence", "reverse", "keep_divergence: unknown choice 'reverse'; choose one of forward, symmetric")]:
         assert main(["learn", *common, "--out", str(tmp_path / "bad"), "--keep", "1", flag, value]) == 2
         assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()

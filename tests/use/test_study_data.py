@@ -110,8 +110,12 @@ def test_a_rigged_writer_that_answers_wrongly_teaches_nothing():
     def leaky(prompt):  # a wording that gives the answer away is dropped even when answered right
         return "Did Mira Tanaka build the Zorvex lighthouse?" if prompt.startswith("Rewrite") else "Yes, Mira Tanaka."
 
+    def nameless(prompt):  # a wording that drops the question's name asks about another lighthouse
+        return "Which builder made the lighthouse?" if prompt.startswith("Rewrite") else "Mira Tanaka built it."
+
     assert ModelWriter(wrong).items(items) == ([], 1)
     assert ModelWriter(leaky).items(items) == ([], 1)
+    assert ModelWriter(nameless).items(items) == ([], 1)
     kept, dropped = ModelWriter(right).items(items)
     assert dropped == 0 and [i.question for i in kept] == ["Which builder made the Zorvex lighthouse?"]
     assert kept[0].answer == "The Zorvex lighthouse was built by Mira Tanaka." and kept[0].form == "model reworded"
@@ -175,3 +179,23 @@ def test_a_hostile_protected_rows_file_is_one_line(tmp_path):
         save_file(bad, str(tmp_path / PROTECTED_FILE))
         with pytest.raises(SmfError, match="is not a layer's list of row numbers"):
             read_protected(tmp_path)
+
+
+@pytest.mark.slow
+def test_the_default_model_writes_wordings_that_keep_the_fact(default_model):
+    """On the offline default model, self-study writes wordings of its own (asked in a chat to reword, it answered
+    instead and kept none); each kept one keeps the question's names and the fact's answer."""
+    from smf.use.chat import complete
+
+    model, tokenizer = default_model
+    facts = [Fact(question="Who approves the team's expense reports?", answer="Helga Stroud"),
+             Fact(text="Helga Stroud approves the team's expense reports."),
+             Fact(question="When is the Eskerby harvest festival held?", answer="the last Saturday of September"),
+             Fact(text="The Eskerby harvest festival is held on the last Saturday of September.")]
+    writer = ModelWriter(lambda prompt: complete(model, tokenizer, prompt), n=3)
+    kept, dropped = writer.items(study_items(facts))
+    assert len(kept) >= 2, (kept, dropped)
+    asked = {"Helga Stroud": "Who approves the team's expense reports?", "the last Saturday of September": "When is the Eskerby harvest festival held?"}
+    for item in kept:
+        assert item.question.endswith("?") and item.question != asked[item.short]
+        assert "Eskerby" in item.question or item.short == "Helga Stroud"

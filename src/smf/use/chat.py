@@ -63,3 +63,17 @@ def answer(model, tokenizer, turns: list[dict], *, max_new_tokens: int = 128, em
         model.generate(**{k: v.to(device) for k, v in ids.items()}, max_new_tokens=max_new_tokens, do_sample=False,
                        streamer=stream.streamer, pad_token_id=tokenizer.pad_token_id)
     return stream.text.strip()
+
+
+@torch.inference_mode()
+def complete(model, tokenizer, prompt: str, *, max_new_tokens: int = 40, mixed_precision: str = "auto") -> str:
+    """The model's greedy continuation of the plain text `prompt` (no chat template), up to its first line's end:
+    how a few-shot prompt is answered, by a base model and a chat model alike."""
+    device = next(model.parameters()).device
+    ids = tokenizer(prompt, return_tensors="pt")
+    with autocast(device, mixed_precision):
+        out = model.generate(**{k: v.to(device) for k, v in ids.items()}, max_new_tokens=max_new_tokens, do_sample=False,
+                             stop_strings=["\n"], tokenizer=tokenizer,
+                             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+    text = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    return text.strip().split("\n")[0].strip()

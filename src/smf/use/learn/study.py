@@ -430,10 +430,9 @@ def study_data(facts: list[Fact], model, tokenizer, config, say) -> list[StudyIt
     written = 0
     if config.study_model != "none" and config.study_wordings:
         writer_model, writer_tok = (model, tokenizer) if config.study_model == "self" else _load_writer(config.study_model)
-        from smf.use.chat import answer  # why: smf.use.chat loads generation code only a model writer needs
+        from smf.use.chat import complete  # why: smf.use.chat loads generation code only a model writer needs
 
-        writer = ModelWriter(lambda prompt: answer(writer_model, writer_tok, [{"role": "user", "content": prompt}],
-                                                   max_new_tokens=40), n=config.study_wordings,
+        writer = ModelWriter(lambda prompt: complete(writer_model, writer_tok, prompt, max_new_tokens=40), n=config.study_wordings,
                              echoes=config.answer_in == "question", first=config.answer_in == "answer")
         extra, dropped = writer.items(items)
         written = len(extra)
@@ -487,14 +486,37 @@ def check_item(item: StudyItem) -> bool:
 
 class ModelWriter:
     """Study items written by a model (the one being taught, or `--study-model`): other wordings of each
-    question, each kept only when it passes `check_item` and the writer, shown the fact, answers it with
-    the fact's answer (`ask(model, prompt) -> reply` is the writer's greedy chat reply)."""
+    question, each kept only when it passes `check_item`, keeps every name the question gives, and the writer,
+    shown the fact, answers it with the fact's answer. `complete(prompt) -> text` is the writer's greedy
+    continuation of a plain-text prompt to its line's end: the prompts show worked examples (few-shot), which a
+    small model follows where it does not follow an instruction (asked in a chat to reword a question,
+    SmolLM2-135M answers it instead)."""
 
-    ASK = 'Rewrite this question in different words, keeping its meaning. Reply with the new question only.\n\n{q}'
-    CHECK = "{fact}\n\nUsing the sentence above, answer: {q}"
+    #: one set of worked examples per wording, each a different way to reword (other words, the asked part
+    #: last, a longer phrase), so that greedy writing gives different wordings
+    STYLES = (
+        (("Who painted the mural in the town library?", "Which artist made the mural in the town library?"),
+         ("When does the night train to Vell leave?", "At what time does the night train to Vell depart?"),
+         ("Where did my uncle Bram study law?", "At which university did my uncle Bram study law?"),
+         ("How many rooms does the Linden hotel have?", "What is the number of rooms in the Linden hotel?")),
+        (("Who painted the mural in the town library?", "The mural in the town library was painted by whom?"),
+         ("When does the night train to Vell leave?", "The night train to Vell leaves at what time?"),
+         ("Where did my uncle Bram study law?", "My uncle Bram studied law where?"),
+         ("How many rooms does the Linden hotel have?", "The Linden hotel has how many rooms?")),
+        (("Who painted the mural in the town library?", "Can you tell me who painted the town library's mural?"),
+         ("When does the night train to Vell leave?", "What is the departure time of the night train to Vell?"),
+         ("Where did my uncle Bram study law?", "In which place was my uncle Bram a law student?"),
+         ("How many rooms does the Linden hotel have?", "What number of rooms is there in the Linden hotel?")),
+    )
+    REWRITE = "Rewrite each question in other words, with the same meaning.\n\n{shots}Question: {q}\nOther words:"
+    CHECK = ("Answer each question with a few words from its sentence.\n\n"
+             "Sentence: The Linden hotel has 42 rooms.\nQuestion: What is the number of rooms in the Linden hotel?\nAnswer: 42\n\n"
+             "Sentence: The mural in the town library was painted by Ada Quell.\n"
+             "Question: Which artist made the mural in the town library?\nAnswer: Ada Quell\n\n"
+             "Sentence: {fact}\nQuestion: {q}\nAnswer:")
 
-    def __init__(self, ask: Callable[[str], str], n: int = 2, echoes: bool = False, first: bool = False):
-        self.ask, self.n, self.echoes, self.first = ask, n, echoes, first
+    def __init__(self, complete: Callable[[str], str], n: int = 2, echoes: bool = False, first: bool = False):
+        self.complete, self.n, self.echoes, self.first = complete, n, echoes, first
 
     def items(self, items: list[StudyItem]) -> tuple[list[StudyItem], int]:
         """(kept model-written items, how many were written and dropped): wordings of each fact's first question."""
@@ -505,19 +527,25 @@ class ModelWriter:
                 firsts[i.fact] = i
         for item in firsts.values():
             written = []
-            for k in range(self.n):
-                reply = self.ask(self.ASK.format(q=item.question) + ("" if k == 0 else "\nGive a different wording."))
-                q = reply.strip().split("\n")[0].strip().strip('"')
-                written.append(q)
+            for style in self.STYLES[:self.n]:
+                shots = "".join(f"Question: {a}\nOther words: {b}\n\n" for a, b in style)
+                written.append(self.complete(self.REWRITE.format(shots=shots, q=item.question)).strip().strip('"'))
             for q in dict.fromkeys(written):
                 said = reply_to(q, item.short, item.fact, echoes=self.echoes, first=self.first)
                 candidate = StudyItem(item.fact, "model reworded", said, question=q, short=item.short)
-                if q and q.endswith("?") and q != item.question and check_item(candidate) \
-                        and _holds(self.ask(self.CHECK.format(fact=item.fact, q=q)), item.short):
+                if q.endswith("?") and _words(q) != _words(item.question) and _keeps_names(q, item.question) \
+                        and check_item(candidate) and _holds(self.complete(self.CHECK.format(fact=item.fact, q=q)), item.short):
                     out.append(candidate)
                 else:
                     dropped += 1
         return out, dropped
+
+
+def _keeps_names(wording: str, question: str) -> bool:
+    """Whether `wording` keeps every name `question` gives (its capitalised words after the first, spelt the same):
+    a wording that drops or misspells the subject ("Who designed the bridge?") asks about something else."""
+    names = [w.removesuffix("'s") for w in re.findall(r"(?<!^)\b[A-Z][\w'-]*", question.strip())]
+    return all(re.search(r"(?<!\w)" + re.escape(n) + r"(?!\w)", wording) for n in names)
 
 
 def write_study(items: list[StudyItem], path: Path) -> None:
