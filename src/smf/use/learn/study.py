@@ -12,9 +12,11 @@ wordings it never saw. So before a sitting trains, every fact becomes study item
 - from a question with its answer: the statement it implies (the person's own statement that holds the
   answer, else the question turned into one), the question in other wordings (`rewordings`), and the
   reverse question where the statement has two named sides;
-- written by a model (`ModelWriter`: the model being taught, or another one): other wordings of each
-  question, each kept only if it does not give the answer away and the writer, shown the fact,
-  answers it correctly, so a bad generation cannot teach something false (`check_item`).
+- written by a model (`ModelWriter`: the model being taught, or another one, shown worked examples):
+  other wordings of each question, each kept only if it does not give the answer away (`check_item`),
+  keeps the question's names, and the writer, shown the fact, answers it correctly. That drops a
+  wording that asks for something else when the writer can tell; a small writer cannot always (on
+  the offline model a wording whose meaning changed sometimes passes: studies/learn-check).
 
 Every question is answered by the fact's statement (a chat model answers in sentences that carry its
 recall). `write_study`/`read_study` keep the items as JSONL rows a person can read, edit and give
