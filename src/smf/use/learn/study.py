@@ -518,7 +518,9 @@ class ModelWriter:
              "Sentence: {fact}\nQuestion: {q}\nAnswer:")
 
     def __init__(self, complete: Callable[[str], str], n: int = 2, echoes: bool = False, first: bool = False):
-        self.complete, self.n, self.echoes, self.first = complete, n, echoes, first
+        self.complete, self.echoes, self.first = complete, echoes, first
+        self.prompts = [self.REWRITE.replace("{shots}", "".join(f"Question: {a}\nOther words: {b}\n\n" for a, b in style))
+                        for style in self.STYLES[:n]]
 
     def items(self, items: list[StudyItem]) -> tuple[list[StudyItem], int]:
         """(kept model-written items, how many were written and dropped): wordings of each fact's first question."""
@@ -528,10 +530,7 @@ class ModelWriter:
             if i.question is not None and i.form in ("question", "span question") and i.fact not in firsts:
                 firsts[i.fact] = i
         for item in firsts.values():
-            written = []
-            for style in self.STYLES[:self.n]:
-                shots = "".join(f"Question: {a}\nOther words: {b}\n\n" for a, b in style)
-                written.append(self.complete(self.REWRITE.format(shots=shots, q=item.question)).strip().strip('"'))
+            written = [self.complete(prompt.format(q=item.question)).strip().strip('"') for prompt in self.prompts]
             for q in dict.fromkeys(written):
                 said = reply_to(q, item.short, item.fact, echoes=self.echoes, first=self.first)
                 candidate = StudyItem(item.fact, "model reworded", said, question=q, short=item.short)
@@ -547,7 +546,7 @@ def _keeps_names(wording: str, question: str) -> bool:
     """Whether `wording` keeps every name `question` gives (its capitalised words after the first, spelt the same):
     a wording that drops or misspells the subject ("Who designed the bridge?") asks about something else."""
     names = [w.removesuffix("'s") for w in re.findall(r"(?<!^)\b[A-Z][\w'-]*", question.strip())]
-    return all(re.search(r"(?<!\w)" + re.escape(n) + r"(?!\w)", wording) for n in names)
+    return all(_holds(wording, n) for n in names)
 
 
 def write_study(items: list[StudyItem], path: Path) -> None:
