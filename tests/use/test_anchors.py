@@ -139,8 +139,7 @@ def test_a_question_answered_with_nothing_is_no_anchor(monkeypatch):
     import smf.use.anchors
     from smf.use.anchors import anchor_examples
 
-    said = iter(["", "The capital of Mirilber is Sana. It is old."])
-    monkeypatch.setattr(smf.use.anchors, "answer", lambda *a, **k: next(said))
+    monkeypatch.setattr(smf.use.anchors, "answers", lambda *a, **k: ["", "The capital of Mirilber is Sana. It is old."])
     monkeypatch.setattr(smf.use.anchors, "render", lambda tokenizer, turns: turns[0]["content"] + " ")
     out = anchor_examples(None, None, ["Who built the Dorvel lighthouse?", "What is the capital of Mirilber?"])
     assert [(e.prompt, e.target) for e in out] == [("What is the capital of Mirilber? ", "The capital of Mirilber is Sana.")]

@@ -454,3 +454,24 @@ def test_learn_with_lora_or_full_trains_the_same_study_and_saves_a_plain_model(t
     assert not memory_layers(model) and "lora" not in " ".join(n for n, _ in model.named_parameters())
     assert any(not torch.equal(p, q) for p, q in zip(model.state_dict().values(), base.state_dict().values()))
     assert main(["ask", "--model", str(out), "--max-new-tokens", "2", "Who built the Zorvex lighthouse?"]) == 0
+
+
+def test_batched_answers_are_the_answers_one_at_a_time(tokenizer):
+    """`answers` (left-padded batches, as anchors and kept answers are generated) gives each conversation the answer
+    `answer` gives it alone, on a retrofitted model whose memory reads something (padding must not leak into a read)."""
+    from smf.api import MemoryConfig
+    from smf.memory import retrofit
+    from smf.memory.retrofit import memory_layers
+    from smf.use.chat import answer, answers
+    from conftest import tiny_model
+
+    model = retrofit(tiny_model(vocab_size=len(tokenizer)), MemoryConfig(layers=(1,), slots=256, topk=4, heads=2, key_dim=16))
+    torch.manual_seed(0)
+    for memory in memory_layers(model).values():
+        memory.values.data.normal_(std=0.5)
+    model.eval()
+    questions = [[{"role": "user", "content": q}] for q in
+                 ("Who built the Dorvel lighthouse?", "Hi", "What is the capital of the island of Mirilber, and why?")]
+    alone = [answer(model, tokenizer, turns, max_new_tokens=6) for turns in questions]
+    assert answers(model, tokenizer, questions, max_new_tokens=6, batch=2) == alone
+    assert len(set(alone)) > 1  # the questions get different answers: a batch's rows are not mixed up
