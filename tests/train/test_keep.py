@@ -112,7 +112,9 @@ def test_learn_keep_builds_the_term_from_anchors_and_refuses_a_bad_weight(tiny_f
     out = capsys.readouterr().out
     assert "answers to 3 general question(s) (such as \"What does" in out and "made-up" not in out
     assert sum(len(c) for c in seen[-1].chunks) == 3
-    assert main(["learn", *common, "--out", str(tmp_path / "default")]) == 0  # the default keeps one anchor per question
+    assert main(["learn", *common, "--out", str(tmp_path / "default")]) == 0  # the default keeps no answers
+    assert seen[-1] is None and "keeping" not in capsys.readouterr().out
+    assert main(["learn", *common, "--out", str(tmp_path / "one"), "--keep", "1"]) == 0  # one anchor per question
     assert sum(len(c) for c in seen[-1].chunks) == 2 and seen[-1].weight == 3.0
     assert seen[-1].per_step == 32  # at most 64 kept answers a step, in batches of --batch-size 2
     steps, backward = [], Keep.backward
@@ -120,9 +122,7 @@ def test_learn_keep_builds_the_term_from_anchors_and_refuses_a_bad_weight(tiny_f
     assert main(["learn", *common, "--out", str(tmp_path / "capped"), "--keep", "3", "--keep-per-step", "2", "--steps", "4"]) == 0
     assert seen[-1].per_step == 1 and len(seen[-1].chunks) == 3 and "2 a step in turn" in capsys.readouterr().out
     assert steps == [[0], [1], [2], [0]]  # the loop hands each step its index
-    assert main(["learn", *common, "--out", str(tmp_path / "plain"), "--keep", "0"]) == 0
-    assert seen[-1] is None
-    assert main(["learn", *common, "--out", str(tmp_path / "both"), "--keep-divergence", "symmetric", "--steps", "1"]) == 0
+    assert main(["learn", *common, "--out", str(tmp_path / "both"), "--keep", "1", "--keep-divergence", "symmetric", "--steps", "1"]) == 0
     assert seen[-1].divergence == "symmetric" and "weight 3, symmetric KL" in capsys.readouterr().out
     for flag, value, message in [("--keep-weight", "0", "keep_weight must be > 0"), ("--keep", "-1", "keep must be >= 0"),
                                  ("--keep-general", "-2", "keep_general must be >= 0"),
@@ -288,7 +288,7 @@ def test_a_damaged_kept_answers_file_stops_the_next_sitting_with_one_line(tiny_f
         shutil.copytree(first, model)
         kept = model / KEPT_FILE
         kept.write_bytes(text if isinstance(text, bytes) else text.encode())
-        later = ["learn", "--data", common[1], "--model", str(model), *common[4:], "--out", str(out)]
+        later = ["learn", "--data", common[1], "--model", str(model), *common[4:], "--out", str(out), "--keep", "1"]
         capsys.readouterr()
         assert main(later) == 2, why
         err = capsys.readouterr().err.strip()
