@@ -68,8 +68,8 @@ def answer(model, tokenizer, turns: list[dict], *, max_new_tokens: int = 128, em
 @torch.inference_mode()
 def answers(model, tokenizer, conversations: list[list[dict]], *, max_new_tokens: int = 128, batch: int = 32,
             mixed_precision: str = "auto") -> list[str]:
-    """The model's greedy answer to each conversation, as `answer` gives it, generated `batch` at a time (left-padded,
-    which is where a batch's cost on the CPU goes: one forward per new token for the whole batch)."""
+    """The model's greedy answer to each conversation, as `answer` gives it, generated `batch` conversations at a
+    time, left-padded: one forward pass per new token serves the whole batch."""
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     special = not getattr(tokenizer, "chat_template", None)

@@ -10,8 +10,8 @@
 A sitting's stages, one module each: reading the facts (`facts`); building the training
 examples, questions answered by the person's own statements (`examples`); anchors and kept
 answers, questions about made-up subjects whose reads the sitting leaves alone and whose answers
-it can keep (--keep, off by default) (`kept`); the background statistics a new memory counts, the anchors added to them and
-the protection of what a sitting trained (`background`); the folder's files for later sittings
+it can keep (--keep, off by default; `kept`); the background statistics a new memory counts, the
+anchors added to them and the protection of what a sitting trained (`background`); the folder's files for later sittings
 (`folder`); the sitting itself, `learn()` (`sitting`). What it does is `LearnConfig` (`config`):
 the train, memory and background configs at their defaults, under LEARN_PRESET where the learn
 check (studies/learn-check) chose otherwise.

@@ -107,8 +107,8 @@ class LearnConfig(Config):
                            "sitting, whose answers the training keeps: it adds keep_weight × the KL divergence of the model's "
                            "next-token distributions along them from the ones before the sitting to the loss "
                            "(smf.train.keep; 0: none). Off by default: beside the anchors it kept nothing more on the "
-                           "validation facts (1 against 2 of 20 in other words, world probe -3.0 against -2.0 points) and "
-                           f"doubled the training (349 s against 176 s a sitting) ({PRESET_STUDY})")
+                           "validation facts (with it 1 of 20 in other words and the world probe -3.0 points, without it 2 "
+                           f"and -2.0) and doubled the training (349 s a sitting against 176 s) ({PRESET_STUDY})")
     keep_general: int = setting(0, "general questions (about the standard library's functions: smf.data.docstrings, offline, "
                                    "no probe's) answered by the model before the sitting, whose answers the training keeps "
                                    "as keep keeps its own")
