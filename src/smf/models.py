@@ -221,6 +221,27 @@ def autocast(device: torch.device | str, precision: str = "auto"):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, precision))
 
 
+@torch.inference_mode()
+def greedy_batches(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch: int = 32,
+                   add_special_tokens: bool = False, mixed_precision: str = "auto") -> list[str]:
+    """The model's greedy continuation of each prompt (new text only, special tokens skipped), `batch` prompts at a
+    time, left-padded: one forward pass per new token serves the whole batch."""
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out, side = [], tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        with autocast(device, mixed_precision):
+            for i in range(0, len(prompts), batch):
+                ids = tokenizer(prompts[i : i + batch], return_tensors="pt", padding=True,
+                                add_special_tokens=add_special_tokens).to(device)
+                made = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+                out += tokenizer.batch_decode(made[:, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+    return out
+
+
 def load_model(
     name: str | os.PathLike | None = None,
     *,

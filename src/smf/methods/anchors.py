@@ -16,6 +16,7 @@ import torch
 from smf.data.anchors import anchor_questions, first_sentence
 from smf.data.batching import Encoded, collate
 from smf.memory.retrofit import memory_layers, memory_reading_zeros
+from smf.models import greedy_batches
 
 
 def anchor_items(model, tokenizer, data: list[Encoded], n: int, seed: int, max_new_tokens: int = 16,
@@ -24,25 +25,18 @@ def anchor_items(model, tokenizer, data: list[Encoded], n: int, seed: int, max_n
     answer as its target (an anchor answered with nothing is left out)."""
     prompts = list(dict.fromkeys(tokenizer.decode(e.ids[: e.n_prompt], skip_special_tokens=True) for e in data if e.n_prompt))
     questions = anchor_questions(prompts, n, seed=seed)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = next(model.parameters()).device
-    items, was_training, side = [], model.training, tokenizer.padding_side
+    items, was_training = [], model.training
     model.eval()
-    tokenizer.padding_side = "left"
     try:
-        with torch.no_grad(), memory_reading_zeros(model):
-            for i in range(0, len(questions), batch):
-                chunk = questions[i : i + batch]
-                enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
-                for question, new in zip(chunk, out[:, enc["input_ids"].shape[1] :]):
-                    said = first_sentence(tokenizer.decode(new, skip_special_tokens=True).split("\n")[0])
-                    if said:
-                        ids = tokenizer(question, add_special_tokens=False)["input_ids"]
-                        items.append(Encoded(ids + tokenizer(" " + said, add_special_tokens=False)["input_ids"], len(ids)))
+        with memory_reading_zeros(model):
+            made = greedy_batches(model, tokenizer, questions, max_new_tokens=max_new_tokens, batch=batch, mixed_precision="no")
     finally:
         model.train(was_training)
-        tokenizer.padding_side = side
+    for question, text in zip(questions, made):
+        said = first_sentence(text.split("\n")[0])
+        if said:
+            ids = tokenizer(question, add_special_tokens=False)["input_ids"]
+            items.append(Encoded(ids + tokenizer(" " + said, add_special_tokens=False)["input_ids"], len(ids)))
     return questions, items
 
 

@@ -15,7 +15,7 @@ import torch
 
 from smf.data.templates import question_prompt
 from smf.errors import SmfError
-from smf.models import autocast
+from smf.models import autocast, greedy_batches
 
 
 def render(tokenizer, turns: list[dict]) -> str:
@@ -65,26 +65,14 @@ def answer(model, tokenizer, turns: list[dict], *, max_new_tokens: int = 128, em
     return stream.text.strip()
 
 
-@torch.inference_mode()
 def answers(model, tokenizer, conversations: list[list[dict]], *, max_new_tokens: int = 128, batch: int = 32,
             mixed_precision: str = "auto") -> list[str]:
     """The model's greedy answer to each conversation, as `answer` gives it, generated `batch` conversations at a
-    time, left-padded: one forward pass per new token serves the whole batch."""
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    special = not getattr(tokenizer, "chat_template", None)
-    out, side = [], tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        with autocast(device, mixed_precision):
-            for i in range(0, len(conversations), batch):
-                prompts = [render(tokenizer, turns) for turns in conversations[i : i + batch]]
-                ids = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=special).to(device)
-                made = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
-                out += [t.strip() for t in tokenizer.batch_decode(made[:, ids["input_ids"].shape[1]:], skip_special_tokens=True)]
-    finally:
-        tokenizer.padding_side = side
-    return out
+    time (`smf.models.greedy_batches`)."""
+    prompts = [render(tokenizer, turns) for turns in conversations]
+    made = greedy_batches(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch=batch,
+                          add_special_tokens=not getattr(tokenizer, "chat_template", None), mixed_precision=mixed_precision)
+    return [text.strip() for text in made]
 
 
 @torch.inference_mode()
