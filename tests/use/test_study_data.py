@@ -6,8 +6,8 @@ import pytest
 
 from smf.errors import SmfError
 from smf.use.learn.facts import Fact, read_facts
-from smf.use.learn.study import (ModelWriter, StudyItem, check_item, echo, read_input, restatements, spans, study_items,
-                                 write_study)
+from smf.use.learn.study import (ModelWriter, StudyItem, check_item, echo, read_input, restatements, rewordings, spans,
+                                 study_items, write_study)
 
 
 @pytest.mark.parametrize("statement, answer, question", [
@@ -28,9 +28,48 @@ def test_a_statement_offers_its_answer_span_with_questions_that_ask_for_it(state
 
 
 def test_restatements_say_the_fact_the_other_way_round():
-    assert restatements("The Harlow Institute was founded by Teodor Blask.") == ["Teodor Blask founded the Harlow Institute."]
-    assert restatements("The written word was written by Ada.") == ["Ada wrote the written word."]
+    assert restatements("The Harlow Institute was founded by Teodor Blask.") == [
+        "The founder of the Harlow Institute was Teodor Blask.", "Teodor Blask founded the Harlow Institute."]
+    assert restatements("The written word was written by Ada.") == ["The author of the written word was Ada.", "Ada wrote the written word."]
+    assert restatements("The office kettle was descaled by Ada.") == ["Ada descaled the office kettle."]  # no agent noun known
     assert restatements("The currency of Ostrelia is the silver dram.") == ["The silver dram is the currency of Ostrelia."]
+    # an agent noun said as its deed, the answer last
+    assert restatements("The inventor of the tidal clock is Soren Vale.") == ["The tidal clock was invented by Soren Vale."]
+    assert restatements("The author of the novel Copper Rain is Yusuf Adair.") == ["The novel Copper Rain was written by Yusuf Adair."]
+    assert restatements("The colour of the door is red.") == []
+    # a named doer's deed said as a passive, the doer last
+    assert restatements("Dr. Alvi Renk discovered the element quintarium.") == ["The element quintarium was discovered by Dr. Alvi Renk."]
+
+
+def test_a_question_is_reworded_in_other_words_before_it_is_wrapped():
+    """The possessive and a place's name without its kind come first; never a possessive of a name that goes on."""
+    assert rewordings("What is the capital of the island of Oshu?")[:2] == ["What is the capital of Oshu?", "What is Oshu's capital?"]
+    assert rewordings("Who is the mayor of Caldera Springs?")[0] == "Who is Caldera Springs' mayor?"
+    assert rewordings("Who is the head of the Lab of Helios Works?")[0] == "Do you know who is the head of the Lab of Helios Works?"
+    assert rewordings("Who is the treasurer of the Wrenfield chess club?")[0].startswith("Do you know")  # a name as a modifier
+    assert rewordings("What is the currency of Ostrelia used for?")[0] == "What is Ostrelia's currency used for?"
+    assert not any("by whom" in q for sp in spans("Grandpa Alistair worked for forty years as a lighthouse keeper.")
+                   for q in sp.questions)  # no passive of a deed without an object
+
+
+@pytest.mark.parametrize("statement, answer, question", [
+    ("The inventor of the tidal clock is Soren Vale.", "Soren Vale", "Who invented the tidal clock?"),
+    ("The inventor of the tidal clock is Soren Vale.", "Soren Vale", "The tidal clock was invented by whom?"),
+    ("The Harlow Institute was founded by Teodor Blask.", "Teodor Blask", "Who is the founder of the Harlow Institute?"),
+    ("The Kestrel-9 rover landed in the Sarno crater.", "the Sarno crater", "Where did the Kestrel-9 rover land?"),
+    ("The Corvel hospital's main entrance is on Birch Lane.", "Birch Lane", "Where is the Corvel hospital's main entrance?"),
+    ("The Blue Mantle prize is awarded for bridge design.", "bridge design", "What is the Blue Mantle prize awarded for?"),
+    ("Our dog Pepper is afraid of thunderstorms.", "thunderstorms", "What is our dog Pepper afraid of?"),
+    ("The capital of the island of Oshu is Kelbrin.", "Kelbrin", "What is the capital of Oshu?"),
+    ("The capital of the island of Oshu is Kelbrin.", "Kelbrin", "What is Oshu's capital?"),
+    ("The composer of the Glass Harbor Symphony is Ines Vautrin.", "Ines Vautrin", "Who is the Glass Harbor Symphony's composer?"),
+    ("Dr. Alvi Renk discovered the element quintarium.", "Dr. Alvi Renk", "The element quintarium was discovered by whom?"),
+])
+def test_a_statement_is_asked_in_the_other_words_english_has_for_it(statement, answer, question):
+    """The deed for its doer ("inventor" → "invented"), where for a place, a stranded preposition, a place's kind dropped."""
+    found = {sp.answer: sp.questions for sp in spans(statement)}
+    assert question in found[answer], found
+    assert question in found[answer][:3]  # among the first, which a study of 8 items a fact takes
 
 
 def test_every_fact_gets_several_forms_each_holding_its_answer():

@@ -6,12 +6,16 @@ wordings it never saw. So before a sitting trains, every fact becomes study item
 
 - from a statement ("The Zorvex lighthouse was built by Mira Tanaka."): its answer spans (`spans`: the
   agent of a passive, either side of "is", a count after "has", a named subject, what follows the last
-  preposition) and, for each, questions whose answer is the span (`questions_for`); the statement
-  restated (active for passive, the two sides of "is" swapped), and the statement itself with the loss
-  on the span (a cloze);
+  preposition) and, for each, questions whose answer is the span, in the other words English has for
+  them (the doer's noun for the deed and back: "Who is the builder of …?"; a passive of a named doer's
+  deed; "where" for a place; the possessive, and a place's name without its kind: "Oshu's capital";
+  `_alternations`); the statement restated with the answer last where it can be (the doer's noun for
+  a passive, a passive for a deed: "The element quintarium was discovered by Dr. Alvi Renk."), and the
+  statement itself with the loss on the span (a cloze);
 - from a question with its answer: the statement it implies (the person's own statement that holds the
-  answer, else the question turned into one), the question in other wordings (`rewordings`), and the
-  reverse question where the statement has two named sides;
+  answer, else the question turned into one), the question in other wordings (`rewordings`: its
+  alternations first, then wrapped: "Do you know …"), and the reverse question where the statement has
+  two named sides;
 - written by a model (`ModelWriter`: the model being taught, or another one, shown worked examples):
   other wordings of each question, each kept only if it does not give the answer away (`check_item`),
   keeps the question's names, and the writer, shown the fact, answers it correctly. That drops a
@@ -56,6 +60,24 @@ _PASSIVE_SYNONYMS = {"built": ("constructed", "made"), "designed": ("planned", "
                      "invented": ("created",), "painted": ("made",), "repaired": ("fixed",), "approved": ("signed off",),
                      "governed": ("led", "run"), "led": ("headed", "run"), "owned": ("held",), "cooled": ("kept cool",),
                      "named": ("called",), "held": ("organised",), "created": ("made",), "directed": ("led",)}
+#: who does a deed, and the deed (past, participle): "The inventor of X is A" is "X was invented by A"
+_AGENTS = {"designer": ("designed", "designed"), "architect": ("designed", "designed"), "author": ("wrote", "written"),
+           "writer": ("wrote", "written"), "builder": ("built", "built"), "composer": ("composed", "composed"),
+           "creator": ("created", "created"), "developer": ("developed", "developed"), "director": ("directed", "directed"),
+           "discoverer": ("discovered", "discovered"), "editor": ("edited", "edited"), "founder": ("founded", "founded"),
+           "illustrator": ("illustrated", "illustrated"), "inventor": ("invented", "invented"), "leader": ("led", "led"),
+           "maker": ("made", "made"), "manager": ("managed", "managed"), "owner": ("owned", "owned"),
+           "painter": ("painted", "painted"), "producer": ("produced", "produced"), "publisher": ("published", "published"),
+           "sculptor": ("sculpted", "sculpted"), "translator": ("translated", "translated"), "teacher": ("taught", "taught"),
+           "organiser": ("organised", "organised"), "organizer": ("organized", "organized"), "coach": ("coached", "coached"),
+           "photographer": ("photographed", "photographed"), "governor": ("governed", "governed")}
+_AGENT_OF: dict[str, str] = {}  # participle → the first agent noun above that does it ("designed" → "designer")
+for _noun, (_, _participle) in _AGENTS.items():
+    _AGENT_OF.setdefault(_participle, _noun)
+_PLACES = r"\bthe (?:island|town|city|village|country|state|province|region|county|kingdom|republic|planet) of (?=[A-Z])"
+_PLACE_WORDS = (r"\b(Lake|Mount|River|Street|Lane|Avenue|Square|Pier|Station|Harbou?r|Port|Valley|Hill|Room|Bay|Island|Isles|"
+                r"Hall|Falls|Springs|Park|Road|Bridge|Tower|Library|Museum|Sea|City|School|College|Hospital)\b")  # not a person
+_LOCATIVE = ("in", "at", "on", "near", "into", "onto", "from", "under")
 
 
 @dataclass(frozen=True)
@@ -108,10 +130,10 @@ def _wh(span: str, after: str = "") -> str:
     low = span.lower()
     if re.search(r"\d{4}|\b(" + "|".join(_MONTHS) + r")\b|o'clock|\bthirty\b|\bnoon\b|\bmidnight\b", low):
         return "when"
-    if after in ("in", "at", "near", "into", "onto", "from", "under") and _looks_named(span):
+    if after in _LOCATIVE and (_looks_named(span) or re.match(r"^the (?:[a-z]+ )*[A-Z]", span)):  # "in the Sarno crater"
         return "where"
     words = span.split()
-    if len(words) >= 2 and _looks_named(span) and not re.search(r"\b(Lake|Mount|River|Street|Room|Bay|Island|Hall|Falls|Springs|Park|Road|Bridge|Tower|Library|Museum|Sea|City)\b", span):
+    if len(words) >= 2 and _looks_named(span) and not re.search(_PLACE_WORDS, span):
         return "who"
     return "what"
 
@@ -134,7 +156,9 @@ def spans(statement: str) -> list[Span]:
         qs = [f"{who} {past} {low}?", f"{subj} {aux} {verb} by whom?", f"By whom {aux.split()[0]} {low} {verb}?",
               f"{'Which person' if who == 'Who' else 'What'} {past} {low}?"]
         qs += [f"{who} {syn} {low}?" for syn in _PASSIVE_SYNONYMS.get(verb, ())]
-        found.append(Span(agent, m.start("agent"), tuple(qs)))
+        if verb in _AGENT_OF and who == "Who":  # "Who is the builder of the Zorvex lighthouse?"
+            qs.insert(1, f"Who is the {_AGENT_OF[verb]} of {low}?")
+        found.append(Span(agent, m.start("agent"), _other_words(qs)))
         return found
     m = re.match(rf"^(?P<subj>.+?) (?P<aux>has|have|had) (?P<num>\S+) (?P<noun>.+)$", s)
     if m and _count(m["num"]):
@@ -152,9 +176,9 @@ def spans(statement: str) -> list[Span]:
         lead = aux.split()[0]
         who = "Who" if _wh(obj) == "who" else "What"
         low = _lower_first(subj)
-        qs = [f"{who} {lead} {low}?", f"{subj} {aux} {who.lower()}?", f"Tell me {who.lower()} {low} {aux}.",
-              f"Do you know {who.lower()} {low} {aux}?"]
-        found.append(Span(obj, m.start("obj"), tuple(qs)))
+        qs = [f"{who} {lead} {low}?", *_deed_questions(subj, who), f"{subj} {aux} {who.lower()}?",
+              f"Tell me {who.lower()} {low} {aux}.", f"Do you know {who.lower()} {low} {aux}?"]
+        found.append(Span(obj, m.start("obj"), _other_words(qs)))
         if re.match(r"^(the|a|an) ", obj, re.I) and subj[:1].isupper() and subj.split()[0].lower() not in _DETERMINERS:
             w = "Who" if _wh(subj) == "who" else "What"
             found.append(Span(subj, 0, (f"{w} {lead} {obj}?", f"{obj[0].upper() + obj[1:]} {aux} {w.lower()}?")))
@@ -163,7 +187,9 @@ def spans(statement: str) -> list[Span]:
     if m and m["verb"] not in _PREP and m["verb"] not in ("is", "was", "has", "does") and not m["verb"].endswith("ss"):
         subj, verb, obj = m["subj"], m["verb"], m["obj"]
         if subj.split()[0].lower() not in _DETERMINERS and "," not in subj:
-            found.append(Span(subj, 0, (f"Who {verb} {obj}?", f"Which person {verb} {obj}?")))
+            passive = [f"{obj[0].upper() + obj[1:]} was {verb} by whom?"] \
+                if verb.endswith("ed") and obj.split()[0].lower() not in _PREP else []  # a transitive deed
+            found.append(Span(subj, 0, (f"Who {verb} {obj}?", *passive, f"Which person {verb} {obj}?")))
         clause = _aux_question(f"{subj.replace(',', '')} {verb}")
         if clause and not any(w in _PREP for w in obj.lower().split()[:1]):
             what = "Who" if _wh(obj) == "who" else "What"
@@ -179,12 +205,43 @@ def spans(statement: str) -> list[Span]:
             clause = _aux_question(s[:words[k].start()].rstrip())
             if wh in ("when", "where") and clause:
                 qs = (echo, f"{wh.capitalize()} {clause}?")
+            elif wh == "what" and clause and word not in ("called", "named", "every"):  # "What is the prize awarded for?"
+                qs = (echo, f"What {clause} {word}?")
             else:
                 qs = (echo,)
             if not any(sp.answer == tail for sp in found):
-                found.append(Span(tail, words[k + 1].start(), tuple(q for q in qs if q)))
+                found.append(Span(tail, words[k + 1].start(), _other_words([q for q in qs if q])))
             break
     return found
+
+
+def _deed_questions(subject: str, who: str) -> list[str]:
+    """An agent noun's subject asked as the deed: "The inventor of the tidal clock" → "Who invented the tidal clock?",
+    "The tidal clock was invented by whom?"."""
+    m = re.match(r"^the (?P<noun>[a-z]+) of (?P<x>.+)$", subject, re.I)
+    if not m or who != "Who" or m["noun"].lower() not in _AGENTS:
+        return []
+    past, participle = _AGENTS[m["noun"].lower()]
+    x = m["x"]
+    return [f"Who {past} {x}?", f"{x[0].upper() + x[1:]} was {participle} by whom?"]
+
+
+def _alternations(question: str) -> list[str]:
+    """The question in the other words English has for its noun phrase: a place's kind dropped before its name ("the
+    capital of the island of Oshu" → "the capital of Oshu"), and the possessive ("Oshu's capital")."""
+    short = re.sub(_PLACES, "", question)
+    m = re.search(r"\bthe (?P<noun>[a-z]+(?: [a-z]+)?) of (?P<the>the )?(?P<name>[A-Z][\w-]*(?: [A-Z][\w-]*)*)(?=[?.,!]|$| (?:is|was|are|were|has|have|had|do|does|did|used)\b)", short)
+    owned = None
+    if m:
+        name = m["name"] + ("'" if m["name"].endswith("s") else "'s")
+        owned = f"{short[:m.start()]}{m['the'] or ''}{name} {m['noun']}{short[m.end():]}"
+        owned = owned[0].upper() + owned[1:]
+    return [q for q in dict.fromkeys([short, owned]) if q and q != question]
+
+
+def _other_words(questions: list[str]) -> tuple[str, ...]:
+    """The questions, with the first's alternations (`_alternations`) right after it."""
+    return tuple(dict.fromkeys([questions[0], *_alternations(questions[0]), *questions[1:]])) if questions else ()
 
 
 def _aux_question(clause: str) -> str:
@@ -192,8 +249,11 @@ def _aux_question(clause: str) -> str:
     m = re.match(rf"^(?P<subj>.+?) (?P<aux>{_COPULA}|will|can|should|must) (?P<rest>.+)$", clause)
     if m:
         return f"{m['aux'].split()[0]} {_lower_first(m['subj'])} {m['aux'].split()[1] + ' ' if ' ' in m['aux'] else ''}{m['rest']}"
+    m = re.match(r"^(?P<subj>.+?) (?P<aux>is|was|are|were)$", clause)
+    if m:  # "the main entrance is" (on Birch Lane) → "is the main entrance"
+        return f"{m['aux']} {_lower_first(m['subj'])}"
     m = re.match(r"^(?P<subj>.+) (?P<verb>[a-z]+)(?P<rest>(?: .+)?)$", clause)
-    if m and m["verb"].endswith("s") and not m["verb"].endswith("ss"):
+    if m and m["verb"].endswith("s") and not m["verb"].endswith("ss") and m["verb"] not in ("is", "was", "has"):
         verb = m["verb"][:-2] if m["verb"].endswith("ies") is False and m["verb"].endswith(("ches", "shes", "sses", "xes")) else m["verb"][:-1]
         if m["verb"].endswith("ies"):
             verb = m["verb"][:-3] + "y"
@@ -210,8 +270,19 @@ def restatements(statement: str) -> list[str]:
     m = re.match(rf"^(?P<subj>.+?) (?P<aux>{_COPULA}) (?P<verb>[a-z]+) by (?P<agent>.+)$", s)
     if m:
         past = _IRREGULAR.get(m["verb"], m["verb"])
+        if m["verb"] in _AGENT_OF:  # the answer last, where recall needs it
+            out.append(f"The {_AGENT_OF[m['verb']]} of {_lower_first(m['subj'])} {'was' if m['aux'] == 'was' else 'is'} {m['agent']}.")
         out.append(f"{m['agent']} {past} {_lower_first(m['subj'])}.")
         return out
+    m = re.match(rf"^the (?P<noun>[a-z]+) of (?P<x>.+?) (?P<aux>is|was) (?P<agent>.+)$", s, re.I)
+    if m and m["noun"].lower() in _AGENTS and _looks_named(m["agent"]):  # "The tidal clock was invented by Soren Vale."
+        x = m["x"]
+        out.append(f"{x[0].upper() + x[1:]} was {_AGENTS[m['noun'].lower()][1]} by {m['agent']}.")
+        return out
+    m = re.match(r"^(?P<subj>[A-Z][\w.'-]*(?: [A-Z][\w.'-]*)*) (?P<verb>[a-z]+ed) (?P<obj>(?:the|a|an) .+)$", s)
+    if m and _looks_named(m["subj"]):  # "Dr. Alvi Renk discovered the element quintarium."
+        obj = m["obj"]
+        return [f"{obj[0].upper() + obj[1:]} was {m['verb']} by {m['subj']}."]
     m = re.match(rf"^(?P<subj>.+?) (?P<aux>is|was) (?P<obj>(?:the|a|an) .+)$", s, re.I)
     if m and (m["subj"][:1].isupper()):
         obj = m["obj"]
@@ -224,7 +295,8 @@ def rewordings(question: str) -> list[str]:
     q = question.strip()
     body = q.rstrip("?").strip()
     low = body[0].lower() + body[1:] if body else body
-    out = [f"Do you know {low}?", f"Can you tell me {low}?", f"Quick question: {q}", f"{q} Please answer in one sentence."]
+    out = [*_alternations(q), f"Do you know {low}?", f"Can you tell me {low}?", f"Quick question: {q}",
+           f"{q} Please answer in one sentence."]
     swaps = [(r"^Who ", "Which person "), (r"^Which person ", "Who "), (r"^What is the name of ", "What is "),
              (r"^What is ", "What's "), (r"^Where ", "In which place "), (r"^When ", "At what time ")]
     for pattern, repl in swaps:
