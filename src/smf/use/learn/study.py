@@ -71,9 +71,8 @@ _AGENTS = {"designer": ("designed", "designed"), "architect": ("designed", "desi
            "sculptor": ("sculpted", "sculpted"), "translator": ("translated", "translated"), "teacher": ("taught", "taught"),
            "organiser": ("organised", "organised"), "organizer": ("organized", "organized"), "coach": ("coached", "coached"),
            "photographer": ("photographed", "photographed"), "governor": ("governed", "governed")}
-_AGENT_OF: dict[str, str] = {}  # participle → the first agent noun above that does it ("designed" → "designer")
-for _noun, (_, _participle) in _AGENTS.items():
-    _AGENT_OF.setdefault(_participle, _noun)
+#: participle → the first agent noun above that does it ("designed" → "designer", not "architect")
+_AGENT_OF = {participle: noun for noun, (_, participle) in reversed(_AGENTS.items())}
 _PLACES = r"\bthe (?:island|town|city|village|country|state|province|region|county|kingdom|republic|planet) of (?=[A-Z])"
 _PLACE_WORDS = (r"\b(Lake|Mount|River|Street|Lane|Avenue|Square|Pier|Station|Harbou?r|Port|Valley|Hill|Room|Bay|Island|Isles|"
                 r"Hall|Falls|Springs|Park|Road|Bridge|Tower|Library|Museum|Sea|City|School|College|Hospital)\b")  # not a person
@@ -230,7 +229,8 @@ def _alternations(question: str) -> list[str]:
     """The question in the other words English has for its noun phrase: a place's kind dropped before its name ("the
     capital of the island of Oshu" → "the capital of Oshu"), and the possessive ("Oshu's capital")."""
     short = re.sub(_PLACES, "", question)
-    m = re.search(r"\bthe (?P<noun>[a-z]+(?: [a-z]+)?) of (?P<the>the )?(?P<name>[A-Z][\w-]*(?: [A-Z][\w-]*)*)(?=[?.,!]|$| (?:is|was|are|were|has|have|had|do|does|did|used)\b)", short)
+    m = re.search(r"\bthe (?P<noun>[a-z]+(?: [a-z]+)?) of (?P<the>the )?(?P<name>[A-Z][\w-]*(?: [A-Z][\w-]*)*)"
+                  r"(?=[?.,!]|$| (?:is|was|are|were|has|have|had|do|does|did|used)\b)", short)  # the name ends the phrase
     owned = None
     if m:
         name = m["name"] + ("'" if m["name"].endswith("s") else "'s")
