@@ -214,14 +214,21 @@ def spans(statement: str) -> list[Span]:
     return found
 
 
-def _deed_questions(subject: str, who: str) -> list[str]:
-    """An agent noun's subject asked as the deed: "The inventor of the tidal clock" → "Who invented the tidal clock?",
-    "The tidal clock was invented by whom?"."""
+def _deed(subject: str) -> tuple[str, str, str] | None:
+    """(past, participle, what) of an agent noun's subject: "The inventor of the tidal clock" → ("invented",
+    "invented", "the tidal clock"); None for any other subject."""
     m = re.match(r"^the (?P<noun>[a-z]+) of (?P<x>.+)$", subject, re.I)
-    if not m or who != "Who" or m["noun"].lower() not in _AGENTS:
+    if not m or m["noun"].lower() not in _AGENTS:
+        return None
+    return (*_AGENTS[m["noun"].lower()], m["x"])
+
+
+def _deed_questions(subject: str, who: str) -> list[str]:
+    """An agent noun's subject asked as the deed: "Who invented the tidal clock?", "The tidal clock was invented by whom?"."""
+    deed = _deed(subject) if who == "Who" else None
+    if deed is None:
         return []
-    past, participle = _AGENTS[m["noun"].lower()]
-    x = m["x"]
+    past, participle, x = deed
     return [f"Who {past} {x}?", f"{x[0].upper() + x[1:]} was {participle} by whom?"]
 
 
@@ -274,10 +281,11 @@ def restatements(statement: str) -> list[str]:
             out.append(f"The {_AGENT_OF[m['verb']]} of {_lower_first(m['subj'])} {'was' if m['aux'] == 'was' else 'is'} {m['agent']}.")
         out.append(f"{m['agent']} {past} {_lower_first(m['subj'])}.")
         return out
-    m = re.match(rf"^the (?P<noun>[a-z]+) of (?P<x>.+?) (?P<aux>is|was) (?P<agent>.+)$", s, re.I)
-    if m and m["noun"].lower() in _AGENTS and _looks_named(m["agent"]):  # "The tidal clock was invented by Soren Vale."
-        x = m["x"]
-        out.append(f"{x[0].upper() + x[1:]} was {_AGENTS[m['noun'].lower()][1]} by {m['agent']}.")
+    m = re.match(r"^(?P<subj>.+?) (?:is|was) (?P<agent>.+)$", s)
+    deed = _deed(m["subj"]) if m and _looks_named(m["agent"]) else None
+    if deed:  # "The tidal clock was invented by Soren Vale."
+        _, participle, x = deed
+        out.append(f"{x[0].upper() + x[1:]} was {participle} by {m['agent']}.")
         return out
     m = re.match(r"^(?P<subj>[A-Z][\w.'-]*(?: [A-Z][\w.'-]*)*) (?P<verb>[a-z]+ed) (?P<obj>(?:the|a|an) .+)$", s)
     if m and _looks_named(m["subj"]):  # "Dr. Alvi Renk discovered the element quintarium."
