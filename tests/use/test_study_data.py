@@ -39,6 +39,8 @@ def test_restatements_say_the_fact_the_other_way_round():
     assert restatements("The colour of the door is red.") == []
     # a named doer's deed said as a passive, the doer last
     assert restatements("Dr. Alvi Renk discovered the element quintarium.") == ["The element quintarium was discovered by Dr. Alvi Renk."]
+    assert restatements("Professor Imre Kalnay wrote the book Cold Stars.") == [
+        "The book Cold Stars was written by Professor Imre Kalnay."]  # an irregular deed's participle
 
 
 def test_a_question_is_reworded_in_other_words_before_it_is_wrapped():
@@ -64,6 +66,13 @@ def test_a_question_is_reworded_in_other_words_before_it_is_wrapped():
     ("The capital of the island of Oshu is Kelbrin.", "Kelbrin", "What is Oshu's capital?"),
     ("The composer of the Glass Harbor Symphony is Ines Vautrin.", "Ines Vautrin", "Who is the Glass Harbor Symphony's composer?"),
     ("Dr. Alvi Renk discovered the element quintarium.", "Dr. Alvi Renk", "The element quintarium was discovered by whom?"),
+    ("Professor Imre Kalnay wrote the book Cold Stars.", "Professor Imre Kalnay", "Who wrote the book Cold Stars?"),
+    ("Professor Imre Kalnay wrote the book Cold Stars.", "Professor Imre Kalnay", "The book Cold Stars was written by whom?"),
+    ("Anna ran the Eskerby marathon.", "Anna", "The Eskerby marathon was run by whom?"),
+    ("Grandpa Alistair worked for forty years as a lighthouse keeper.", "a lighthouse keeper",
+     "What did Grandpa Alistair work for forty years as?"),
+    ("The night ferry leaves from Pier 9.", "Pier 9", "Where does the night ferry leave?"),  # a place's number
+    ("The spare key is kept in Room 12.", "Room 12", "Where is the spare key kept?"),
 ])
 def test_a_statement_is_asked_in_the_other_words_english_has_for_it(statement, answer, question):
     """The deed for its doer ("inventor" → "invented"), where for a place, a stranded preposition, a place's kind dropped."""

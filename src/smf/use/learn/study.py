@@ -60,6 +60,11 @@ _PASSIVE_SYNONYMS = {"built": ("constructed", "made"), "designed": ("planned", "
                      "invented": ("created",), "painted": ("made",), "repaired": ("fixed",), "approved": ("signed off",),
                      "governed": ("led", "run"), "led": ("headed", "run"), "owned": ("held",), "cooled": ("kept cool",),
                      "named": ("called",), "held": ("organised",), "created": ("made",), "directed": ("led",)}
+#: a deed's past whose participle is itself or irregular ("wrote" → "written"), which "-ed" does not find
+_PAST = {**{past: participle for participle, past in _IRREGULAR.items() if past not in ("did", "got", "knew", "saw")},
+         **{w: w for w in ("built", "made", "led", "won", "sold", "bought", "taught", "found", "held", "kept", "sent", "told",
+                           "brought", "caught", "paid", "lost", "read", "left", "set", "shot", "dug", "spun", "struck")},
+         "ran": "run", "began": "begun", "sang": "sung", "drew": "drawn"}
 #: who does a deed, and the deed (past, participle): "The inventor of X is A" is "X was invented by A"
 _AGENTS = {"designer": ("designed", "designed"), "architect": ("designed", "designed"), "author": ("wrote", "written"),
            "writer": ("wrote", "written"), "builder": ("built", "built"), "composer": ("composed", "composed"),
@@ -120,7 +125,8 @@ def _lower_first(text: str) -> str:
 
 def _looks_named(span: str) -> bool:
     words = span.split()
-    return bool(words) and all(w[:1].isupper() or w.lower() in ("de", "van", "von", "da", "of", "the") for w in words) \
+    return bool(words) and all(w[:1].isupper() or w.lower() in ("de", "van", "von", "da", "of", "the") or (k and w.isdigit())
+                               for k, w in enumerate(words)) \
         and words[0].lower() not in _DETERMINERS
 
 
@@ -169,7 +175,7 @@ def spans(statement: str) -> list[Span]:
         return found
     m = re.match(rf"^(?P<subj>.+?) (?P<aux>{_COPULA}) (?P<obj>.+)$", s)
     first = m["obj"].split()[0].lower() if m else ""
-    if m and first not in _PREP and not re.match(r"^[a-z]+(ed|en|rn|wn|lt|ld|ght|de) (" + "|".join(_PREP) + ") ", m["obj"]) \
+    if m and first not in _PREP and not re.match(r"^[a-z]+(ed|en|rn|wn|lt|ld|pt|ght|de) (" + "|".join(_PREP) + ") ", m["obj"]) \
             and first not in ("afraid", "fond", "proud", "aware", "full", "made", "part", "able", "located", "situated"):
         subj, aux, obj = m["subj"], m["aux"], m["obj"]
         lead = aux.split()[0]
@@ -182,12 +188,13 @@ def spans(statement: str) -> list[Span]:
             w = "Who" if _wh(subj) == "who" else "What"
             found.append(Span(subj, 0, (f"{w} {lead} {obj}?", f"{obj[0].upper() + obj[1:]} {aux} {w.lower()}?")))
         return found
-    m = re.match(r"^(?P<subj>.*?[A-Z][\w'-]*(?: [A-Z][\w'-]*)*),? (?P<verb>[a-z]+(?:s|ed)) (?P<obj>.+)$", s)
+    m = re.match(rf"^(?P<subj>.*?[A-Z][\w'-]*(?: [A-Z][\w'-]*)*),? (?P<verb>[a-z]+(?:s|ed)|{'|'.join(_PAST)}) (?P<obj>.+)$", s)
     if m and m["verb"] not in _PREP and m["verb"] not in ("is", "was", "has", "does") and not m["verb"].endswith("ss"):
         subj, verb, obj = m["subj"], m["verb"], m["obj"]
+        participle = _PAST.get(verb, verb if verb.endswith("ed") else None)
         if subj.split()[0].lower() not in _DETERMINERS and "," not in subj:
-            passive = [f"{obj[0].upper() + obj[1:]} was {verb} by whom?"] \
-                if verb.endswith("ed") and obj.split()[0].lower() not in _PREP else []  # a transitive deed
+            passive = [f"{obj[0].upper() + obj[1:]} was {participle} by whom?"] \
+                if participle and obj.split()[0].lower() not in _PREP else []  # a transitive deed
             found.append(Span(subj, 0, (f"Who {verb} {obj}?", *passive, f"Which person {verb} {obj}?")))
         clause = _aux_question(f"{subj.replace(',', '')} {verb}")
         if clause and not any(w in _PREP for w in obj.lower().split()[:1]):
@@ -259,7 +266,9 @@ def _aux_question(clause: str) -> str:
     m = re.match(r"^(?P<subj>.+?) (?P<aux>is|was|are|were)$", clause)
     if m:  # "the main entrance is" (on Birch Lane) → "is the main entrance"
         return f"{m['aux']} {_lower_first(m['subj'])}"
-    m = re.match(r"^(?P<subj>.+) (?P<verb>[a-z]+)(?P<rest>(?: .+)?)$", clause)
+    m = re.match(r"^(?P<subj>.*?[A-Z][\w.'-]*) (?P<verb>[a-z]{3,}ed)(?P<rest>(?: .+)?)$", clause)
+    if m is None:  # a named doer's deed is the first word after the name, not the last ("worked for forty years")
+        m = re.match(r"^(?P<subj>.+) (?P<verb>[a-z]+)(?P<rest>(?: .+)?)$", clause)
     if m and m["verb"].endswith("s") and not m["verb"].endswith("ss") and m["verb"] not in ("is", "was", "has"):
         verb = m["verb"][:-2] if m["verb"].endswith("ies") is False and m["verb"].endswith(("ches", "shes", "sses", "xes")) else m["verb"][:-1]
         if m["verb"].endswith("ies"):
@@ -287,10 +296,10 @@ def restatements(statement: str) -> list[str]:
         _, participle, x = deed
         out.append(f"{x[0].upper() + x[1:]} was {participle} by {m['agent']}.")
         return out
-    m = re.match(r"^(?P<subj>[A-Z][\w.'-]*(?: [A-Z][\w.'-]*)*) (?P<verb>[a-z]+ed) (?P<obj>(?:the|a|an) .+)$", s)
+    m = re.match(rf"^(?P<subj>[A-Z][\w.'-]*(?: [A-Z][\w.'-]*)*) (?P<verb>[a-z]+ed|{'|'.join(_PAST)}) (?P<obj>(?:the|a|an) .+)$", s)
     if m and _looks_named(m["subj"]):  # "Dr. Alvi Renk discovered the element quintarium."
         obj = m["obj"]
-        return [f"{obj[0].upper() + obj[1:]} was {m['verb']} by {m['subj']}."]
+        return [f"{obj[0].upper() + obj[1:]} was {_PAST.get(m['verb'], m['verb'])} by {m['subj']}."]
     m = re.match(rf"^(?P<subj>.+?) (?P<aux>is|was) (?P<obj>(?:the|a|an) .+)$", s, re.I)
     if m and (m["subj"][:1].isupper()):
         obj = m["obj"]
