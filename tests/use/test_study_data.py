@@ -5,7 +5,7 @@ import json
 import pytest
 
 from smf.errors import SmfError
-from smf.use.learn.facts import Fact, read_facts
+from smf.use.learn.facts import MAX_FACT_CHARS, Fact, read_facts
 from smf.use.learn.study import (ModelWriter, StudyItem, check_item, echo, read_input, restatements, rewordings, spans,
                                  study_items, write_study)
 
@@ -134,6 +134,21 @@ def test_a_question_is_answered_in_its_own_words(question, said):
 def test_notes_with_no_answer_span_are_refused_with_one_line():
     with pytest.raises(SmfError, match="no answer a question could ask for"):
         study_items([Fact(text="Hello there")])
+
+
+def test_a_fact_longer_than_a_sentence_or_two_is_refused_with_one_line(tmp_path):
+    """The study rules' regular expressions take time growing with the square of a note's length: a hostile
+    line of megabytes would run for days, so a fact is at most MAX_FACT_CHARS."""
+    ok = "The Zorvex lighthouse was built by Mira Tanaka" + " and friends" * 79 + "."
+    assert len(ok) <= MAX_FACT_CHARS < len(ok) + 12
+    (tmp_path / "ok.txt").write_text(ok + "\n")
+    assert read_facts(tmp_path / "ok.txt") == [Fact(text=ok)]
+    (tmp_path / "long.txt").write_text("A short note.\n" + ok[:-1] + " and friends.\n")
+    with pytest.raises(SmfError, match=r"long.txt: fact 2 is 1,\d{3} characters, over 1,000;"):
+        read_facts(tmp_path / "long.txt")
+    (tmp_path / "long.jsonl").write_text(json.dumps({"question": "Who?", "answer": "x" * 1001}) + "\n")
+    with pytest.raises(SmfError, match="fact 1 is 1,001 characters"):
+        read_facts(tmp_path / "long.jsonl")
 
 
 def test_the_check_drops_an_item_that_lost_its_answer_or_gives_it_away():

@@ -11,6 +11,11 @@ from smf.data.rows import lines, read_rows_file, read_text
 from smf.errors import SmfError
 
 
+#: a fact is a sentence or two: the study rules read it with regular expressions whose time grows with the
+#: square of its length, and training keeps 128 tokens of it
+MAX_FACT_CHARS = 1000
+
+
 @dataclass(frozen=True)
 class Fact:
     """One thing to learn: a statement, or a question with its answer."""
@@ -63,4 +68,9 @@ def read_facts(path: Path) -> list[Fact]:
         raise SmfError(f"{path}: facts are a .txt, .md, .jsonl or .json file, not {path.suffix or 'a file without a suffix'}")
     if not facts:
         raise SmfError(f"{path}: no facts in the file")
+    for n, fact in enumerate(facts, 1):
+        longest = max(len(t) for t in (fact.text, fact.question, fact.answer) if t is not None)
+        if longest > MAX_FACT_CHARS:
+            raise SmfError(f"{path}: fact {n} is {longest:,} characters, over {MAX_FACT_CHARS:,}; a fact is a statement "
+                           "or a question with its answer: split a long note into one fact per line")
     return facts
