@@ -64,7 +64,8 @@ _PASSIVE_SYNONYMS = {"built": ("constructed", "made"), "designed": ("planned", "
 _PAST = {**{past: participle for participle, past in _IRREGULAR.items() if past not in ("did", "got", "knew", "saw")},
          **{w: w for w in ("built", "made", "led", "won", "sold", "bought", "taught", "found", "held", "kept", "sent", "told",
                            "brought", "caught", "paid", "lost", "read", "left", "set", "shot", "dug", "spun", "struck")},
-         "ran": "run", "began": "begun", "sang": "sung", "drew": "drawn"}
+         "ran": "run"}
+_PAST_WORDS = "|".join(_PAST)  # as a regular expression's alternatives
 #: who does a deed, and the deed (past, participle): "The inventor of X is A" is "X was invented by A"
 _AGENTS = {"designer": ("designed", "designed"), "architect": ("designed", "designed"), "author": ("wrote", "written"),
            "writer": ("wrote", "written"), "builder": ("built", "built"), "composer": ("composed", "composed"),
@@ -188,7 +189,7 @@ def spans(statement: str) -> list[Span]:
             w = "Who" if _wh(subj) == "who" else "What"
             found.append(Span(subj, 0, (f"{w} {lead} {obj}?", f"{obj[0].upper() + obj[1:]} {aux} {w.lower()}?")))
         return found
-    m = re.match(rf"^(?P<subj>.*?[A-Z][\w'-]*(?: [A-Z][\w'-]*)*),? (?P<verb>[a-z]+(?:s|ed)|{'|'.join(_PAST)}) (?P<obj>.+)$", s)
+    m = re.match(rf"^(?P<subj>.*?[A-Z][\w'-]*(?: [A-Z][\w'-]*)*),? (?P<verb>[a-z]+(?:s|ed)|{_PAST_WORDS}) (?P<obj>.+)$", s)
     if m and m["verb"] not in _PREP and m["verb"] not in ("is", "was", "has", "does") and not m["verb"].endswith("ss"):
         subj, verb, obj = m["subj"], m["verb"], m["obj"]
         participle = _PAST.get(verb, verb if verb.endswith("ed") else None)
@@ -296,7 +297,7 @@ def restatements(statement: str) -> list[str]:
         _, participle, x = deed
         out.append(f"{x[0].upper() + x[1:]} was {participle} by {m['agent']}.")
         return out
-    m = re.match(rf"^(?P<subj>[A-Z][\w.'-]*(?: [A-Z][\w.'-]*)*) (?P<verb>[a-z]+ed|{'|'.join(_PAST)}) (?P<obj>(?:the|a|an) .+)$", s)
+    m = re.match(rf"^(?P<subj>[A-Z][\w.'-]*(?: [A-Z][\w.'-]*)*) (?P<verb>[a-z]+ed|{_PAST_WORDS}) (?P<obj>(?:the|a|an) .+)$", s)
     if m and _looks_named(m["subj"]):  # "Dr. Alvi Renk discovered the element quintarium."
         obj = m["obj"]
         return [f"{obj[0].upper() + obj[1:]} was {_PAST.get(m['verb'], m['verb'])} by {m['subj']}."]
